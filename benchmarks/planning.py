@@ -1,0 +1,276 @@
+"""Planning-success evaluation: a world model + planner inside the real environment.
+
+``evaluate_planning`` runs the standard protocol (``benchmarks.protocol``) for a
+checkpoint and, in the same run and on the same start/goal pairs, a random-action
+baseline. It writes one JSON line per episode to ``episodes.jsonl`` and a
+``summary.json`` with success rates and 95% Wilson intervals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from benchmarks.protocol import PlanningProtocol, StartGoalPair, sample_pairs
+from benchmarks.stats import wilson_interval
+
+# An action source for B environments: (obs (B,H,W,3) uint8, goal (B,H,W,3) uint8) -> (B, A) float32.
+ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class PlannerConfig:
+    """CEM + MPC settings used by ``wm eval``."""
+
+    horizon: int = field(default=5, metadata={"help": "planning horizon in action blocks"})
+    receding_horizon: int = field(default=1, metadata={"help": "action blocks executed before replanning"})
+    num_samples: int = field(default=300, metadata={"help": "CEM candidates per environment and iteration"})
+    iterations: int = field(default=30, metadata={"help": "CEM iterations per plan"})
+    num_elites: int = field(default=30, metadata={"help": "CEM elites kept per iteration"})
+    init_std: float = field(default=1.0, metadata={"help": "initial CEM standard deviation"})
+    objective: str = field(default="terminal_l2", metadata={"help": "planning objective"})
+    seed: int = field(default=0, metadata={"help": "planner seed"})
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable copy."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class EpisodeOutcome:
+    """What happened on one start/goal pair under one policy."""
+
+    success: bool
+    steps: int
+    final_distance: float
+    plan_seconds: float
+
+
+def run_episodes(
+    envs: list,
+    pairs: list[StartGoalPair],
+    act: ActFn,
+    budget: int,
+    record: int | None = None,
+) -> tuple[list[EpisodeOutcome], list[np.ndarray]]:
+    """Run ``act`` on B environments at once, each from its start towards its goal.
+
+    Args:
+        envs: B environments of the dataset's env id.
+        pairs: B start/goal pairs (factors, start state, goal state, seed).
+        act: the action source, called once per env step for all B envs.
+        budget: maximum env steps per episode.
+        record: index of an env whose frames are returned (side by side with its goal).
+
+    Returns:
+        (outcomes, frames): one outcome per env; frames ``(H, 2W, 3)`` uint8 if ``record``.
+    """
+    B = len(envs)
+    obs, goals = [], []
+    for env, pair in zip(envs, pairs):
+        o, _ = env.reset(
+            seed=pair.seed,
+            options={"factors": pair.factors, "state": pair.start_state, "goal_state": pair.goal_state},
+        )
+        obs.append(o)
+        goals.append(env.unwrapped.render_goal())
+    obs_b, goal_b = np.stack(obs), np.stack(goals)
+    done = np.zeros(B, bool)
+    success = np.zeros(B, bool)
+    steps = np.zeros(B, np.int64)
+    distance = np.full(B, np.nan)
+    plan_seconds = 0.0
+    frames: list[np.ndarray] = []
+    if record is not None:
+        frames.append(np.concatenate([obs_b[record], goal_b[record]], axis=1))
+    for _ in range(budget):
+        if done.all():
+            break
+        t0 = time.perf_counter()
+        actions = np.asarray(act(obs_b, goal_b), np.float32)
+        plan_seconds += time.perf_counter() - t0
+        for i, env in enumerate(envs):
+            if done[i]:
+                continue
+            o, _, terminated, truncated, info = env.step(actions[i])
+            obs_b[i] = o
+            steps[i] += 1
+            distance[i] = info["goal_distance"]
+            if info["success"]:
+                success[i] = True
+            done[i] = success[i] or terminated or truncated
+        if record is not None:
+            frames.append(np.concatenate([obs_b[record], goal_b[record]], axis=1))
+    outcomes = [
+        EpisodeOutcome(bool(success[i]), int(steps[i]), float(distance[i]), plan_seconds / B)
+        for i in range(B)
+    ]
+    return outcomes, frames
+
+
+def random_policy(action_space, batch_size: int, seed: int) -> ActFn:
+    """Uniform random actions for ``batch_size`` envs from a seeded generator."""
+    rng = np.random.default_rng(seed)
+    low = np.broadcast_to(action_space.low, action_space.shape)
+    high = np.broadcast_to(action_space.high, action_space.shape)
+
+    def act(obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        return rng.uniform(low, high, size=(batch_size, *action_space.shape)).astype(np.float32)
+
+    return act
+
+
+def build_mpc(model, planner_cfg: PlannerConfig, action_space, device: str = "cpu"):
+    """A batched CEM ``MPCPolicy`` for ``model`` with the env's action bounds."""
+    from planners import CEM, MPCPolicy
+
+    block = model.config.frameskip * model.config.action_dim
+    low = float(np.min(action_space.low))
+    high = float(np.max(action_space.high))
+    cem = CEM(
+        horizon=planner_cfg.horizon,
+        action_dim=block,
+        low=low,
+        high=high,
+        num_samples=planner_cfg.num_samples,
+        iterations=planner_cfg.iterations,
+        num_elites=planner_cfg.num_elites,
+        init_std=planner_cfg.init_std,
+        seed=planner_cfg.seed,
+        device=device,
+    )
+    return MPCPolicy(
+        model,
+        cem,
+        objective=planner_cfg.objective,
+        receding_horizon=planner_cfg.receding_horizon,
+        action_low=low,
+        action_high=high,
+    )
+
+
+def evaluate_planning(
+    model,
+    dataset,
+    out_dir: str | Path,
+    protocol: PlanningProtocol | None = None,
+    planner_cfg: PlannerConfig | None = None,
+    device: str = "cpu",
+    video: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Evaluate planning success of ``model`` on ``dataset``'s episodes, with a random baseline.
+
+    Args:
+        model: a world model (``encode``/``rollout``/``config``), in eval mode.
+        dataset: an opened ``data.EpisodeDataset`` whose episodes give start/goal pairs.
+        out_dir: folder for ``episodes.jsonl``, ``summary.json`` and ``planned_episode.mp4``.
+        protocol: start/goal protocol (defaults: offset 25, budget 50, 50 episodes).
+        planner_cfg: CEM/MPC settings.
+        device: torch device for planning.
+        video: write an MP4 of the first planned episode (agent | goal).
+        log: optional callable for progress lines.
+
+    Returns:
+        the summary dict (also written to ``summary.json``).
+    """
+    import envs
+
+    protocol = protocol or PlanningProtocol()
+    planner_cfg = planner_cfg or PlannerConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env_id = dataset.meta["env_id"]
+    resolution = int(dataset.meta["image_shape"][0])
+    if resolution != model.config.image_size:
+        raise ValueError(
+            f"dataset frames are {resolution}x{resolution} but the model expects "
+            f"image_size={model.config.image_size}"
+        )
+    env_list = [envs.make(env_id, resolution=resolution) for _ in range(protocol.episodes)]
+    if env_list[0].action_space.shape[0] != model.config.action_dim:
+        raise ValueError(
+            f"{env_id} has action_dim={env_list[0].action_space.shape[0]} but the model "
+            f"expects action_dim={model.config.action_dim}"
+        )
+    pairs = sample_pairs(dataset, protocol, env_list[0])
+
+    policy = build_mpc(model, planner_cfg, env_list[0].action_space, device)
+    policy.reset(len(pairs))
+    t0 = time.perf_counter()
+    planned, frames = run_episodes(env_list, pairs, policy.act, protocol.budget, record=0 if video else None)
+    planner_seconds = time.perf_counter() - t0
+    if log:
+        log(f"planner: {sum(o.success for o in planned)}/{len(planned)} successes in {planner_seconds:.1f}s")
+    baseline, _ = run_episodes(
+        env_list, pairs, random_policy(env_list[0].action_space, len(pairs), protocol.seed), protocol.budget
+    )
+    if log:
+        log(f"random baseline: {sum(o.success for o in baseline)}/{len(baseline)} successes")
+
+    with open(out / "episodes.jsonl", "w") as f:
+        for name, outcomes in (("cem", planned), ("random", baseline)):
+            for pair, o in zip(pairs, outcomes):
+                f.write(
+                    json.dumps(
+                        {
+                            "policy": name,
+                            "success": o.success,
+                            "steps": o.steps,
+                            "final_distance": o.final_distance,
+                            "plan_seconds": o.plan_seconds,
+                            "episode_id": pair.episode_id,
+                            "start_step": pair.start_step,
+                            "start_state": pair.start_state.tolist(),
+                            "goal_state": pair.goal_state.tolist(),
+                            "factors": pair.factors,
+                            "env_seed": pair.seed,
+                            "protocol_seed": protocol.seed,
+                        }
+                    )
+                    + "\n"
+                )
+    if video and frames:
+        from benchmarks.video import write_mp4
+
+        write_mp4(out / "planned_episode.mp4", frames, fps=10)
+
+    summary = {
+        "env_id": env_id,
+        "episodes": len(pairs),
+        **_rates("", planned),
+        **_rates("baseline_", baseline),
+        "planner_seconds_total": planner_seconds,
+        # act() plans for all envs at once; each episode is charged an equal share.
+        "plan_seconds_per_episode": planned[0].plan_seconds if planned else 0.0,
+        "protocol": protocol.to_dict(),
+        "planner": planner_cfg.to_dict(),
+        "dataset": str(dataset.path),
+    }
+    summary["success_ratio_vs_baseline"] = (
+        summary["success_rate"] / summary["baseline_success_rate"]
+        if summary["baseline_success_rate"] > 0
+        else None
+    )
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _rates(prefix: str, outcomes: list[EpisodeOutcome]) -> dict:
+    """Success rate, 95% interval and mean steps-to-success under a key prefix."""
+    n = len(outcomes)
+    k = sum(o.success for o in outcomes)
+    low, high = wilson_interval(k, n)
+    steps = [o.steps for o in outcomes if o.success]
+    return {
+        f"{prefix}success_rate": k / n if n else 0.0,
+        f"{prefix}success_ci95": [low, high],
+        f"{prefix}successes": k,
+        f"{prefix}mean_steps_to_success": float(np.mean(steps)) if steps else None,
+    }

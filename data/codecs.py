@@ -1,0 +1,132 @@
+"""Frame codecs: uint8 RGB frames (H, W, 3) to bytes and back.
+
+`raw` frames are stored as a fixed-size list of H*W*3 bytes and need no codec call;
+`jpeg` (quality 95) and `png` go through OpenCV, which works in BGR order, so every
+encode/decode here swaps channels to keep the public convention RGB.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import numpy as np
+
+CODECS = ("raw", "jpeg", "png")
+JPEG_QUALITY = 95
+RAW_MAX_PIXELS = 64 * 64  # default codec: raw up to 64x64, jpeg above
+
+
+def default_codec(image_shape: Sequence[int]) -> str:
+    """Codec used when none is given: raw when H*W <= 64*64, jpeg above."""
+    h, w = int(image_shape[0]), int(image_shape[1])
+    return "raw" if h * w <= RAW_MAX_PIXELS else "jpeg"
+
+
+def check_codec(codec: str) -> str:
+    """Return `codec` if known, else raise ValueError listing the known codecs."""
+    if codec not in CODECS:
+        raise ValueError(f"unknown codec {codec!r}; expected one of {', '.join(CODECS)}")
+    return codec
+
+
+def encode_frame(frame: np.ndarray, codec: str) -> bytes:
+    """Encode one uint8 RGB frame (H, W, 3) with `codec` ("raw", "jpeg" or "png")."""
+    import cv2
+
+    check_codec(codec)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
+    if codec == "raw":
+        return np.ascontiguousarray(frame).tobytes()
+    bgr = np.ascontiguousarray(frame[:, :, ::-1])
+    if codec == "jpeg":
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    else:
+        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError(f"OpenCV failed to encode a {frame.shape} frame as {codec}")
+    return buf.tobytes()
+
+
+def decode_frame(data: bytes, codec: str, shape: Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
+    """Decode one frame to uint8 RGB (H, W, 3); writes into `out` when given."""
+    import cv2
+
+    check_codec(codec)
+    shape = tuple(int(s) for s in shape)
+    if codec == "raw":
+        img = np.frombuffer(data, dtype=np.uint8).reshape(shape)
+    else:
+        rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR if rgb_flag is None else rgb_flag)
+        if img is None or img.shape != shape:
+            got = None if img is None else img.shape
+            raise ValueError(f"corrupt {codec} frame: decoded {got}, expected {shape}")
+        if rgb_flag is None:
+            img = img[:, :, ::-1]
+    if out is None:
+        return np.ascontiguousarray(img)
+    out[...] = img
+    return out
+
+
+def decode_batch(
+    frames: Sequence[bytes], codec: str, shape: Sequence[int], threads: int = 2, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Decode a list of encoded frames into one uint8 array (N, H, W, 3).
+
+    OpenCV releases the GIL while decoding, so `threads` > 1 decodes in parallel.
+    """
+    shape = tuple(int(s) for s in shape)
+    n = len(frames)
+    if out is None:
+        out = np.empty((n,) + shape, dtype=np.uint8)
+    if n == 0:
+        return out
+    if threads <= 1 or n < 8 or codec == "raw":
+        for i, data in enumerate(frames):
+            decode_frame(data, codec, shape, out=out[i])
+        return out
+    chunks = np.array_split(np.arange(n), threads)
+
+    def work(idx: np.ndarray) -> None:
+        for i in idx:
+            decode_frame(frames[i], codec, shape, out=out[i])
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(work, chunks))
+    return out
+
+
+def decode_arrow(column, codec: str, shape: Sequence[int], threads: int = 2, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode a pyarrow pixels column (chunked or not) into uint8 (N, H, W, 3).
+
+    Raw columns (fixed_size_list<uint8>) are reshaped without a per-frame copy;
+    jpeg/png columns (binary) are sliced from the arrow buffers and decoded.
+    """
+    import pyarrow as pa
+
+    shape = tuple(int(s) for s in shape)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    n = len(column)
+    if codec == "raw":
+        flat = column.flatten().to_numpy(zero_copy_only=False)
+        frames = flat.reshape((n,) + shape)
+        if out is None:
+            return frames
+        out[...] = frames
+        return out
+    if pa.types.is_large_binary(column.type):
+        offset_dtype = np.int64
+    elif pa.types.is_binary(column.type):
+        offset_dtype = np.int32
+    else:
+        raise ValueError(f"expected a binary pixels column for codec {codec!r}, got {column.type}")
+    bufs = column.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=offset_dtype)[column.offset : column.offset + n + 1]
+    data_buf = bufs[2]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, np.uint8)
+    pieces = [data[offsets[i] : offsets[i + 1]] for i in range(n)]
+    return decode_batch(pieces, codec, shape, threads=threads, out=out)

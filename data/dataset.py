@@ -1,0 +1,322 @@
+"""Reading an episode dataset: `open_dataset`, `EpisodeDataset`, `validate_dataset`.
+
+On-disk layout of a dataset directory::
+
+    PATH/
+    ├── meta.json          written once, atomically, at creation:
+    │                      {schema_version, format, codec, image_shape [H, W, 3],
+    │                       action_dim, state_dim, state_dtype, env_id, created_by}
+    ├── steps.lance/       one row per observation (an episode of N actions = N+1 rows)
+    │     episode_id  int64
+    │     step        int32                      0 .. length-1 within the episode
+    │     pixels      fixed_size_list<uint8>[H*W*3]   (codec "raw")
+    │                 binary, one JPEG/PNG per frame  (codec "jpeg" / "png")
+    │     action      fixed_size_list<float32>[A]     action taken at this row (zeros on the last)
+    │     state       fixed_size_list<float64|float32>[S]
+    │     reward      float32                    received on arriving here (0 on row 0)
+    │     terminated  bool                       only ever true on the last row
+    │     truncated   bool                       only ever true on the last row
+    ├── episodes.lance/    one row per committed episode
+    │     episode_id  int64
+    │     env_id      string
+    │     seed        int64
+    │     factors     struct<...>                typed from the first episode; vectors list<double>
+    │     policy      string
+    │     length      int32                      number of rows (frames) of the episode
+    │     split       string
+    └── writer.lock        held (flock) by the one open EpisodeWriter
+
+An episode exists for readers only once its episodes row is committed; step rows of
+an episode without one (left by a crash between the two commits) are "orphans":
+invisible, reported by `info()["orphan_steps"]`, deleted by the next writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import columns as C
+from .codecs import decode_arrow
+from .errors import DatasetError
+from .schema import SCHEMA_VERSION, FORMAT, factors_from_row, meta_steps_schema, schema_differences
+
+_META_KEYS = ("schema_version", "codec", "image_shape", "action_dim", "state_dim", "env_id")
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """Read and check `PATH/meta.json`; raises DatasetError naming the path and the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such dataset (the path does not exist)")
+    if not path.is_dir():
+        raise DatasetError(f"{path}: not a dataset (a file, expected a directory holding {C.META_FILE}, {C.STEPS_TABLE}, {C.EPISODES_TABLE})")
+    meta_path = path / C.META_FILE
+    if not meta_path.exists():
+        raise DatasetError(f"{path}: not a dataset (no {C.META_FILE}; expected {C.META_FILE}, {C.STEPS_TABLE}, {C.EPISODES_TABLE})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{meta_path}: unreadable ({e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DatasetError(f"{meta_path}: not a worldmodel dataset (format {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r})")
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing:
+        raise DatasetError(f"{meta_path}: missing keys {missing}")
+    if meta["schema_version"] != SCHEMA_VERSION:
+        raise DatasetError(
+            f"{path}: schema_version {meta['schema_version']!r} is not supported by this code (supports {SCHEMA_VERSION})"
+        )
+    return meta
+
+
+def _open_table(path: Path, name: str):
+    import lance
+
+    uri = path / name
+    if not uri.is_dir():
+        raise DatasetError(f"{path}: missing table {name}")
+    try:
+        return lance.dataset(str(uri))
+    except Exception as e:  # lance raises plain ValueError/OSError flavours
+        raise DatasetError(f"{path}: cannot open table {name} ({e})") from e
+
+
+class _StepIndex:
+    """Where each committed episode's rows are in the steps table.
+
+    `rows` (N,) int64: table offsets of the committed rows, sorted by (episode_id, step);
+    episode k (sorted by id) owns `rows[start[k] : start[k] + count[k]]`.
+    """
+
+    def __init__(self, steps_ds, episode_ids: np.ndarray, lengths: np.ndarray):
+        tbl = steps_ds.to_table(columns=[C.EPISODE_ID, C.STEP])
+        eid = tbl.column(C.EPISODE_ID).to_numpy()
+        step = tbl.column(C.STEP).to_numpy()
+        order = np.argsort(episode_ids, kind="stable")
+        self.episode_ids = episode_ids[order]
+        self.lengths = lengths[order].astype(np.int64)
+        committed = np.isin(eid, self.episode_ids)
+        self.orphan_steps = int((~committed).sum())
+        rows = np.flatnonzero(committed)
+        rows = rows[np.lexsort((step[rows], eid[rows]))]
+        self.rows = rows.astype(np.int64)
+        self.row_episode = eid[rows]
+        self.row_step = step[rows].astype(np.int64)
+        self.start = np.searchsorted(self.row_episode, self.episode_ids, side="left").astype(np.int64)
+        self.count = np.searchsorted(self.row_episode, self.episode_ids, side="right").astype(np.int64) - self.start
+
+    def position(self, episode_id: int) -> int:
+        """Index k of `episode_id` in the sorted episode ids; KeyError if not committed."""
+        k = int(np.searchsorted(self.episode_ids, episode_id))
+        if k >= len(self.episode_ids) or self.episode_ids[k] != episode_id:
+            raise KeyError(episode_id)
+        return k
+
+    def problems(self) -> list[str]:
+        out = []
+        bad = np.flatnonzero(self.count != self.lengths)
+        for k in bad[:10]:
+            out.append(f"episode {int(self.episode_ids[k])}: {int(self.count[k])} step rows, its length says {int(self.lengths[k])}")
+        if len(bad) > 10:
+            out.append(f"... and {len(bad) - 10} more episodes with a wrong number of rows")
+        # step numbers must be 0..count-1 within each episode (sorted, so no gaps/duplicates)
+        k_of_row = np.repeat(np.arange(len(self.episode_ids)), self.count)
+        expected = np.arange(len(self.rows)) - np.repeat(self.start, self.count)
+        wrong = np.unique(k_of_row[self.row_step != expected])
+        for k in wrong[:10]:
+            out.append(f"episode {int(self.episode_ids[k])}: step numbers are not contiguous 0..{int(self.lengths[k]) - 1}")
+        if len(wrong) > 10:
+            out.append(f"... and {len(wrong) - 10} more episodes with non-contiguous steps")
+        return out
+
+
+class EpisodeDataset:
+    """A read-only view of one episode dataset (see the module docstring for the layout).
+
+    Opened with `open_dataset(path)`. Sees the versions of both tables at open time.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.meta: dict = read_meta(self.path)
+        self._steps = _open_table(self.path, C.STEPS_TABLE)
+        self._episodes = _open_table(self.path, C.EPISODES_TABLE)
+        for col in (C.EPISODE_ID, C.STEP, C.PIXELS):
+            if self._steps.schema.get_field_index(col) < 0:
+                raise DatasetError(f"{self.path}: table {C.STEPS_TABLE} has no column {col!r}")
+        for col in C.EPISODE_COLUMNS:
+            if self._episodes.schema.get_field_index(col) < 0:
+                raise DatasetError(f"{self.path}: table {C.EPISODES_TABLE} has no column {col!r}")
+
+    def __repr__(self) -> str:
+        return f"EpisodeDataset({str(self.path)!r}, episodes={self.num_episodes}, codec={self.codec!r}, image_shape={tuple(self.image_shape)})"
+
+    # -- meta shortcuts ---------------------------------------------------------------
+    @property
+    def codec(self) -> str:
+        return self.meta["codec"]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.meta["image_shape"])  # type: ignore[return-value]
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.meta["action_dim"])
+
+    @property
+    def state_dim(self) -> int:
+        return int(self.meta["state_dim"])
+
+    # -- episodes ---------------------------------------------------------------------
+    @cached_property
+    def _episode_rows(self) -> list[dict]:
+        rows = self._episodes.to_table().to_pylist()
+        rows.sort(key=lambda r: r[C.EPISODE_ID])
+        return rows
+
+    def episodes(self) -> list[dict]:
+        """One dict per committed episode, sorted by id: episode_id, env_id, seed, factors, policy, length, split."""
+        out = []
+        for r in self._episode_rows:
+            d = {k: r[k] for k in C.EPISODE_COLUMNS}
+            d[C.FACTORS] = factors_from_row(r[C.FACTORS])
+            out.append(d)
+        return out
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self._episode_rows)
+
+    @cached_property
+    def index(self) -> _StepIndex:
+        """Row index of the committed episodes (built on first use from episode_id/step only)."""
+        ids = np.array([r[C.EPISODE_ID] for r in self._episode_rows], dtype=np.int64)
+        lengths = np.array([r[C.LENGTH] for r in self._episode_rows], dtype=np.int64)
+        # duplicate ids (a broken table) keep their first row; validate_dataset reports them
+        ids, first = np.unique(ids, return_index=True)
+        return _StepIndex(self._steps, ids, lengths[first])
+
+    @property
+    def num_steps(self) -> int:
+        """Rows (observations) of the committed episodes; orphan rows are not counted."""
+        return int(self.index.count.sum())
+
+    def load_episode(self, episode_id: int, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """All rows of one committed episode as numpy arrays (T rows = N actions + 1).
+
+        Returns `pixels (T, H, W, 3) uint8`, `action (T, A) float32`, `state (T, S)` in
+        its stored float dtype, `reward (T,) float32`, `terminated (T,) bool`, `truncated (T,) bool`;
+        only the keys in ``columns`` when given (e.g. ``("state",)`` decodes no frames).
+        """
+        idx = self.index
+        try:
+            k = idx.position(int(episode_id))
+        except KeyError:
+            raise KeyError(f"episode {episode_id} is not in {self.path} ({self.num_episodes} episodes)") from None
+        rows = idx.rows[idx.start[k] : idx.start[k] + idx.count[k]]
+        return self._take(rows, columns)
+
+    def _take(self, rows: np.ndarray, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        all_cols = [C.PIXELS, C.ACTION, C.STATE, C.REWARD, C.TERMINATED, C.TRUNCATED]
+        cols = all_cols if columns is None else list(columns)
+        unknown = sorted(set(cols) - set(all_cols))
+        if unknown:
+            raise ValueError(f"unknown episode columns {unknown}; expected a subset of {all_cols}")
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        tbl = self._steps.take(uniq.tolist(), columns=cols)
+        out: dict[str, np.ndarray] = {}
+        if C.PIXELS in cols:
+            out["pixels"] = decode_arrow(tbl.column(C.PIXELS), self.codec, self.image_shape)
+        for name, key in ((C.ACTION, "action"), (C.STATE, "state")):
+            if name in cols:
+                col = tbl.column(name).combine_chunks()
+                out[key] = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1)
+        for name in (C.REWARD, C.TERMINATED, C.TRUNCATED):
+            if name in cols:
+                out[name] = tbl.column(name).to_numpy()
+        if not np.array_equal(uniq, rows):
+            out = {k: v[inverse] for k, v in out.items()}
+        return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+    # -- summary ----------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """Summary: episodes, steps, codec, image_shape, action_dim, state_dim, env_id,
+        schema_version, size_bytes, splits and policies (counts), orphan_steps, fragments."""
+        eps = self._episode_rows
+        return {
+            "path": str(self.path),
+            "episodes": len(eps),
+            "steps": self.num_steps,
+            "codec": self.codec,
+            "image_shape": list(self.image_shape),
+            "action_dim": self.action_dim,
+            "state_dim": self.state_dim,
+            "state_dtype": self.meta.get("state_dtype", "float64"),
+            "env_id": self.meta["env_id"],
+            "schema_version": self.meta["schema_version"],
+            "size_bytes": _dir_size(self.path),
+            "splits": dict(Counter(r[C.SPLIT] for r in eps)),
+            "policies": dict(Counter(r[C.POLICY] for r in eps)),
+            "orphan_steps": self.index.orphan_steps,
+            "fragments": len(self._steps.get_fragments()),
+        }
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def open_dataset(path: str | os.PathLike) -> EpisodeDataset:
+    """Open the episode dataset at `path`; raises DatasetError if it is not one."""
+    return EpisodeDataset(path)
+
+
+def validate_dataset(path: str | os.PathLike) -> list[str]:
+    """Check a dataset; returns a list of problems (empty = sound).
+
+    Checks: meta readable, table schemas match meta, no duplicate episode ids, every
+    committed episode's rows exist and are steps 0..length-1. Orphan step rows (from a
+    crash between the two commits of an episode) are invisible and not a problem.
+    """
+    try:
+        ds = open_dataset(path)
+    except DatasetError as e:
+        return [str(e)]
+    problems = [f"{C.STEPS_TABLE}: {p}" for p in schema_differences(meta_steps_schema(ds.meta), ds._steps.schema)]
+    for col in C.EPISODE_COLUMNS:
+        if ds._episodes.schema.get_field_index(col) < 0:
+            problems.append(f"{C.EPISODES_TABLE}: column {col!r} missing")
+    if problems:
+        return problems
+    for name, table in ((C.STEPS_TABLE, ds._steps), (C.EPISODES_TABLE, ds._episodes)):
+        try:
+            table.validate()
+        except Exception as e:
+            problems.append(f"{name}: lance validation failed ({e})")
+    ids = np.array([r[C.EPISODE_ID] for r in ds._episode_rows], dtype=np.int64)
+    uniq, counts = np.unique(ids, return_counts=True)
+    for eid in uniq[counts > 1][:10]:
+        problems.append(f"episode id {int(eid)} appears {int(counts[uniq == eid][0])} times in {C.EPISODES_TABLE}")
+    bad_len = [r[C.EPISODE_ID] for r in ds._episode_rows if r[C.LENGTH] is None or r[C.LENGTH] < 1]
+    for eid in bad_len[:10]:
+        problems.append(f"episode {eid}: length must be >= 1")
+    env_ids = {r[C.ENV_ID] for r in ds._episode_rows}
+    if ds.meta["env_id"] is not None and env_ids - {ds.meta["env_id"]}:
+        problems.append(f"episodes with env_id {sorted(map(str, env_ids - {ds.meta['env_id']}))} in a dataset of {ds.meta['env_id']!r}")
+    problems.extend(ds.index.problems())
+    return problems

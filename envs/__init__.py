@@ -1,0 +1,100 @@
+"""Gymnasium environments of the platform, registered under the ``wm/`` namespace.
+
+``import envs`` registers every environment (``wm/TwoRoom-v0``, ...) with gymnasium;
+the environment modules themselves (and OpenCV) load only when an env is made.
+``gymnasium.make("envs:wm/TwoRoom-v0")`` works without a prior import.
+
+    >>> import envs
+    >>> env = envs.make("wm/TwoRoom-v0", resolution=64)
+    >>> obs, info = env.reset(seed=0, options={"split": "train"})
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any
+
+import gymnasium as gym
+
+__all__ = [
+    "Factor",
+    "FactorOutOfRange",
+    "FactorSpace",
+    "UnknownEnvError",
+    "UnknownFactorError",
+    "UnknownSplitError",
+    "list_envs",
+    "make",
+    "make_policy",
+]
+
+NAMESPACE = "wm"
+
+# id -> (entry point, max_episode_steps)
+_ENVS: dict[str, tuple[str, int]] = {
+    "wm/TwoRoom-v0": ("envs.two_room:TwoRoomEnv", 100),
+}
+
+
+def _register_all() -> None:
+    for env_id, (entry_point, max_steps) in _ENVS.items():
+        if env_id not in gym.registry:  # guard against re-import / reload
+            gym.register(id=env_id, entry_point=entry_point, max_episode_steps=max_steps)
+
+
+_register_all()
+
+
+class UnknownEnvError(ValueError):
+    """An environment id that is not registered; the message suggests the closest ids."""
+
+
+def list_envs() -> list[str]:
+    """Sorted ids of every registered ``wm/`` environment."""
+    return sorted(k for k in gym.registry if k.startswith(NAMESPACE + "/"))
+
+
+def make(env_id: str, **kwargs: Any) -> gym.Env:
+    """`gymnasium.make` for ``wm/`` ids; an unknown id raises `UnknownEnvError` with suggestions.
+
+    Keyword arguments (e.g. ``resolution=224``, ``render_mode="rgb_array"``) go to the
+    environment's constructor or to `gymnasium.make` (``max_episode_steps``, ...).
+    """
+    if not isinstance(env_id, str):
+        raise UnknownEnvError(f"env id must be a string, got {env_id!r}")
+    bare = env_id.split(":", 1)[1] if ":" in env_id else env_id
+    if bare not in gym.registry:
+        known = list_envs()
+        lowered = {k.lower(): k for k in known}
+        close = difflib.get_close_matches(bare.lower(), list(lowered), n=3, cutoff=0.5)
+        if close:
+            hint = "did you mean " + " or ".join(repr(lowered[c]) for c in close) + "?"
+        else:
+            hint = f"registered ids: {known}"
+        raise UnknownEnvError(f"unknown environment id {env_id!r}; {hint}")
+    return gym.make(env_id, **kwargs)
+
+
+_LAZY = {
+    "Factor": "envs.factors",
+    "FactorSpace": "envs.factors",
+    "FactorOutOfRange": "envs.factors",
+    "UnknownFactorError": "envs.factors",
+    "UnknownSplitError": "envs.factors",
+    "make_policy": "envs.policies",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load re-exported names on first use, so ``import envs`` stays fast."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'envs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

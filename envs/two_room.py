@@ -1,0 +1,334 @@
+"""TwoRoom: a point agent in two rooms joined by a door, seen from above in pixels."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import cv2
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.factors import Factor, FactorSpace
+
+AGENT_RADIUS = 0.04
+"""Radius of the agent disc (world units; the world is the unit square)."""
+WALL_THICKNESS = 0.06
+"""Thickness of the middle wall, centred at x = 0.5."""
+OUTER_WALL = 0.03
+"""Thickness of the outer walls along the border of the unit square."""
+SUCCESS_RADIUS = 0.06
+"""An episode succeeds when the agent centre is closer than this to the goal."""
+MIN_GOAL_DISTANCE = 0.25
+"""Sampled goals lie at least this far from the sampled start."""
+OTHER_ROOM_PROB = 0.8
+"""Probability that a sampled goal lies in the room the start is not in."""
+MIDDLE = 0.5
+
+_RGB = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+
+TWO_ROOM_FACTORS = FactorSpace(
+    [
+        Factor(
+            "agent_color", "visual", (0.9, 0.2, 0.2),
+            train=((0.7, 0.0, 0.0), (1.0, 0.35, 0.35)),
+            ood=(((0.0, 0.0, 0.65), (0.3, 0.35, 1.0)), ((0.0, 0.65, 0.0), (0.3, 1.0, 0.35))),
+            doc="RGB colour of the agent disc (train: reds; ood: blues, greens)",
+        ),
+        Factor(
+            "background_color", "visual", (0.85, 0.85, 0.85),
+            train=((0.75, 0.75, 0.75), (0.95, 0.95, 0.95)),
+            ood=(((0.35, 0.35, 0.35), (0.55, 0.55, 0.55)), ((0.55, 0.75, 0.85), (0.7, 0.9, 1.0))),
+            doc="RGB colour of the floor (train: light greys; ood: dark greys, blue tints)",
+        ),
+        Factor(
+            "wall_color", "visual", (0.3, 0.3, 0.3),
+            train=((0.2, 0.2, 0.2), (0.4, 0.4, 0.4)),
+            ood=(((0.55, 0.3, 0.05), (0.75, 0.45, 0.2)), ((0.0, 0.4, 0.4), (0.15, 0.6, 0.6))),
+            doc="RGB colour of the walls (train: dark greys; ood: browns, teals)",
+        ),
+        Factor(
+            "door_position", "geometric", 0.5, train=(0.35, 0.65), ood=((0.15, 0.3), (0.7, 0.85)),
+            doc="y coordinate of the door centre in the middle wall",
+        ),
+        Factor(
+            "door_width", "geometric", 0.2, train=(0.16, 0.24), ood=((0.11, 0.14), (0.26, 0.32)),
+            doc="height of the door gap (always wider than the agent's diameter 0.08)",
+        ),
+        Factor(
+            "agent_speed", "physical", 0.03, train=(0.025, 0.035), ood=((0.015, 0.02), (0.04, 0.05)),
+            doc="displacement per step at full action (world units)",
+        ),
+    ]
+)
+
+_OPTION_KEYS = ("factors", "split", "state", "goal_state")
+
+Rect = tuple[float, float, float, float]  # (x0, y0, x1, y1)
+
+
+def _rgb255(color: tuple[float, ...]) -> tuple[int, int, int]:
+    return tuple(int(round(c * 255.0)) for c in color)  # type: ignore[return-value]
+
+
+class TwoRoomEnv(gym.Env):
+    """Point agent navigating between two rooms through a door, observed as RGB pixels.
+
+    World: the unit square, x to the right, y *down* (the same orientation as image rows
+    and columns). Outer walls of thickness `OUTER_WALL` line the border; a middle wall of
+    thickness `WALL_THICKNESS` at x = 0.5 has a door (gap) centred at y = ``door_position``
+    of height ``door_width``. The agent is a disc of radius `AGENT_RADIUS`.
+
+    - observation: ``uint8 (resolution, resolution, 3)``; the goal is *not* drawn
+      (use `render_goal` for a goal image).
+    - action: ``Box(-1, 1, (2,), float32)``, a desired velocity; clipped to the box; the
+      displacement per step is ``agent_speed * action``, moved along x then along y, each
+      clamped against the walls (expanded by the radius), so nothing tunnels.
+    - state: ``float64 (2,)`` agent centre; goal: a position of the same shape.
+    - reward ``-goal_distance``; ``terminated = success = goal_distance < SUCCESS_RADIUS``.
+    - reset options: ``factors`` (dict, validated), ``split`` (sample factors from a
+      split; explicit ``factors`` override the named keys), ``state`` and ``goal_state``
+      (checked: shape (2,), finite, in free space). Without them the start is uniform in
+      free space and the goal lies in the other room with probability 0.8, at least
+      `MIN_GOAL_DISTANCE` from the start.
+
+    Version history:
+        v0: initial version.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    factor_space: FactorSpace = TWO_ROOM_FACTORS
+    state_dim: int = 2
+
+    def __init__(self, resolution: int = 64, render_mode: str | None = None) -> None:
+        """Create the env; `resolution` is the image side in pixels (>= 8)."""
+        if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 8:
+            raise ValueError(f"resolution={resolution!r}: expected an integer >= 8")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r}: expected None or one of {self.metadata['render_modes']}")
+        self.resolution = int(resolution)
+        self.render_mode = render_mode
+        self.observation_space = spaces.Box(0, 255, (self.resolution, self.resolution, 3), np.uint8)
+        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self._set_factors(self.factor_space.defaults())
+        self._pos = np.array([0.25, 0.5])
+        self._goal = np.array([0.75, 0.5])
+
+    # -- layout ----------------------------------------------------------------------
+    def _set_factors(self, factors: dict) -> None:
+        """Install validated factors: walls, collision boxes and the static background."""
+        self._factors = factors
+        self._speed = float(factors["agent_speed"])
+        self._walls = self.wall_rects(factors["door_position"], factors["door_width"])
+        r = AGENT_RADIUS
+        self._boxes = [(x0 - r, y0 - r, x1 + r, y1 + r) for x0, y0, x1, y1 in self._walls]
+        self._background = self._render_background()
+        self._agent_rgb = _rgb255(factors["agent_color"])
+
+    @staticmethod
+    def wall_rects(door_position: float, door_width: float) -> list[Rect]:
+        """Wall rectangles ``(x0, y0, x1, y1)`` in world units for a door layout."""
+        b, h = OUTER_WALL, WALL_THICKNESS / 2
+        rects = [(0.0, 0.0, b, 1.0), (1.0 - b, 0.0, 1.0, 1.0), (0.0, 0.0, 1.0, b), (0.0, 1.0 - b, 1.0, 1.0)]
+        lo, hi = door_position - door_width / 2, door_position + door_width / 2
+        if lo > 0.0:
+            rects.append((MIDDLE - h, 0.0, MIDDLE + h, lo))
+        if hi < 1.0:
+            rects.append((MIDDLE - h, hi, MIDDLE + h, 1.0))
+        return rects
+
+    def door_span(self) -> tuple[float, float]:
+        """``(low, high)`` range of y that the agent *centre* can have inside the doorway."""
+        door, width = self._factors["door_position"], self._factors["door_width"]
+        lo = max(door - width / 2, OUTER_WALL) + AGENT_RADIUS
+        hi = min(door + width / 2, 1.0 - OUTER_WALL) - AGENT_RADIUS
+        return lo, hi
+
+    def is_free(self, position: np.ndarray) -> bool:
+        """True if the agent disc centred at `position` overlaps no wall (touching is allowed)."""
+        x, y = float(position[0]), float(position[1])
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            return False
+        return not any(x0 < x < x1 and y0 < y < y1 for x0, y0, x1, y1 in self._boxes)
+
+    # -- properties ----------------------------------------------------------------------
+    @property
+    def state(self) -> np.ndarray:
+        """Agent centre, float64 (2,) (a copy)."""
+        return self._pos.copy()
+
+    @property
+    def goal_state(self) -> np.ndarray:
+        """Goal position, float64 (2,) (a copy)."""
+        return self._goal.copy()
+
+    @property
+    def factors(self) -> dict:
+        """Current factor values (a copy)."""
+        return dict(self._factors)
+
+    @property
+    def agent_speed(self) -> float:
+        """Displacement per step at full action."""
+        return self._speed
+
+    # -- gym API ----------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Start an episode; see the class docstring for `options`."""
+        super().reset(seed=seed)
+        options = {} if options is None else options
+        if not isinstance(options, Mapping):
+            raise ValueError(f"options must be a dict, got {type(options).__name__}")
+        unknown = sorted(set(options) - set(_OPTION_KEYS))
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {unknown}; valid options: {list(_OPTION_KEYS)}")
+        split = options.get("split")
+        base = self.factor_space.defaults() if split is None else self.factor_space.sample(self.np_random, split)
+        explicit = options.get("factors") or {}
+        if not isinstance(explicit, Mapping):
+            raise ValueError(f"options['factors'] must be a dict of name -> value, got {type(explicit).__name__}")
+        self.factor_space.validate(explicit)  # names the bad key/value before merging
+        self._set_factors(self.factor_space.validate({**base, **explicit}))
+
+        if options.get("state") is not None:
+            self._pos = self._check_position(options["state"], "state")
+        else:
+            self._pos = self._sample_start()
+        if options.get("goal_state") is not None:
+            self._goal = self._check_position(options["goal_state"], "goal_state")
+        else:
+            self._goal = self._sample_goal(self._pos)
+        return self._render_agent(self._pos), self._info()
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """Move by ``agent_speed * clip(action, -1, 1)``; returns the gymnasium five-tuple."""
+        try:
+            a = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"action={action!r}: expected a float array of shape (2,)") from None
+        if a.shape != (2,):
+            raise ValueError(f"action={action!r} has shape {a.shape}: expected shape (2,)")
+        ax, ay = float(a[0]), float(a[1])
+        if not (math.isfinite(ax) and math.isfinite(ay)):
+            raise ValueError(f"action={action!r} is not finite: expected finite values of shape (2,)")
+        ax = -1.0 if ax < -1.0 else (1.0 if ax > 1.0 else ax)
+        ay = -1.0 if ay < -1.0 else (1.0 if ay > 1.0 else ay)
+        x, y = self._move(float(self._pos[0]), float(self._pos[1]), self._speed * ax, self._speed * ay)
+        self._pos = np.array([x, y])
+        info = self._info()
+        return self._render_agent(self._pos), -info["goal_distance"], info["success"], False, info
+
+    def render(self) -> np.ndarray | None:
+        """The current frame (``render_mode="rgb_array"``); None without a render mode."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
+            return None
+        return self._render_agent(self._pos)
+
+    # -- public helpers ---------------------------------------------------------------
+    def set_state(self, state: Any) -> None:
+        """Place the agent at `state` (float (2,), finite, in free space)."""
+        self._pos = self._check_position(state, "state")
+
+    def set_goal(self, goal_state: Any) -> None:
+        """Move the goal to `goal_state` (float (2,), finite, in free space)."""
+        self._goal = self._check_position(goal_state, "goal_state")
+
+    def render_goal(self) -> np.ndarray:
+        """The scene as it looks with the agent at the goal, ``uint8 (H, W, 3)``."""
+        return self._render_agent(self._goal)
+
+    # -- internals ----------------------------------------------------------------------
+    def _info(self) -> dict:
+        d = math.hypot(float(self._pos[0] - self._goal[0]), float(self._pos[1] - self._goal[1]))
+        return {
+            "state": self._pos.copy(),
+            "goal_state": self._goal.copy(),
+            "success": bool(d < SUCCESS_RADIUS),
+            "goal_distance": float(d),
+            "factors": dict(self._factors),
+        }
+
+    def _move(self, x: float, y: float, dx: float, dy: float) -> tuple[float, float]:
+        """Sweep along x then y; each leg stops at the first expanded wall box it meets."""
+        boxes = self._boxes
+        if dx != 0.0:
+            nx = x + dx
+            for x0, y0, x1, y1 in boxes:
+                if y0 < y < y1:
+                    if dx > 0.0 and x <= x0 < nx:
+                        nx = x0
+                    elif dx < 0.0 and nx < x1 <= x:
+                        nx = x1
+            x = nx
+        if dy != 0.0:
+            ny = y + dy
+            for x0, y0, x1, y1 in boxes:
+                if x0 < x < x1:
+                    if dy > 0.0 and y <= y0 < ny:
+                        ny = y0
+                    elif dy < 0.0 and ny < y1 <= y:
+                        ny = y1
+            y = ny
+        return x, y
+
+    def _check_position(self, value: Any, name: str) -> np.ndarray:
+        try:
+            p = np.array(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}={value!r}: expected a float array of shape (2,)") from None
+        if p.shape != (2,):
+            raise ValueError(f"{name}={value!r} has shape {p.shape}: expected shape (2,)")
+        if not np.all(np.isfinite(p)):
+            raise ValueError(f"{name}={value!r} is not finite")
+        if not self.is_free(p):
+            lo, hi = self.door_span()
+            raise ValueError(
+                f"{name}={p.tolist()} is not in free space: the agent centre must stay "
+                f"{OUTER_WALL + AGENT_RADIUS:g} from the border and off the middle wall "
+                f"(x in [{MIDDLE - WALL_THICKNESS / 2 - AGENT_RADIUS:g}, {MIDDLE + WALL_THICKNESS / 2 + AGENT_RADIUS:g}] "
+                f"only for y in the door [{lo:.4g}, {hi:.4g}])"
+            )
+        return p
+
+    def _sample_start(self) -> np.ndarray:
+        lo, hi = OUTER_WALL + AGENT_RADIUS, 1.0 - OUTER_WALL - AGENT_RADIUS
+        while True:  # free space covers most of the square: a few draws at most
+            p = self.np_random.uniform(lo, hi, size=2)
+            if self.is_free(p):
+                return p
+
+    def _sample_goal(self, start: np.ndarray) -> np.ndarray:
+        other = self.np_random.random() < OTHER_ROOM_PROB
+        left = (start[0] >= MIDDLE) if other else (start[0] < MIDDLE)
+        r, h = AGENT_RADIUS, WALL_THICKNESS / 2
+        x_lo, x_hi = (OUTER_WALL + r, MIDDLE - h - r) if left else (MIDDLE + h + r, 1.0 - OUTER_WALL - r)
+        y_lo, y_hi = OUTER_WALL + r, 1.0 - OUTER_WALL - r
+        while True:  # a room is 0.36 x 0.86 for the centre: far points always exist
+            g = self.np_random.uniform((x_lo, y_lo), (x_hi, y_hi))
+            if np.hypot(*(g - start)) >= MIN_GOAL_DISTANCE:
+                return g
+
+    def _render_background(self) -> np.ndarray:
+        n = self.resolution
+        img = np.empty((n, n, 3), np.uint8)
+        img[:] = _rgb255(self._factors["background_color"])
+        wall = _rgb255(self._factors["wall_color"])
+        for x0, y0, x1, y1 in self._walls:
+            # pixel i covers [i/n, (i+1)/n); it is wall if its centre lies in the rectangle
+            c0, c1 = math.ceil(x0 * n - 0.5), math.ceil(x1 * n - 0.5)
+            r0, r1 = math.ceil(y0 * n - 0.5), math.ceil(y1 * n - 0.5)
+            img[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)] = wall
+        return img
+
+    _SHIFT = 4  # sub-pixel bits for cv2 drawing
+
+    def _render_agent(self, pos: np.ndarray) -> np.ndarray:
+        """A fresh frame: background copy plus the anti-aliased agent disc at `pos`."""
+        img = self._background.copy()
+        n, s = self.resolution, 1 << self._SHIFT
+        cx = int(round((float(pos[0]) * n - 0.5) * s))
+        cy = int(round((float(pos[1]) * n - 0.5) * s))
+        cv2.circle(img, (cx, cy), int(round(AGENT_RADIUS * n * s)), self._agent_rgb, -1, cv2.LINE_AA, self._SHIFT)
+        return img

@@ -1,0 +1,33 @@
+"""Planning in a world model's latent space: objectives, the CEM solver and batched MPC.
+
+``planners`` sees a world model only through the ``WorldModel`` protocol (``encode``,
+``rollout``, ``config.frameskip/action_dim/context``) and never reads files or datasets.
+"""
+
+from planners.base import CostFn, ModelConfigLike, Planner, PlanResult, WorldModel
+from planners.cem import CEM
+from planners.mpc import MPCPolicy
+from planners.objectives import (
+    OBJECTIVES,
+    Objective,
+    UnknownObjectiveError,
+    all_steps_l2,
+    get_objective,
+    terminal_l2,
+)
+
+__all__ = [
+    "CEM",
+    "CostFn",
+    "MPCPolicy",
+    "ModelConfigLike",
+    "OBJECTIVES",
+    "Objective",
+    "PlanResult",
+    "Planner",
+    "UnknownObjectiveError",
+    "WorldModel",
+    "all_steps_l2",
+    "get_objective",
+    "terminal_l2",
+]

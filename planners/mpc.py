@@ -1,0 +1,225 @@
+"""Model-predictive control: a batched policy that replans in a world model's latent space.
+
+``MPCPolicy.act`` returns one raw environment action per environment per call. It plans
+in units of *action blocks* (``frameskip`` raw actions, flattened to
+``frameskip * action_dim`` values, the unit the model was trained on), executes the first
+``receding_horizon`` blocks of each plan, then replans from the new observation,
+warm-starting from the previous plan's unexecuted tail.
+
+Timeline for frameskip f and receding_horizon r (t counts act() calls since reset)::
+
+    t = 0, f, 2f, ...   block boundary: encode obs, push it (and the block just executed)
+                        onto the context history (at most ``context`` embeddings)
+    t = 0, rf, 2rf, ... queue empty: plan all B envs in one planner call, queue r*f actions
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections import deque
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from planners.base import Planner, PlanResult, WorldModel
+from planners.objectives import Objective, get_objective
+
+__all__ = ["MPCPolicy"]
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _accepts_past_actions(model: WorldModel) -> bool:
+    """Whether ``model.rollout`` takes a ``past_actions`` argument (or **kwargs)."""
+    try:
+        params = inspect.signature(model.rollout).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "past_actions" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+class MPCPolicy:
+    """Batched receding-horizon MPC over a latent world model.
+
+    Args:
+        model: a ``WorldModel`` (``encode``, ``rollout``, ``config.frameskip/action_dim/context``).
+            The constructor calls ``model.eval()`` once (if the model has it) and leaves it so.
+        planner: a ``Planner`` whose ``action_dim`` equals the block size
+            ``frameskip * action_dim`` and whose ``horizon`` is >= ``receding_horizon``.
+            Tensors are put on ``planner.device`` (default CPU); the model must live there too.
+        objective: a name from ``planners.objectives.OBJECTIVES`` or an objective factory
+            ``(model, context_emb (B,T0,D), goal_emb (B,D), past_actions) -> CostFn``.
+        receding_horizon: r, action blocks executed from each plan before replanning.
+        action_low, action_high: raw action bounds, floats or (action_dim,) sequences;
+            returned actions are clipped to them.
+
+    Attributes:
+        last_plan_seconds: wall time of the last act() call that replanned (encoding,
+            planning and the copy to host included), for the whole batch.
+        plan_seconds: sum of those times since the last ``reset``.
+        num_plans: planner calls since the last ``reset``.
+        last_result: the last ``PlanResult`` (actions (B, H, frameskip*action_dim)).
+
+    If ``model.rollout`` has no ``past_actions`` argument, the context embeddings are
+    passed without the executed blocks between them.
+    """
+
+    def __init__(
+        self,
+        model: WorldModel,
+        planner: Planner,
+        objective: str | Objective = "terminal_l2",
+        receding_horizon: int = 1,
+        action_low: float | Sequence[float] = -1.0,
+        action_high: float | Sequence[float] = 1.0,
+    ) -> None:
+        config = model.config
+        self.frameskip = _positive_int("model.config.frameskip", config.frameskip)
+        self.action_dim = _positive_int("model.config.action_dim", config.action_dim)
+        self.context = _positive_int("model.config.context", config.context)
+        self.block_dim = self.frameskip * self.action_dim
+        if planner.action_dim != self.block_dim:
+            raise ValueError(
+                f"planner.action_dim={planner.action_dim} must equal the model's action block size "
+                f"frameskip * action_dim = {self.frameskip} * {self.action_dim} = {self.block_dim}"
+            )
+        self.receding_horizon = _positive_int("receding_horizon", receding_horizon)
+        if self.receding_horizon > planner.horizon:
+            raise ValueError(f"receding_horizon={receding_horizon} must be <= planner.horizon={planner.horizon}")
+        self.objective = get_objective(objective) if isinstance(objective, str) else objective
+        if not callable(self.objective):
+            raise ValueError(f"objective must be a name or a callable, got {objective!r}")
+        self.action_low = self._raw_bound("action_low", action_low)  # (action_dim,)
+        self.action_high = self._raw_bound("action_high", action_high)  # (action_dim,)
+        if not (self.action_low < self.action_high).all():
+            raise ValueError(f"action_low must be < action_high, got {self.action_low.tolist()} and {self.action_high.tolist()}")
+
+        self.model = model
+        self.planner = planner
+        self.device = torch.device(getattr(planner, "device", "cpu"))
+        self._pass_past_actions = _accepts_past_actions(model)
+        if hasattr(model, "eval"):
+            model.eval()
+        self.batch_size: int | None = None
+        self.reset(None)
+
+    def _raw_bound(self, name: str, value: float | Sequence[float]) -> np.ndarray:
+        b = np.asarray(value, dtype=np.float32)
+        if b.ndim == 0:
+            b = np.full(self.action_dim, b, dtype=np.float32)
+        if b.shape != (self.action_dim,) or not np.isfinite(b).all():
+            raise ValueError(f"{name} must be a finite float or have shape ({self.action_dim},), got {value!r}")
+        return b
+
+    def reset(self, batch_size: int | None) -> None:
+        """Forget queue, context history, goal cache, warm start and timings.
+
+        Args:
+            batch_size: B, number of environments of the next episode batch; None lets the
+                first ``act`` call set it from its inputs.
+        """
+        self.batch_size = None if batch_size is None else _positive_int("batch_size", batch_size)
+        self._t = 0  # raw actions returned since reset
+        self._queue = np.zeros((0, 0, self.action_dim), dtype=np.float32)  # (B, r*f, action_dim)
+        self._queue_pos = 0
+        self._emb_history: deque[torch.Tensor] = deque(maxlen=self.context)  # each (B, D)
+        self._block_history: deque[torch.Tensor] = deque(maxlen=self.context - 1)  # each (B, block_dim)
+        self._prev_plan: torch.Tensor | None = None  # (B, H, block_dim)
+        self._goal_pixels: np.ndarray | None = None
+        self._goal_emb: torch.Tensor | None = None  # (B, D)
+        self.last_result: PlanResult | None = None
+        self.last_plan_seconds = 0.0
+        self.plan_seconds = 0.0
+        self.num_plans = 0
+
+    @staticmethod
+    def _check_pixels(name: str, pixels: np.ndarray) -> np.ndarray:
+        pixels = np.asarray(pixels)
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
+            raise ValueError(f"{name} must be uint8 (B, H, W, 3), got {pixels.dtype} {pixels.shape}")
+        return pixels
+
+    def _encode(self, pixels: np.ndarray) -> torch.Tensor:
+        """pixels uint8 (B, H, W, 3) -> embeddings (B, D)."""
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        emb = self.model.encode(x.permute(0, 3, 1, 2).unsqueeze(1))  # (B, 1, 3, H, W) -> (B, 1, D)
+        if emb.ndim != 3 or emb.shape[:2] != (pixels.shape[0], 1):
+            raise ValueError(f"model.encode must return (B, T, D) = ({pixels.shape[0]}, 1, D), got {tuple(emb.shape)}")
+        return emb[:, 0]
+
+    def _goal_embedding(self, goal: np.ndarray) -> torch.Tensor:
+        """goal uint8 (B, H, W, 3) -> (B, D), re-encoded only when the goal pixels change."""
+        if self._goal_pixels is None or not np.array_equal(goal, self._goal_pixels):
+            self._goal_emb = self._encode(goal)
+            self._goal_pixels = goal.copy()
+        return self._goal_emb
+
+    def _warm_start(self) -> torch.Tensor | None:
+        """Previous plan shifted by r blocks, zero-padded at the end -> (B, H, block_dim)."""
+        if self._prev_plan is None:
+            return None
+        r = self.receding_horizon
+        tail = self._prev_plan[:, r:]
+        return torch.cat([tail, torch.zeros_like(self._prev_plan[:, :r])], dim=1)
+
+    def _replan(self, goal: np.ndarray) -> None:
+        """Plan all B envs in one planner call and queue r*f clipped raw actions per env."""
+        B = self.batch_size
+        goal_emb = self._goal_embedding(goal)
+        context_emb = torch.stack(list(self._emb_history), dim=1)  # (B, T0, D)
+        past = None
+        if self._block_history and self._pass_past_actions:
+            past = torch.stack(list(self._block_history), dim=1)  # (B, T0 - 1, block_dim)
+        cost_fn = self.objective(self.model, context_emb, goal_emb, past)
+        result = self.planner.plan(cost_fn, B, init=self._warm_start())
+        self._prev_plan = result.actions
+        blocks = result.actions[:, : self.receding_horizon].detach().cpu().numpy()  # syncs the device
+        raw = blocks.reshape(B, self.receding_horizon * self.frameskip, self.action_dim)
+        self._queue = np.clip(raw, self.action_low, self.action_high).astype(np.float32)
+        self._queue_pos = 0
+        self.last_result = result
+        self.num_plans += 1
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """One raw action per environment.
+
+        Args:
+            obs: uint8 (B, H, W, 3) current observation of each environment.
+            goal: uint8 (B, H, W, 3) goal image of each environment.
+
+        Returns:
+            float32 (B, action_dim) actions within [action_low, action_high]. The caller is
+            expected to execute each returned action (the policy records them as history).
+        """
+        start = time.perf_counter()
+        obs = self._check_pixels("obs", obs)
+        goal = self._check_pixels("goal", goal)
+        if goal.shape != obs.shape:
+            raise ValueError(f"goal shape {goal.shape} must equal obs shape {obs.shape}")
+        if self.batch_size is None:
+            self.batch_size = obs.shape[0]
+        if obs.shape[0] != self.batch_size:
+            raise ValueError(f"obs holds {obs.shape[0]} envs but the policy was reset for {self.batch_size}; call reset({obs.shape[0]})")
+
+        f = self.frameskip
+        if self._t % f == 0:  # block boundary
+            if self._t > 0:
+                executed = self._queue[:, self._queue_pos - f : self._queue_pos].reshape(self.batch_size, self.block_dim)
+                self._block_history.append(torch.from_numpy(executed.copy()).to(self.device))
+            self._emb_history.append(self._encode(obs))
+        if self._queue_pos == self._queue.shape[1]:
+            self._replan(goal)
+            self.last_plan_seconds = time.perf_counter() - start
+            self.plan_seconds += self.last_plan_seconds
+
+        action = self._queue[:, self._queue_pos].copy()
+        self._queue_pos += 1
+        self._t += 1
+        return action

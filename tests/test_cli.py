@@ -1,0 +1,133 @@
+"""The ``wm`` command line, run as a user would: real subprocesses, tiny budgets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wm(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m worldmodel ARGS`` from the repository root."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "worldmodel", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"wm {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_envs_and_factors_json() -> None:
+    assert "wm/TwoRoom-v0" in json.loads(wm("envs", "--json").stdout)
+    rows = json.loads(wm("factors", "wm/TwoRoom-v0", "--json").stdout)
+    kinds = {r["kind"] for r in rows}
+    assert kinds == {"visual", "geometric", "physical"}
+    for row in rows:
+        assert set(row) >= {"name", "kind", "default", "train", "ood"}
+    assert "door_width" in wm("factors", "wm/TwoRoom-v0").stdout
+
+
+def test_unknown_env_id_suggests_the_right_one() -> None:
+    proc = wm("factors", "wm/TwoRom-v0", check=False)
+    assert proc.returncode == 2
+    assert "wm/TwoRom-v0" in proc.stderr and "wm/TwoRoom-v0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_not_a_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "file.txt").write_text("hello")
+    for cmd in (("data", "info", str(tmp_path / "junk")), ("data", "info", str(tmp_path / "missing"))):
+        proc = wm(*cmd, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr and str(tmp_path) in proc.stderr
+    proc = wm("data", "validate", str(tmp_path / "junk"), check=False)
+    assert proc.returncode != 0
+
+
+def test_collect_train_eval_smoke(tmp_path: Path) -> None:
+    data, heldout = tmp_path / "train.lance", tmp_path / "heldout.lance"
+    wm("collect", "--env", "wm/TwoRoom-v0", "--episodes", "6", "--out", str(data), "--split", "train")
+    wm("collect", "--env", "wm/TwoRoom-v0", "--episodes", "3", "--out", str(heldout), "--seed", "1000")
+    info = json.loads(wm("data", "info", str(data), "--json").stdout)
+    assert info["episodes"] == 6 and info["steps"] > 6
+    assert "OK" in wm("data", "validate", str(data)).stdout
+
+    ckpt = tmp_path / "ckpt"
+    wm("train", "--data", str(data), "--out", str(ckpt), "--steps", "3", "--batch-size", "8", "--device", "cpu")
+    assert (ckpt / "config.json").exists() and (ckpt / "model.safetensors").exists()
+    assert (ckpt / "metrics.jsonl").read_text().strip()
+
+    out = tmp_path / "eval"
+    wm(
+        "eval", "--ckpt", str(ckpt), "--data", str(heldout), "--out", str(out),
+        "--episodes", "3", "--budget", "5", "--offset", "5", "--num-samples", "16", "--iterations", "2",
+        "--num-elites", "4", "--device", "cpu",
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episodes"] == 3
+    assert 0.0 <= summary["success_rate"] <= 1.0 and 0.0 <= summary["baseline_success_rate"] <= 1.0
+    lines = [json.loads(l) for l in (out / "episodes.jsonl").read_text().splitlines()]
+    assert len(lines) == 6 and {l["policy"] for l in lines} == {"cem", "random"}
+    for line in lines:
+        assert set(line) >= {"success", "steps", "plan_seconds", "factors", "env_seed"}
+    assert (out / "planned_episode.mp4").stat().st_size > 0
+
+
+def test_eval_with_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    proc = wm("eval", "--ckpt", str(tmp_path / "nope"), "--data", str(tmp_path), "--out", str(tmp_path / "o"), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "nope" in proc.stderr
+
+
+def test_collect_killed_with_sigkill_leaves_a_sound_resumable_dataset(tmp_path: Path) -> None:
+    path = tmp_path / "crash.lance"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worldmodel", "collect", "--env", "wm/TwoRoom-v0", "--episodes", "100000",
+         "--out", str(path), "--policy", "random"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        # Wait until some episodes are committed, then kill without warning.
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            time.sleep(0.5)
+            if (path / "episodes.lance").exists():
+                time.sleep(1.5)
+                break
+        assert proc.poll() is None, "collect finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "OK" in wm("data", "validate", str(path)).stdout
+    before = json.loads(wm("data", "info", str(path), "--json").stdout)
+    assert before["episodes"] >= 1
+    wm("collect", "--env", "wm/TwoRoom-v0", "--episodes", "2", "--out", str(path), "--seed", "500")
+    after = json.loads(wm("data", "info", str(path), "--json").stdout)
+    assert after["episodes"] == before["episodes"] + 2
+    assert "OK" in wm("data", "validate", str(path)).stdout
+
+
+def test_demo_quick_writes_summary_report_and_video(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    proc = wm("demo", "--out", str(out), "--quick", "--device", "cpu")
+    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = json.loads((out / "summary.json").read_text())
+    assert printed["success_rate"] == summary["success_rate"]
+    assert "baseline_success_rate" in summary
+    assert (out / "report.md").read_text().startswith("# worldmodel demo")
+    assert (out / "planned_episode.mp4").stat().st_size > 0

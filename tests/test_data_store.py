@@ -1,0 +1,552 @@
+"""Episode store: codecs, writer modes, round trips, crash safety, validation, collect."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import data
+from data import DatasetError, EpisodeWriter, SchemaMismatchError, open_dataset, validate_dataset
+from data import columns as C
+from data.codecs import decode_batch, decode_frame, default_codec, encode_frame
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fake_episode(rng: np.random.Generator, length: int, hw=(8, 8), action_dim=2, state_dim=3, state_dtype=np.float64):
+    """Random rows of one episode: T=length rows, action None on the last."""
+    pixels = rng.integers(0, 256, (length, *hw, 3), dtype=np.uint8)
+    states = rng.normal(size=(length, state_dim)).astype(state_dtype)
+    actions = rng.uniform(-1, 1, (length, action_dim)).astype(np.float32)
+    actions[-1] = 0
+    rewards = rng.normal(size=length).astype(np.float32)
+    rewards[0] = 0
+    return pixels, states, actions, rewards
+
+
+def write_episodes(path, lengths, seed=0, mode="append", codec=None, env_id="fake/Env-v0", factors=None, **kw):
+    """Write episodes of the given lengths; returns {episode_id: (pixels, states, actions, rewards)}."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    with EpisodeWriter(path, mode=mode, codec=codec, env_id=env_id) as w:
+        for i, length in enumerate(lengths):
+            ep = fake_episode(rng, length, **kw)
+            pixels, states, actions, rewards = ep
+            for t in range(length):
+                last = t == length - 1
+                w.add_step(pixels[t], states[t], None if last else actions[t], rewards[t], terminated=last)
+            f = factors if factors is not None else {"door_width": 0.2 + i * 0.01, "wall_rgb": (0.1, 0.2, 0.3), "n": i}
+            eid = w.save_episode(seed=seed + i, factors=f, policy="random", split="train" if i % 2 == 0 else "ood")
+            out[eid] = ep
+    return out
+
+
+# -- codecs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec", ["raw", "png", "jpeg"])
+def test_codec_round_trip_keeps_rgb_order(codec):
+    frame = np.zeros((32, 48, 3), np.uint8)
+    frame[..., 0] = 200  # pure red: a BGR mix-up would turn it blue
+    frame[8:16, 8:16] = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    back = decode_frame(encode_frame(frame, codec), codec, frame.shape)
+    assert back.dtype == np.uint8 and back.shape == frame.shape
+    if codec == "jpeg":
+        assert np.abs(back[20:, 20:].astype(int) - frame[20:, 20:]).max() <= 4
+        assert back[20:, 20:, 0].mean() > 190 and back[20:, 20:, 2].mean() < 10
+    else:
+        np.testing.assert_array_equal(back, frame)
+
+
+def test_decode_batch_threads_match_serial():
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
+    enc = [encode_frame(f, "png") for f in frames]
+    np.testing.assert_array_equal(decode_batch(enc, "png", (16, 16, 3), threads=2), frames)
+    np.testing.assert_array_equal(decode_batch(enc, "png", (16, 16, 3), threads=1), frames)
+
+
+def test_default_codec_by_size():
+    assert default_codec((64, 64, 3)) == "raw"
+    assert default_codec((65, 64, 3)) == "jpeg"
+    assert default_codec((224, 224, 3)) == "jpeg"
+
+
+# -- round trips -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec", ["raw", "png", "jpeg"])
+def test_round_trip_dtypes_shapes_values(tmp_path, codec):
+    path = tmp_path / "ds"
+    written = write_episodes(path, [5, 1, 7], codec=codec)
+    ds = open_dataset(path)
+    assert ds.meta["codec"] == codec and ds.meta["schema_version"] == data.SCHEMA_VERSION
+    assert ds.num_steps == 13 and ds.num_episodes == 3
+    eps = ds.episodes()
+    assert [e[C.EPISODE_ID] for e in eps] == [0, 1, 2]
+    assert eps[1][C.FACTORS] == {"door_width": 0.2 + 0.01, "wall_rgb": (0.1, 0.2, 0.3), "n": 1}
+    assert eps[2][C.LENGTH] == 7 and eps[2][C.SEED] == 2 and eps[2][C.SPLIT] == "train"
+    assert eps[0][C.POLICY] == "random" and eps[0][C.ENV_ID] == "fake/Env-v0"
+    for eid, (pixels, states, actions, rewards) in written.items():
+        ep = ds.load_episode(eid)
+        assert ep["pixels"].dtype == np.uint8 and ep["pixels"].shape == pixels.shape
+        assert ep["state"].dtype == np.float64
+        np.testing.assert_array_equal(ep["state"], states)
+        assert ep["action"].dtype == np.float32
+        np.testing.assert_array_equal(ep["action"], actions)
+        np.testing.assert_array_equal(ep["reward"], rewards)
+        assert ep["terminated"].dtype == bool and ep["terminated"].tolist() == [False] * (len(pixels) - 1) + [True]
+        assert not ep["truncated"].any()
+        if codec == "jpeg":
+            assert ep["pixels"].shape == pixels.shape  # lossy: shape and dtype only
+        else:
+            np.testing.assert_array_equal(ep["pixels"], pixels)
+    # stored column types, straight from Lance
+    import lance
+
+    schema = lance.dataset(str(path / C.STEPS_TABLE)).schema
+    assert schema.field(C.EPISODE_ID).type == "int64" and schema.field(C.STEP).type == "int32"
+    assert str(schema.field(C.STATE).type) == "fixed_size_list<item: double>[3]"
+    assert str(schema.field(C.ACTION).type) == "fixed_size_list<item: float>[2]"
+    assert validate_dataset(path) == []
+
+
+def test_float32_state_stays_float32(tmp_path):
+    write_episodes(tmp_path / "ds", [3], state_dtype=np.float32)
+    assert open_dataset(tmp_path / "ds").load_episode(0)["state"].dtype == np.float32
+
+
+def test_info_reports_counts(tmp_path):
+    write_episodes(tmp_path / "ds", [4, 4, 4])
+    info = open_dataset(tmp_path / "ds").info()
+    assert info["episodes"] == 3 and info["steps"] == 12 and info["codec"] == "raw"
+    assert info["image_shape"] == [8, 8, 3] and info["action_dim"] == 2 and info["state_dim"] == 3
+    assert info["env_id"] == "fake/Env-v0" and info["schema_version"] == 1
+    assert info["splits"] == {"train": 2, "ood": 1} and info["policies"] == {"random": 3}
+    assert info["size_bytes"] > 12 * 8 * 8 * 3 and info["orphan_steps"] == 0
+    json.dumps(info)
+
+
+def test_meta_json_written_at_creation(tmp_path):
+    write_episodes(tmp_path / "ds", [2])
+    meta = json.loads((tmp_path / "ds" / C.META_FILE).read_text())
+    for key in ("schema_version", "format", "codec", "image_shape", "action_dim", "state_dim", "env_id", "created_by"):
+        assert key in meta
+    assert not list(tmp_path.glob(".*"))  # no temp folders left behind
+
+
+# -- add_step validation -----------------------------------------------------------------
+
+
+def test_add_step_rejects_bad_inputs(tmp_path):
+    px = np.zeros((8, 8, 3), np.uint8)
+    with EpisodeWriter(tmp_path / "ds") as w:
+        with pytest.raises(ValueError, match="uint8"):
+            w.add_step(px.astype(np.float32), np.zeros(3), np.zeros(2))
+        w.add_step(px, np.zeros(3), np.zeros(2))
+        with pytest.raises(ValueError, match="image shape"):
+            w.add_step(np.zeros((9, 8, 3), np.uint8), np.zeros(3), np.zeros(2))
+        with pytest.raises(ValueError, match="state size"):
+            w.add_step(px, np.zeros(4), np.zeros(2))
+        with pytest.raises(ValueError, match="state dtype"):
+            w.add_step(px, np.zeros(3, np.float32), np.zeros(2))
+        with pytest.raises(ValueError, match="action size"):
+            w.add_step(px, np.zeros(3), np.zeros(3))
+        with pytest.raises(ValueError, match="NaN"):
+            w.add_step(px, np.array([0.0, np.nan, 0.0]), np.zeros(2))
+        with pytest.raises(ValueError, match="NaN"):
+            w.add_step(px, np.zeros(3), np.array([np.nan, 0.0]))
+        assert w.buffered_steps == 1
+        w.add_step(px, np.zeros(3), None, 1.0, terminated=True)
+        assert w.save_episode(seed=0, factors={}, policy="p", split=None) == 0
+
+
+def test_only_last_row_may_lack_an_action(tmp_path):
+    px = np.zeros((8, 8, 3), np.uint8)
+    with EpisodeWriter(tmp_path / "ds") as w:
+        w.add_step(px, np.zeros(3), np.zeros(2))
+        w.add_step(px, np.zeros(3), None)
+        w.add_step(px, np.zeros(3), None)
+        with pytest.raises(ValueError, match="row 1"):
+            w.save_episode(seed=0, factors={}, policy="p", split="train")
+        w.discard_episode()
+        with pytest.raises(ValueError, match="no steps"):
+            w.save_episode(seed=0, factors={}, policy="p", split="train")
+
+
+def test_exception_inside_with_block_commits_nothing(tmp_path):
+    path = tmp_path / "ds"
+    write_episodes(path, [3])
+    with pytest.raises(RuntimeError):
+        with EpisodeWriter(path) as w:
+            w.add_step(np.zeros((8, 8, 3), np.uint8), np.zeros(3), np.zeros(2))
+            raise RuntimeError("boom")
+    assert open_dataset(path).num_episodes == 1 and validate_dataset(path) == []
+
+
+# -- modes -------------------------------------------------------------------------------
+
+
+def test_append_continues_episode_ids(tmp_path):
+    path = tmp_path / "ds"
+    first = write_episodes(path, [3, 4])
+    second = write_episodes(path, [5], seed=7)
+    assert list(first) == [0, 1] and list(second) == [2]
+    ds = open_dataset(path)
+    assert [e[C.EPISODE_ID] for e in ds.episodes()] == [0, 1, 2]
+    np.testing.assert_array_equal(ds.load_episode(2)["pixels"], second[2][0])
+    np.testing.assert_array_equal(ds.load_episode(0)["pixels"], first[0][0])
+    with EpisodeWriter(path) as w:
+        assert w.num_episodes == 3
+
+
+def test_mode_error_refuses_existing(tmp_path):
+    path = tmp_path / "ds"
+    write_episodes(path, [2])
+    with pytest.raises(DatasetError, match="already exists"):
+        EpisodeWriter(path, mode="error")
+    write_episodes(tmp_path / "new", [2], mode="error")  # a new path is fine
+    with pytest.raises(ValueError, match="unknown mode"):
+        EpisodeWriter(path, mode="replace")
+
+
+def test_mode_overwrite_replaces(tmp_path):
+    path = tmp_path / "ds"
+    write_episodes(path, [2, 2, 2])
+    new = write_episodes(path, [4], mode="overwrite", seed=3, hw=(16, 16), action_dim=5)
+    ds = open_dataset(path)
+    assert ds.num_episodes == 1 and ds.image_shape == (16, 16, 3) and ds.action_dim == 5
+    np.testing.assert_array_equal(ds.load_episode(0)["pixels"], new[0][0])
+    assert validate_dataset(path) == [] and not list(tmp_path.glob(".*"))
+
+
+def test_overwrite_without_episodes_keeps_old(tmp_path):
+    path = tmp_path / "ds"
+    write_episodes(path, [2, 2])
+    with EpisodeWriter(path, mode="overwrite"):
+        pass
+    assert open_dataset(path).num_episodes == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"codec": "png"}, "codec 'png'.*'raw'"),
+        ({"env_id": "other/Env-v0"}, "env_id 'other/Env-v0'.*'fake/Env-v0'"),
+        ({"hw": (16, 16)}, r"image shape \(16, 16, 3\).*\(8, 8, 3\)"),
+        ({"action_dim": 4}, "action size 4.*2"),
+        ({"state_dim": 5}, "state size 5.*3"),
+        ({"state_dtype": np.float32}, "state dtype float32.*float64"),
+        ({"factors": {"other": 1.0}}, "factor names"),
+    ],
+)
+def test_mismatched_append_refused(tmp_path, kwargs, pattern):
+    path = tmp_path / "ds"
+    write_episodes(path, [3])
+    with pytest.raises(SchemaMismatchError, match=pattern):
+        write_episodes(path, [3], **kwargs)
+    assert open_dataset(path).num_episodes == 1 and validate_dataset(path) == []
+
+
+def test_second_writer_is_refused(tmp_path):
+    path = tmp_path / "ds"
+    write_episodes(path, [2])
+    with EpisodeWriter(path):
+        with pytest.raises(DatasetError, match="another EpisodeWriter"):
+            EpisodeWriter(path)
+
+
+# -- not a dataset -------------------------------------------------------------------------
+
+
+def test_open_missing_path(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist") as e:
+        open_dataset(tmp_path / "nope")
+    assert str(tmp_path / "nope") in str(e.value)
+    assert isinstance(e.value, ValueError)
+
+
+def test_open_foreign_directory_and_file(tmp_path):
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "cat.jpg").write_bytes(b"...")
+    with pytest.raises(DatasetError, match="not a dataset.*meta.json"):
+        open_dataset(foreign)
+    with pytest.raises(DatasetError, match="not a dataset"):
+        EpisodeWriter(foreign)  # never writes into a foreign folder, whatever the mode
+    with pytest.raises(DatasetError, match="not a dataset"):
+        EpisodeWriter(foreign, mode="overwrite")
+    assert sorted(p.name for p in foreign.iterdir()) == ["cat.jpg"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DatasetError, match="not a dataset"):
+        open_dataset(tmp_path / "file")
+    assert validate_dataset(foreign) and "not a dataset" in validate_dataset(foreign)[0]
+
+
+def test_open_bad_meta_and_missing_tables(tmp_path):
+    path = tmp_path / "ds"
+    write_episodes(path, [2])
+    meta_path = path / C.META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "schema_version": 99}))
+    with pytest.raises(DatasetError, match="schema_version 99"):
+        open_dataset(path)
+    meta_path.write_text("{not json")
+    with pytest.raises(DatasetError, match="unreadable"):
+        open_dataset(path)
+    meta_path.write_text(json.dumps(meta))
+    import shutil
+
+    shutil.rmtree(path / C.EPISODES_TABLE)
+    with pytest.raises(DatasetError, match="missing table episodes.lance"):
+        open_dataset(path)
+
+
+def test_empty_directory_becomes_a_dataset(tmp_path):
+    path = tmp_path / "ds"
+    path.mkdir()
+    write_episodes(path, [2])
+    assert open_dataset(path).num_episodes == 1
+
+
+# -- orphans and crashes -------------------------------------------------------------------
+
+
+def _append_orphan_rows(path: Path, episode_id: int, length: int) -> None:
+    """What a crash between the steps commit and the episodes commit leaves behind."""
+    import lance
+    import pyarrow as pa
+
+    from data.schema import meta_steps_schema
+
+    ds = open_dataset(path)
+    schema = meta_steps_schema(ds.meta)
+    rng = np.random.default_rng(99)
+    h, w, c = ds.image_shape
+    arrays = [
+        pa.array(np.full(length, episode_id, np.int64)),
+        pa.array(np.arange(length, dtype=np.int32)),
+        pa.FixedSizeListArray.from_arrays(pa.array(rng.integers(0, 256, length * h * w * c, dtype=np.uint8)), h * w * c),
+        pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(length * ds.action_dim, np.float32)), ds.action_dim),
+        pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(length * ds.state_dim)), ds.state_dim),
+        pa.array(np.zeros(length, np.float32)),
+        pa.array(np.zeros(length, bool)),
+        pa.array(np.zeros(length, bool)),
+    ]
+    lance.write_dataset(pa.Table.from_arrays(arrays, schema=schema), str(path / C.STEPS_TABLE), mode="append")
+
+
+def test_orphan_steps_invisible_and_cleaned_on_reopen(tmp_path):
+    path = tmp_path / "ds"
+    written = write_episodes(path, [3, 4])
+    _append_orphan_rows(path, episode_id=2, length=6)
+    ds = open_dataset(path)
+    assert ds.num_episodes == 2 and ds.num_steps == 7 and ds.info()["orphan_steps"] == 6
+    assert validate_dataset(path) == []
+    with pytest.raises(KeyError):
+        ds.load_episode(2)
+    from data import WindowDataset
+
+    assert set(WindowDataset(path, 1, 1, 1).episode_ids.tolist()) == {0, 1}
+    # a new writer deletes the orphans and reuses id 2
+    again = write_episodes(path, [5], seed=5)
+    assert list(again) == [2]
+    ds = open_dataset(path)
+    assert ds.info()["orphan_steps"] == 0 and ds.num_steps == 12
+    np.testing.assert_array_equal(ds.load_episode(2)["pixels"], again[2][0])
+    np.testing.assert_array_equal(ds.load_episode(1)["pixels"], written[1][0])
+    assert validate_dataset(path) == []
+
+
+def test_validate_reports_missing_rows(tmp_path):
+    path = tmp_path / "ds"
+    write_episodes(path, [3, 4])
+    import lance
+
+    lance.dataset(str(path / C.STEPS_TABLE)).delete(f"{C.EPISODE_ID} = 1 AND {C.STEP} = 2")
+    problems = validate_dataset(path)
+    assert any("episode 1: 3 step rows, its length says 4" in p for p in problems)
+    assert any("episode 1: step numbers are not contiguous" in p for p in problems)
+
+
+CRASH_SCRIPT = textwrap.dedent(
+    """
+    import sys, numpy as np
+    sys.path.insert(0, {repo!r})
+    from data import EpisodeWriter
+    rng = np.random.default_rng(0)
+    with EpisodeWriter({path!r}, env_id="fake/Env-v0") as w:
+        for i in range(100000):
+            for t in range(12):
+                last = t == 11
+                w.add_step(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), rng.normal(size=3),
+                           None if last else rng.normal(size=2), 1.0, terminated=last)
+            w.save_episode(seed=i, factors={{"a": float(i)}}, policy="random", split="train")
+            print(i, flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.007, 0.05])
+def test_sigkill_mid_write_leaves_a_sound_dataset(tmp_path, delay):
+    path = tmp_path / "ds"
+    script = CRASH_SCRIPT.format(repo=str(REPO), path=str(path))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # wait until a few episodes are committed
+            if int(line) >= 5:
+                break
+        time.sleep(delay)  # let it get somewhere inside a later commit
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert validate_dataset(path) == []
+    ds = open_dataset(path)
+    n = ds.num_episodes
+    assert n >= 6
+    assert [e[C.EPISODE_ID] for e in ds.episodes()] == list(range(n))
+    assert all(e[C.LENGTH] == 12 for e in ds.episodes())
+    again = write_episodes(path, [3], factors={"a": -1.0})
+    assert list(again) == [n]
+    ds = open_dataset(path)
+    assert ds.num_episodes == n + 1 and ds.info()["orphan_steps"] == 0
+    assert validate_dataset(path) == []
+
+
+def test_many_episodes_are_compacted(tmp_path, monkeypatch):
+    import data.writer as writer_mod
+
+    monkeypatch.setattr(writer_mod, "COMPACT_EVERY", 4)
+    path = tmp_path / "ds"
+    written = write_episodes(path, [2] * 10)
+    ds = open_dataset(path)
+    assert ds.info()["fragments"] == 1
+    for eid, ep in written.items():
+        np.testing.assert_array_equal(ds.load_episode(eid)["pixels"], ep[0])
+
+
+# -- collect ------------------------------------------------------------------------------
+
+
+def _fake_envs_module():
+    """A stand-in for the `envs` package: a 1-D walk to a goal with a time limit."""
+    import gymnasium as gym
+
+    class Walk(gym.Env):
+        metadata = {"render_modes": []}
+
+        def __init__(self, resolution=8):
+            self.resolution = resolution
+            self.observation_space = gym.spaces.Box(0, 255, (resolution, resolution, 3), np.uint8)
+            self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+        def _obs(self):
+            img = np.zeros((self.resolution, self.resolution, 3), np.uint8)
+            img[:, : int(np.clip(self.x, 0, 1) * self.resolution)] = 255
+            return img
+
+        def _info(self):
+            return {"state": np.array([self.x, self.goal]), "factors": {"speed": self.speed, "rgb": (1.0, 0.0, 0.0)},
+                    "success": abs(self.x - self.goal) < 0.05}
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            self.x, self.goal = 0.0, float(self.np_random.uniform(0.3, 1.0))
+            self.speed = 0.2 if (options or {}).get("split") != "ood" else 0.5
+            return self._obs(), self._info()
+
+        def step(self, action):
+            self.x += self.speed * float(np.clip(action, -1, 1)[0])
+            info = self._info()
+            return self._obs(), 1.0 if info["success"] else 0.0, bool(info["success"]), False, info
+
+    class Policy:
+        def __init__(self, env):
+            self.env = env
+
+        def reset(self, seed):
+            self.rng = np.random.default_rng(seed)
+
+        def __call__(self, obs, info):
+            s = info["state"]
+            return np.array([np.clip((s[1] - s[0]) / 0.2, -1, 1) * 2.0, self.rng.normal()], np.float32)
+
+    mod = types.ModuleType("envs")
+    mod.make = lambda env_id, **kw: gym.wrappers.TimeLimit(Walk(**kw), max_episode_steps=15)
+    mod.make_policy = lambda name, env, noise=None: Policy(env)
+    return mod
+
+
+def test_collect_writes_episodes_with_row_convention(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "envs", _fake_envs_module())
+    stats = data.collect("fake/Walk-v0", episodes=4, out=tmp_path / "ds", policy="expert", split="ood", seed=10)
+    assert stats["episodes"] == 4 and stats["steps"] > 4 and stats["steps_per_s"] > 0
+    ds = open_dataset(tmp_path / "ds")
+    eps = ds.episodes()
+    assert [e[C.SEED] for e in eps] == [10, 11, 12, 13]
+    assert all(e[C.SPLIT] == "ood" and e[C.POLICY] == "expert" and e[C.ENV_ID] == "fake/Walk-v0" for e in eps)
+    assert eps[0][C.FACTORS] == {"speed": 0.5, "rgb": (1.0, 0.0, 0.0)}
+    assert sum(e[C.LENGTH] for e in eps) == stats["steps"] == ds.num_steps
+    for e in eps:
+        ep = ds.load_episode(e[C.EPISODE_ID])
+        assert ep["reward"][0] == 0 and not ep["action"][-1].any()
+        assert (ep["terminated"] | ep["truncated"])[-1] and not (ep["terminated"] | ep["truncated"])[:-1].any()
+        assert np.abs(ep["action"]).max() <= 1.0  # recorded actions are the clipped ones
+        assert e[C.LENGTH] <= 16
+        # state row t+1 follows from row t's action: x' = x + speed * a
+        np.testing.assert_allclose(ep["state"][1:, 0], ep["state"][:-1, 0] + 0.5 * ep["action"][:-1, 0], atol=1e-6)
+    # same seeds, same data
+    data.collect("fake/Walk-v0", episodes=4, out=tmp_path / "ds2", split="ood", seed=10)
+    np.testing.assert_array_equal(open_dataset(tmp_path / "ds2").load_episode(3)["state"], ds.load_episode(3)["state"])
+
+
+def test_collect_with_real_envs(tmp_path):
+    envs = pytest.importorskip("envs")
+    if not (hasattr(envs, "make") and hasattr(envs, "make_policy")):
+        pytest.skip("envs package not implemented yet")
+    env_id = envs.list_envs()[0] if hasattr(envs, "list_envs") and envs.list_envs() else "wm/TwoRoom-v0"
+    stats = data.collect(env_id, episodes=2, out=tmp_path / "ds", policy="random")
+    assert stats["episodes"] == 2
+    assert validate_dataset(tmp_path / "ds") == []
+    assert open_dataset(tmp_path / "ds").num_steps == stats["steps"]
+
+
+def test_single_row_first_episode_needs_action_dim(tmp_path):
+    px = np.zeros((8, 8, 3), np.uint8)
+    with EpisodeWriter(tmp_path / "a") as w:
+        w.add_step(px, np.zeros(3), None, terminated=True)
+        with pytest.raises(ValueError, match="action_dim"):
+            w.save_episode(seed=0, factors={}, policy="p", split="train")
+        w.discard_episode()
+    with EpisodeWriter(tmp_path / "b", action_dim=4) as w:
+        w.add_step(px, np.zeros(3), None, terminated=True)
+        w.save_episode(seed=0, factors={}, policy="p", split="train")
+    assert open_dataset(tmp_path / "b").episodes()[0][C.FACTORS] == {}
+    ep = open_dataset(tmp_path / "b").load_episode(0)
+    assert ep["action"].shape == (1, 4) and ep["pixels"].shape == (1, 8, 8, 3)
+    with pytest.raises(SchemaMismatchError, match="action size 2.*4"):
+        EpisodeWriter(tmp_path / "b", action_dim=2)
+
+
+def test_collect_max_steps_truncates_and_passes_env_kwargs(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "envs", _fake_envs_module())
+    stats = data.collect("fake/Walk-v0", 2, tmp_path / "ds", policy="random", max_steps=3, env_kwargs={"resolution": 6})
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.image_shape == (6, 6, 3) and stats["steps"] == ds.num_steps
+    for e in ds.episodes():
+        ep = ds.load_episode(e[C.EPISODE_ID])
+        assert len(ep["pixels"]) <= 4
+        if len(ep["pixels"]) == 4 and not ep["terminated"][-1]:
+            assert ep["truncated"][-1]
+    data.collect("fake/Walk-v0", 1, tmp_path / "ds2", resolution=5)  # plain keywords reach the env too
+    assert open_dataset(tmp_path / "ds2").image_shape == (5, 5, 3)

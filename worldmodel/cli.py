@@ -1,0 +1,245 @@
+"""The ``wm`` command line. It parses arguments and dispatches; the work lives in the packages.
+
+Run ``wm --help`` or ``wm COMMAND --help`` for examples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Sequence
+
+from worldmodel.configargs import add_dataclass_arguments, dataclass_from_args
+
+EPILOGS = {
+    "envs": "example:\n  wm envs --json",
+    "factors": "examples:\n  wm factors wm/TwoRoom-v0\n  wm factors wm/TwoRoom-v0 --json",
+    "collect": (
+        "examples:\n"
+        "  wm collect --env wm/TwoRoom-v0 --episodes 200 --out runs/tworoom.lance\n"
+        "  wm collect --env wm/TwoRoom-v0 --episodes 50 --out runs/ood.lance --split ood --policy random"
+    ),
+    "data": "examples:\n  wm data info runs/tworoom.lance --json\n  wm data validate runs/tworoom.lance",
+    "train": (
+        "examples:\n"
+        "  wm train --data runs/tworoom.lance --out runs/ckpt\n"
+        "  wm train --data runs/tworoom.lance --out runs/ckpt --steps 200 --device cpu"
+    ),
+    "eval": (
+        "examples:\n"
+        "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval\n"
+        "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --episodes 10 --iterations 10"
+    ),
+    "demo": "examples:\n  wm demo --out runs/demo\n  wm demo --out runs/demo --quick   # a one-minute smoke run",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    from benchmarks.planning import PlannerConfig
+    from benchmarks.protocol import PlanningProtocol
+    from worldmodel.config import ModelConfig, TrainConfig
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="wm",
+        description="worldmodel: collect rollouts, train JEPA world models, plan with them, measure.",
+        formatter_class=fmt,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, epilog=EPILOGS.get(name), formatter_class=fmt)
+
+    p = add("envs", "list the registered environments")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("factors", "list an environment's factors of variation")
+    p.add_argument("env", help="environment id, e.g. wm/TwoRoom-v0")
+    p.add_argument("--json", action="store_true", help="print JSON (a list of factor objects)")
+
+    p = add("collect", "collect episodes from an environment into a Lance dataset")
+    p.add_argument("--env", required=True, help="environment id, e.g. wm/TwoRoom-v0")
+    p.add_argument("--episodes", type=int, required=True, help="number of episodes to collect")
+    p.add_argument("--out", required=True, help="dataset directory to write")
+    p.add_argument("--policy", default="expert", help="collection policy: expert (noisy) | random")
+    p.add_argument("--split", default=None, help="factor split sampled per episode (train, ood, ...); default: default factors")
+    p.add_argument("--codec", default=None, choices=["raw", "jpeg", "png"], help="frame codec (default: raw up to 64x64, jpeg above)")
+    p.add_argument("--resolution", type=int, default=64, help="rendered frame size in pixels")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first episode (episode i uses seed+i)")
+    p.add_argument("--mode", default="append", choices=["append", "overwrite", "error"], help="what to do if --out exists")
+
+    p = add("data", "inspect Lance datasets")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    q = dsub.add_parser("info", help="schema, counts and factor summary of a dataset")
+    q.add_argument("path")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q = dsub.add_parser("validate", help="check a dataset; exit 0 only if it is sound")
+    q.add_argument("path")
+
+    p = add("train", "train a JEPA world model on a dataset")
+    add_dataclass_arguments(p.add_argument_group("training"), TrainConfig)
+    add_dataclass_arguments(p.add_argument_group("model"), ModelConfig, exclude=("image_size", "action_dim", "in_channels"))
+
+    p = add("eval", "measure planning success of a checkpoint against a random baseline")
+    p.add_argument("--ckpt", required=True, help="checkpoint folder (config.json + model.safetensors)")
+    p.add_argument("--data", required=True, help="dataset whose (held-out) episodes give start/goal pairs")
+    p.add_argument("--out", required=True, help="folder for episodes.jsonl and summary.json")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--no-video", dest="video", action="store_false", help="skip the MP4 of a planned episode")
+    add_dataclass_arguments(p.add_argument_group("protocol"), PlanningProtocol)
+    add_dataclass_arguments(p.add_argument_group("planner"), PlannerConfig, exclude=("seed",))
+
+    p = add("demo", "collect -> train -> eval on TwoRoom, end to end")
+    p.add_argument("--out", default="runs/demo", help="output folder")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline in about a minute")
+    p.add_argument("--seed", type=int, default=0, help="seed for collection, training and evaluation")
+    return parser
+
+
+def _cmd_envs(args: argparse.Namespace) -> int:
+    import envs
+
+    ids = envs.list_envs()
+    if args.json:
+        print(json.dumps(ids))
+    else:
+        print("\n".join(ids))
+    return 0
+
+
+def _cmd_factors(args: argparse.Namespace) -> int:
+    import envs
+
+    env = envs.make(args.env)
+    rows = env.unwrapped.factor_space.describe()
+    env.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<18} {'kind':<10} {'default':<28} {'train':<40} ood")
+    for r in rows:
+        print(f"{r['name']:<18} {r['kind']:<10} {_fmt(r['default']):<28} {_fmt(r['train']):<40} {_fmt(r['ood'])}")
+    return 0
+
+
+def _fmt(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from data import collect
+
+    if args.episodes < 1:
+        raise ValueError(f"--episodes={args.episodes}: expected a positive integer")
+    result = collect(
+        args.env,
+        args.episodes,
+        args.out,
+        policy=args.policy,
+        split=args.split,
+        codec=args.codec,
+        seed=args.seed,
+        mode=args.mode,
+        progress=True,
+        env_kwargs={"resolution": args.resolution},
+    )
+    print(json.dumps(result))
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from data import open_dataset, validate_dataset
+
+    if args.data_command == "validate":
+        problems = validate_dataset(args.path)
+        if problems:
+            for problem in problems:
+                print(f"INVALID: {problem}", file=sys.stderr)
+            return 1
+        print(f"OK: {args.path} is a sound dataset")
+        return 0
+    info = open_dataset(args.path).info()
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        for key, value in info.items():
+            print(f"{key:<16} {value}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from data import open_dataset
+    from worldmodel.config import ModelConfig, TrainConfig
+    from worldmodel.train import train
+
+    train_cfg = dataclass_from_args(TrainConfig, args)
+    meta = open_dataset(train_cfg.data).meta
+    model_cfg = dataclass_from_args(
+        ModelConfig, args, image_size=int(meta["image_shape"][0]), action_dim=int(meta["action_dim"])
+    )
+    summary = train(model_cfg, train_cfg)
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from benchmarks.planning import PlannerConfig, evaluate_planning
+    from benchmarks.protocol import PlanningProtocol
+    from data import open_dataset
+    from worldmodel.checkpoint import load_checkpoint
+    from worldmodel.device import resolve_device
+
+    device = resolve_device(args.device)
+    model = load_checkpoint(args.ckpt, device=device).eval()
+    protocol = dataclass_from_args(PlanningProtocol, args)
+    planner_cfg = dataclass_from_args(PlannerConfig, args, seed=protocol.seed)
+    summary = evaluate_planning(
+        model,
+        open_dataset(args.data),
+        args.out,
+        protocol=protocol,
+        planner_cfg=planner_cfg,
+        device=str(device),
+        video=args.video,
+        log=lambda line: print(line, file=sys.stderr),
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from benchmarks.demo import run_demo
+
+    summary = run_demo(args.out, device=args.device, quick=args.quick, seed=args.seed)
+    print(json.dumps({k: summary[k] for k in ("success_rate", "baseline_success_rate")}))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "envs": _cmd_envs,
+    "factors": _cmd_factors,
+    "collect": _cmd_collect,
+    "data": _cmd_data,
+    "train": _cmd_train,
+    "eval": _cmd_eval,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wm`` console script; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        # Bad input (unknown ids, out-of-range factors, broken datasets or checkpoints)
+        # is reported as one clear line, not a traceback.
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"wm {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

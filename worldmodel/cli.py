@@ -175,6 +175,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from worldmodel.train import train
 
     train_cfg = dataclass_from_args(TrainConfig, args)
+    if not train_cfg.data:
+        raise ValueError("wm train needs --data PATH (a dataset written by wm collect)")
     meta = open_dataset(train_cfg.data).meta
     model_cfg = dataclass_from_args(
         ModelConfig, args, image_size=int(meta["image_shape"][0]), action_dim=int(meta["action_dim"])

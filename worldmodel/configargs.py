@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 from typing import Any, TypeVar
 
@@ -33,7 +34,7 @@ def add_dataclass_arguments(
             continue
         typ = hints[f.name]
         origin = typing.get_origin(typ)
-        if origin is typing.Union or str(origin) == "types.UnionType":
+        if origin is typing.Union or origin is types.UnionType:
             args = [a for a in typing.get_args(typ) if a is not type(None)]
             typ = args[0] if len(args) == 1 else str
         default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else None)

@@ -1,0 +1,148 @@
+"""JEPA shapes, causality, rollout semantics, input validation and config round trips."""
+
+import pytest
+import torch
+
+from worldmodel import JEPA, ModelConfig
+
+TINY = dict(image_size=32, encoder_width=8, embed_dim=16, projector_hidden=32, predictor_width=32,
+            predictor_depth=2, predictor_heads=2, sigreg_projections=32, frameskip=2, action_dim=2)
+
+
+def tiny(**kw) -> JEPA:
+    torch.manual_seed(0)
+    return JEPA(ModelConfig(**{**TINY, **kw}))
+
+
+def pixels(B: int, T: int, size: int = 32) -> torch.Tensor:
+    return torch.randint(0, 256, (B, T, 3, size, size), dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("encoder", ["cnn", "vit"])
+@pytest.mark.parametrize("size", [32, 64, 96])
+def test_encode_shape_any_image_size(encoder, size):
+    model = tiny(encoder=encoder, image_size=size, patch_size=8, vit_width=32, vit_depth=1, vit_heads=2).eval()
+    emb = model.encode(pixels(3, 2, size))
+    assert emb.shape == (3, 2, 16) and emb.dtype == torch.float32
+
+
+def test_encode_accepts_non_contiguous_input():
+    model = tiny().eval()
+    x = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    emb = model.encode(x.permute(0, 3, 1, 2).unsqueeze(1))  # as the MPC policy calls it
+    torch.testing.assert_close(emb, model.encode(x.permute(0, 3, 1, 2).contiguous().unsqueeze(1)))
+
+
+def test_predict_and_rollout_shapes():
+    model = tiny(context=2, horizon=2).eval()
+    emb = model.encode(pixels(2, 3))
+    assert model.predict(emb, torch.randn(2, 3, 4)).shape == (2, 3, 16)
+    assert model.rollout(emb, torch.randn(2, 5, 4, 4)).shape == (2, 5, 4, 16)
+    assert model.rollout(emb, torch.randn(2, 5, 4, 4), past_actions=torch.randn(2, 2, 4)).shape == (2, 5, 4, 16)
+
+
+def _perturb_gates(model: JEPA) -> None:
+    # make the blocks non-trivial so the rollout tests mean something
+    with torch.no_grad():
+        for block in model.predictor.blocks:
+            block.ada[1].weight.normal_(0, 0.2)
+
+
+def test_predict_is_causal():
+    model = tiny(context=3, horizon=1).eval()
+    _perturb_gates(model)  # open the attention gates so later tokens could leak
+    emb, actions = torch.randn(2, 4, 16), torch.randn(2, 4, 4)
+    base = model.predict(emb, actions)
+    emb2, actions2 = emb.clone(), actions.clone()
+    emb2[:, 2:] += 5.0
+    actions2[:, 2:] -= 3.0
+    changed = model.predict(emb2, actions2)
+    torch.testing.assert_close(changed[:, :2], base[:, :2])
+    assert not torch.allclose(changed[:, 2:], base[:, 2:])
+
+
+def test_predict_depends_on_actions_after_training_a_step():
+    # AdaLN-zero gates start at 0; one optimiser step makes actions matter.
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    out = model.loss(pixels(8, 2), torch.randn(8, 1, 4))
+    out["loss"].backward()
+    opt.step()
+    model.eval()
+    emb = torch.randn(2, 1, 16)
+    assert not torch.allclose(model.predict(emb, torch.zeros(2, 1, 4)), model.predict(emb, torch.ones(2, 1, 4)))
+
+
+@pytest.mark.parametrize("context", [1, 2, 3])
+def test_rollout_equals_repeated_predict(context):
+    model = tiny(context=context, horizon=2).eval()
+    _perturb_gates(model)
+    B, S, H, T0 = 2, 3, 4, 3
+    emb, past = torch.randn(B, T0, 16), torch.randn(B, T0 - 1, 4)
+    actions = torch.randn(B, S, H, 4)
+    with torch.no_grad():
+        out = model.rollout(emb, actions, past_actions=past)
+        for s in range(S):
+            embs = list(emb.unbind(1))  # T0 x (B, D)
+            acts = list(past.unbind(1))  # T0-1 x (B, A)
+            for h in range(H):
+                k = min(context, len(embs))
+                e = torch.stack(embs[-k:], 1)
+                a = torch.stack((acts[len(acts) - (k - 1):] if k > 1 else []) + [actions[:, s, h]], 1)
+                pred = model.predict(e, a)[:, -1]
+                torch.testing.assert_close(out[:, s, h], pred, rtol=1e-4, atol=1e-5)
+                embs.append(pred)
+                acts.append(actions[:, s, h])
+
+
+def test_rollout_without_past_actions_uses_last_embedding():
+    model = tiny(context=2, horizon=1).eval()
+    _perturb_gates(model)
+    emb, actions = torch.randn(2, 3, 16), torch.randn(2, 2, 3, 4)
+    torch.testing.assert_close(model.rollout(emb, actions), model.rollout(emb[:, -1:], actions))
+
+
+def test_loss_keys_and_gradients():
+    model = tiny(horizon=2)
+    out = model.loss(pixels(8, 3), torch.randn(8, 2, 4))
+    assert set(out) == {"loss", "pred_loss", "sigreg_loss"}
+    torch.testing.assert_close(out["loss"], out["pred_loss"] + model.config.sigreg_weight * out["sigreg_loss"])
+    out["loss"].backward()
+    assert all(p.grad is not None for p in model.encoder.parameters())
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda m: m.encode(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)), r"\(B, T, 3, 32, 32\).*got \(2, 3, 32, 32\)"),
+        (lambda m: m.encode(torch.zeros(2, 1, 3, 64, 64, dtype=torch.uint8)), r"got \(2, 1, 3, 64, 64\)"),
+        (lambda m: m.encode(torch.zeros(2, 1, 3, 32, 32)), r"uint8.*float32"),
+        (lambda m: m.predict(torch.zeros(2, 2, 16), torch.zeros(2, 2, 3)), r"A_block = frameskip \* action_dim = 4"),
+        (lambda m: m.predict(torch.zeros(2, 2, 8), torch.zeros(2, 2, 4)), r"emb must have shape \(B, T, 16\)"),
+        (lambda m: m.predict(torch.zeros(1, 3, 16), torch.zeros(1, 3, 4)), r"at most context \+ horizon = 2"),
+        (lambda m: m.rollout(torch.zeros(2, 1, 16), torch.zeros(2, 5, 4)), r"\(B, S, H, A_block\)"),
+        (lambda m: m.rollout(torch.zeros(2, 2, 16), torch.zeros(2, 5, 3, 4), torch.zeros(2, 2, 4)), r"past_actions"),
+        (lambda m: m.loss(torch.zeros(2, 2, 3, 32, 32, dtype=torch.uint8), torch.zeros(2, 2, 4)), r"\(B, n - 1, A_block\)"),
+        (lambda m: m.loss(torch.zeros(2, 1, 3, 32, 32, dtype=torch.uint8), torch.zeros(2, 0, 4)), r"n >= 2"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(tiny().eval())
+
+
+def test_config_round_trip_and_errors():
+    cfg = ModelConfig(**TINY)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.block_dim == 4 and cfg.window == 2
+    with pytest.raises(ValueError, match=r"unknown ModelConfig keys \['embed_size'\]"):
+        ModelConfig.from_dict({"embed_size": 3})
+    with pytest.raises(ValueError, match=r"ModelConfig.embed_dim must be int, got '64'"):
+        ModelConfig.from_dict({"embed_dim": "64"})
+    with pytest.raises(ValueError, match="missing keys"):
+        ModelConfig.from_dict({"embed_dim": 64}, strict=True)
+    with pytest.raises(ValueError, match="'cnn' or 'vit'"):
+        ModelConfig(encoder="resnet")
+    with pytest.raises(ValueError, match="divisible by patch_size"):
+        ModelConfig(encoder="vit", image_size=60, patch_size=8)
+    assert ModelConfig.from_dict({"dropout": 0}).dropout == 0.0  # ints are fine for floats

@@ -1,0 +1,299 @@
+"""Checkpoints as folders of JSON + safetensors; nothing is ever pickled or unpickled.
+
+    DIR/
+      config.json               {"format_version": 1, "model": {ModelConfig fields}, "step": .., "extra": {..}}
+      model.safetensors         the raw model state_dict
+      train_state.safetensors   optimizer (and scheduler) tensors, for resuming   (optional)
+      train_state.json          step, the non-tensor optimizer/scheduler state and
+                                the caller's ``train_state`` dict                 (optional)
+
+Each file is written to a temporary name in DIR and moved into place with
+``os.replace``; ``train_state.json`` goes last, so its presence marks a complete
+resumable checkpoint. Every file records the step, so a save interrupted between
+two replacements is detected on resume instead of mixing two steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from worldmodel.config import ModelConfig
+from worldmodel.model import JEPA
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+TRAIN_TENSORS_FILE = "train_state.safetensors"
+TRAIN_JSON_FILE = "train_state.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, incomplete, corrupted or does not fit the model."""
+
+
+# ------------------------------------------------------------------ helpers
+def _replace_atomically(path: Path, write) -> None:
+    """Call ``write(tmp_path)``, fsync, then ``os.replace`` tmp onto ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+
+    _replace_atomically(path, write)
+
+
+def _write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    _replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+
+
+def _read_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+
+
+def _step_of_tensors(path: Path) -> int | None:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+    return int(meta["step"]) if "step" in meta else None
+
+
+def _flatten(obj: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Replace every tensor in a nested state dict by a reference; return JSON-able data."""
+    if isinstance(obj, torch.Tensor):
+        tensors[name] = obj
+        return {"__tensor__": name}
+    if isinstance(obj, dict):
+        return {"__items__": [[k, _flatten(v, f"{name}.{k}", tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_flatten(v, f"{name}.{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_flatten(v, f"{name}.{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise CheckpointError(f"cannot store {name} of type {type(obj).__name__} without pickle")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of ``_flatten``."""
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            name = obj["__tensor__"]
+            if name not in tensors:
+                raise CheckpointError(f"train state refers to tensor {name!r}, missing from {TRAIN_TENSORS_FILE}")
+            return tensors[name]
+        if "__tuple__" in obj:
+            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
+        if "__items__" in obj:
+            return {k: _unflatten(v, tensors) for k, v in obj["__items__"]}
+        return {k: _unflatten(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------- public API
+def save_checkpoint(
+    directory: str | os.PathLike,
+    model: JEPA,
+    train_state: dict | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    step: int | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write ``model`` (and optionally what a resume needs) to ``directory``.
+
+    Args:
+        directory: folder, created if needed; other files in it are left alone.
+        model: the raw ``JEPA`` (not a compiled/DDP wrapper); its ``state_dict`` is saved.
+        train_state: JSON-able dict stored in ``train_state.json`` (e.g. last metrics).
+        optimizer, scheduler: their state dicts are stored without pickle, tensors in
+            ``train_state.safetensors``, the rest in ``train_state.json``.
+        step: the optimisation step reached; recorded in every file.
+        extra: JSON-able metadata stored in ``config.json`` under ``"extra"``.
+
+    A train state is written when any of ``train_state``, ``optimizer``, ``scheduler``
+    is given. Returns the folder path.
+    """
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    if not isinstance(model, JEPA):
+        raise TypeError(f"save_checkpoint needs a JEPA model, got {type(model).__name__}")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    step_meta = {"step": str(step)} if step is not None else {}
+    with_train_state = train_state is not None or optimizer is not None or scheduler is not None
+
+    # Tensors and JSON of the train state are prepared first so that a value that
+    # cannot be stored fails before anything on disk changes.
+    tensors: dict[str, torch.Tensor] = {}
+    train_json: dict[str, Any] = {"format_version": FORMAT_VERSION, "step": step}
+    if with_train_state:
+        train_json["optimizer"] = _flatten(optimizer.state_dict(), "optimizer", tensors) if optimizer else None
+        train_json["scheduler"] = _flatten(scheduler.state_dict(), "scheduler", tensors) if scheduler else None
+        train_json["train_state"] = dict(train_state or {})
+    config = {"format_version": FORMAT_VERSION, "model": model.config.to_dict(), "step": step, "extra": extra or {}}
+    for name, obj in (("extra", config), ("train_state", train_json)):
+        try:
+            json.dumps(obj)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{name} must be JSON-serialisable: {e}") from None
+
+    if with_train_state:
+        _write_tensors(out / TRAIN_TENSORS_FILE, tensors, step_meta)
+    _write_tensors(out / MODEL_FILE, model.state_dict(), step_meta)
+    _write_json(out / CONFIG_FILE, config)
+    if with_train_state:
+        _write_json(out / TRAIN_JSON_FILE, train_json)
+    return out
+
+
+def _check_dir(directory: str | os.PathLike) -> Path:
+    path = Path(directory)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint directory {path} does not exist")
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is not a directory (expected a folder with {CONFIG_FILE} and {MODEL_FILE})")
+    return path
+
+
+def load_config(directory: str | os.PathLike) -> ModelConfig:
+    """Read the ``ModelConfig`` stored in ``directory/config.json``."""
+    path = _check_dir(directory)
+    cfg = _read_json(path / CONFIG_FILE)
+    if not isinstance(cfg, dict) or "model" not in cfg:
+        raise CheckpointError(f"{path / CONFIG_FILE} has no 'model' section")
+    version = cfg.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path / CONFIG_FILE} has format_version={version!r}; this version reads {FORMAT_VERSION}"
+        )
+    try:
+        return ModelConfig.from_dict(cfg["model"], strict=True)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path / CONFIG_FILE}: {e}") from None
+
+
+def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "cpu") -> JEPA:
+    """Build the ``JEPA`` stored in ``directory`` and load its weights (eval mode).
+
+    Raises ``CheckpointError`` naming the problem: missing folder or file, bad
+    config, missing/unexpected tensors, or a tensor whose shape does not fit.
+    """
+    path = _check_dir(directory)
+    model = JEPA(load_config(path))
+    load_model_weights(path, model)
+    return model.to(device).eval()
+
+
+def load_model_weights(directory: str | os.PathLike, model: JEPA) -> None:
+    """Load ``directory/model.safetensors`` into an existing ``model`` (any device), checking shapes."""
+    path = _check_dir(directory)
+    load_weights(model, _read_tensors(path / MODEL_FILE), source=path / MODEL_FILE)
+
+
+def load_weights(model: JEPA, state: dict[str, torch.Tensor], source: str | os.PathLike = "state dict") -> None:
+    """Copy ``state`` into ``model`` after checking names and shapes (CheckpointError on mismatch)."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{source} does not fit the model: missing tensors {missing[:10]}, "
+                              f"unexpected tensors {unexpected[:10]}")
+    for name, tensor in expected.items():
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{source}: tensor {name!r} has shape {tuple(state[name].shape)}, "
+                f"the model expects {tuple(tensor.shape)}"
+            )
+    model.load_state_dict(state, strict=True)
+
+
+def has_train_state(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds a complete resumable checkpoint."""
+    path = Path(directory)
+    return (path / TRAIN_JSON_FILE).is_file() and (path / MODEL_FILE).is_file()
+
+
+def read_train_state(directory: str | os.PathLike) -> dict:
+    """The JSON side of the train state: ``step`` and the caller's ``train_state`` dict."""
+    info = _read_json(Path(directory) / TRAIN_JSON_FILE)
+    if not isinstance(info, dict) or info.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{Path(directory) / TRAIN_JSON_FILE} is not a train state of format {FORMAT_VERSION}")
+    return {"step": info.get("step"), "train_state": info.get("train_state") or {}}
+
+
+def load_train_state(
+    directory: str | os.PathLike,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+) -> int:
+    """Restore ``optimizer``/``scheduler`` from ``directory``; return the saved step.
+
+    Checks that the model weights and the train state come from the same step.
+    """
+    path = _check_dir(directory)
+    info = _read_json(path / TRAIN_JSON_FILE)
+    if not isinstance(info, dict) or info.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path / TRAIN_JSON_FILE} is not a train state of format {FORMAT_VERSION}")
+    step = info.get("step")
+    steps = {"model": _step_of_tensors(path / MODEL_FILE), "train state": _step_of_tensors(path / TRAIN_TENSORS_FILE)}
+    for what, s in steps.items():
+        if s != step:
+            raise CheckpointError(
+                f"checkpoint in {path} is inconsistent: {TRAIN_JSON_FILE} is at step {step} but the {what} "
+                f"at step {s} (a save was interrupted); delete the folder or restore a complete copy"
+            )
+    tensors = _read_tensors(path / TRAIN_TENSORS_FILE)
+    if optimizer is not None:
+        if info.get("optimizer") is None:
+            raise CheckpointError(f"{path} holds no optimizer state")
+        try:
+            optimizer.load_state_dict(_unflatten(info["optimizer"], tensors))
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise CheckpointError(f"optimizer state in {path} does not fit this optimizer: {e}") from None
+    if scheduler is not None:
+        if info.get("scheduler") is None:
+            raise CheckpointError(f"{path} holds no scheduler state")
+        scheduler.load_state_dict(_unflatten(info["scheduler"], tensors))
+    return int(step) if step is not None else 0

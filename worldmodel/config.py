@@ -1,0 +1,186 @@
+"""Configuration dataclasses for the JEPA world model and its training run.
+
+Every field carries a one-line help text in its metadata; the ``wm`` command line
+derives its options from them (``worldmodel.configargs``). This module imports no
+torch, so ``wm --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional, TypeVar
+
+C = TypeVar("C")
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field with a default and a one-line help text."""
+    return field(default=default, metadata={"help": help})
+
+
+def _check_value(cls_name: str, name: str, value: Any, typ: Any) -> Any:
+    """Return ``value`` if it fits annotation ``typ`` (int accepted for float), else raise."""
+    is_union = typing.get_origin(typ) in (typing.Union, types.UnionType)
+    allowed = typing.get_args(typ) if is_union else (typ,)
+    if value is None and type(None) in allowed:
+        return None
+    for t in allowed:
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is str and isinstance(value, str):
+            return value
+    names = " | ".join("None" if t is type(None) else t.__name__ for t in allowed)
+    raise ValueError(f"{cls_name}.{name} must be {names}, got {value!r} ({type(value).__name__})")
+
+
+def _from_dict(cls: type[C], values: dict, strict: bool) -> C:
+    """Build dataclass ``cls`` from ``values``, rejecting unknown keys and wrong types."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{cls.__name__} must be built from a dict, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys are {names}")
+    missing = [n for n in names if n not in values]
+    if strict and missing:
+        raise ValueError(f"{cls.__name__} is missing keys {missing}")
+    kwargs = {k: _check_value(cls.__name__, k, v, hints[k]) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ValueError(message)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the action-conditioned JEPA (encoder, predictor, SIGReg)."""
+
+    image_size: int = _f(64, "side of the square input frames in pixels")
+    in_channels: int = _f(3, "colour channels of the input frames")
+    action_dim: int = _f(2, "size of one raw environment action")
+    frameskip: int = _f(5, "raw actions per action block (one model step)")
+    context: int = _f(1, "past embeddings the predictor sees when rolling out")
+    horizon: int = _f(1, "extra frames in a training window beyond the context (window = context + horizon)")
+    embed_dim: int = _f(64, "size D of the latent embedding")
+    encoder: str = _f("cnn", "encoder backbone: 'cnn' or 'vit'")
+    encoder_width: int = _f(32, "CNN base channels (doubled at each of the 4 stride-2 blocks)")
+    patch_size: int = _f(8, "ViT patch side in pixels (must divide image_size)")
+    vit_width: int = _f(192, "ViT token width")
+    vit_depth: int = _f(4, "ViT transformer blocks")
+    vit_heads: int = _f(3, "ViT attention heads")
+    projector_hidden: int = _f(256, "hidden width of the BatchNorm projector MLPs")
+    predictor_width: int = _f(128, "predictor transformer width")
+    predictor_depth: int = _f(3, "predictor transformer blocks")
+    predictor_heads: int = _f(4, "predictor attention heads")
+    mlp_ratio: float = _f(4.0, "transformer MLP hidden size as a multiple of the width")
+    dropout: float = _f(0.0, "dropout in the transformers")
+    sigreg_weight: float = _f(0.1, "weight of the SIGReg term in the loss")
+    sigreg_projections: int = _f(512, "random 1-D projections per SIGReg evaluation")
+    sigreg_knots: int = _f(17, "integration knots of the Epps-Pulley statistic on [0, 3]")
+
+    def __post_init__(self) -> None:
+        for name in (
+            "image_size", "in_channels", "action_dim", "frameskip", "context", "embed_dim",
+            "encoder_width", "patch_size", "vit_width", "vit_depth", "vit_heads", "projector_hidden",
+            "predictor_width", "predictor_depth", "predictor_heads", "sigreg_projections",
+        ):
+            _require(getattr(self, name) >= 1, f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        _require(self.horizon >= 0, f"ModelConfig.horizon must be >= 0, got {self.horizon}")
+        _require(self.context + self.horizon >= 2,
+                 f"a training window needs >= 2 frames, got context={self.context} + horizon={self.horizon}")
+        _require(self.sigreg_knots >= 2, f"ModelConfig.sigreg_knots must be >= 2, got {self.sigreg_knots}")
+        _require(self.encoder in ("cnn", "vit"), f"ModelConfig.encoder must be 'cnn' or 'vit', got {self.encoder!r}")
+        _require(0.0 <= self.dropout < 1.0, f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        _require(self.mlp_ratio > 0, f"ModelConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
+        _require(self.sigreg_weight >= 0, f"ModelConfig.sigreg_weight must be >= 0, got {self.sigreg_weight}")
+        _require(self.predictor_width % self.predictor_heads == 0,
+                 f"predictor_width={self.predictor_width} must be divisible by predictor_heads={self.predictor_heads}")
+        if self.encoder == "cnn":
+            _require(self.image_size >= 16, f"the CNN encoder needs image_size >= 16, got {self.image_size}")
+        else:
+            _require(self.image_size % self.patch_size == 0,
+                     f"image_size={self.image_size} must be divisible by patch_size={self.patch_size}")
+            _require(self.vit_width % self.vit_heads == 0,
+                     f"vit_width={self.vit_width} must be divisible by vit_heads={self.vit_heads}")
+
+    @property
+    def block_dim(self) -> int:
+        """Size of one action block: ``frameskip * action_dim``."""
+        return self.frameskip * self.action_dim
+
+    @property
+    def window(self) -> int:
+        """Frames in one training window: ``context + horizon``."""
+        return self.context + self.horizon
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable copy of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, strict: bool = False) -> "ModelConfig":
+        """Build from a dict; unknown keys or wrong types raise ``ValueError``.
+
+        With ``strict=True`` every field must be present (used for checkpoints).
+        """
+        return _from_dict(cls, values, strict)
+
+
+@dataclass
+class TrainConfig:
+    """One training run: data, output folder, optimisation and logging."""
+
+    # Optional[...] rather than `X | None`: configargs maps typing.Union fields to options.
+    data: Optional[str] = _f(None, "dataset directory (holds steps.lance/, episodes.lance/, meta.json)")
+    out: str = _f("runs/jepa", "output directory for checkpoints, metrics.jsonl and train_config.json")
+    steps: int = _f(3000, "optimisation steps in total (a resumed run continues up to this)")
+    batch_size: int = _f(64, "windows per batch")
+    lr: float = _f(1e-3, "peak learning rate")
+    min_lr_ratio: float = _f(0.1, "final learning rate of the cosine decay, as a fraction of lr")
+    weight_decay: float = _f(0.05, "AdamW weight decay (not applied to norms and biases)")
+    warmup_steps: int = _f(100, "linear warm-up steps")
+    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 disables)")
+    seed: int = _f(0, "random seed (model init, data order, SIGReg projections)")
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N | mps")
+    amp: bool = _f(True, "bfloat16 autocast on CUDA (ignored elsewhere)")
+    log_every: int = _f(25, "steps between metric lines in metrics.jsonl")
+    val_every: int = _f(250, "steps between held-out evaluations (0 disables)")
+    val_batches: int = _f(8, "batches per held-out evaluation")
+    ckpt_every: int = _f(500, "steps between checkpoints (one is always written at the end)")
+    num_workers: int = _f(0, "DataLoader worker processes")
+    num_threads: Optional[int] = _f(None, "torch CPU threads (default: leave torch's setting alone)")
+    val_fraction: float = _f(0.1, "fraction of episodes (the last ones) held out for validation")
+    cache: bool = _f(True, "keep decoded training windows in RAM")
+    progress: bool = _f(True, "show a progress bar (only when stderr is a terminal)")
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "ckpt_every", "val_batches"):
+            _require(getattr(self, name) >= 1, f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "val_every", "num_workers"):
+            _require(getattr(self, name) >= 0, f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        _require(self.lr > 0, f"TrainConfig.lr must be > 0, got {self.lr}")
+        _require(0.0 <= self.min_lr_ratio <= 1.0, f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        _require(self.weight_decay >= 0, f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}")
+        _require(self.grad_clip >= 0, f"TrainConfig.grad_clip must be >= 0, got {self.grad_clip}")
+        _require(0.0 <= self.val_fraction < 1.0, f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
+        _require(self.num_threads is None or self.num_threads >= 1,
+                 f"TrainConfig.num_threads must be >= 1 or None, got {self.num_threads}")
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable copy of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, strict: bool = False) -> "TrainConfig":
+        """Build from a dict; unknown keys or wrong types raise ``ValueError``."""
+        return _from_dict(cls, values, strict)

@@ -1,0 +1,143 @@
+"""Frame encoders: uint8 pixels -> embedding (CNN or small ViT) + BatchNorm projector.
+
+Also holds the transformer pieces shared with the predictor (``Attention``,
+``FeedForward``) and the ``Projector`` MLP used after both encoder and predictor.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from worldmodel.config import ModelConfig
+
+
+class Projector(nn.Module):
+    """Linear -> BatchNorm1d -> GELU -> Linear, as in LeWM: (N, d_in) -> (N, d_out).
+
+    BatchNorm uses batch statistics in train mode and running ones in eval mode.
+    """
+
+    def __init__(self, d_in: int, hidden: int, d_out: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden), nn.GELU(), nn.Linear(hidden, d_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, d_in) -> (N, d_out)."""
+        return self.net(x)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention via ``scaled_dot_product_attention``: (B, L, W) -> (B, L, W)."""
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.0, causal: bool = False):
+        super().__init__()
+        self.heads, self.causal, self.dropout = heads, causal, dropout
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, L, W) -> (B, L, W); causal if built so (token i sees tokens <= i)."""
+        B, L, W = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, h, L, W/h)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(y.transpose(1, 2).reshape(B, L, W))
+
+
+class FeedForward(nn.Module):
+    """Transformer MLP: (..., W) -> (..., W) with hidden size ``mlp_ratio * W``."""
+
+    def __init__(self, width: int, mlp_ratio: float, dropout: float = 0.0):
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.net = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (..., W) -> (..., W)."""
+        return self.net(x)
+
+
+class CNNBackbone(nn.Module):
+    """4 stride-2 conv blocks (Conv -> GroupNorm -> GELU), pool to 4x4, flatten, linear.
+
+    (N, C, S, S) float -> (N, out_dim); 64x64 becomes 4x4 after the convs, other sizes
+    are brought to 4x4 by adaptive average pooling.
+    """
+
+    def __init__(self, in_channels: int, width: int):
+        super().__init__()
+        chans = [in_channels, width, 2 * width, 4 * width, 8 * width]
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(chans[:-1], chans[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(min(8, c_out), c_out), nn.GELU()]
+        self.convs = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.out_dim = 8 * width
+        self.fc = nn.Linear(8 * width * 16, self.out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, C, S, S) float -> (N, 8 * width)."""
+        return self.fc(self.pool(self.convs(x)).flatten(1))
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm transformer block: x + attn(ln(x)); x + mlp(ln(x)). (B, L, W) -> (B, L, W)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn = Attention(width, heads, dropout)
+        self.mlp = FeedForward(width, mlp_ratio, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, L, W) -> (B, L, W)."""
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class ViTBackbone(nn.Module):
+    """ViT-Tiny-like encoder: patchify, CLS token, learned positions, blocks; returns CLS.
+
+    (N, C, S, S) float -> (N, width). ``S`` must be divisible by ``patch``.
+    """
+
+    def __init__(self, in_channels: int, image_size: int, patch: int, width: int, depth: int, heads: int,
+                 mlp_ratio: float, dropout: float):
+        super().__init__()
+        num_patches = (image_size // patch) ** 2
+        self.patchify = nn.Conv2d(in_channels, width, patch, stride=patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, width))
+        self.pos = nn.Parameter(torch.randn(1, num_patches + 1, width) * 0.02)
+        self.blocks = nn.ModuleList(ViTBlock(width, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.ln = nn.LayerNorm(width)
+        self.out_dim = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, C, S, S) float -> CLS features (N, width)."""
+        tokens = self.patchify(x).flatten(2).transpose(1, 2)  # (N, P, W)
+        tokens = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1) + self.pos  # (N, P + 1, W)
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.ln(tokens[:, 0])
+
+
+class Encoder(nn.Module):
+    """uint8 frames (N, C, S, S) -> embeddings (N, D): scale to [-1, 1], backbone, projector."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        c = config
+        if c.encoder == "cnn":
+            self.backbone: nn.Module = CNNBackbone(c.in_channels, c.encoder_width)
+        else:
+            self.backbone = ViTBackbone(c.in_channels, c.image_size, c.patch_size, c.vit_width, c.vit_depth,
+                                        c.vit_heads, c.mlp_ratio, c.dropout)
+        self.projector = Projector(self.backbone.out_dim, c.projector_hidden, c.embed_dim)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels uint8 (N, C, S, S) -> (N, D)."""
+        x = pixels.float().div_(127.5).sub_(1.0)
+        return self.projector(self.backbone(x))

@@ -1,0 +1,152 @@
+"""JEPA: the action-conditioned joint-embedding predictive world model (LeWorldModel-style).
+
+    pixels (B, T, 3, H, W) uint8 --encode--> emb (B, T, D)
+    emb[:, :-1], actions --predict--> pred (B, T-1, D) ~ emb[:, 1:]
+    loss = MSE(pred, emb[:, 1:]) + sigreg_weight * SIGReg(emb)
+
+No stop-gradient and no EMA target: SIGReg keeps the embeddings from collapsing.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from worldmodel.config import ModelConfig
+from worldmodel.encoder import Encoder
+from worldmodel.predictor import Predictor
+from worldmodel.sigreg import SIGReg
+
+
+def _shape_error(name: str, tensor: torch.Tensor, expected: str) -> ValueError:
+    return ValueError(f"{name} must have shape {expected}, got {tuple(tensor.shape)} ({tensor.dtype})")
+
+
+class JEPA(nn.Module):
+    """Encoder + action-conditioned predictor + SIGReg, configured by a ``ModelConfig``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"JEPA needs a ModelConfig, got {type(config).__name__}")
+        self.config = config
+        self.encoder = Encoder(config)
+        self.predictor = Predictor(config)
+        self.sigreg = SIGReg(config.sigreg_knots, config.sigreg_projections)
+
+    # ----------------------------------------------------------------- checks
+    def _check_pixels(self, pixels: torch.Tensor) -> None:
+        c = self.config
+        expected = f"(B, T, {c.in_channels}, {c.image_size}, {c.image_size}) uint8"
+        if not isinstance(pixels, torch.Tensor):
+            raise TypeError(f"pixels must be a torch.Tensor {expected}, got {type(pixels).__name__}")
+        if pixels.ndim != 5 or tuple(pixels.shape[2:]) != (c.in_channels, c.image_size, c.image_size):
+            raise _shape_error("pixels", pixels, expected)
+        if pixels.dtype != torch.uint8:
+            raise ValueError(f"pixels must be uint8 {expected}, got dtype {pixels.dtype}")
+
+    def _check_emb(self, emb: torch.Tensor, name: str = "emb") -> None:
+        D = self.config.embed_dim
+        if not isinstance(emb, torch.Tensor) or emb.ndim != 3 or emb.shape[-1] != D or emb.shape[1] < 1:
+            raise _shape_error(name, emb, f"(B, T, {D})")
+
+    def _check_actions(self, actions: torch.Tensor, leading: tuple[int, ...], expected: str) -> None:
+        if not isinstance(actions, torch.Tensor) or tuple(actions.shape) != (*leading, self.config.block_dim):
+            raise _shape_error("actions", actions, f"{expected} = {(*leading, self.config.block_dim)} "
+                               f"(A_block = frameskip * action_dim = {self.config.block_dim})")
+        if not actions.is_floating_point():
+            raise ValueError(f"actions must be a floating-point tensor, got dtype {actions.dtype}")
+
+    # ------------------------------------------------------------- public API
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels uint8 (B, T, C, H, W) -> embeddings (B, T, D)."""
+        self._check_pixels(pixels)
+        B, T = pixels.shape[:2]
+        return self.encoder(pixels.reshape(B * T, *pixels.shape[2:])).view(B, T, -1)
+
+    def predict(self, emb: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """emb (B, T, D), actions (B, T, A_block) -> predicted next embeddings (B, T, D).
+
+        Causal: output t predicts embedding t+1 from emb[:, :t+1] and actions[:, :t+1].
+        T must not exceed ``context + horizon``.
+        """
+        self._check_emb(emb)
+        B, T, _ = emb.shape
+        self._check_actions(actions, (B, T), "(B, T, A_block)")
+        return self.predictor(emb, actions.to(emb.dtype))
+
+    def rollout(
+        self,
+        emb: torch.Tensor,
+        actions: torch.Tensor,
+        past_actions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Autoregressively predict H future embeddings for S candidate action sequences.
+
+        Args:
+            emb: (B, T0, D) context embeddings, oldest first; the last is the current one.
+            actions: (B, S, H, A_block) candidate future action blocks.
+            past_actions: (B, T0 - 1, A_block) blocks executed between the context
+                embeddings. If None, only the last embedding is used as context.
+
+        Returns:
+            (B, S, H, D): the predicted embedding after each of the H blocks.
+
+        The last ``min(T0, context)`` embeddings are kept; each step predicts one
+        embedding, appends it and drops the oldest beyond ``context``. All B * S
+        sequences are rolled out in one batch; the loop runs over H only. Wrap the
+        call in ``torch.no_grad()`` when no gradient is needed.
+        """
+        self._check_emb(emb)
+        B, T0, D = emb.shape
+        if not isinstance(actions, torch.Tensor) or actions.ndim != 4 or actions.shape[0] != B:
+            raise _shape_error("actions", actions, f"(B, S, H, A_block) with B={B}")
+        S, H = actions.shape[1:3]
+        self._check_actions(actions, (B, S, H), "(B, S, H, A_block)")
+        if past_actions is None:
+            emb, past_actions = emb[:, -1:], actions.new_zeros(B, 0, self.config.block_dim)
+        else:
+            self._check_actions(past_actions, (B, T0 - 1), "past_actions (B, T0 - 1, A_block)")
+        keep = min(emb.shape[1], self.config.context)
+        ctx = emb[:, emb.shape[1] - keep:]  # (B, k, D)
+        ctx_actions = past_actions[:, past_actions.shape[1] - (keep - 1):].to(emb.dtype)  # (B, k - 1, A)
+
+        # Expand to B * S sequences (sample-major within each batch element).
+        ctx = ctx.unsqueeze(1).expand(B, S, keep, D).reshape(B * S, keep, D)
+        A = self.config.block_dim
+        ctx_actions = ctx_actions.unsqueeze(1).expand(B, S, keep - 1, A).reshape(B * S, keep - 1, A)
+        future = actions.to(emb.dtype).reshape(B * S, H, A)
+
+        preds = []
+        for h in range(H):
+            step_actions = torch.cat([ctx_actions, future[:, h : h + 1]], dim=1)  # (BS, k, A)
+            pred = self.predictor(ctx, step_actions)[:, -1]  # (BS, D)
+            preds.append(pred)
+            ctx = torch.cat([ctx, pred[:, None]], dim=1)[:, -self.config.context :]
+            ctx_actions = step_actions[:, step_actions.shape[1] - (ctx.shape[1] - 1) :]
+        return torch.stack(preds, dim=1).view(B, S, H, D)
+
+    def loss(self, pixels: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training loss on a batch of windows.
+
+        Args:
+            pixels: uint8 (B, n, C, H, W), n = context + horizon frames (2 <= n).
+            actions: (B, n - 1, A_block), block k taken between frames k and k+1.
+
+        Returns:
+            dict of scalars: ``loss`` = ``pred_loss + sigreg_weight * sigreg_loss``,
+            ``pred_loss`` (MSE of predicted vs encoded next embeddings) and
+            ``sigreg_loss`` (SIGReg over the batch, per time step).
+        """
+        self._check_pixels(pixels)
+        B, n = pixels.shape[:2]
+        if n < 2:
+            raise _shape_error("pixels", pixels, "(B, n, C, H, W) with n >= 2 frames")
+        self._check_actions(actions, (B, n - 1), "(B, n - 1, A_block)")
+        emb = self.encode(pixels)  # (B, n, D)
+        pred = self.predict(emb[:, :-1], actions)  # (B, n - 1, D)
+        pred_loss = F.mse_loss(pred.float(), emb[:, 1:].float())
+        sigreg_loss = self.sigreg(emb.transpose(0, 1))  # (n, B, D) -> scalar
+        loss = pred_loss + self.config.sigreg_weight * sigreg_loss
+        return {"loss": loss, "pred_loss": pred_loss, "sigreg_loss": sigreg_loss}

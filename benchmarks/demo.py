@@ -1,7 +1,10 @@
 """``wm demo``: collect -> train -> evaluate on TwoRoom, end to end, on a CPU.
 
-The demo is the platform in miniature. It collects noisy-expert episodes with factors
-drawn from the train split, trains a small LeWorldModel-style JEPA on them, and plans
+The demo is the platform in miniature. It collects noisy-expert episodes (how to get
+through the door) and random-action episodes (what the walls do: an expert alone never
+bumps into them, and a model trained only on its data predicts agents walking through
+walls) with the environment's default factors, trains a small LeWorldModel-style JEPA
+on them, and plans
 with CEM in its latent space from start/goal pairs of *separately collected* held-out
 episodes (the standard protocol: goal 25 steps ahead, 50-step budget, 50 pairs), next
 to a random-action baseline on the same pairs. Outputs in ``OUT/``:
@@ -34,21 +37,29 @@ HELDOUT_SEED_OFFSET = 1_000_000  # held-out episodes never share a seed with tra
 class DemoConfig:
     """Budgets of the demo; the defaults finish in under 15 minutes on 2 CPU cores."""
 
-    train_episodes: int = field(default=400, metadata={"help": "noisy-expert episodes to train on"})
+    expert_episodes: int = field(default=300, metadata={"help": "noisy-expert episodes to train on"})
+    random_episodes: int = field(default=200, metadata={"help": "random-action episodes to train on"})
     heldout_episodes: int = field(default=60, metadata={"help": "held-out episodes for start/goal pairs"})
     train_steps: int = field(default=3000, metadata={"help": "optimizer steps"})
-    batch_size: int = field(default=64, metadata={"help": "training windows per step"})
+    batch_size: int = field(default=32, metadata={"help": "training windows per step"})
+    predictor_horizon: int = field(
+        default=3, metadata={"help": "frames predicted open-loop per window (rollout loss when > 1)"}
+    )
     protocol: PlanningProtocol = field(default_factory=PlanningProtocol)
-    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    planner: PlannerConfig = field(
+        default_factory=lambda: PlannerConfig(num_samples=200, iterations=20, num_elites=20)
+    )
 
     @classmethod
     def quick(cls) -> "DemoConfig":
         """Tiny budgets that only check the pipeline runs (success is not expected)."""
         return cls(
-            train_episodes=12,
+            expert_episodes=8,
+            random_episodes=4,
             heldout_episodes=6,
             train_steps=20,
             batch_size=16,
+            predictor_horizon=2,
             protocol=PlanningProtocol(episodes=4, budget=10),
             planner=PlannerConfig(num_samples=32, iterations=3, num_elites=8),
         )
@@ -88,16 +99,17 @@ def run_demo(out: str | Path, device: str = "auto", quick: bool = False, seed: i
 
     t0 = time.perf_counter()
     train_path, heldout_path = out / "data" / "train.lance", out / "data" / "heldout.lance"
-    collect(ENV_ID, cfg.train_episodes, train_path, policy="expert", split="train", seed=seed, mode="error")
-    collect(
-        ENV_ID, cfg.heldout_episodes, heldout_path, policy="expert", split="train",
-        seed=seed + HELDOUT_SEED_OFFSET, mode="error",
-    )
+    collect(ENV_ID, cfg.expert_episodes, train_path, policy="expert", seed=seed, mode="error")
+    collect(ENV_ID, cfg.random_episodes, train_path, policy="random", seed=seed + cfg.expert_episodes, mode="append")
+    collect(ENV_ID, cfg.heldout_episodes, heldout_path, policy="expert", seed=seed + HELDOUT_SEED_OFFSET, mode="error")
     timings["collect_seconds"] = time.perf_counter() - t0
-    log(f"collected {cfg.train_episodes} + {cfg.heldout_episodes} episodes in {timings['collect_seconds']:.1f}s")
+    log(
+        f"collected {cfg.expert_episodes} expert + {cfg.random_episodes} random training episodes and "
+        f"{cfg.heldout_episodes} held-out ones in {timings['collect_seconds']:.1f}s"
+    )
 
     t0 = time.perf_counter()
-    model_cfg = ModelConfig()
+    model_cfg = ModelConfig(horizon=cfg.predictor_horizon)
     train_cfg = TrainConfig(
         data=str(train_path),
         out=str(out / "ckpt"),

@@ -35,6 +35,9 @@ class PlannerConfig:
     num_elites: int = field(default=30, metadata={"help": "CEM elites kept per iteration"})
     init_std: float = field(default=1.0, metadata={"help": "initial CEM standard deviation"})
     objective: str = field(default="terminal_l2", metadata={"help": "planning objective"})
+    hold_actions: bool = field(
+        default=True, metadata={"help": "plan one raw action per block, held for frameskip steps"}
+    )
     seed: int = field(default=0, metadata={"help": "planner seed"})
 
     def to_dict(self) -> dict:
@@ -130,7 +133,9 @@ def build_mpc(model, planner_cfg: PlannerConfig, action_space, device: str = "cp
     """A batched CEM ``MPCPolicy`` for ``model`` with the env's action bounds."""
     from planners import CEM, MPCPolicy
 
-    block = model.config.frameskip * model.config.action_dim
+    block = model.config.action_dim
+    if not planner_cfg.hold_actions:
+        block *= model.config.frameskip
     low = float(np.min(action_space.low))
     high = float(np.max(action_space.high))
     cem = CEM(
@@ -152,6 +157,7 @@ def build_mpc(model, planner_cfg: PlannerConfig, action_space, device: str = "cp
         receding_horizon=planner_cfg.receding_horizon,
         action_low=low,
         action_high=high,
+        hold_actions=planner_cfg.hold_actions,
     )
 
 

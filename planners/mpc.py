@@ -58,6 +58,10 @@ class MPCPolicy:
         receding_horizon: r, action blocks executed from each plan before replanning.
         action_low, action_high: raw action bounds, floats or (action_dim,) sequences;
             returned actions are clipped to them.
+        hold_actions: plan one raw action per block and hold it for the block's
+            ``frameskip`` steps. The planner then searches ``action_dim`` (not
+            ``frameskip * action_dim``) numbers per block: a smaller space whose random
+            samples reach further, since held actions do not average out.
 
     Attributes:
         last_plan_seconds: wall time of the last act() call that replanned (encoding,
@@ -78,17 +82,22 @@ class MPCPolicy:
         receding_horizon: int = 1,
         action_low: float | Sequence[float] = -1.0,
         action_high: float | Sequence[float] = 1.0,
+        hold_actions: bool = False,
     ) -> None:
         config = model.config
         self.frameskip = _positive_int("model.config.frameskip", config.frameskip)
         self.action_dim = _positive_int("model.config.action_dim", config.action_dim)
         self.context = _positive_int("model.config.context", config.context)
         self.block_dim = self.frameskip * self.action_dim
-        if planner.action_dim != self.block_dim:
-            raise ValueError(
-                f"planner.action_dim={planner.action_dim} must equal the model's action block size "
-                f"frameskip * action_dim = {self.frameskip} * {self.action_dim} = {self.block_dim}"
+        self.hold_actions = bool(hold_actions)
+        planned_dim = self.action_dim if self.hold_actions else self.block_dim
+        if planner.action_dim != planned_dim:
+            what = (
+                "action_dim (hold_actions=True)"
+                if self.hold_actions
+                else f"the model's action block size frameskip * action_dim = {self.frameskip} * {self.action_dim}"
             )
+            raise ValueError(f"planner.action_dim={planner.action_dim} must equal {what} = {planned_dim}")
         self.receding_horizon = _positive_int("receding_horizon", receding_horizon)
         if self.receding_horizon > planner.horizon:
             raise ValueError(f"receding_horizon={receding_horizon} must be <= planner.horizon={planner.horizon}")
@@ -177,9 +186,14 @@ class MPCPolicy:
         if self._block_history and self._pass_past_actions:
             past = torch.stack(list(self._block_history), dim=1)  # (B, T0 - 1, block_dim)
         cost_fn = self.objective(self.model, context_emb, goal_emb, past)
+        if self.hold_actions:
+            block_cost, f = cost_fn, self.frameskip
+            # (B, S, H, A) -> (B, S, H, f*A): the block is the raw action repeated f times.
+            cost_fn = lambda actions: block_cost(actions.repeat(1, 1, 1, f))  # noqa: E731
         result = self.planner.plan(cost_fn, B, init=self._warm_start())
         self._prev_plan = result.actions
-        blocks = result.actions[:, : self.receding_horizon].detach().cpu().numpy()  # syncs the device
+        plan = result.actions.repeat(1, 1, self.frameskip) if self.hold_actions else result.actions
+        blocks = plan[:, : self.receding_horizon].detach().cpu().numpy()  # syncs the device
         raw = blocks.reshape(B, self.receding_horizon * self.frameskip, self.action_dim)
         self._queue = np.clip(raw, self.action_low, self.action_high).astype(np.float32)
         self._queue_pos = 0

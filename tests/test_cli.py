@@ -131,3 +131,20 @@ def test_demo_quick_writes_summary_report_and_video(tmp_path: Path) -> None:
     assert "baseline_success_rate" in summary
     assert (out / "report.md").read_text().startswith("# worldmodel demo")
     assert (out / "planned_episode.mp4").stat().st_size > 0
+
+
+def test_eval_refuses_a_checkpoint_that_does_not_match_the_dataset(tmp_path: Path) -> None:
+    small, large = tmp_path / "small.lance", tmp_path / "large.lance"
+    wm("collect", "--env", "wm/TwoRoom-v0", "--episodes", "2", "--out", str(small), "--resolution", "32")
+    wm("collect", "--env", "wm/TwoRoom-v0", "--episodes", "2", "--out", str(large))
+    ckpt = tmp_path / "ckpt32"
+    wm("train", "--data", str(small), "--out", str(ckpt), "--steps", "1", "--batch-size", "4", "--device", "cpu")
+    proc = wm("eval", "--ckpt", str(ckpt), "--data", str(large), "--out", str(tmp_path / "o"), "--episodes", "1",
+              "--offset", "2", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "image_size=32" in proc.stderr and "64x64" in proc.stderr
+
+
+def test_train_without_data_is_a_clear_error(tmp_path: Path) -> None:
+    proc = wm("train", "--out", str(tmp_path / "c"), check=False)
+    assert proc.returncode == 2 and "--data" in proc.stderr and "Traceback" not in proc.stderr

@@ -105,10 +105,34 @@ def test_rollout_without_past_actions_uses_last_embedding():
 def test_loss_keys_and_gradients():
     model = tiny(horizon=2)
     out = model.loss(pixels(8, 3), torch.randn(8, 2, 4))
-    assert set(out) == {"loss", "pred_loss", "sigreg_loss"}
-    torch.testing.assert_close(out["loss"], out["pred_loss"] + model.config.sigreg_weight * out["sigreg_loss"])
+    assert set(out) == {"loss", "pred_loss", "sigreg_loss", "rollout_loss"}
+    assert out["rollout_loss"] > 0  # 2 frames after the context: an open-loop rollout is scored
+    expected = out["pred_loss"] + model.config.sigreg_weight * out["sigreg_loss"] + out["rollout_loss"]
+    torch.testing.assert_close(out["loss"], expected)
     out["loss"].backward()
     assert all(p.grad is not None for p in model.encoder.parameters())
+
+
+def test_rollout_loss_scores_the_open_loop_rollout():
+    model = tiny(horizon=2).eval()  # eval: BatchNorm uses running statistics in both paths
+    px, act = pixels(4, 3), torch.randn(4, 2, 4)
+    with torch.no_grad():
+        out = model.loss(px, act)
+        emb = model.encode(px)
+        rolled = model.rollout(emb[:, :1], act[:, None])[:, 0]  # (B, 2, D)
+    torch.testing.assert_close(out["rollout_loss"], torch.nn.functional.mse_loss(rolled, emb[:, 1:]))
+    # One frame after the context: nothing to roll out, the term is zero.
+    assert tiny(horizon=1).loss(pixels(4, 2), torch.randn(4, 1, 4))["rollout_loss"] == 0
+
+
+def test_residual_predictor_predicts_changes():
+    model = tiny(horizon=2).eval()
+    emb, act = torch.randn(3, 2, 16), torch.randn(3, 2, 4)
+    with torch.no_grad():
+        delta = model.predictor(emb, act) - emb
+        plain = tiny(horizon=2, predictor_residual=False).eval()
+        plain.load_state_dict(model.state_dict())
+        torch.testing.assert_close(plain.predictor(emb, act), delta)
 
 
 @pytest.mark.parametrize(

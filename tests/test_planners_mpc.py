@@ -64,6 +64,7 @@ class PointModel:
 
     def rollout(self, emb, actions, past_actions=None):
         self.rollout_inputs.append((emb.clone(), None if past_actions is None else past_actions.clone()))
+        self.rollout_actions = actions.clone()
         B, S, H, _ = actions.shape
         f, a = self.config.frameskip, self.config.action_dim
         step = actions.reshape(B, S, H, f, a).sum(3) * DT
@@ -252,3 +253,31 @@ def test_model_without_past_actions_argument_gets_context_embeddings_only():
         policy.act(obs, obs)
     emb, past = model.rollout_inputs[-1]
     assert emb.shape == (1, 2, 2) and past is None
+
+
+def test_hold_actions_plans_one_raw_action_per_block_and_repeats_it():
+    B, H, f, a = 2, 3, 3, 2
+    fixed = torch.tensor([[[0.1, -0.2], [0.3, 0.4], [0.5, 0.6]], [[-0.5, 0.5], [0.0, 0.1], [0.2, 0.2]]]) - 1
+    planner = RecordingPlanner(fixed)  # plans (B, H, a): one raw action per block
+    model = PointModel(frameskip=f, action_dim=a)
+    policy = MPCPolicy(model, planner, hold_actions=True)
+    obs = render(np.zeros((B, 2)))
+    actions = np.stack([policy.act(obs, obs) for _ in range(f)], axis=1)  # (B, f, a)
+    held = (fixed + 1)[:, 0].numpy()  # the first plan's first block
+    np.testing.assert_allclose(actions, np.repeat(held[:, None], f, axis=1))
+    # The model was asked to roll out whole blocks: the raw action repeated f times.
+    torch.testing.assert_close(model.rollout_actions[:, 0], (fixed + 1).repeat(1, 1, f))
+    with pytest.raises(ValueError, match="hold_actions"):
+        MPCPolicy(model, RecordingPlanner(torch.zeros(B, H, f * a)), hold_actions=True)
+
+
+def test_hold_actions_drives_point_to_goal():
+    model = PointModel(frameskip=2, action_dim=2)
+    planner = CEM(3, 2, low=-1.0, high=1.0, num_samples=60, iterations=6, num_elites=8, seed=0)
+    policy = MPCPolicy(model, planner, hold_actions=True)
+    pos = np.array([[0.0, 0.0], [1.0, 1.0]])
+    goal_pos = np.array([[1.0, -1.0], [0.0, 0.0]])
+    policy.reset(2)
+    for _ in range(16):
+        pos = step_env(pos, policy.act(render(pos), render(goal_pos)))
+    assert np.linalg.norm(pos - goal_pos, axis=1).max() < 0.4

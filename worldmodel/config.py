@@ -82,9 +82,13 @@ class ModelConfig:
     predictor_width: int = _f(128, "predictor transformer width")
     predictor_depth: int = _f(3, "predictor transformer blocks")
     predictor_heads: int = _f(4, "predictor attention heads")
+    predictor_residual: bool = _f(True, "predict the change of the embedding (output = input + predictor)")
     mlp_ratio: float = _f(4.0, "transformer MLP hidden size as a multiple of the width")
     dropout: float = _f(0.0, "dropout in the transformers")
     sigreg_weight: float = _f(0.1, "weight of the SIGReg term in the loss")
+    rollout_weight: float = _f(
+        1.0, "weight of the open-loop rollout loss over the window's horizon (needs horizon >= 2)"
+    )
     sigreg_projections: int = _f(512, "random 1-D projections per SIGReg evaluation")
     sigreg_knots: int = _f(17, "integration knots of the Epps-Pulley statistic on [0, 3]")
 

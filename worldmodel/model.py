@@ -135,9 +135,13 @@ class JEPA(nn.Module):
             actions: (B, n - 1, A_block), block k taken between frames k and k+1.
 
         Returns:
-            dict of scalars: ``loss`` = ``pred_loss + sigreg_weight * sigreg_loss``,
-            ``pred_loss`` (MSE of predicted vs encoded next embeddings) and
-            ``sigreg_loss`` (SIGReg over the batch, per time step).
+            dict of scalars: ``loss`` = ``pred_loss + sigreg_weight * sigreg_loss
+            + rollout_weight * rollout_loss``, ``pred_loss`` (MSE of teacher-forced
+            next-embedding predictions), ``sigreg_loss`` (SIGReg over the batch, per time
+            step) and ``rollout_loss`` (MSE of an open-loop rollout from the first
+            ``context`` embeddings over the rest of the window; 0 when the window has
+            fewer than two frames after the context). The rollout term trains the
+            predictor on its own outputs, as planning uses it, so errors do not compound.
         """
         self._check_pixels(pixels)
         B, n = pixels.shape[:2]
@@ -149,4 +153,11 @@ class JEPA(nn.Module):
         pred_loss = F.mse_loss(pred.float(), emb[:, 1:].float())
         sigreg_loss = self.sigreg(emb.transpose(0, 1))  # (n, B, D) -> scalar
         loss = pred_loss + self.config.sigreg_weight * sigreg_loss
-        return {"loss": loss, "pred_loss": pred_loss, "sigreg_loss": sigreg_loss}
+        k = min(self.config.context, n - 1)  # context frames the rollout starts from
+        rollout_loss = pred_loss.new_zeros(())
+        if self.config.rollout_weight > 0 and n - k >= 2:
+            future = actions[:, None, k - 1 :]  # (B, 1, n - k, A_block)
+            rolled = self.rollout(emb[:, :k], future, past_actions=actions[:, : k - 1])  # (B, 1, n - k, D)
+            rollout_loss = F.mse_loss(rolled[:, 0].float(), emb[:, k:].float())
+            loss = loss + self.config.rollout_weight * rollout_loss
+        return {"loss": loss, "pred_loss": pred_loss, "sigreg_loss": sigreg_loss, "rollout_loss": rollout_loss}

@@ -72,6 +72,7 @@ class Predictor(nn.Module):
         self.ln = nn.LayerNorm(w)
         self.out_proj = nn.Linear(w, c.embed_dim)
         self.projector = Projector(c.embed_dim, c.projector_hidden, c.embed_dim)
+        self.residual = c.predictor_residual
 
     def forward(self, emb: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """emb (B, T, D), actions (B, T, A_block) -> next-embedding predictions (B, T, D).
@@ -89,4 +90,6 @@ class Predictor(nn.Module):
         for block in self.blocks:
             x = block(x, c)
         x = self.out_proj(self.ln(x))  # (B, T, D)
-        return self.projector(x.reshape(B * T, -1)).view(B, T, -1)
+        out = self.projector(x.reshape(B * T, -1)).view(B, T, -1)
+        # Residual: the network only has to model how the embedding moves.
+        return emb + out if self.residual else out

@@ -2,7 +2,7 @@
 
     out/
       train_config.json     the resolved TrainConfig of the latest run
-      metrics.jsonl         one line per log_every steps: step, loss, pred_loss, sigreg_loss,
+      metrics.jsonl         one line per log_every steps: step, loss, pred_loss, sigreg_loss, rollout_loss,
                             lr, seconds, samples_per_s; and {step, val_pred_loss, seconds} lines
       config.json, model.safetensors, train_state.{json,safetensors}   (see checkpoint.py)
 
@@ -212,7 +212,8 @@ def train(
     step = start_step
     last: dict[str, Any] = {}
     val_loss: float | None = None
-    acc = torch.zeros(3, device=device)  # running sums of loss, pred_loss, sigreg_loss (no sync per step)
+    keys = ("loss", "pred_loss", "sigreg_loss", "rollout_loss")
+    acc = torch.zeros(len(keys), device=device)  # running sums of the losses (no sync per step)
     acc_steps, t_log, t_loop = 0, time.perf_counter(), time.perf_counter()
 
     def checkpoint() -> None:
@@ -235,14 +236,14 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
             optimizer.step()
             step += 1
-            acc += torch.stack([losses["loss"].detach(), losses["pred_loss"].detach(), losses["sigreg_loss"].detach()])
+            acc += torch.stack([losses[k].detach().float() for k in keys])
             acc_steps += 1
             bar.update(1)
 
             if step % train_cfg.log_every == 0 or step == train_cfg.steps:
                 now = time.perf_counter()
                 means = (acc / acc_steps).tolist()  # .tolist() syncs the device
-                last = {"step": step, "loss": means[0], "pred_loss": means[1], "sigreg_loss": means[2], "lr": lr,
+                last = {"step": step, **dict(zip(keys, means)), "lr": lr,
                         "seconds": now - t_start,
                         "samples_per_s": acc_steps * train_cfg.batch_size / max(now - t_log, 1e-9)}
                 logger.log(last)

@@ -8,6 +8,7 @@ encode/decode here swaps channels to keep the public convention RGB.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -15,6 +16,24 @@ import numpy as np
 CODECS = ("raw", "jpeg", "png")
 JPEG_QUALITY = 95
 RAW_MAX_PIXELS = 64 * 64  # default codec: raw up to 64x64, jpeg above
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    """A frame already encoded with `codec` (e.g. in a collection worker process).
+
+    `EpisodeWriter.add_step` takes one in place of a pixel array and stores `data` as
+    is, after checking `codec` and `shape` (H, W, 3) against the dataset's.
+    """
+
+    data: bytes
+    shape: tuple[int, int, int]
+    codec: str
+
+    @classmethod
+    def encode(cls, frame: np.ndarray, codec: str) -> "EncodedFrame":
+        """Encode a uint8 RGB frame (H, W, 3) with `codec` (raw, jpeg or png)."""
+        return cls(encode_frame(frame, codec), tuple(int(s) for s in frame.shape), codec)  # type: ignore[arg-type]
 
 
 def default_codec(image_shape: Sequence[int]) -> str:

@@ -137,8 +137,13 @@ def make_meta(
     state_dim: int,
     state_dtype: str,
     env_id: str | None,
+    fps: float | None = None,
 ) -> dict:
-    """The `meta.json` record written once at creation."""
+    """The `meta.json` record written once at creation.
+
+    ``frameskip`` is 1 (one row per env step); ``fps`` is the recording's frame rate
+    (None when unknown); ``created_by`` names the package version that wrote it.
+    """
     try:
         from importlib.metadata import version
 
@@ -154,6 +159,8 @@ def make_meta(
         "state_dim": int(state_dim),
         "state_dtype": state_dtype,
         "env_id": env_id,
+        "frameskip": 1,
+        "fps": None if fps is None else float(fps),
         "created_by": created_by,
     }
 

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import columns as C
-from .codecs import check_codec, default_codec, encode_frame
+from .codecs import EncodedFrame, check_codec, default_codec, encode_frame
 from .dataset import EpisodeDataset, read_meta
 from .errors import DatasetError, SchemaMismatchError
 from .schema import (
@@ -77,7 +77,9 @@ class EpisodeWriter:
     codec: "raw" | "jpeg" | "png" | None (None: the dataset's codec, or for a new
     dataset raw when H*W <= 64*64 and jpeg above). env_id: stored in meta and rows.
     action_dim: needed only if the first episode has no action at all (a single row);
-    otherwise taken from the first action.
+    otherwise taken from the first action. fps: frames per second of the recording
+    (the env's ``render_fps``), stored in meta for video export; rows are one env step
+    apart (meta ``frameskip`` 1): training windows choose their own frameskip.
     Appending data whose codec, image shape, action/state size, state dtype or env id
     differ from the dataset's raises `SchemaMismatchError` naming both values.
 
@@ -93,6 +95,7 @@ class EpisodeWriter:
         codec: str | None = None,
         env_id: str | None = None,
         action_dim: int | None = None,
+        fps: float | None = None,
     ):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
@@ -102,6 +105,7 @@ class EpisodeWriter:
         self.mode = mode
         self._codec = codec
         self._env_id = env_id
+        self._fps = None if fps is None else float(fps)
         self._meta: dict | None = None  # set once the dataset (this writer's target) exists
         self._factors: pa.StructType | None = None
         self._spec: dict[str, Any] = {}  # image_shape, action_dim, state_dim, state_dtype
@@ -194,7 +198,7 @@ class EpisodeWriter:
     # -- steps ------------------------------------------------------------------------
     def add_step(
         self,
-        pixels: np.ndarray,
+        pixels: np.ndarray | EncodedFrame,
         state: np.ndarray,
         action: np.ndarray | None = None,
         reward: float = 0.0,
@@ -203,10 +207,26 @@ class EpisodeWriter:
     ) -> None:
         """Buffer one row: observation `pixels` uint8 (H, W, 3), `state` float (S,), the
         `action` (A,) taken at it (None on the last row: stored as zeros), the `reward`
-        received on arriving here, and whether the episode ended here."""
+        received on arriving here, and whether the episode ended here.
+
+        `pixels` may be an `EncodedFrame` (encoded elsewhere, e.g. in a worker process):
+        its codec must be the writer's and it is stored without re-encoding."""
         if self._closed:
             raise ValueError("EpisodeWriter is closed")
-        pixels = np.asarray(pixels)
+        encoded: EncodedFrame | None = None
+        if isinstance(pixels, EncodedFrame):
+            encoded = pixels
+            check_codec(encoded.codec)
+            if self._codec is None:
+                self._codec = encoded.codec
+            if encoded.codec != self._codec:
+                raise self._mismatch("codec", encoded.codec, self._codec)
+            shape = tuple(int(x) for x in encoded.shape)
+            if len(shape) != 3 or shape[2] != 3:
+                raise ValueError(f"EncodedFrame shape must be (H, W, 3), got {encoded.shape}")
+            pixels = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape=shape, strides=(0, 0, 0))
+        else:
+            pixels = np.asarray(pixels)
         if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
             raise ValueError(f"pixels must be uint8 (H, W, 3), got {pixels.dtype} {pixels.shape}")
         state = np.asarray(state)
@@ -243,7 +263,12 @@ class EpisodeWriter:
                 spec["action_dim"] = int(action.shape[0])
             if action.shape[0] != spec["action_dim"]:
                 raise self._mismatch("action size", action.shape[0], spec["action_dim"])
-        data = encode_frame(pixels, self._codec) if self._codec != "raw" else pixels.copy()
+        if encoded is not None:
+            if self._codec == "raw" and len(encoded.data) != int(np.prod(pixels.shape)):
+                raise ValueError(f"raw EncodedFrame of {len(encoded.data)} bytes for shape {pixels.shape}: expected {int(np.prod(pixels.shape))}")
+            data = encoded.data if self._codec != "raw" else np.frombuffer(encoded.data, np.uint8).reshape(pixels.shape)
+        else:
+            data = encode_frame(pixels, self._codec) if self._codec != "raw" else pixels.copy()
         self._buf.append((data, state.copy(), action, reward, bool(terminated), bool(truncated)))
 
     def _mismatch(self, what: str, got: Any, expected: Any) -> ValueError:
@@ -341,7 +366,9 @@ class EpisodeWriter:
         import lance
 
         spec = self._spec
-        meta = make_meta(self._codec, spec["image_shape"], spec["action_dim"], spec["state_dim"], spec["state_dtype"], self._env_id)
+        meta = make_meta(
+            self._codec, spec["image_shape"], spec["action_dim"], spec["state_dim"], spec["state_dtype"], self._env_id, fps=self._fps
+        )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.parent / f".{self.path.name}.creating-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)

@@ -20,6 +20,8 @@ import gymnasium as gym
 __all__ = [
     "Factor",
     "FactorOutOfRange",
+    "env_class",
+    "factor_space",
     "FactorSpace",
     "UnknownEnvError",
     "UnknownFactorError",
@@ -74,6 +76,26 @@ def make(env_id: str, **kwargs: Any) -> gym.Env:
             hint = f"registered ids: {known}"
         raise UnknownEnvError(f"unknown environment id {env_id!r}; {hint}")
     return gym.make(env_id, **kwargs)
+
+
+def env_class(env_id: str) -> type:
+    """The environment class registered as `env_id`, without instantiating it (no renderer, no GL)."""
+    bare = env_id.split(":", 1)[1] if isinstance(env_id, str) and ":" in env_id else env_id
+    if not isinstance(bare, str) or bare not in gym.registry or not bare.startswith(NAMESPACE + "/"):
+        known = list_envs()
+        close = difflib.get_close_matches(str(bare), known, n=3, cutoff=0.5)
+        hint = ("did you mean " + " or ".join(repr(c) for c in close) + "?") if close else f"registered ids: {known}"
+        raise UnknownEnvError(f"unknown environment id {env_id!r}; {hint}")
+    entry = gym.registry[bare].entry_point
+    if not isinstance(entry, str):
+        return entry  # type: ignore[return-value]
+    module, _, attr = entry.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def factor_space(env_id: str) -> Any:
+    """The `FactorSpace` of a registered environment (read from its class)."""
+    return env_class(env_id).factor_space
 
 
 _LAZY = {

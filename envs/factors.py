@@ -12,8 +12,14 @@ and sampling by split::
     ood, ood_all every factor from its OOD boxes
     ood_visual   visual factors OOD, the rest train   (likewise ood_geometry, ood_physics)
 
+An OOD split takes an optional *severity* level 1..`SEVERITY_LEVELS`: each OOD box is
+cut into equal slices by distance from the train box (component-wise; a component where
+the OOD box overlaps the train range is not sliced), level 1 the nearest slice and the
+last level the farthest. Without a severity the whole OOD box is used.
+
 Sampling draws only from the generator passed in, in the space's factor order, so a
-seeded environment reproduces its factors exactly. Nothing here knows a particular
+seeded environment reproduces its factors exactly. `factors_from_options` turns an
+env's ``reset(options=...)`` into validated factor values the same way for every env. Nothing here knows a particular
 environment; every env reuses these classes.
 """
 
@@ -36,6 +42,10 @@ Kind = Literal["visual", "geometric", "physical"]
 KINDS: tuple[str, ...] = ("visual", "geometric", "physical")
 
 SPLITS: tuple[str, ...] = ("train", "ood", "ood_visual", "ood_geometry", "ood_physics", "ood_all")
+SEVERITY_LEVELS = 3
+"""OOD severity levels: 1 (just outside the train range) .. 3 (farthest)."""
+RESET_OPTION_KEYS: tuple[str, ...] = ("factors", "split", "severity", "state", "goal_state")
+"""Keys every ``wm/`` env accepts in ``reset(options=...)``."""
 _SPLIT_KIND = {"ood_visual": "visual", "ood_geometry": "geometric", "ood_physics": "physical"}
 
 
@@ -193,21 +203,47 @@ class Factor:
         """True if a (valid) `value` lies outside the train box."""
         return not self._in_box(self._coerce(value, "value"), self.train)
 
-    def sample(self, rng: np.random.Generator, ood: bool = False) -> Value:
-        """Uniform draw from the train box, or (``ood=True``) from one OOD box picked uniformly."""
+    def severity_box(self, box: Range, severity: int) -> Range:
+        """The slice of OOD `box` for `severity` (1..`SEVERITY_LEVELS`), see the module docstring."""
+        check_severity(severity)
+        lo, hi = np.atleast_1d(np.asarray(box[0], float)), np.atleast_1d(np.asarray(box[1], float))
+        t_lo, t_hi = np.atleast_1d(np.asarray(self.train[0], float)), np.atleast_1d(np.asarray(self.train[1], float))
+        a, b = (severity - 1) / SEVERITY_LEVELS, severity / SEVERITY_LEVELS
+        out_lo, out_hi = lo.copy(), hi.copy()
+        above, below = lo >= t_hi, hi <= t_lo  # box beyond the train range in this component
+        span = hi - lo
+        out_lo[above], out_hi[above] = lo[above] + a * span[above], lo[above] + b * span[above]
+        out_lo[below], out_hi[below] = hi[below] - b * span[below], hi[below] - a * span[below]
+        if self._size is None:
+            return (float(out_lo[0]), float(out_hi[0]))
+        return (tuple(float(x) for x in out_lo), tuple(float(x) for x in out_hi))
+
+    def sample(self, rng: np.random.Generator, ood: bool = False, severity: int | None = None) -> Value:
+        """Uniform draw from the train box, or (``ood=True``) from one OOD box picked uniformly.
+
+        With `severity` (OOD only), from that box's severity slice (`severity_box`).
+        """
         box = self.ood[int(rng.integers(len(self.ood)))] if ood else self.train
+        if ood and severity is not None:
+            box = self.severity_box(box, severity)
         if self._size is None:
             return float(rng.uniform(box[0], box[1]))
         return tuple(float(x) for x in rng.uniform(box[0], box[1]))
 
     def describe(self) -> dict:
-        """JSON-serialisable summary: ``name, kind, default, train, ood, doc``."""
+        """JSON-serialisable summary: ``name, kind, default, train, ood, ood_severity, doc``.
+
+        ``ood_severity[i][k - 1]`` is the range of OOD box ``i`` at severity ``k``.
+        """
         return {
             "name": self.name,
             "kind": self.kind,
             "default": _jsonable(self.default),
             "train": _jsonable(self.train),
             "ood": _jsonable(self.ood),
+            "ood_severity": [
+                [_jsonable(self.severity_box(r, k)) for k in range(1, SEVERITY_LEVELS + 1)] for r in self.ood
+            ],
             "doc": self.doc,
         }
 
@@ -271,15 +307,22 @@ class FactorSpace:
             self[name]  # raises UnknownFactorError
         return {f.name: (f.validate(values[f.name]) if f.name in values else f.default) for f in self}
 
-    def sample(self, rng: np.random.Generator, split: str = "train") -> dict[str, Value]:
-        """Draw every factor for `split` (see the module docstring) from `rng` only."""
+    def sample(self, rng: np.random.Generator, split: str = "train", severity: int | None = None) -> dict[str, Value]:
+        """Draw every factor for `split` (see the module docstring) from `rng` only.
+
+        `severity` (1..`SEVERITY_LEVELS`, OOD splits only) picks the slice of each OOD box.
+        """
         if split not in SPLITS:
             raise UnknownSplitError(f"unknown split {split!r}; valid splits: {list(SPLITS)}{_suggest(str(split), SPLITS)}")
+        if severity is not None:
+            check_severity(severity)
+            if split == "train":
+                raise ValueError(f"severity={severity!r} needs an OOD split, got split='train'")
         ood_kind = _SPLIT_KIND.get(split)
         out: dict[str, Value] = {}
         for f in self:
             ood = split in ("ood", "ood_all") or f.kind == ood_kind
-            out[f.name] = f.sample(rng, ood=ood)
+            out[f.name] = f.sample(rng, ood=ood, severity=severity if ood else None)
         return out
 
     def is_ood(self, values: Mapping[str, Any]) -> dict[str, bool]:
@@ -288,5 +331,44 @@ class FactorSpace:
         return {name: self._factors[name].is_ood(v) for name, v in full.items()}
 
     def describe(self) -> list[dict]:
-        """JSON-serialisable list, one dict per factor: ``name, kind, default, train, ood, doc``."""
+        """JSON-serialisable list, one dict per factor (see `Factor.describe`)."""
         return [f.describe() for f in self]
+
+
+def check_severity(severity: Any) -> int:
+    """`severity` as an int in 1..`SEVERITY_LEVELS`, or ValueError naming the value."""
+    if isinstance(severity, (bool, np.bool_)) or not isinstance(severity, (int, np.integer)) or not (
+        1 <= int(severity) <= SEVERITY_LEVELS
+    ):
+        raise ValueError(f"severity={severity!r}: expected an integer in 1..{SEVERITY_LEVELS}")
+    return int(severity)
+
+
+def check_reset_options(options: Any) -> dict[str, Any]:
+    """``reset(options=...)`` as a dict, or ValueError naming unknown keys (see `RESET_OPTION_KEYS`)."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValueError(f"options must be a dict, got {type(options).__name__}")
+    unknown = sorted(set(options) - set(RESET_OPTION_KEYS))
+    if unknown:
+        raise ValueError(f"unknown reset option(s) {unknown}; valid options: {list(RESET_OPTION_KEYS)}")
+    return dict(options)
+
+
+def factors_from_options(space: FactorSpace, options: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Value]:
+    """Validated factor values for a reset: defaults, or a sample of ``options["split"]``
+    (at ``options["severity"]`` if given), overridden by the explicit ``options["factors"]``.
+
+    Explicit values are checked before anything is merged, so the error names the
+    offending key and value.
+    """
+    split, severity = options.get("split"), options.get("severity")
+    if severity is not None and split is None:
+        raise ValueError(f"severity={severity!r} needs an OOD split, e.g. options={{'split': 'ood', 'severity': 2}}")
+    base = space.defaults() if split is None else space.sample(rng, split, severity)
+    explicit = options.get("factors") or {}
+    if not isinstance(explicit, Mapping):
+        raise ValueError(f"options['factors'] must be a dict of name -> value, got {type(explicit).__name__}")
+    space.validate(explicit)
+    return space.validate({**base, **explicit})

@@ -142,6 +142,8 @@ class TwoRoomExpert:
 def make_policy(name: str, env: gym.Env, noise: float | None = None) -> Policy:
     """Build the policy `name` (``"expert"`` or ``"random"``) for `env`.
 
+    The expert comes from the env class: ``env.unwrapped.make_expert(env, noise)``.
+
     ``noise`` is the std of the expert's Gaussian action noise (default
     `DEFAULT_EXPERT_NOISE`; 0 gives the clean expert); the random policy ignores it.
     """
@@ -151,8 +153,7 @@ def make_policy(name: str, env: gym.Env, noise: float | None = None) -> Policy:
         raise ValueError(f"noise={noise!r}: expected a finite std >= 0")
     if name == "random":
         return RandomPolicy(env)
-    from envs.two_room import TwoRoomEnv
-
-    if isinstance(env.unwrapped, TwoRoomEnv):
-        return TwoRoomExpert(env, DEFAULT_EXPERT_NOISE if noise is None else float(noise))
-    raise ValueError(f"no expert policy for {type(env.unwrapped).__name__}; use policy 'random'")
+    make_expert = getattr(env.unwrapped, "make_expert", None)
+    if make_expert is None:
+        raise ValueError(f"no expert policy for {type(env.unwrapped).__name__}; use policy 'random'")
+    return make_expert(env, DEFAULT_EXPERT_NOISE if noise is None else float(noise))

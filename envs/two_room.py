@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.factors import Factor, FactorSpace
+from envs.factors import Factor, FactorSpace, check_reset_options, factors_from_options
 
 AGENT_RADIUS = 0.04
 """Radius of the agent disc (world units; the world is the unit square)."""
@@ -63,8 +63,6 @@ TWO_ROOM_FACTORS = FactorSpace(
     ]
 )
 
-_OPTION_KEYS = ("factors", "split", "state", "goal_state")
-
 Rect = tuple[float, float, float, float]  # (x0, y0, x1, y1)
 
 
@@ -88,7 +86,8 @@ class TwoRoomEnv(gym.Env):
     - state: ``float64 (2,)`` agent centre; goal: a position of the same shape.
     - reward ``-goal_distance``; ``terminated = success = goal_distance < SUCCESS_RADIUS``.
     - reset options: ``factors`` (dict, validated), ``split`` (sample factors from a
-      split; explicit ``factors`` override the named keys), ``state`` and ``goal_state``
+      split, optionally at an OOD ``severity`` 1..3; explicit ``factors`` override the
+      named keys), ``state`` and ``goal_state``
       (checked: shape (2,), finite, in free space). Without them the start is uniform in
       free space and the goal lies in the other room with probability 0.8, at least
       `MIN_GOAL_DISTANCE` from the start.
@@ -177,19 +176,8 @@ class TwoRoomEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         """Start an episode; see the class docstring for `options`."""
         super().reset(seed=seed)
-        options = {} if options is None else options
-        if not isinstance(options, Mapping):
-            raise ValueError(f"options must be a dict, got {type(options).__name__}")
-        unknown = sorted(set(options) - set(_OPTION_KEYS))
-        if unknown:
-            raise ValueError(f"unknown reset option(s) {unknown}; valid options: {list(_OPTION_KEYS)}")
-        split = options.get("split")
-        base = self.factor_space.defaults() if split is None else self.factor_space.sample(self.np_random, split)
-        explicit = options.get("factors") or {}
-        if not isinstance(explicit, Mapping):
-            raise ValueError(f"options['factors'] must be a dict of name -> value, got {type(explicit).__name__}")
-        self.factor_space.validate(explicit)  # names the bad key/value before merging
-        self._set_factors(self.factor_space.validate({**base, **explicit}))
+        options = check_reset_options(options)
+        self._set_factors(factors_from_options(self.factor_space, options, self.np_random))
 
         if options.get("state") is not None:
             self._pos = self._check_position(options["state"], "state")
@@ -227,6 +215,13 @@ class TwoRoomEnv(gym.Env):
         return self._render_agent(self._pos)
 
     # -- public helpers ---------------------------------------------------------------
+    @staticmethod
+    def make_expert(env: gym.Env, noise: float) -> Any:
+        """The scripted expert for this env (`envs.policies.TwoRoomExpert`) with action noise std `noise`."""
+        from envs.policies import TwoRoomExpert
+
+        return TwoRoomExpert(env, noise)
+
     def set_state(self, state: Any) -> None:
         """Place the agent at `state` (float (2,), finite, in free space)."""
         self._pos = self._check_position(state, "state")

@@ -510,15 +510,41 @@ def test_collect_writes_episodes_with_row_convention(tmp_path, monkeypatch):
     np.testing.assert_array_equal(open_dataset(tmp_path / "ds2").load_episode(3)["state"], ds.load_episode(3)["state"])
 
 
-def test_collect_with_real_envs(tmp_path):
-    envs = pytest.importorskip("envs")
-    if not (hasattr(envs, "make") and hasattr(envs, "make_policy")):
-        pytest.skip("envs package not implemented yet")
-    env_id = envs.list_envs()[0] if hasattr(envs, "list_envs") and envs.list_envs() else "wm/TwoRoom-v0"
-    stats = data.collect(env_id, episodes=2, out=tmp_path / "ds", policy="random")
-    assert stats["episodes"] == 2
+@pytest.mark.parametrize("workers", [1, 2])
+def test_collect_with_real_envs(tmp_path, workers):
+    stats = data.collect("wm/TwoRoom-v0", episodes=3, out=tmp_path / "ds", policy="random", workers=workers, resolution=16)
+    assert stats["episodes"] == 3 and stats["workers"] == workers
     assert validate_dataset(tmp_path / "ds") == []
-    assert open_dataset(tmp_path / "ds").num_steps == stats["steps"]
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.num_steps == stats["steps"]
+    assert ds.meta["fps"] == 10.0 and ds.meta["frameskip"] == 1 and ds.meta["created_by"].startswith("worldmodel")
+
+
+def test_parallel_collection_writes_the_same_episodes_in_seed_order(tmp_path):
+    import multiprocessing as mp
+
+    method_before = mp.get_start_method(allow_none=True)
+    kw = dict(episodes=5, policy="expert", split="train", seed=7, resolution=16, codec="png")
+    data.collect("wm/TwoRoom-v0", out=tmp_path / "one", **kw)
+    data.collect("wm/TwoRoom-v0", out=tmp_path / "two", workers=2, start_method="spawn", **kw)
+    assert mp.get_start_method(allow_none=True) == method_before  # never changed process-wide
+    a, b = open_dataset(tmp_path / "one"), open_dataset(tmp_path / "two")
+    assert a.episodes() == b.episodes()
+    assert [e[C.SEED] for e in b.episodes()] == [7, 8, 9, 10, 11]
+    for eid in range(5):
+        x, y = a.load_episode(eid), b.load_episode(eid)
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key])
+
+
+def test_collect_worker_errors_are_reported(tmp_path):
+    with pytest.raises(ValueError, match="workers must be"):
+        data.collect("wm/TwoRoom-v0", episodes=2, out=tmp_path / "x", workers=0)
+    with pytest.raises(ValueError, match="start_method='nope'"):
+        data.collect("wm/TwoRoom-v0", episodes=2, out=tmp_path / "x", workers=2, start_method="nope")
+    with pytest.raises(ValueError, match="severity=2 needs an OOD split"):
+        data.collect("wm/TwoRoom-v0", episodes=2, out=tmp_path / "x", severity=2)
+    assert not (tmp_path / "x").exists()
 
 
 def test_single_row_first_episode_needs_action_dim(tmp_path):

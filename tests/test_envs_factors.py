@@ -106,3 +106,35 @@ def test_bad_factor_definitions_are_rejected() -> None:
         Factor("x", "colour", 0.5, train=(0.0, 1.0), ood=((2.0, 3.0),))
     with pytest.raises(ValueError, match="duplicate"):
         FactorSpace([space()["speed"], space()["speed"]])
+
+
+def test_severity_slices_move_away_from_train() -> None:
+    from envs.factors import SEVERITY_LEVELS, Factor
+
+    f = Factor("x", "physical", 1.0, train=(0.5, 1.5), ood=((0.0, 0.3), (2.0, 5.0)))
+    low = [f.severity_box(f.ood[0], k) for k in range(1, SEVERITY_LEVELS + 1)]
+    high = [f.severity_box(f.ood[1], k) for k in range(1, SEVERITY_LEVELS + 1)]
+    assert low[0] == pytest.approx((0.2, 0.3)) and low[-1] == pytest.approx((0.0, 0.1))
+    assert high[0] == pytest.approx((2.0, 3.0)) and high[-1] == pytest.approx((4.0, 5.0))
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        v = f.sample(rng, ood=True, severity=3)
+        assert 0.0 <= v <= 0.1 or 4.0 <= v <= 5.0
+    assert len(f.describe()["ood_severity"][1]) == SEVERITY_LEVELS
+
+
+def test_severity_on_env_reset_and_errors() -> None:
+    import envs
+
+    env = envs.make("wm/TwoRoom-v0")
+    space = env.unwrapped.factor_space
+    _, info = env.reset(seed=0, options={"split": "ood_physics", "severity": 3})
+    speed = info["factors"]["agent_speed"]
+    assert speed <= 0.015 + 0.005 / 3 + 1e-9 or speed >= 0.05 - 0.01 / 3 - 1e-9
+    assert space.is_ood(info["factors"])["agent_speed"] and not space.is_ood(info["factors"])["agent_color"]
+    with pytest.raises(ValueError, match="severity=7"):
+        env.reset(options={"split": "ood", "severity": 7})
+    with pytest.raises(ValueError, match="needs an OOD split"):
+        env.reset(options={"severity": 2})
+    with pytest.raises(ValueError, match="needs an OOD split"):
+        env.reset(options={"split": "train", "severity": 2})

@@ -18,7 +18,8 @@ EPILOGS = {
     "collect": (
         "examples:\n"
         "  wm collect --env wm/TwoRoom-v0 --episodes 200 --out runs/tworoom.lance\n"
-        "  wm collect --env wm/TwoRoom-v0 --episodes 50 --out runs/ood.lance --split ood --policy random"
+        "  wm collect --env wm/TwoRoom-v0 --episodes 50 --out runs/ood.lance --split ood --severity 2 --policy random\n"
+        "  wm collect --env wm/TwoRoom-v0 --episodes 1000 --out runs/big.lance --resolution 224 --workers 2"
     ),
     "data": "examples:\n  wm data info runs/tworoom.lance --json\n  wm data validate runs/tworoom.lance",
     "train": (
@@ -32,6 +33,12 @@ EPILOGS = {
         "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --episodes 10 --iterations 10"
     ),
     "demo": "examples:\n  wm demo --out runs/demo\n  wm demo --out runs/demo --quick   # a one-minute smoke run",
+    "bench": (
+        "examples:\n"
+        "  wm bench envs --resolution 224 --json\n"
+        "  wm bench envs --env wm/TwoRoom-v0 --resolution 64"
+    ),
+    "gallery": "example:\n  wm gallery --out docs/gallery --resolution 128",
 }
 
 
@@ -68,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=64, help="rendered frame size in pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode (episode i uses seed+i)")
     p.add_argument("--mode", default="append", choices=["append", "overwrite", "error"], help="what to do if --out exists")
+    p.add_argument("--workers", type=int, default=1, help="env worker processes (episodes are written in seed order either way)")
+    p.add_argument("--severity", type=int, default=None, help="OOD severity 1..3 for an OOD --split")
+    p.add_argument("--noise", type=float, default=None, help="expert action-noise std (default: the policy's)")
 
     p = add("data", "inspect Lance datasets")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
@@ -89,6 +99,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-video", dest="video", action="store_false", help="skip the MP4 of a planned episode")
     add_dataclass_arguments(p.add_argument_group("protocol"), PlanningProtocol)
     add_dataclass_arguments(p.add_argument_group("planner"), PlannerConfig, exclude=("seed",))
+
+    p = add("bench", "measure the platform's speed")
+    bsub = p.add_subparsers(dest="bench_command", required=True, metavar="SUBCOMMAND")
+    q = bsub.add_parser("envs", help="single-process steps/s of every env, a frame rendered every step")
+    q.add_argument("--resolution", type=int, default=224, help="rendered frame size in pixels")
+    q.add_argument("--env", action="append", default=None, help="env id to measure (repeatable; default: all)")
+    q.add_argument("--seconds", type=float, default=2.0, help="minimum timed seconds per env")
+    q.add_argument("--json", action="store_true", help="print JSON {env_id: steps_per_s}")
+
+    p = add("gallery", "render every env under train and OOD factors into PNGs")
+    p.add_argument("--out", default="docs/gallery", help="output folder (one PNG per env)")
+    p.add_argument("--resolution", type=int, default=128, help="tile size in pixels")
+    p.add_argument("--env", action="append", default=None, help="env id (repeatable; default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first tile")
 
     p = add("demo", "collect -> train -> eval on TwoRoom, end to end")
     p.add_argument("--out", default="runs/demo", help="output folder")
@@ -112,9 +136,7 @@ def _cmd_envs(args: argparse.Namespace) -> int:
 def _cmd_factors(args: argparse.Namespace) -> int:
     import envs
 
-    env = envs.make(args.env)
-    rows = env.unwrapped.factor_space.describe()
-    env.close()
+    rows = envs.factor_space(args.env).describe()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -144,6 +166,9 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         mode=args.mode,
         progress=True,
         env_kwargs={"resolution": args.resolution},
+        workers=args.workers,
+        severity=args.severity,
+        noise=args.noise,
     )
     print(json.dumps(result))
     return 0
@@ -219,7 +244,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks.envs import bench_envs, markdown_table
+
+    if args.resolution < 8:
+        raise ValueError(f"--resolution={args.resolution}: expected an integer >= 8")
+    log = None if args.json else print
+    results = bench_envs(args.env, resolution=args.resolution, min_seconds=args.seconds, log=log)
+    if args.json:
+        print(json.dumps({env_id: round(r.steps_per_s, 1) for env_id, r in results.items()}))
+    else:
+        print()
+        print(markdown_table(results))
+    return 0
+
+
+def _cmd_gallery(args: argparse.Namespace) -> int:
+    from envs.gallery import write_gallery
+
+    for path in write_gallery(args.out, args.env, resolution=args.resolution, seed=args.seed):
+        print(path)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "bench": _cmd_bench,
+    "gallery": _cmd_gallery,
     "envs": _cmd_envs,
     "factors": _cmd_factors,
     "collect": _cmd_collect,

@@ -1,0 +1,50 @@
+"""``wm bench envs`` and ``wm gallery``: the JSON contract and the files they write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+
+from benchmarks.envs import bench_env, markdown_table
+from envs.gallery import TILES, write_gallery
+from tests.test_cli import wm
+
+
+def test_bench_env_counts_steps_and_resets() -> None:
+    r = bench_env("wm/TwoRoom-v0", resolution=32, min_steps=300, min_seconds=0.0)
+    assert r.steps >= 300 and r.seconds > 0 and r.steps_per_s == r.steps / r.seconds
+    assert r.resets >= 2  # 100-step episodes: resets happen and are counted in the time
+    assert "| wm/TwoRoom-v0 | 32² |" in markdown_table({r.env_id: r})
+
+
+def test_bench_envs_json_contract() -> None:
+    out = json.loads(wm("bench", "envs", "--env", "wm/TwoRoom-v0", "--resolution", "32", "--seconds", "0.2", "--json").stdout)
+    assert list(out) == ["wm/TwoRoom-v0"] and out["wm/TwoRoom-v0"] > 0
+
+
+def test_bench_envs_bad_input() -> None:
+    proc = wm("bench", "envs", "--env", "wm/NoSuch-v0", "--json", check=False)
+    assert proc.returncode == 2 and "wm/NoSuch-v0" in proc.stderr
+    proc = wm("bench", "envs", "--resolution", "2", check=False)
+    assert proc.returncode == 2 and "--resolution=2" in proc.stderr
+
+
+def test_gallery_writes_one_labelled_strip_per_env(tmp_path: Path) -> None:
+    paths = write_gallery(tmp_path, ["wm/TwoRoom-v0"], resolution=48)
+    assert paths == [tmp_path / "TwoRoom.png"]
+    img = cv2.imread(str(paths[0]))
+    assert img.shape[0] > 48 and img.shape[1] == len(TILES) * 48 + (len(TILES) - 1) * 4
+    tiles = [img[-48:, i * 52 : i * 52 + 48] for i in range(len(TILES))]
+    assert not (tiles[0] == tiles[3]).all()  # ood_visual differs from default
+
+
+@pytest.mark.parametrize("env_id", ["wm/TwoRoom-v0"])
+def test_factors_json_has_the_contract_keys(env_id: str) -> None:
+    rows = json.loads(wm("factors", env_id, "--json").stdout)
+    kinds = {r["kind"] for r in rows}
+    assert kinds == {"visual", "geometric", "physical"}
+    for r in rows:
+        assert {"name", "kind", "default", "train", "ood", "ood_severity"} <= set(r)

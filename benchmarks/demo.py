@@ -83,7 +83,6 @@ def run_demo(out: str | Path, device: str = "auto", quick: bool = False, seed: i
     from worldmodel.device import resolve_device
     from worldmodel.train import train
     from benchmarks.planning import evaluate_planning
-    from benchmarks.video import write_filmstrip
 
     cfg = DemoConfig.quick() if quick else DemoConfig()
     cfg.protocol.seed = seed
@@ -142,7 +141,7 @@ def run_demo(out: str | Path, device: str = "auto", quick: bool = False, seed: i
     video = out / "eval" / "planned_episode.mp4"
     if video.exists():
         shutil.copy(video, out / "planned_episode.mp4")
-        _filmstrip_from_video(video, out / "planned_episode.png", write_filmstrip)
+        _filmstrip_from_video(video, out / "planned_episode.png")
 
     summary = {
         "success_rate": summary["success_rate"],
@@ -162,23 +161,39 @@ def run_demo(out: str | Path, device: str = "auto", quick: bool = False, seed: i
     return summary
 
 
-def _filmstrip_from_video(video: Path, png: Path, write_filmstrip) -> None:
-    """Read the demo's MP4 back and save an 8-frame filmstrip PNG for the README."""
+def _filmstrip_from_video(video: Path, png: Path, count: int = 7, gap: int = 6) -> None:
+    """Save a README filmstrip from the demo's MP4 (frames are ``[agent | goal]`` side by side):
+    `count` evenly spaced agent views, then the goal image, separated by white gaps."""
     import cv2
+    import numpy as np
 
     cap = cv2.VideoCapture(str(video))
     frames = []
     ok, frame = cap.read()
     while ok:
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        frames.append(frame)  # BGR, written back as BGR
         ok, frame = cap.read()
     cap.release()
-    if frames:
-        write_filmstrip(png, frames, count=8, scale=1)
+    if not frames:
+        return
+    w = frames[0].shape[1] // 2
+    idx = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
+    tiles = [frames[i][:, :w] for i in idx] + [frames[-1][:, w:]]
+    white = np.full((frames[0].shape[0], gap, 3), 255, np.uint8)
+    parts = []
+    for k, tile in enumerate(tiles):
+        if k:
+            parts.append(white if k < len(tiles) - 1 else np.concatenate([white, white * 0 + 200, white], axis=1))
+        parts.append(tile)
+    cv2.imwrite(str(png), np.concatenate(parts, axis=1))
 
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f}"
 
 
 def _report(s: dict) -> str:
@@ -192,8 +207,8 @@ def _report(s: dict) -> str:
 
 | policy | success | 95% interval | mean steps to success |
 |---|---|---|---|
-| CEM in the JEPA's latent space | {_pct(s['success_rate'])} ({s['successes']}/{s['episodes']}) | {_pct(lo)}–{_pct(hi)} | {s['mean_steps_to_success'] or 'n/a'} |
-| random actions | {_pct(s['baseline_success_rate'])} ({s['baseline_successes']}/{s['episodes']}) | {_pct(blo)}–{_pct(bhi)} | {s['baseline_mean_steps_to_success'] or 'n/a'} |
+| CEM in the JEPA's latent space | {_pct(s['success_rate'])} ({s['successes']}/{s['episodes']}) | {_pct(lo)}–{_pct(hi)} | {_num(s['mean_steps_to_success'])} |
+| random actions | {_pct(s['baseline_success_rate'])} ({s['baseline_successes']}/{s['episodes']}) | {_pct(blo)}–{_pct(bhi)} | {_num(s['baseline_mean_steps_to_success'])} |
 
 Planner / random ratio: {'n/a (baseline 0%)' if ratio is None else f'{ratio:.1f}x'}.
 

@@ -14,6 +14,7 @@ from .errors import DatasetError, SchemaMismatchError
 
 _LAZY = {
     "EpisodeWriter": "writer",
+    "compact_dataset": "writer",
     "EpisodeDataset": "dataset",
     "open_dataset": "dataset",
     "validate_dataset": "dataset",

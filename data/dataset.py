@@ -5,7 +5,8 @@ On-disk layout of a dataset directory::
     PATH/
     ├── meta.json          written once, atomically, at creation:
     │                      {schema_version, format, codec, image_shape [H, W, 3],
-    │                       action_dim, state_dim, state_dtype, env_id, created_by}
+    │                       action_dim, state_dim, state_dtype, env_id,
+    │                       frameskip (env steps per row: 1), fps, created_by}
     ├── steps.lance/       one row per observation (an episode of N actions = N+1 rows)
     │     episode_id  int64
     │     step        int32                      0 .. length-1 within the episode
@@ -249,7 +250,8 @@ class EpisodeDataset:
     # -- summary ----------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """Summary: episodes, steps, codec, image_shape, action_dim, state_dim, env_id,
-        schema_version, size_bytes, splits and policies (counts), orphan_steps, fragments."""
+        schema_version, size_bytes, splits and policies (counts), orphan_steps, fragments,
+        fps, frameskip, created_by, and factor distributions per split (`factor_summary`)."""
         eps = self._episode_rows
         return {
             "path": str(self.path),
@@ -267,7 +269,35 @@ class EpisodeDataset:
             "policies": dict(Counter(r[C.POLICY] for r in eps)),
             "orphan_steps": self.index.orphan_steps,
             "fragments": len(self._steps.get_fragments()),
+            "fps": self.meta.get("fps"),
+            "frameskip": self.meta.get("frameskip", 1),
+            "created_by": self.meta.get("created_by"),
+            "factors": self.factor_summary(),
         }
+
+    def factor_summary(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Factor distributions per split: ``{split: {factor: {"min", "mean", "max"}}}``.
+
+        Scalars give numbers, vectors (colours) per-component lists.
+        """
+        by_split: dict[str, list[dict]] = {}
+        for ep in self.episodes():
+            by_split.setdefault(str(ep[C.SPLIT]), []).append(ep[C.FACTORS])
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for split, rows in sorted(by_split.items()):
+            names = sorted({k for r in rows for k in r})
+            stats = {}
+            for name in names:
+                vals = [r[name] for r in rows if r.get(name) is not None]
+                try:
+                    arr = np.asarray(vals, dtype=np.float64)
+                except (TypeError, ValueError):
+                    continue  # a non-numeric factor: no distribution
+                if arr.size == 0:
+                    continue
+                stats[name] = {k: np.round(f(arr, axis=0), 6).tolist() for k, f in (("min", np.min), ("mean", np.mean), ("max", np.max))}
+            out[split] = stats
+        return out
 
 
 def _dir_size(path: Path) -> int:

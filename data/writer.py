@@ -449,3 +449,38 @@ class EpisodeWriter:
 
     def __repr__(self) -> str:
         return f"EpisodeWriter({str(self.path)!r}, mode={self.mode!r}, codec={self._codec!r}, episodes={self._num_episodes})"
+
+
+def compact_dataset(path: str | os.PathLike) -> dict:
+    """Compact a dataset in place (``wm data compact``): merge fragments, drop deleted
+    rows (crash orphans) and old table versions.
+
+    Takes the writer lock, so it refuses a dataset an `EpisodeWriter` has open. Crash-safe:
+    each table's compaction is one new Lance version committed atomically (a crash
+    leaves the previous version, which stays readable), and old versions are deleted
+    only after the new one is committed. Returns fragment counts before and after.
+    """
+    import lance
+
+    path = Path(path)
+    meta = read_meta(path)
+    fd = _lock(path / C.LOCK_FILE)
+    try:
+        ds = EpisodeDataset(path)
+        orphans = ds.index.orphan_steps
+        before = {name: len(lance.dataset(str(path / name)).get_fragments()) for name in (C.STEPS_TABLE, C.EPISODES_TABLE)}
+        if orphans:
+            committed = ", ".join(str(int(r[C.EPISODE_ID])) for r in ds._episode_rows) or "-1"
+            ds._steps.delete(f"{C.EPISODE_ID} NOT IN ({committed})")
+        row_bytes = int(np.prod(meta["image_shape"])) + 4 * int(meta["action_dim"]) + 8 * int(meta["state_dim"]) + 32
+        target_rows = int(max(1024, FRAGMENT_BYTES // row_bytes))
+        for name, target in ((C.STEPS_TABLE, target_rows), (C.EPISODES_TABLE, None)):
+            table = lance.dataset(str(path / name))
+            if len(table.get_fragments()) > 1 or any(f.deletion_file() is not None for f in table.get_fragments()):
+                table.optimize.compact_files(target_rows_per_fragment=target, materialize_deletions_threshold=0.0)
+                table = lance.dataset(str(path / name))
+            table.cleanup_old_versions(older_than=timedelta(seconds=0))
+        after = {name: len(lance.dataset(str(path / name)).get_fragments()) for name in (C.STEPS_TABLE, C.EPISODES_TABLE)}
+    finally:
+        _unlock(fd)
+    return {"path": str(path), "fragments_before": before, "fragments_after": after, "orphan_steps_removed": int(orphans)}

@@ -21,7 +21,10 @@ EPILOGS = {
         "  wm collect --env wm/TwoRoom-v0 --episodes 50 --out runs/ood.lance --split ood --severity 2 --policy random\n"
         "  wm collect --env wm/TwoRoom-v0 --episodes 1000 --out runs/big.lance --resolution 224 --workers 2"
     ),
-    "data": "examples:\n  wm data info runs/tworoom.lance --json\n  wm data validate runs/tworoom.lance",
+    "data": (
+        "examples:\n  wm data info runs/tworoom.lance --json\n  wm data validate runs/tworoom.lance\n"
+        "  wm data compact runs/tworoom.lance\n  wm data preview runs/tworoom.lance --out runs/preview.gif --count 8"
+    ),
     "train": (
         "examples:\n"
         "  wm train --data runs/tworoom.lance --out runs/ckpt\n"
@@ -86,6 +89,15 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print JSON")
     q = dsub.add_parser("validate", help="check a dataset; exit 0 only if it is sound")
     q.add_argument("path")
+    q = dsub.add_parser("compact", help="merge fragments and drop old versions (crash-safe)")
+    q.add_argument("path")
+    q = dsub.add_parser("preview", help="write a video grid of episodes (.mp4 or .gif)")
+    q.add_argument("path")
+    q.add_argument("--out", default=None, help="output file (default: PATH/../<name>_preview.mp4)")
+    q.add_argument("--episodes", type=int, nargs="*", default=None, help="episode ids (default: the first --count)")
+    q.add_argument("--count", type=int, default=8, help="episodes when --episodes is not given")
+    q.add_argument("--cols", type=int, default=4, help="grid columns")
+    q.add_argument("--scale", type=int, default=2, help="upscaling factor of each tile")
 
     p = add("train", "train a JEPA world model on a dataset")
     add_dataclass_arguments(p.add_argument_group("training"), TrainConfig)
@@ -185,12 +197,31 @@ def _cmd_data(args: argparse.Namespace) -> int:
             return 1
         print(f"OK: {args.path} is a sound dataset")
         return 0
+    if args.data_command == "compact":
+        from data import compact_dataset
+
+        print(json.dumps(compact_dataset(args.path)))
+        return 0
+    if args.data_command == "preview":
+        from pathlib import Path
+
+        from data.preview import write_preview
+
+        src = Path(args.path)
+        out = args.out or str(src.parent / f"{src.name.removesuffix('.lance')}_preview.mp4")
+        print(write_preview(src, out, args.episodes, count=args.count, cols=args.cols, scale=args.scale))
+        return 0
     info = open_dataset(args.path).info()
     if args.json:
         print(json.dumps(info, indent=2, default=str))
     else:
+        factors = info.pop("factors")
         for key, value in info.items():
             print(f"{key:<16} {value}")
+        for split, stats in factors.items():
+            print(f"factors [{split}]")
+            for name, st in stats.items():
+                print(f"  {name:<20} min {_fmt(st['min'])}  mean {_fmt(st['mean'])}  max {_fmt(st['max'])}")
     return 0
 
 

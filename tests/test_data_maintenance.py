@@ -1,0 +1,94 @@
+"""`wm data compact` (crash-safe), `wm data preview`, factor summaries in `wm data info`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import data
+from data import columns as C
+from data import compact_dataset, open_dataset, validate_dataset
+from data.writer import EpisodeWriter
+from tests.test_cli import wm
+
+
+def fragmented(path: Path, episodes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dataset with one fragment per episode (the writer's own compaction disabled)."""
+    monkeypatch.setattr(EpisodeWriter, "compact", lambda self: None)
+    data.collect("wm/TwoRoom-v0", episodes, path, policy="random", resolution=16, max_steps=12)
+    monkeypatch.undo()
+
+
+def snapshot(path: Path) -> dict:
+    ds = open_dataset(path)
+    return {e[C.EPISODE_ID]: {k: v.tobytes() for k, v in ds.load_episode(e[C.EPISODE_ID]).items()} for e in ds.episodes()}
+
+
+def test_compact_merges_fragments_and_keeps_every_episode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "ds"
+    fragmented(path, 12, monkeypatch)
+    assert open_dataset(path).info()["fragments"] == 12
+    before = snapshot(path)
+    result = compact_dataset(path)
+    assert result["fragments_before"][C.STEPS_TABLE] == 12 and result["fragments_after"][C.STEPS_TABLE] == 1
+    assert snapshot(path) == before and validate_dataset(path) == []
+    with EpisodeWriter(path) as w, pytest.raises(data.DatasetError, match="another EpisodeWriter"):
+        compact_dataset(path)  # never under an open writer
+
+
+def test_sigkill_during_compaction_leaves_a_sound_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "ds"
+    fragmented(path, 40, monkeypatch)
+    before = snapshot(path)
+    t0 = time.perf_counter()
+    wm("data", "compact", str(tmp_path / "probe_does_not_exist"), check=False)
+    startup = time.perf_counter() - t0  # interpreter + imports, before any compaction work
+    for delay in (0.5 * startup, 0.9 * startup, startup, 1.1 * startup, 1.3 * startup, 1.6 * startup):
+        fragmented_again = open_dataset(path).info()["fragments"]
+        proc = subprocess.Popen([sys.executable, "-m", "worldmodel", "data", "compact", str(path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert validate_dataset(path) == [], f"after a kill at {delay:.2f}s ({fragmented_again} fragments before)"
+        assert snapshot(path) == before
+    compact_dataset(path)
+    assert snapshot(path) == before and open_dataset(path).info()["fragments"] == 1
+
+
+def test_info_summarises_factors_per_split(tmp_path: Path) -> None:
+    path = tmp_path / "ds"
+    data.collect("wm/TwoRoom-v0", 3, path, split="train", resolution=16, max_steps=5)
+    data.collect("wm/TwoRoom-v0", 2, path, split="ood_physics", severity=3, seed=10, resolution=16, max_steps=5)
+    info = json.loads(wm("data", "info", str(path), "--json").stdout)
+    assert set(info["factors"]) == {"train", "ood_physics"}
+    speeds = [e[C.FACTORS]["agent_speed"] for e in open_dataset(path).episodes() if e[C.SPLIT] == "ood_physics"]
+    assert info["factors"]["ood_physics"]["agent_speed"]["min"] == pytest.approx(min(speeds), abs=1e-6)
+    assert len(info["factors"]["train"]["agent_color"]["mean"]) == 3
+    assert info["fps"] == 10.0 and info["frameskip"] == 1
+    assert "factors [train]" in wm("data", "info", str(path)).stdout
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_preview_writes_a_grid_video(tmp_path: Path, suffix: str) -> None:
+    import cv2
+
+    path = tmp_path / "ds"
+    data.collect("wm/TwoRoom-v0", 3, path, resolution=16, max_steps=6)
+    out = tmp_path / f"grid{suffix}"
+    assert wm("data", "preview", str(path), "--out", str(out), "--cols", "2").stdout.strip() == str(out)
+    if suffix == ".mp4":
+        cap = cv2.VideoCapture(str(out))
+        ok, frame = cap.read()
+        assert ok and frame.shape == (2 * 32, 2 * 32, 3)  # 2x2 grid of 16px tiles at scale 2
+        cap.release()
+    assert out.stat().st_size > 0
+    proc = wm("data", "preview", str(path), "--episodes", "7", check=False)
+    assert proc.returncode == 2 and "episode 7" in proc.stderr

@@ -5,18 +5,21 @@ On-disk layout of a dataset directory::
     PATH/
     ├── meta.json          written once, atomically, at creation:
     │                      {schema_version, format, codec, image_shape [H, W, 3],
-    │                       action_dim, state_dim, state_dtype, env_id,
+    │                       action_dim, action_dtype, state_dim, state_shape, state_dtype,
+    │                       extras, env_id,
     │                       frameskip (env steps per row: 1), fps, created_by}
     ├── steps.lance/       one row per observation (an episode of N actions = N+1 rows)
     │     episode_id  int64
     │     step        int32                      0 .. length-1 within the episode
     │     pixels      fixed_size_list<uint8>[H*W*3]   (codec "raw")
     │                 binary, one JPEG/PNG per frame  (codec "jpeg" / "png")
-    │     action      fixed_size_list<float32>[A]     action taken at this row (zeros on the last)
-    │     state       fixed_size_list<float64|float32>[S]
+    │     action      fixed_size_list<float32 (or the native dtype)>[A]  action taken at this row (zeros on the last)
+    │     state       fixed_size_list<float64|float32|float16>[S]  flat; meta state_shape gives its shape
     │     reward      float32                    received on arriving here (0 on row 0)
     │     terminated  bool                       only ever true on the last row
     │     truncated   bool                       only ever true on the last row
+    │     extra_<name>  optional extra observations (meta "extras": dtype, shape); uint8 (H, W, 3)
+    │                   ones are extra cameras, stored like pixels with the dataset's codec
     ├── episodes.lance/    one row per committed episode
     │     episode_id  int64
     │     env_id      string
@@ -46,7 +49,7 @@ import numpy as np
 from . import columns as C
 from .codecs import decode_arrow
 from .errors import DatasetError
-from .schema import SCHEMA_VERSION, FORMAT, factors_from_row, meta_steps_schema, schema_differences
+from .schema import EXTRA_PREFIX, SCHEMA_VERSION, FORMAT, factors_from_row, is_camera, meta_steps_schema, schema_differences
 
 _META_KEYS = ("schema_version", "codec", "image_shape", "action_dim", "state_dim", "env_id")
 
@@ -155,6 +158,13 @@ class EpisodeDataset:
         for col in C.EPISODE_COLUMNS:
             if self._episodes.schema.get_field_index(col) < 0:
                 raise DatasetError(f"{self.path}: table {C.EPISODES_TABLE} has no column {col!r}")
+        try:
+            expected = meta_steps_schema(self.meta)
+        except (KeyError, TypeError, ValueError) as e:
+            raise DatasetError(f"{self.path}: {C.META_FILE} does not describe a valid steps schema ({e})") from None
+        diffs = schema_differences(expected, self._steps.schema)
+        if diffs:
+            raise DatasetError(f"{self.path}: table {C.STEPS_TABLE} does not match {C.META_FILE}: " + "; ".join(diffs))
 
     def __repr__(self) -> str:
         return f"EpisodeDataset({str(self.path)!r}, episodes={self.num_episodes}, codec={self.codec!r}, image_shape={tuple(self.image_shape)})"
@@ -199,9 +209,15 @@ class EpisodeDataset:
     @cached_property
     def index(self) -> _StepIndex:
         """Row index of the committed episodes (built on first use from episode_id/step only)."""
+        index = self._raw_index()
+        problems = index.problems()
+        if problems:
+            raise DatasetError(f"{self.path}: episodes are not contiguous: " + "; ".join(problems[:3]) + " (wm data validate lists all)")
+        return index
+
+    def _raw_index(self) -> _StepIndex:
         ids = np.array([r[C.EPISODE_ID] for r in self._episode_rows], dtype=np.int64)
         lengths = np.array([r[C.LENGTH] for r in self._episode_rows], dtype=np.int64)
-        # duplicate ids (a broken table) keep their first row; validate_dataset reports them
         ids, first = np.unique(ids, return_index=True)
         return _StepIndex(self._steps, ids, lengths[first])
 
@@ -213,9 +229,11 @@ class EpisodeDataset:
     def load_episode(self, episode_id: int, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """All rows of one committed episode as numpy arrays (T rows = N actions + 1).
 
-        Returns `pixels (T, H, W, 3) uint8`, `action (T, A) float32`, `state (T, S)` in
-        its stored float dtype, `reward (T,) float32`, `terminated (T,) bool`, `truncated (T,) bool`;
-        only the keys in ``columns`` when given (e.g. ``("state",)`` decodes no frames).
+        Returns `pixels (T, H, W, 3) uint8`, `action (T, A)` in its stored dtype (float32
+        for collected data), `state (T, *state_shape)` in its stored float dtype, `reward
+        (T,) float32`, `terminated (T,) bool`, `truncated (T,) bool`, and every extra
+        observation under its name (T, *shape); only the keys in ``columns`` when given
+        (e.g. ``("state",)`` decodes no frames).
         """
         idx = self.index
         try:
@@ -225,21 +243,39 @@ class EpisodeDataset:
         rows = idx.rows[idx.start[k] : idx.start[k] + idx.count[k]]
         return self._take(rows, columns)
 
+    @property
+    def extras(self) -> dict[str, dict]:
+        """Extra per-step observations: ``name -> {"dtype", "shape"}`` (column ``extra_<name>``)."""
+        return dict(self.meta.get("extras") or {})
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """Shape of one state (stored flat; ``(state_dim,)`` for most envs)."""
+        return tuple(int(x) for x in (self.meta.get("state_shape") or [self.state_dim]))
+
     def _take(self, rows: np.ndarray, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        all_cols = [C.PIXELS, C.ACTION, C.STATE, C.REWARD, C.TERMINATED, C.TRUNCATED]
+        extras = self.extras
+        all_cols = [C.PIXELS, C.ACTION, C.STATE, C.REWARD, C.TERMINATED, C.TRUNCATED, *extras]
         cols = all_cols if columns is None else list(columns)
         unknown = sorted(set(cols) - set(all_cols))
         if unknown:
             raise ValueError(f"unknown episode columns {unknown}; expected a subset of {all_cols}")
         uniq, inverse = np.unique(rows, return_inverse=True)
-        tbl = self._steps.take(uniq.tolist(), columns=cols)
+        tbl = self._steps.take(uniq.tolist(), columns=[EXTRA_PREFIX + c if c in extras else c for c in cols])
         out: dict[str, np.ndarray] = {}
         if C.PIXELS in cols:
             out["pixels"] = decode_arrow(tbl.column(C.PIXELS), self.codec, self.image_shape)
-        for name, key in ((C.ACTION, "action"), (C.STATE, "state")):
+        for name, key, shape in ((C.ACTION, "action", (-1,)), (C.STATE, "state", self.state_shape)):
             if name in cols:
                 col = tbl.column(name).combine_chunks()
-                out[key] = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1)
+                out[key] = col.flatten().to_numpy(zero_copy_only=False).reshape((len(col), *shape))
+        for name, spec in extras.items():
+            if name in cols:
+                col = tbl.column(EXTRA_PREFIX + name).combine_chunks()
+                if is_camera(spec):
+                    out[name] = decode_arrow(col, self.codec, spec["shape"])
+                else:
+                    out[name] = col.flatten().to_numpy(zero_copy_only=False).reshape((len(col), *spec["shape"]))
         for name in (C.REWARD, C.TERMINATED, C.TRUNCATED):
             if name in cols:
                 out[name] = tbl.column(name).to_numpy()
@@ -327,7 +363,7 @@ def validate_dataset(path: str | os.PathLike) -> list[str]:
         ds = open_dataset(path)
     except DatasetError as e:
         return [str(e)]
-    problems = [f"{C.STEPS_TABLE}: {p}" for p in schema_differences(meta_steps_schema(ds.meta), ds._steps.schema)]
+    problems = []
     for col in C.EPISODE_COLUMNS:
         if ds._episodes.schema.get_field_index(col) < 0:
             problems.append(f"{C.EPISODES_TABLE}: column {col!r} missing")
@@ -348,5 +384,5 @@ def validate_dataset(path: str | os.PathLike) -> list[str]:
     env_ids = {r[C.ENV_ID] for r in ds._episode_rows}
     if ds.meta["env_id"] is not None and env_ids - {ds.meta["env_id"]}:
         problems.append(f"episodes with env_id {sorted(map(str, env_ids - {ds.meta['env_id']}))} in a dataset of {ds.meta['env_id']!r}")
-    problems.extend(ds.index.problems())
+    problems.extend(ds._raw_index().problems())
     return problems

@@ -18,6 +18,10 @@ from .codecs import check_codec
 SCHEMA_VERSION = 1
 FORMAT = "worldmodel-episodes"
 STATE_DTYPES = ("float16", "float32", "float64")
+ACTION_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64")
+EXTRA_DTYPES = ACTION_DTYPES + ("uint8", "uint16", "bool")
+EXTRA_PREFIX = "extra_"
+"""Extra per-step observation columns are named ``extra_<name>`` (see `steps_schema`)."""
 
 # JPEG/PNG bytes are already compressed: ask Lance not to zstd them again.
 _NO_COMPRESSION = {"lance-encoding:compression": "none"}
@@ -32,25 +36,52 @@ def pixels_type(codec: str, image_shape: Sequence[int]) -> pa.DataType:
     return pa.binary()
 
 
+def is_camera(spec: Mapping[str, Any]) -> bool:
+    """True for an extra observation that is an RGB image (uint8 (H, W, 3)): stored with the dataset's codec."""
+    shape = list(spec["shape"])
+    return spec["dtype"] == "uint8" and len(shape) == 3 and shape[2] == 3
+
+
+def extra_type(codec: str, spec: Mapping[str, Any]) -> pa.DataType:
+    """Arrow type of an extra column: like `pixels` for cameras, else fixed_size_list<dtype>[prod(shape)]."""
+    if is_camera(spec):
+        return pixels_type(codec, spec["shape"])
+    return pa.list_(pa.from_numpy_dtype(np.dtype(spec["dtype"])), int(np.prod(spec["shape"], dtype=np.int64)))
+
+
 def steps_schema(
-    codec: str, image_shape: Sequence[int], action_dim: int, state_dim: int, state_dtype: str = "float64"
+    codec: str,
+    image_shape: Sequence[int],
+    action_dim: int,
+    state_dim: int,
+    state_dtype: str = "float64",
+    action_dtype: str = "float32",
+    extras: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> pa.Schema:
-    """Schema of the steps table (one row per observation)."""
+    """Schema of the steps table (one row per observation).
+
+    `extras` maps an extra observation name to ``{"dtype", "shape"}``; each becomes a
+    column ``extra_<name>`` after the fixed ones.
+    """
     if state_dtype not in STATE_DTYPES:
         raise ValueError(f"state dtype {state_dtype!r} not supported; expected one of {STATE_DTYPES}")
+    if action_dtype not in ACTION_DTYPES:
+        raise ValueError(f"action dtype {action_dtype!r} not supported; expected one of {ACTION_DTYPES}")
     pix_meta = None if codec == "raw" else _NO_COMPRESSION
-    return pa.schema(
-        [
-            pa.field(C.EPISODE_ID, pa.int64(), nullable=False),
-            pa.field(C.STEP, pa.int32(), nullable=False),
-            pa.field(C.PIXELS, pixels_type(codec, image_shape), nullable=False, metadata=pix_meta),
-            pa.field(C.ACTION, pa.list_(pa.float32(), int(action_dim)), nullable=False),
-            pa.field(C.STATE, pa.list_(pa.from_numpy_dtype(np.dtype(state_dtype)), int(state_dim)), nullable=False),
-            pa.field(C.REWARD, pa.float32(), nullable=False),
-            pa.field(C.TERMINATED, pa.bool_(), nullable=False),
-            pa.field(C.TRUNCATED, pa.bool_(), nullable=False),
-        ]
-    )
+    fields = [
+        pa.field(C.EPISODE_ID, pa.int64(), nullable=False),
+        pa.field(C.STEP, pa.int32(), nullable=False),
+        pa.field(C.PIXELS, pixels_type(codec, image_shape), nullable=False, metadata=pix_meta),
+        pa.field(C.ACTION, pa.list_(pa.from_numpy_dtype(np.dtype(action_dtype)), int(action_dim)), nullable=False),
+        pa.field(C.STATE, pa.list_(pa.from_numpy_dtype(np.dtype(state_dtype)), int(state_dim)), nullable=False),
+        pa.field(C.REWARD, pa.float32(), nullable=False),
+        pa.field(C.TERMINATED, pa.bool_(), nullable=False),
+        pa.field(C.TRUNCATED, pa.bool_(), nullable=False),
+    ]
+    for name, spec in (extras or {}).items():
+        meta = _NO_COMPRESSION if is_camera(spec) and codec != "raw" else None
+        fields.append(pa.field(EXTRA_PREFIX + name, extra_type(codec, spec), nullable=False, metadata=meta))
+    return pa.schema(fields)
 
 
 def _factor_value_type(name: str, value: Any) -> pa.DataType:
@@ -138,8 +169,12 @@ def make_meta(
     state_dtype: str,
     env_id: str | None,
     fps: float | None = None,
+    action_dtype: str = "float32",
+    state_shape: Sequence[int] | None = None,
+    extras: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict:
-    """The `meta.json` record written once at creation.
+    """The `meta.json` record written once at creation (older datasets may lack
+    ``action_dtype`` (float32), ``state_shape`` ([state_dim]) and ``extras`` ({})).
 
     ``frameskip`` is 1 (one row per env step); ``fps`` is the recording's frame rate
     (None when unknown); ``created_by`` names the package version that wrote it.
@@ -158,6 +193,9 @@ def make_meta(
         "action_dim": int(action_dim),
         "state_dim": int(state_dim),
         "state_dtype": state_dtype,
+        "state_shape": [int(state_dim)] if state_shape is None else [int(x) for x in state_shape],
+        "action_dtype": action_dtype,
+        "extras": {str(k): {"dtype": str(v["dtype"]), "shape": [int(x) for x in v["shape"]]} for k, v in (extras or {}).items()},
         "env_id": env_id,
         "frameskip": 1,
         "fps": None if fps is None else float(fps),
@@ -167,7 +205,10 @@ def make_meta(
 
 def meta_steps_schema(meta: Mapping[str, Any]) -> pa.Schema:
     """Steps schema implied by a meta record."""
-    return steps_schema(meta["codec"], meta["image_shape"], meta["action_dim"], meta["state_dim"], meta.get("state_dtype", "float64"))
+    return steps_schema(
+        meta["codec"], meta["image_shape"], meta["action_dim"], meta["state_dim"], meta.get("state_dtype", "float64"),
+        meta.get("action_dtype", "float32"), meta.get("extras") or {},
+    )
 
 
 def schema_differences(expected: pa.Schema, actual: pa.Schema) -> list[str]:

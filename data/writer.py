@@ -24,7 +24,10 @@ from .codecs import EncodedFrame, check_codec, default_codec, encode_frame
 from .dataset import EpisodeDataset, read_meta
 from .errors import DatasetError, SchemaMismatchError
 from .schema import (
+    ACTION_DTYPES,
+    EXTRA_DTYPES,
     STATE_DTYPES,
+    is_camera,
     episodes_schema,
     factors_type,
     make_meta,
@@ -163,6 +166,9 @@ class EpisodeWriter:
             "action_dim": int(meta["action_dim"]),
             "state_dim": int(meta["state_dim"]),
             "state_dtype": meta.get("state_dtype", "float64"),
+            "state_shape": tuple(meta.get("state_shape") or [int(meta["state_dim"])]),
+            "action_dtype": meta.get("action_dtype", "float32"),
+            "extras": meta.get("extras") or {},
         }
         self._uncompacted = len(ds._steps.get_fragments())
 
@@ -204,13 +210,20 @@ class EpisodeWriter:
         reward: float = 0.0,
         terminated: bool = False,
         truncated: bool = False,
+        extras: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """Buffer one row: observation `pixels` uint8 (H, W, 3), `state` float (S,), the
         `action` (A,) taken at it (None on the last row: stored as zeros), the `reward`
         received on arriving here, and whether the episode ended here.
 
         `pixels` may be an `EncodedFrame` (encoded elsewhere, e.g. in a worker process):
-        its codec must be the writer's and it is stored without re-encoding."""
+        its codec must be the writer's and it is stored without re-encoding.
+
+        Dtypes and shapes are kept: `state` any float dtype and shape (stored flat, its
+        shape in meta), `action` float or int (its dtype fixed by the first action; later
+        ones are cast within the same kind). `extras` holds more observations of this
+        row, ``name -> array`` with the same names, dtypes and shapes on every row
+        (uint8 (H, W, 3) arrays are extra cameras, stored with the dataset's codec)."""
         if self._closed:
             raise ValueError("EpisodeWriter is closed")
         encoded: EncodedFrame | None = None
@@ -230,17 +243,22 @@ class EpisodeWriter:
         if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
             raise ValueError(f"pixels must be uint8 (H, W, 3), got {pixels.dtype} {pixels.shape}")
         state = np.asarray(state)
-        if state.ndim != 1 or state.dtype.name not in STATE_DTYPES:
-            raise ValueError(f"state must be a 1-D float array (float16/32/64), got {state.dtype} {state.shape}")
+        if state.ndim < 1 or state.size == 0 or state.dtype.name not in STATE_DTYPES:
+            raise ValueError(f"state must be a non-empty float array (float16/32/64), got {state.dtype} {state.shape}")
         if not np.all(np.isfinite(state)):
             raise ValueError(f"state contains NaN or inf: {state}")
         if action is not None:
             action_in = np.asarray(action)
-            if action_in.ndim != 1 or not (np.issubdtype(action_in.dtype, np.floating) or np.issubdtype(action_in.dtype, np.integer)):
-                raise ValueError(f"action must be a 1-D numeric array, got {action_in.dtype} {action_in.shape}")
+            if action_in.ndim != 1 or action_in.dtype.name not in ACTION_DTYPES:
+                raise ValueError(f"action must be a 1-D array of one of {ACTION_DTYPES}, got {action_in.dtype} {action_in.shape}")
             if not np.all(np.isfinite(action_in)):
                 raise ValueError(f"action contains NaN or inf: {action_in}")
-            action = action_in.astype(np.float32)
+            want = self._spec.get("action_dtype", action_in.dtype.name)
+            if action_in.dtype.name != want:
+                if not np.can_cast(action_in.dtype, np.dtype(want), casting="same_kind"):
+                    raise self._mismatch("action dtype", action_in.dtype.name, want)
+                action_in = action_in.astype(want)
+            action = action_in
         reward = float(reward)
         if not np.isfinite(reward):
             raise ValueError(f"reward must be finite, got {reward}")
@@ -248,19 +266,23 @@ class EpisodeWriter:
         spec = self._spec
         if "image_shape" not in spec:
             spec["image_shape"] = tuple(pixels.shape)
-            spec["state_dim"] = int(state.shape[0])
+            spec["state_shape"] = tuple(int(x) for x in state.shape)
+            spec["state_dim"] = int(state.size)
             spec["state_dtype"] = state.dtype.name
             if self._codec is None:
                 self._codec = default_codec(pixels.shape)
         if tuple(pixels.shape) != spec["image_shape"]:
             raise self._mismatch("image shape", tuple(pixels.shape), spec["image_shape"])
-        if state.shape[0] != spec["state_dim"]:
-            raise self._mismatch("state size", state.shape[0], spec["state_dim"])
+        if tuple(state.shape) != tuple(spec.get("state_shape", (spec["state_dim"],))):
+            got = state.shape[0] if state.ndim == 1 else tuple(state.shape)
+            want = spec["state_dim"] if len(spec.get("state_shape", (0,))) == 1 else tuple(spec["state_shape"])
+            raise self._mismatch("state size" if state.ndim == 1 else "state shape", got, want)
         if state.dtype.name != spec["state_dtype"]:
             raise self._mismatch("state dtype", state.dtype.name, spec["state_dtype"])
         if action is not None:
             if "action_dim" not in spec:
                 spec["action_dim"] = int(action.shape[0])
+            spec.setdefault("action_dtype", action.dtype.name)
             if action.shape[0] != spec["action_dim"]:
                 raise self._mismatch("action size", action.shape[0], spec["action_dim"])
         if encoded is not None:
@@ -269,7 +291,38 @@ class EpisodeWriter:
             data = encoded.data if self._codec != "raw" else np.frombuffer(encoded.data, np.uint8).reshape(pixels.shape)
         else:
             data = encode_frame(pixels, self._codec) if self._codec != "raw" else pixels.copy()
-        self._buf.append((data, state.copy(), action, reward, bool(terminated), bool(truncated)))
+        extras_in = self._check_extras(extras)
+        self._buf.append((data, state.reshape(-1).copy(), action, reward, bool(terminated), bool(truncated), extras_in))
+
+    def _check_extras(self, extras: Mapping[str, np.ndarray] | None) -> dict[str, Any]:
+        """Validate one row's extras against the first row's (names, dtypes, shapes); encode cameras."""
+        extras = dict(extras or {})
+        spec = self._spec
+        if "extras" not in spec:
+            described = {}
+            for name, value in extras.items():
+                if not isinstance(name, str) or not name.isidentifier():
+                    raise ValueError(f"extra observation name {name!r}: expected an identifier (letters, digits, _)")
+                arr = np.asarray(value)
+                if arr.dtype.name not in EXTRA_DTYPES:
+                    raise ValueError(f"extra observation {name!r} has dtype {arr.dtype}; expected one of {EXTRA_DTYPES}")
+                described[name] = {"dtype": arr.dtype.name, "shape": [int(x) for x in arr.shape]}
+            spec["extras"] = described
+        want = spec["extras"]
+        if sorted(extras) != sorted(want):
+            raise self._mismatch("extra observations", sorted(extras), sorted(want))
+        out: dict[str, Any] = {}
+        for name, value in extras.items():
+            arr = np.asarray(value)
+            if arr.dtype.name != want[name]["dtype"] or list(arr.shape) != list(want[name]["shape"]):
+                raise self._mismatch(f"extra {name!r}", f"{arr.dtype} {tuple(arr.shape)}", f"{want[name]['dtype']} {tuple(want[name]['shape'])}")
+            if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+                raise ValueError(f"extra observation {name!r} contains NaN or inf")
+            if is_camera(want[name]) and self._codec not in (None, "raw"):
+                out[name] = encode_frame(arr, self._codec)
+            else:
+                out[name] = arr.reshape(-1).copy()
+        return out
 
     def _mismatch(self, what: str, got: Any, expected: Any) -> ValueError:
         if self._meta is not None:
@@ -300,7 +353,7 @@ class EpisodeWriter:
         if not self._buf:
             raise ValueError("save_episode: no steps buffered (call add_step first)")
         n = len(self._buf)
-        for t, (_, _, action, _, term, trunc) in enumerate(self._buf[:-1]):
+        for t, (_, _, action, _, term, trunc, _) in enumerate(self._buf[:-1]):
             if action is None:
                 raise ValueError(f"save_episode: row {t} of {n} has no action (only the last row may omit it)")
             if term or trunc:
@@ -340,14 +393,18 @@ class EpisodeWriter:
 
     def _steps_table(self, eid: int) -> pa.Table:
         spec, n = self._spec, len(self._buf)
-        schema = steps_schema(self._codec, spec["image_shape"], spec["action_dim"], spec["state_dim"], spec["state_dtype"])
+        a_dtype = spec.get("action_dtype", "float32")
+        extras = spec.get("extras") or {}
+        schema = steps_schema(
+            self._codec, spec["image_shape"], spec["action_dim"], spec["state_dim"], spec["state_dtype"], a_dtype, extras
+        )
         a_dim = spec["action_dim"]
         if self._codec == "raw":
             flat = np.stack([b[0] for b in self._buf]).reshape(-1)
             pixels = pa.FixedSizeListArray.from_arrays(pa.array(flat), int(flat.size // n))
         else:
             pixels = pa.array([b[0] for b in self._buf], pa.binary())
-        actions = np.stack([b[2] if b[2] is not None else np.zeros(a_dim, np.float32) for b in self._buf])
+        actions = np.stack([b[2] if b[2] is not None else np.zeros(a_dim, a_dtype) for b in self._buf]).astype(a_dtype, copy=False)
         states = np.stack([b[1] for b in self._buf])
         arrays = [
             pa.array(np.full(n, eid, np.int64)),
@@ -359,6 +416,13 @@ class EpisodeWriter:
             pa.array(np.array([b[4] for b in self._buf], bool)),
             pa.array(np.array([b[5] for b in self._buf], bool)),
         ]
+        for name, ex in extras.items():
+            values = [b[6][name] for b in self._buf]
+            if isinstance(values[0], bytes):
+                arrays.append(pa.array(values, pa.binary()))
+            else:
+                flat = np.stack(values).reshape(-1)
+                arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(flat), int(flat.size // n) if n else 0))
         return pa.Table.from_arrays(arrays, schema=schema)
 
     def _create(self, steps: pa.Table, episode: pa.Table) -> None:
@@ -367,7 +431,9 @@ class EpisodeWriter:
 
         spec = self._spec
         meta = make_meta(
-            self._codec, spec["image_shape"], spec["action_dim"], spec["state_dim"], spec["state_dtype"], self._env_id, fps=self._fps
+            self._codec, spec["image_shape"], spec["action_dim"], spec["state_dim"], spec["state_dtype"], self._env_id,
+            fps=self._fps, action_dtype=spec.get("action_dtype", "float32"), state_shape=spec.get("state_shape"),
+            extras=spec.get("extras"),
         )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.parent / f".{self.path.name}.creating-{os.getpid()}"

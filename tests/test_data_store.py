@@ -376,6 +376,19 @@ def test_validate_reports_missing_rows(tmp_path):
     problems = validate_dataset(path)
     assert any("episode 1: 3 step rows, its length says 4" in p for p in problems)
     assert any("episode 1: step numbers are not contiguous" in p for p in problems)
+    with pytest.raises(DatasetError, match="episodes are not contiguous: episode 1: 3 step rows"):
+        open_dataset(path).load_episode(0)  # readers refuse it too, saying what is wrong
+
+
+def test_open_refuses_a_steps_table_that_does_not_match_meta(tmp_path):
+    path = tmp_path / "ds"
+    write_episodes(path, [3])
+    meta = json.loads((path / C.META_FILE).read_text())
+    meta["action_dim"] = 5
+    (path / C.META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match="does not match meta.json: column 'action' has type"):
+        open_dataset(path)
+    assert any("column 'action'" in p for p in validate_dataset(path))
 
 
 CRASH_SCRIPT = textwrap.dedent(
@@ -576,3 +589,65 @@ def test_collect_max_steps_truncates_and_passes_env_kwargs(tmp_path, monkeypatch
             assert ep["truncated"][-1]
     data.collect("fake/Walk-v0", 1, tmp_path / "ds2", resolution=5)  # plain keywords reach the env too
     assert open_dataset(tmp_path / "ds2").image_shape == (5, 5, 3)
+
+
+@pytest.mark.parametrize("codec", ["raw", "png", "jpeg"])
+def test_native_dtypes_state_shapes_and_extra_observations_round_trip(tmp_path, codec):
+    rng = np.random.default_rng(0)
+    rows = []
+    for t in range(5):
+        rows.append(dict(
+            pixels=rng.integers(0, 256, (8, 8, 3), dtype=np.uint8),
+            state=rng.normal(size=(2, 3)).astype(np.float32),  # a 2-D state keeps its shape
+            action=rng.normal(size=4) if t < 4 else None,  # float64 actions stay float64
+            extras={"wrist": rng.integers(0, 256, (6, 6, 3), dtype=np.uint8),  # an extra camera
+                    "contacts": rng.integers(0, 9, (3,), dtype=np.int16)},
+        ))
+    with EpisodeWriter(tmp_path / "ds", codec=codec) as w:
+        for t, r in enumerate(rows):
+            w.add_step(r["pixels"], r["state"], r["action"], terminated=t == 4, extras=r["extras"])
+        w.save_episode(seed=1, factors={"k": 1.5}, policy="p", split="train")
+    assert validate_dataset(tmp_path / "ds") == []
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.meta["action_dtype"] == "float64" and ds.meta["state_shape"] == [2, 3]
+    assert ds.extras == {"wrist": {"dtype": "uint8", "shape": [6, 6, 3]}, "contacts": {"dtype": "int16", "shape": [3]}}
+    ep = ds.load_episode(0)
+    assert ep["action"].dtype == np.float64 and ep["state"].dtype == np.float32 and ep["state"].shape == (5, 2, 3)
+    np.testing.assert_array_equal(ep["action"][:4], np.stack([r["action"] for r in rows[:4]]))
+    np.testing.assert_array_equal(ep["state"], np.stack([r["state"] for r in rows]))
+    assert ep["contacts"].dtype == np.int16
+    np.testing.assert_array_equal(ep["contacts"], np.stack([r["extras"]["contacts"] for r in rows]))
+    wrist = np.stack([r["extras"]["wrist"] for r in rows])
+    if codec == "jpeg":  # lossy, but exactly what the codec makes of each frame
+        from data.codecs import decode_frame, encode_frame
+
+        np.testing.assert_array_equal(ep["wrist"], np.stack([decode_frame(encode_frame(f, "jpeg"), "jpeg", f.shape) for f in wrist]))
+    else:
+        np.testing.assert_array_equal(ep["wrist"], wrist)
+    assert set(ds.load_episode(0, columns=["contacts"])) == {"contacts"}
+    # appending rows whose extras differ is refused, naming both sides; nothing is written
+    with EpisodeWriter(tmp_path / "ds") as w:
+        with pytest.raises(SchemaMismatchError, match="extra observations"):
+            w.add_step(rows[0]["pixels"], rows[0]["state"], rows[0]["action"], extras={"wrist": rows[0]["extras"]["wrist"]})
+        with pytest.raises(SchemaMismatchError, match="extra 'contacts'"):
+            w.add_step(rows[0]["pixels"], rows[0]["state"], rows[0]["action"],
+                       extras={**rows[0]["extras"], "contacts": np.zeros(3, np.int64)})
+    assert open_dataset(tmp_path / "ds").num_episodes == 1 and validate_dataset(tmp_path / "ds") == []
+
+
+def test_int_actions_and_bad_extras(tmp_path):
+    px = np.zeros((4, 4, 3), np.uint8)
+    with EpisodeWriter(tmp_path / "ds") as w:
+        w.add_step(px, np.zeros(2), np.array([3], np.int64))
+        w.add_step(px, np.zeros(2), None, terminated=True)
+        w.save_episode(seed=0)
+    ep = open_dataset(tmp_path / "ds").load_episode(0)
+    assert ep["action"].dtype == np.int64 and ep["action"][0, 0] == 3
+    with EpisodeWriter(tmp_path / "ds") as w, pytest.raises(SchemaMismatchError, match="action dtype float32 .* int64"):
+        w.add_step(px, np.zeros(2), np.array([0.5], np.float32))  # floats are not silently truncated to ints
+    with EpisodeWriter(tmp_path / "other") as w:
+        with pytest.raises(ValueError, match="expected an identifier"):
+            w.add_step(px, np.zeros(2), np.zeros(1), extras={"bad name": np.zeros(1)})
+    with EpisodeWriter(tmp_path / "third") as w:
+        with pytest.raises(ValueError, match="dtype complex128"):
+            w.add_step(px, np.zeros(2), np.zeros(1), extras={"z": np.zeros(1, complex)})

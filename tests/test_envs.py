@@ -156,8 +156,9 @@ def test_info_keys_and_copies(env_id: str) -> None:
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_observations_never_share_memory(env_id: str) -> None:
-    env = envs.make(env_id)
+    env, twin = envs.make(env_id), envs.make(env_id)
     obs0, _ = env.reset(seed=0)
+    twin.reset(seed=0)
     zero = np.zeros(env.action_space.shape, np.float32)
     obs1 = env.step(zero)[0]
     obs2 = env.step(zero)[0]
@@ -166,9 +167,74 @@ def test_observations_never_share_memory(env_id: str) -> None:
     for i in range(len(arrays)):
         for j in range(i + 1, len(arrays)):
             assert not np.shares_memory(arrays[i], arrays[j])
+    twin.step(zero)
+    twin.step(zero)
     snapshot = obs2.copy()
-    obs1[:] = 0
-    assert np.array_equal(env.step(zero)[0], snapshot)
+    for a in (obs0, obs1, goal):
+        a[:] = 0  # scribbling on returned arrays changes nothing the env returns later
+    assert np.array_equal(obs2, snapshot)
+    assert np.array_equal(env.step(zero)[0], twin.step(zero)[0])
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_make_vec_works(env_id: str) -> None:
+    vec = gym.make_vec("envs:" + env_id, num_envs=2, vectorization_mode="sync")
+    try:
+        obs, info = vec.reset(seed=[0, 1])
+        assert obs.shape == (2, 64, 64, 3) and obs.dtype == np.uint8
+        obs, reward, terminated, truncated, info = vec.step(vec.action_space.sample())
+        assert obs.shape == (2, 64, 64, 3) and reward.shape == (2,)
+        assert info["state"].shape == (2, envs.env_class(env_id).state_dim)
+    finally:
+        vec.close()
+
+
+def _probe(env_id: str, options: dict, steps: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """First frame and the state trajectory of the clean expert from a fixed seed."""
+    env = envs.make(env_id)
+    try:
+        first, info = env.reset(seed=5, options=options)
+        policy = envs.make_policy("expert", env, noise=0.0)
+        policy.reset(5)
+        obs, states = first, [info["state"]]
+        for _ in range(steps):
+            obs, _, terminated, truncated, info = env.step(policy(obs, info))
+            states.append(info["state"])
+            if terminated or truncated:
+                break
+        return first, np.stack(states)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_factor_changes_show_in_pixels_or_dynamics(env_id: str) -> None:
+    """Every visual factor changes the first frame; every physical one the expert's trajectory."""
+    space = envs.factor_space(env_id)
+    base_obs, base_states = _probe(env_id, {})
+    for factor in space:
+        if factor.kind == "geometric":
+            continue
+        obs, states = _probe(env_id, {"factors": {factor.name: ood_value(factor)}})
+        if factor.kind == "visual":
+            assert not np.array_equal(obs, base_obs), f"{env_id}: visual factor {factor.name} did not change the image"
+        else:
+            n = min(len(states), len(base_states))
+            assert not np.allclose(states[:n], base_states[:n]), f"{env_id}: physical factor {factor.name} did not change the dynamics"
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_severity_levels_sample_inside_their_slices(env_id: str) -> None:
+    env = envs.make(env_id)
+    space = env.unwrapped.factor_space
+    for severity in (1, 3):
+        _, info = env.reset(seed=severity, options={"split": "ood", "severity": severity})
+        for f in space:
+            v = np.atleast_1d(np.asarray(info["factors"][f.name], float))
+            assert any(
+                np.all((v >= np.atleast_1d(lo) - 1e-9) & (v <= np.atleast_1d(hi) + 1e-9))
+                for lo, hi in (f.severity_box(r, severity) for r in f.ood)
+            ), f"{f.name}={v} not in its severity-{severity} slices"
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -182,12 +248,13 @@ def test_bad_inputs_are_clear_errors(env_id: str) -> None:
     with pytest.raises(ValueError, match="unknown reset option"):
         env.reset(options={"colour": 1})
     env.reset(seed=0)
-    with pytest.raises(ValueError, match=r"shape \(3,\).*\(2,\)"):
-        env.step(np.zeros(3, np.float32))
-    with pytest.raises(ValueError, match=r"nan.*\(2,\)"):
-        env.step(np.array([np.nan, 0.0], np.float32))
+    n = env.action_space.shape[0]
+    with pytest.raises(ValueError, match=rf"shape \({n + 1},\).*\({n},\)"):
+        env.step(np.zeros(n + 1, np.float32))
+    with pytest.raises(ValueError, match=rf"nan.*\({n},\)"):
+        env.step(np.full(n, np.nan, np.float32))
     with pytest.raises(ValueError, match=r"inf"):
-        env.step(np.array([0.0, np.inf]))
+        env.step(np.full(n, np.inf))
 
 
 # --- TwoRoom behaviour -----------------------------------------------------------------

@@ -252,12 +252,15 @@ def _episodes_in_workers(job: dict, episodes: int, workers: int, start_method: s
         for want in range(episodes):
             w = want % workers
             while True:
+                alive = procs[w].is_alive()  # checked *before* waiting: a worker may put its last item and exit
                 try:
                     i, ep = queues[w].get(timeout=WORKER_POLL_SECONDS)
                     break
                 except queue.Empty:
-                    if not procs[w].is_alive():
-                        raise RuntimeError(f"collection worker {w} exited with code {procs[w].exitcode}") from None
+                    if not alive:
+                        raise RuntimeError(
+                            f"collection worker {w} exited (code {procs[w].exitcode}) before sending episode {want}"
+                        ) from None
             if i < 0:
                 raise RuntimeError(f"collection worker {w} failed:\n{ep}")
             if i != want:

@@ -346,12 +346,24 @@ class EpisodeWriter:
         factors: Mapping[str, Any] | None = None,
         policy: str = "unknown",
         split: str | None = "default",
+        episode_id: int | None = None,
     ) -> int:
-        """Commit the buffered episode (steps, then its episodes row); returns its id."""
+        """Commit the buffered episode (steps, then its episodes row); returns its id.
+
+        `episode_id` keeps a given id (e.g. from a converted dataset); it must be larger
+        than every id already written (ids only grow). Default: the next free id.
+        """
         if self._closed:
             raise ValueError("EpisodeWriter is closed")
         if not self._buf:
             raise ValueError("save_episode: no steps buffered (call add_step first)")
+        if episode_id is not None:
+            if isinstance(episode_id, bool) or not isinstance(episode_id, (int, np.integer)) or episode_id < self._next_id:
+                raise ValueError(
+                    f"save_episode: episode_id={episode_id!r} must be an integer >= {self._next_id} (ids only grow; "
+                    f"{self.path} already uses ids below it)"
+                )
+            self._next_id = int(episode_id)
         n = len(self._buf)
         for t, (_, _, action, _, term, trunc, _) in enumerate(self._buf[:-1]):
             if action is None:

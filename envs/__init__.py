@@ -36,6 +36,7 @@ NAMESPACE = "wm"
 # id -> (entry point, max_episode_steps)
 _ENVS: dict[str, tuple[str, int]] = {
     "wm/TwoRoom-v0": ("envs.two_room:TwoRoomEnv", 100),
+    "wm/Cube-v0": ("envs.cube:CubeEnv", 200),
 }
 
 

@@ -651,3 +651,16 @@ def test_int_actions_and_bad_extras(tmp_path):
     with EpisodeWriter(tmp_path / "third") as w:
         with pytest.raises(ValueError, match="dtype complex128"):
             w.add_step(px, np.zeros(2), np.zeros(1), extras={"z": np.zeros(1, complex)})
+
+
+def test_save_episode_keeps_a_given_id_and_refuses_a_used_one(tmp_path):
+    px = np.zeros((4, 4, 3), np.uint8)
+    with EpisodeWriter(tmp_path / "ds", action_dim=1) as w:
+        for eid in (5, 9):
+            w.add_step(px, np.zeros(2), None, terminated=True)
+            assert w.save_episode(episode_id=eid, seed=eid) == eid
+        w.add_step(px, np.zeros(2), None, terminated=True)
+        with pytest.raises(ValueError, match="episode_id=9 must be an integer >= 10"):
+            w.save_episode(episode_id=9)
+        assert w.save_episode() == 10
+    assert [e[C.EPISODE_ID] for e in open_dataset(tmp_path / "ds").episodes()] == [5, 9, 10]

@@ -23,7 +23,10 @@ EPILOGS = {
     ),
     "data": (
         "examples:\n  wm data info runs/tworoom.lance --json\n  wm data validate runs/tworoom.lance\n"
-        "  wm data compact runs/tworoom.lance\n  wm data preview runs/tworoom.lance --out runs/preview.gif --count 8"
+        "  wm data compact runs/tworoom.lance\n  wm data preview runs/tworoom.lance --out runs/preview.gif --count 8\n"
+        "  wm data convert runs/tworoom.lance runs/tworoom.h5 --to hdf5\n"
+        "  wm data convert runs/tworoom.lance runs/tworoom_lerobot --to lerobot --codec png --episodes 0-9\n"
+        "  wm data convert runs/tworoom_lerobot runs/back.lance --to lance"
     ),
     "train": (
         "examples:\n"
@@ -98,6 +101,22 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--count", type=int, default=8, help="episodes when --episodes is not given")
     q.add_argument("--cols", type=int, default=4, help="grid columns")
     q.add_argument("--scale", type=int, default=2, help="upscaling factor of each tile")
+    q = dsub.add_parser(
+        "convert",
+        help="convert between this store (Lance) and HDF5, MP4 folders, LeRobot v3, stable-worldmodel",
+        description="Convert SRC (format detected: worldmodel Lance dataset, .h5/.hdf5 file, MP4 folder with "
+        "episodes.jsonl, LeRobot v3 folder, stable-worldmodel Lance table) into DST. Lossy steps are listed on stderr.",
+    )
+    q.add_argument("src", help="source dataset (file or folder)")
+    q.add_argument("dst", help="destination path")
+    q.add_argument("--to", required=True, choices=["lance", "hdf5", "mp4", "lerobot"], help="destination format")
+    q.add_argument("--codec", default=None, choices=["raw", "jpeg", "png"],
+                   help="frames: Lance codec (default: the source's); LeRobot png|jpeg images in parquet (default: MP4 video)")
+    q.add_argument("--episodes", default=None, help="source episode ids, e.g. 0,2,5-9 (default: all)")
+    q.add_argument("--mode", default="error", choices=["append", "overwrite", "error"],
+                   help="if DST exists: refuse (default), replace it, or add to it (Lance only)")
+    q.add_argument("--from", dest="src_format", default=None, choices=["lance", "hdf5", "mp4", "lerobot", "swm-lance"],
+                   help="source format (default: detected)")
 
     p = add("train", "train a JEPA world model on a dataset")
     add_dataclass_arguments(p.add_argument_group("training"), TrainConfig)
@@ -201,6 +220,15 @@ def _cmd_data(args: argparse.Namespace) -> int:
         from data import compact_dataset
 
         print(json.dumps(compact_dataset(args.path)))
+        return 0
+    if args.data_command == "convert":
+        from data.convert import convert, parse_ids
+
+        ids = None if args.episodes is None else parse_ids(args.episodes)
+        result = convert(args.src, args.dst, args.to, codec=args.codec, episodes=ids, mode=args.mode, src_format=args.src_format)
+        for note in result["lossy"]:
+            print(f"wm data convert: lossy: {note}", file=sys.stderr)
+        print(json.dumps({k: v for k, v in result.items() if k != "episode_ids"}))
         return 0
     if args.data_command == "preview":
         from pathlib import Path

@@ -1,0 +1,332 @@
+"""Converters (`data/convert.py`, ``wm data convert``): exact round trips where both
+formats are lossless, approximate frames through MP4, foreign layouts, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import data
+from data import EpisodeWriter, open_dataset
+from data.convert import convert, detect_format, parse_ids
+
+h5py = pytest.importorskip("h5py")
+
+
+def assert_same_episodes(a: str | Path, b: str | Path, frames: bool = True) -> None:
+    """Same episode rows (ids, seeds, factors, ...) and bit-identical arrays with the same dtypes."""
+    A, B = open_dataset(a), open_dataset(b)
+    assert A.episodes() == B.episodes()
+    assert (A.meta["codec"], A.meta["fps"], A.meta["env_id"], A.meta["state_dtype"]) == (
+        B.meta["codec"], B.meta["fps"], B.meta["env_id"], B.meta["state_dtype"])
+    for ep in A.episodes():
+        x, y = A.load_episode(ep["episode_id"]), B.load_episode(ep["episode_id"])
+        for key in x:
+            if key == "pixels" and not frames:
+                continue
+            assert x[key].dtype == y[key].dtype, key
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def png_ds(tmp_path_factory) -> Path:
+    """3 collected TwoRoom episodes, PNG frames, float64 states, vector factors."""
+    path = tmp_path_factory.mktemp("conv") / "tworoom.lance"
+    data.collect("wm/TwoRoom-v0", 3, path, codec="png", resolution=16, max_steps=8)
+    return path
+
+
+@pytest.fixture(scope="module")
+def raw_ds(tmp_path_factory) -> Path:
+    """Hand-written raw dataset: float32 states, int/str/bool factors, a seed of None, a truncated end."""
+    path = tmp_path_factory.mktemp("conv") / "raw.lance"
+    rng = np.random.default_rng(0)
+    with EpisodeWriter(path, codec="raw", env_id="wm/Test-v0", fps=5.0) as w:
+        for e, n in enumerate((4, 6)):
+            for t in range(n):
+                last = t == n - 1
+                w.add_step(rng.integers(0, 256, (8, 10, 3), dtype=np.uint8), rng.normal(size=3).astype(np.float32),
+                           None if last else rng.normal(size=2).astype(np.float32), reward=float(t), truncated=last and e == 1)
+            w.save_episode(seed=None if e else 7, factors={"size": 3 + e, "name": "box", "on": bool(e), "rgb": (0.1, 0.2, 0.3)},
+                           policy="random", split="ood" if e else "train")
+    return path
+
+
+@pytest.mark.parametrize("which", ["png_ds", "raw_ds"])
+def test_lance_hdf5_lance_is_exact(which: str, request, tmp_path: Path) -> None:
+    src = request.getfixturevalue(which)
+    r = convert(src, tmp_path / "x.h5", "hdf5")
+    assert r["lossy"] == [] and r["episodes"] == open_dataset(src).num_episodes
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        g = f["episode_000000"]
+        assert g["pixels"].dtype == np.uint8 and g["pixels"].ndim == 4 and g["action"].dtype == np.float32
+        assert g.attrs["episode_id"] == 0 and isinstance(json.loads(g.attrs["factors"]), dict)
+    back = convert(tmp_path / "x.h5", tmp_path / "back.lance", "lance")
+    assert back["lossy"] == [] and back["src_format"] == "hdf5"
+    assert_same_episodes(src, tmp_path / "back.lance")
+
+
+@pytest.mark.parametrize("which", ["png_ds", "raw_ds"])
+def test_lance_lerobot_png_lance_is_exact(which: str, request, tmp_path: Path) -> None:
+    src = request.getfixturevalue(which)
+    dst = tmp_path / "lerobot"
+    assert convert(src, dst, "lerobot", codec="png")["lossy"] == []
+    info = json.loads((dst / "meta" / "info.json").read_text())
+    assert info["codebase_version"] == "v3.0"
+    assert info["features"]["observation.image"]["dtype"] == "image"
+    assert info["total_frames"] == open_dataset(src).num_steps
+    assert not (dst / "videos").exists()
+    assert detect_format(dst) == "lerobot"
+    convert(dst, tmp_path / "back.lance", "lance")
+    assert_same_episodes(src, tmp_path / "back.lance")
+
+
+def test_episode_subset_keeps_ids(png_ds: Path, tmp_path: Path) -> None:
+    convert(png_ds, tmp_path / "sub", "lerobot", codec="png", episodes=[1, 2])
+    convert(tmp_path / "sub", tmp_path / "back.lance", "lance")
+    assert [e["episode_id"] for e in open_dataset(tmp_path / "back.lance").episodes()] == [1, 2]
+    with pytest.raises(ValueError, match=r"episodes \[9\] are not in"):
+        convert(png_ds, tmp_path / "y.h5", "hdf5", episodes=[0, 9])
+    assert parse_ids("0,2,5-7") == [0, 2, 5, 6, 7]
+    with pytest.raises(ValueError, match="'x'"):
+        parse_ids("1,x")
+
+
+@pytest.mark.parametrize("to,codec", [("mp4", None), ("lerobot", None)])
+def test_video_round_trip_is_exact_but_for_frames(png_ds: Path, tmp_path: Path, to: str, codec) -> None:
+    r = convert(png_ds, tmp_path / "vid", to, codec=codec)
+    assert any("MP4" in note for note in r["lossy"])
+    if to == "mp4":
+        assert sorted(p.name for p in (tmp_path / "vid").glob("*.mp4")) == [f"episode_{i:06d}.mp4" for i in range(3)]
+        assert (tmp_path / "vid" / "episodes.jsonl").is_file()
+    else:
+        assert (tmp_path / "vid" / "videos" / "observation.image" / "chunk-000" / "file-000.mp4").is_file()
+    back = convert(tmp_path / "vid", tmp_path / "back.lance", "lance")
+    assert any("lossy" in note for note in back["lossy"])
+    assert_same_episodes(png_ds, tmp_path / "back.lance", frames=False)
+    A, B = open_dataset(png_ds), open_dataset(tmp_path / "back.lance")
+    for e in A.episodes():
+        x = A.load_episode(e["episode_id"])["pixels"].astype(int)
+        y = B.load_episode(e["episode_id"])["pixels"].astype(int)
+        assert x.shape == y.shape and np.abs(x - y).mean() < 12
+
+
+def test_dino_wm_stacked_hdf5(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    n, t, h, w = 3, 5, 8, 8
+    path = tmp_path / "dino.h5"
+    with h5py.File(path, "w") as f:
+        f["obses"] = rng.integers(0, 256, (n, t, 3, h, w), dtype=np.uint8)  # channel-first
+        f["actions"] = rng.normal(size=(n, t, 2)).astype(np.float32)
+        f["states"] = rng.normal(size=(n, t, 4)).astype(np.float32)
+        f["seq_lengths"] = np.array([5, 3, 4])
+    r = convert(path, tmp_path / "ds.lance", "lance")
+    assert r["frames"] == 12 and r["episode_ids"] == [0, 1, 2]
+    ds = open_dataset(tmp_path / "ds.lance")
+    assert [e["length"] for e in ds.episodes()] == [5, 3, 4]
+    ep = ds.load_episode(1)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(ep["pixels"], f["obses"][1, :3].transpose(0, 2, 3, 1))
+        np.testing.assert_array_equal(ep["action"], f["actions"][1, :3])
+        np.testing.assert_array_equal(ep["state"], f["states"][1, :3])
+    assert ep["state"].dtype == np.float32
+
+
+def test_per_episode_group_hdf5(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    path = tmp_path / "groups.hdf5"
+    with h5py.File(path, "w") as f:
+        for i, t in enumerate((4, 6)):
+            g = f.create_group(f"traj_{i}")
+            g["observations"] = rng.integers(0, 256, (t, 8, 8, 3), dtype=np.uint8)
+            g["actions"] = rng.normal(size=(t - 1, 2))  # float64, one fewer than frames
+            g["states"] = rng.normal(size=(t, 3))
+    r = convert(path, tmp_path / "ds.lance", "lance")
+    assert r["lossy"] == ["float64 actions rounded to float32 (the store's action dtype)"]
+    ds = open_dataset(tmp_path / "ds.lance")
+    ep = ds.load_episode(1)
+    assert ep["pixels"].shape == (6, 8, 8, 3) and ep["state"].dtype == np.float64
+    np.testing.assert_array_equal(ep["action"][-1], 0)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(ep["action"][:-1], f["traj_1/actions"][()].astype(np.float32))
+
+
+def _write_swm_table(path: Path, episode_idx: list[float], jpeg: list[bytes]) -> None:
+    """A stable-worldmodel-style table: every number coerced to float32, JPEG frames, per-step repeated constants."""
+    import lance
+    import pyarrow as pa
+
+    n = len(episode_idx)
+    f32 = lambda rows, k: pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(rows, np.float32).reshape(-1)), k)  # noqa: E731
+    steps, colors = [], []
+    for i, e in enumerate(episode_idx):
+        steps.append(sum(1 for x in episode_idx[:i] if x == e))
+        colors.append([0.5, 0.25, 1.0] if e == episode_idx[0] else [0.0, 1.0, 0.5])
+    action = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
+    action[[i for i in range(n) if i == n - 1 or episode_idx[i + 1] != episode_idx[i]]] = np.nan  # no action at the end
+    table = pa.table({
+        "episode_idx": f32(episode_idx, 1),
+        "step_idx": pa.array(np.asarray(steps, np.float32)),
+        "pixels": pa.array(jpeg, pa.binary()),
+        "goal": pa.array([jpeg[0]] * n, pa.binary()),
+        "action": f32(action, 2),
+        "proprio": f32(np.arange(n * 3), 3),
+        "reward": f32(np.ones(n), 1),
+        "variation_agent_color": f32(colors, 3),
+        "noise": f32(np.arange(n), 1),  # varies within an episode: dropped
+    })
+    lance.write_dataset(table, str(path))
+
+
+def _jpegs(n: int) -> list[bytes]:
+    import cv2
+
+    rng = np.random.default_rng(3)
+    return [cv2.imencode(".jpg", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))[1].tobytes() for _ in range(n)]
+
+
+def test_swm_lance_import_repairs_float32_ids(tmp_path: Path) -> None:
+    frames = _jpegs(7)
+    table = tmp_path / "swm" / "pusht.lance"
+    _write_swm_table(table, [3.0, 3.0, 3.0, 7.0, 7.0, 7.0, 7.0], frames)
+    assert detect_format(tmp_path / "swm") == "swm-lance"
+    r = convert(tmp_path / "swm", tmp_path / "ds.lance", "lance")
+    assert r["episode_ids"] == [3, 7] and r["src_format"] == "swm-lance"
+    notes = " ".join(r["lossy"])
+    assert "goal" in notes and "noise" in notes and "repaired to int64" in notes
+    ds = open_dataset(tmp_path / "ds.lance")
+    eps = ds.episodes()
+    assert [e["episode_id"] for e in eps] == [3, 7] and [e["length"] for e in eps] == [3, 4]
+    assert eps[0]["factors"] == {"agent_color": (0.5, 0.25, 1.0)} and eps[1]["factors"] == {"agent_color": (0.0, 1.0, 0.5)}
+    assert ds.codec == "jpeg"
+    stored = ds._steps.to_table(columns=["pixels"]).column("pixels").to_pylist()
+    assert sorted(stored) == sorted(frames)  # JPEG bytes kept, not re-encoded
+    ep = ds.load_episode(7)
+    np.testing.assert_array_equal(ep["action"][:-1], np.arange(6, 12, dtype=np.float32).reshape(3, 2))
+    np.testing.assert_array_equal(ep["action"][-1], 0)
+    assert ep["state"].dtype == np.float32 and ep["reward"].tolist() == [1, 1, 1, 1]
+
+
+def test_swm_lance_non_integral_ids_are_an_error(tmp_path: Path) -> None:
+    _write_swm_table(tmp_path / "bad.lance", [0.0, 0.0, 1.5, 1.5], _jpegs(4))
+    with pytest.raises(ValueError, match=r"episode_idx=1\.5 at row 2 is not an integer"):
+        convert(tmp_path / "bad.lance", tmp_path / "ds.lance", "lance")
+    assert not (tmp_path / "ds.lance").exists()
+
+
+def test_bad_inputs_are_clear_errors(png_ds: Path, tmp_path: Path) -> None:
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.txt").write_text("hi")
+    (tmp_path / "notes.txt").write_text("hi")
+    (tmp_path / "fake.h5").write_text("not hdf5")
+    for bad, msg in ((tmp_path / "junk", "unknown format"), (tmp_path / "notes.txt", "unknown format"),
+                     (tmp_path / "fake.h5", "not an HDF5 file")):
+        with pytest.raises(ValueError, match=msg):
+            convert(bad, tmp_path / "out.lance", "lance")
+    with pytest.raises(FileNotFoundError):
+        convert(tmp_path / "missing", tmp_path / "out.lance", "lance")
+    with pytest.raises(ValueError, match="unknown destination format 'zarr'"):
+        convert(png_ds, tmp_path / "out", "zarr")
+    with pytest.raises(ValueError, match="codec 'raw' for LeRobot"):
+        convert(png_ds, tmp_path / "out", "lerobot", codec="raw")
+    with h5py.File(tmp_path / "nokeys.h5", "w") as f:
+        f["something"] = np.zeros(3)
+    with pytest.raises(ValueError, match="unknown HDF5 layout"):
+        convert(tmp_path / "nokeys.h5", tmp_path / "out.lance", "lance")
+    with h5py.File(tmp_path / "short.h5", "w") as f:
+        g = f.create_group("episode_000000")
+        g["pixels"] = np.zeros((5, 4, 4, 3), np.uint8)
+        g["action"] = np.zeros((2, 2), np.float32)
+        g["state"] = np.zeros((5, 1))
+    with pytest.raises(ValueError, match=r"2 actions for 5 frames \(expected 5 or 4\)"):
+        convert(tmp_path / "short.h5", tmp_path / "out.lance", "lance")
+    assert not (tmp_path / "out.lance").exists()
+
+
+def test_existing_destination_is_never_damaged(png_ds: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "x.h5"
+    convert(png_ds, dst, "hdf5", episodes=[0])
+    before = dst.read_bytes()
+    with pytest.raises(ValueError, match="already exists"):
+        convert(png_ds, dst, "hdf5")
+    with pytest.raises(ValueError, match="append"):
+        convert(png_ds, dst, "hdf5", mode="append")
+    assert dst.read_bytes() == before
+    convert(png_ds, dst, "hdf5", mode="overwrite")
+    with h5py.File(dst, "r") as f:
+        assert len(f.keys()) == 3
+    with pytest.raises(ValueError, match="already exists"):
+        convert(dst, png_ds, "lance")
+    assert open_dataset(png_ds).num_episodes == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["x.h5"]  # no temp leftovers
+
+
+def test_cli_convert(png_ds: Path, tmp_path: Path) -> None:
+    from tests.test_cli import wm
+
+    proc = wm("data", "convert", str(png_ds), str(tmp_path / "out"), "--to", "lerobot", "--episodes", "0-1")
+    result = json.loads(proc.stdout)
+    assert result["episodes"] == 2 and result["src_format"] == "lance"
+    assert "lossy" in proc.stderr and "MP4" in proc.stderr
+    again = wm("data", "convert", str(png_ds), str(tmp_path / "out"), "--to", "lerobot", check=False)
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    bad = wm("data", "convert", str(tmp_path / "nothing"), str(tmp_path / "o.h5"), "--to", "hdf5", check=False)
+    assert bad.returncode == 2 and "nothing" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_swm_hdf5_import(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    path = tmp_path / "swm.h5"
+    with h5py.File(path, "w") as f:
+        f["pixels"] = rng.integers(0, 256, (7, 8, 8, 3), dtype=np.uint8)
+        f["goal"] = rng.integers(0, 256, (7, 8, 8, 3), dtype=np.uint8)
+        f["action"] = rng.normal(size=(7, 2)).astype(np.float32)
+        f["proprio"] = rng.normal(size=(7, 2)).astype(np.float32)
+        f["episode_idx"] = np.array([4, 4, 4, 9, 9, 9, 9], np.float32)
+        f["variation_size"] = np.array([1, 1, 1, 2, 2, 2, 2], np.float32)
+        f["ep_len"], f["ep_offset"] = np.array([3, 4], np.int32), np.array([0, 3], np.int64)
+    r = convert(path, tmp_path / "ds.lance", "lance")
+    assert r["episode_ids"] == [4, 9] and "goal" in " ".join(r["lossy"])
+    ds = open_dataset(tmp_path / "ds.lance")
+    assert [e["factors"] for e in ds.episodes()] == [{"size": 1.0}, {"size": 2.0}]
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(ds.load_episode(9)["pixels"], f["pixels"][3:])
+        np.testing.assert_array_equal(ds.load_episode(9)["state"], f["proprio"][3:])
+
+
+def test_failed_lance_overwrite_keeps_the_old_dataset(png_ds: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "ds.lance"
+    convert(png_ds, dst, "lance", episodes=[0])
+    with h5py.File(tmp_path / "bad.h5", "w") as f:
+        for i, t in enumerate((3, 4)):
+            g = f.create_group(f"episode_{i:06d}")
+            g["pixels"] = np.zeros((t, 16, 16, 3), np.uint8)
+            g["action"] = np.zeros((t, 2), np.float32)
+            g["state"] = np.zeros((t if i == 0 else t + 1, 2))  # episode 1: one state too many
+    with pytest.raises(ValueError, match="5 states for 4 frames"):
+        convert(tmp_path / "bad.h5", dst, "lance", mode="overwrite")
+    assert [e["episode_id"] for e in open_dataset(dst).episodes()] == [0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.h5", "ds.lance"]
+
+
+def test_foreign_lerobot_without_our_columns(png_ds: Path, tmp_path: Path) -> None:
+    """A LeRobot v3 dataset as lerobot writes it: rewards from next.reward, end from next.done."""
+    import pyarrow.parquet as pq
+
+    dst = tmp_path / "lr"
+    convert(png_ds, dst, "lerobot", codec="png")
+    data_file = dst / "data" / "chunk-000" / "file-000.parquet"
+    pq.write_table(pq.read_table(data_file).drop_columns(["reward", "terminated", "truncated"]), data_file)
+    ep_file = dst / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+    pq.write_table(pq.read_table(ep_file).drop_columns(["episode_id", "env_id", "seed", "policy", "split", "factors"]), ep_file)
+    convert(dst, tmp_path / "back.lance", "lance")
+    A, B = open_dataset(png_ds), open_dataset(tmp_path / "back.lance")
+    assert [e["factors"] for e in B.episodes()] == [{"task": "wm/TwoRoom-v0"}] * 3
+    for e in A.episodes():
+        x, y = A.load_episode(e["episode_id"]), B.load_episode(e["episode_id"])
+        for key in ("pixels", "action", "state", "reward"):
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+        assert y["terminated"][-1] == (x["terminated"][-1] or x["truncated"][-1])

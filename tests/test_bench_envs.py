@@ -48,3 +48,13 @@ def test_factors_json_has_the_contract_keys(env_id: str) -> None:
     assert kinds == {"visual", "geometric", "physical"}
     for r in rows:
         assert {"name", "kind", "default", "train", "ood", "ood_severity"} <= set(r)
+
+
+def test_bench_experts_json_contract() -> None:
+    out = json.loads(wm("bench", "experts", "--env", "wm/TwoRoom-v0", "--episodes", "3", "--json").stdout)
+    r = out["wm/TwoRoom-v0"]
+    assert set(r) == {"clean", "noisy"}
+    assert r["clean"]["episodes"] == 3 and 0 <= r["clean"]["success_rate"] <= 1
+    assert r["clean"]["successes"] == 3  # the clean TwoRoom expert always reaches its goal
+    proc = wm("bench", "experts", "--episodes", "0", check=False)
+    assert proc.returncode == 2 and "--episodes=0" in proc.stderr

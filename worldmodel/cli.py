@@ -139,6 +139,11 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--seconds", type=float, default=2.0, help="minimum timed seconds per env")
     q.add_argument("--json", action="store_true", help="print JSON {env_id: steps_per_s}")
 
+    q = bsub.add_parser("experts", help="success rate of every env's scripted expert (clean and noisy) on its train split")
+    q.add_argument("--env", action="append", default=None, help="env id (repeatable; default: all)")
+    q.add_argument("--episodes", type=int, default=50, help="seeded episodes per env and noise level")
+    q.add_argument("--json", action="store_true", help="print JSON {env_id: {clean: {...}, noisy: {...}}}")
+
     p = add("gallery", "render every env under train and OOD factors into PNGs")
     p.add_argument("--out", default="docs/gallery", help="output folder (one PNG per env)")
     p.add_argument("--resolution", type=int, default=128, help="tile size in pixels")
@@ -304,6 +309,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench_command == "experts":
+        from benchmarks.experts import bench_experts, markdown_table as expert_table
+
+        if args.episodes < 1:
+            raise ValueError(f"--episodes={args.episodes}: expected a positive integer")
+        results = bench_experts(args.env, episodes=args.episodes, log=None if args.json else print)
+        print(json.dumps(results, indent=2) if args.json else "\n" + expert_table(results))
+        return 0
     from benchmarks.envs import bench_envs, markdown_table
 
     if args.resolution < 8:

@@ -3,7 +3,9 @@
 Lifecycle: create (or resume) -> `add_step` ... -> `save_episode` (or `discard_episode`)
 -> ... -> `close`. Each `save_episode` commits the episode's step rows first, then its
 episodes row; an episode exists for readers only once that second commit lands, so a
-crash loses at most the episode in flight. The layout is drawn in `data/dataset.py`.
+crash loses at most the episode in flight. With ``commit_every=N`` whole episodes are
+committed N at a time (same two commits, never a partial episode visible). The layout
+is drawn in `data/dataset.py`.
 """
 
 from __future__ import annotations
@@ -80,7 +82,10 @@ class EpisodeWriter:
     codec: "raw" | "jpeg" | "png" | None (None: the dataset's codec, or for a new
     dataset raw when H*W <= 64*64 and jpeg above). env_id: stored in meta and rows.
     action_dim: needed only if the first episode has no action at all (a single row);
-    otherwise taken from the first action. fps: frames per second of the recording
+    otherwise taken from the first action. commit_every: episodes per commit (default 1:
+    every `save_episode` commits; N > 1 batches N whole episodes into one commit, much
+    faster for short episodes, and a crash then loses at most the N - 1 saved-but-pending
+    episodes plus the one in flight; `flush` commits early). fps: frames per second of the recording
     (the env's ``render_fps``), stored in meta for video export; rows are one env step
     apart (meta ``frameskip`` 1): training windows choose their own frameskip.
     Appending data whose codec, image shape, action/state size, state dtype or env id
@@ -99,6 +104,7 @@ class EpisodeWriter:
         env_id: str | None = None,
         action_dim: int | None = None,
         fps: float | None = None,
+        commit_every: int = 1,
     ):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
@@ -109,6 +115,10 @@ class EpisodeWriter:
         self._codec = codec
         self._env_id = env_id
         self._fps = None if fps is None else float(fps)
+        if isinstance(commit_every, bool) or not isinstance(commit_every, (int, np.integer)) or commit_every < 1:
+            raise ValueError(f"commit_every={commit_every!r}: expected an integer >= 1")
+        self.commit_every = int(commit_every)
+        self._pending: list[tuple[pa.Table, pa.Table]] = []
         self._meta: dict | None = None  # set once the dataset (this writer's target) exists
         self._factors: pa.StructType | None = None
         self._spec: dict[str, Any] = {}  # image_shape, action_dim, state_dim, state_dtype
@@ -348,7 +358,8 @@ class EpisodeWriter:
         split: str | None = "default",
         episode_id: int | None = None,
     ) -> int:
-        """Commit the buffered episode (steps, then its episodes row); returns its id.
+        """Save the buffered episode and return its id; it is committed (steps, then its
+        episodes row) now, or with the next `flush` when ``commit_every > 1``.
 
         `episode_id` keeps a given id (e.g. from a converted dataset); it must be larger
         than every id already written (ids only grow). Default: the next free id.
@@ -384,8 +395,27 @@ class EpisodeWriter:
               C.FACTORS: factors, C.POLICY: str(policy), C.LENGTH: n, C.SPLIT: "default" if split is None else str(split)}],
             schema=episodes_schema(self._factors),
         )
+        self._pending.append((steps, episode))
+        self._buf = []
+        self._next_id += 1
+        self._num_episodes += 1
+        if len(self._pending) >= self.commit_every:
+            self.flush()
+        return eid
+
+    @property
+    def pending_episodes(self) -> int:
+        """Saved episodes not yet committed (at most ``commit_every - 1`` between calls)."""
+        return len(self._pending)
+
+    def flush(self) -> None:
+        """Commit every saved-but-pending episode: one steps commit, then one episodes commit."""
+        if not self._pending:
+            return
+        steps = pa.concat_tables([p[0] for p in self._pending]) if len(self._pending) > 1 else self._pending[0][0]
+        episodes = pa.concat_tables([p[1] for p in self._pending]) if len(self._pending) > 1 else self._pending[0][1]
         if self._meta is None:
-            self._create(steps, episode)
+            self._create(steps, episodes)
         else:
             import lance
 
@@ -393,15 +423,12 @@ class EpisodeWriter:
             steps_ds, episodes_ds = self._tables
             steps_ds = lance.write_dataset(steps, str(self.path / C.STEPS_TABLE) if steps_ds is None else steps_ds, mode="append")
             self._tables = (steps_ds, episodes_ds)
-            episodes_ds = lance.write_dataset(episode, str(self.path / C.EPISODES_TABLE) if episodes_ds is None else episodes_ds, mode="append")
+            episodes_ds = lance.write_dataset(episodes, str(self.path / C.EPISODES_TABLE) if episodes_ds is None else episodes_ds, mode="append")
             self._tables = (steps_ds, episodes_ds)
             self._uncompacted += 1
-        self._buf = []
-        self._next_id += 1
-        self._num_episodes += 1
+        self._pending = []
         if self._uncompacted >= COMPACT_EVERY:
             self.compact()
-        return eid
 
     def _steps_table(self, eid: int) -> pa.Table:
         spec, n = self._spec, len(self._buf)
@@ -505,6 +532,7 @@ class EpisodeWriter:
             if self._buf:
                 warnings.warn(f"EpisodeWriter({self.path}): discarding {len(self._buf)} unsaved steps", stacklevel=2)
                 self._buf = []
+            self.flush()  # saved episodes are whole: they are committed even when closing after an error
             if self._uncompacted > 1:
                 self.compact()
         finally:

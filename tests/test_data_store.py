@@ -397,7 +397,7 @@ CRASH_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {repo!r})
     from data import EpisodeWriter
     rng = np.random.default_rng(0)
-    with EpisodeWriter({path!r}, env_id="fake/Env-v0") as w:
+    with EpisodeWriter({path!r}, env_id="fake/Env-v0", commit_every={commit_every}) as w:
         for i in range(100000):
             for t in range(12):
                 last = t == 11
@@ -410,9 +410,10 @@ CRASH_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.007, 0.05])
-def test_sigkill_mid_write_leaves_a_sound_dataset(tmp_path, delay):
+@pytest.mark.parametrize("commit_every", [1, 3])
+def test_sigkill_mid_write_leaves_a_sound_dataset(tmp_path, delay, commit_every):
     path = tmp_path / "ds"
-    script = CRASH_SCRIPT.format(repo=str(REPO), path=str(path))
+    script = CRASH_SCRIPT.format(repo=str(REPO), path=str(path), commit_every=commit_every)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:  # wait until a few episodes are committed
@@ -426,7 +427,7 @@ def test_sigkill_mid_write_leaves_a_sound_dataset(tmp_path, delay):
     assert validate_dataset(path) == []
     ds = open_dataset(path)
     n = ds.num_episodes
-    assert n >= 6
+    assert n >= 6 - commit_every + 1 and n % commit_every == 0  # whole batches only
     assert [e[C.EPISODE_ID] for e in ds.episodes()] == list(range(n))
     assert all(e[C.LENGTH] == 12 for e in ds.episodes())
     again = write_episodes(path, [3], factors={"a": -1.0})
@@ -664,3 +665,33 @@ def test_save_episode_keeps_a_given_id_and_refuses_a_used_one(tmp_path):
             w.save_episode(episode_id=9)
         assert w.save_episode() == 10
     assert [e[C.EPISODE_ID] for e in open_dataset(tmp_path / "ds").episodes()] == [5, 9, 10]
+
+
+def test_commit_every_batches_whole_episodes(tmp_path):
+    px = np.zeros((4, 4, 3), np.uint8)
+    path = tmp_path / "ds"
+    with EpisodeWriter(path, commit_every=3, action_dim=2) as w:
+        for e in range(7):
+            w.add_step(px, np.zeros(2), np.zeros(2))
+            w.add_step(px, np.ones(2), None, terminated=True)
+            w.save_episode(seed=e)
+            visible = open_dataset(path).num_episodes if (path / C.META_FILE).exists() else 0
+            assert visible == 3 * ((e + 1) // 3)  # only whole batches are committed
+            assert w.pending_episodes == (e + 1) % 3
+        w.add_step(px, np.zeros(2), np.zeros(2))  # in flight at close: discarded
+    ds = open_dataset(path)
+    assert ds.num_episodes == 7 and validate_dataset(path) == []  # close committed the pending one
+    assert [e[C.SEED] for e in ds.episodes()] == list(range(7))
+    with pytest.raises(ValueError, match="commit_every=0"):
+        EpisodeWriter(tmp_path / "x", commit_every=0)
+
+
+def test_collect_with_batched_commits_matches_per_episode_commits(tmp_path):
+    kw = dict(episodes=5, seed=2, resolution=16, policy="random", max_steps=7)
+    data.collect("wm/TwoRoom-v0", out=tmp_path / "a", **kw)
+    data.collect("wm/TwoRoom-v0", out=tmp_path / "b", commit_every=2, **kw)
+    a, b = open_dataset(tmp_path / "a"), open_dataset(tmp_path / "b")
+    assert a.episodes() == b.episodes()
+    for eid in range(5):
+        for key, value in a.load_episode(eid).items():
+            np.testing.assert_array_equal(value, b.load_episode(eid)[key])

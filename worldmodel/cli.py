@@ -42,7 +42,9 @@ EPILOGS = {
     "bench": (
         "examples:\n"
         "  wm bench envs --resolution 224 --json\n"
-        "  wm bench envs --env wm/TwoRoom-v0 --resolution 64"
+        "  wm bench envs --env wm/TwoRoom-v0 --resolution 64\n"
+        "  wm bench data --resolution 224 --json\n"
+        "  wm bench data --resolution 64 --quick"
     ),
     "gallery": "example:\n  wm gallery --out docs/gallery --resolution 128",
 }
@@ -84,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="env worker processes (episodes are written in seed order either way)")
     p.add_argument("--severity", type=int, default=None, help="OOD severity 1..3 for an OOD --split")
     p.add_argument("--noise", type=float, default=None, help="expert action-noise std (default: the policy's)")
+    p.add_argument("--commit-every", type=int, default=1,
+                   help="whole episodes per Lance commit (default 1; larger is faster, a crash loses the uncommitted ones)")
 
     p = add("data", "inspect Lance datasets")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
@@ -138,6 +142,12 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--env", action="append", default=None, help="env id to measure (repeatable; default: all)")
     q.add_argument("--seconds", type=float, default=2.0, help="minimum timed seconds per env")
     q.add_argument("--json", action="store_true", help="print JSON {env_id: steps_per_s}")
+
+    q = bsub.add_parser("data", help="window throughput per codec and loader, JPEG decode bound, write and collect speed")
+    q.add_argument("--resolution", type=int, default=224, help="frame size in pixels")
+    q.add_argument("--seconds", type=float, default=None, help="timed seconds per loader configuration (default 3)")
+    q.add_argument("--quick", action="store_true", help="tiny data and timings: a smoke run, numbers meaningless")
+    q.add_argument("--json", action="store_true", help="print the full result as JSON (windows_per_s, decode_bound_windows_per_s, ...)")
 
     q = bsub.add_parser("experts", help="success rate of every env's scripted expert (clean and noisy) on its train split")
     q.add_argument("--env", action="append", default=None, help="env id (repeatable; default: all)")
@@ -205,6 +215,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         workers=args.workers,
         severity=args.severity,
         noise=args.noise,
+        commit_every=args.commit_every,
     )
     print(json.dumps(result))
     return 0

@@ -305,7 +305,9 @@ class EpisodeWriter:
         self._buf.append((data, state.reshape(-1).copy(), action, reward, bool(terminated), bool(truncated), extras_in))
 
     def _check_extras(self, extras: Mapping[str, np.ndarray] | None) -> dict[str, Any]:
-        """Validate one row's extras against the first row's (names, dtypes, shapes); encode cameras."""
+        """Validate one row's extras against the first row's (names, dtypes, shapes); encode cameras.
+
+        An extra camera may come as an `EncodedFrame` in the writer's codec (stored as is)."""
         extras = dict(extras or {})
         spec = self._spec
         if "extras" not in spec:
@@ -313,6 +315,9 @@ class EpisodeWriter:
             for name, value in extras.items():
                 if not isinstance(name, str) or not name.isidentifier():
                     raise ValueError(f"extra observation name {name!r}: expected an identifier (letters, digits, _)")
+                if isinstance(value, EncodedFrame):
+                    described[name] = {"dtype": "uint8", "shape": [int(x) for x in value.shape]}
+                    continue
                 arr = np.asarray(value)
                 if arr.dtype.name not in EXTRA_DTYPES:
                     raise ValueError(f"extra observation {name!r} has dtype {arr.dtype}; expected one of {EXTRA_DTYPES}")
@@ -323,6 +328,13 @@ class EpisodeWriter:
             raise self._mismatch("extra observations", sorted(extras), sorted(want))
         out: dict[str, Any] = {}
         for name, value in extras.items():
+            if isinstance(value, EncodedFrame):  # an extra camera encoded elsewhere: stored as is
+                if not is_camera(want[name]) or list(value.shape) != list(want[name]["shape"]):
+                    raise self._mismatch(f"extra {name!r}", f"encoded frame {tuple(value.shape)}", f"{want[name]['dtype']} {tuple(want[name]['shape'])}")
+                if value.codec != self._codec:
+                    raise self._mismatch(f"extra {name!r} codec", value.codec, self._codec)
+                out[name] = value.data if self._codec != "raw" else np.frombuffer(value.data, np.uint8).copy()
+                continue
             arr = np.asarray(value)
             if arr.dtype.name != want[name]["dtype"] or list(arr.shape) != list(want[name]["shape"]):
                 raise self._mismatch(f"extra {name!r}", f"{arr.dtype} {tuple(arr.shape)}", f"{want[name]['dtype']} {tuple(want[name]['shape'])}")

@@ -1,5 +1,6 @@
-"""Converters (`data/convert.py`, ``wm data convert``): exact round trips where both
-formats are lossless, approximate frames through MP4, foreign layouts, clear errors."""
+"""Converters (`data/convert/`, ``wm data convert``): exact round trips where both
+formats are lossless (native action dtypes, state shapes, extra observations and cameras
+included), approximate frames through MP4, foreign layouts, clear errors."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ def assert_same_episodes(a: str | Path, b: str | Path, frames: bool = True) -> N
     """Same episode rows (ids, seeds, factors, ...) and bit-identical arrays with the same dtypes."""
     A, B = open_dataset(a), open_dataset(b)
     assert A.episodes() == B.episodes()
-    assert (A.meta["codec"], A.meta["fps"], A.meta["env_id"], A.meta["state_dtype"]) == (
-        B.meta["codec"], B.meta["fps"], B.meta["env_id"], B.meta["state_dtype"])
+    keys = ("codec", "fps", "env_id", "state_dtype", "state_shape", "action_dtype", "extras")
+    assert {k: A.meta[k] for k in keys} == {k: B.meta[k] for k in keys}
     for ep in A.episodes():
         x, y = A.load_episode(ep["episode_id"]), B.load_episode(ep["episode_id"])
         for key in x:
@@ -53,6 +54,64 @@ def raw_ds(tmp_path_factory) -> Path:
             w.save_episode(seed=None if e else 7, factors={"size": 3 + e, "name": "box", "on": bool(e), "rgb": (0.1, 0.2, 0.3)},
                            policy="random", split="ood" if e else "train")
     return path
+
+
+def _rich_ds(path: Path, action_dtype: str, codec: str) -> Path:
+    """Native dtypes the store keeps: `action_dtype` actions, a (2, 3) float32 state, an
+    extra camera `wrist` (uint8 (6, 4, 3)) and an extra int16 vector `contacts` (4,)."""
+    rng = np.random.default_rng(5)
+    with EpisodeWriter(path, codec=codec, env_id="wm/Rich-v0", fps=4.0) as w:
+        for e, n in enumerate((3, 5)):
+            for t in range(n):
+                if np.dtype(action_dtype).kind == "i":
+                    action = rng.integers(-2**40, 2**40, 2).astype(action_dtype)  # beyond float32/float64 precision
+                else:
+                    action = rng.normal(size=2).astype(action_dtype) * 1e-3 + 1.0  # not representable in float32
+                extras = {"wrist": rng.integers(0, 256, (6, 4, 3), dtype=np.uint8),
+                          "contacts": rng.integers(-30000, 30000, 4).astype(np.int16)}
+                w.add_step(rng.integers(0, 256, (8, 10, 3), dtype=np.uint8), rng.normal(size=(2, 3)).astype(np.float32),
+                           None if t == n - 1 else action, reward=float(t), terminated=t == n - 1, extras=extras)
+            w.save_episode(seed=e, factors={"size": e}, policy="random")
+    ds = open_dataset(path)
+    assert ds.meta["action_dtype"] == action_dtype and ds.state_shape == (2, 3) and set(ds.extras) == {"wrist", "contacts"}
+    return path
+
+
+@pytest.mark.parametrize("action_dtype,codec", [("float64", "png"), ("int64", "raw")])
+def test_native_dtypes_shapes_and_extras_round_trip_exactly(action_dtype: str, codec: str, tmp_path: Path) -> None:
+    src = _rich_ds(tmp_path / "rich.lance", action_dtype, codec)
+    assert convert(src, tmp_path / "x.h5", "hdf5")["lossy"] == []
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        g = f["episode_000001"]
+        assert g["action"].dtype == np.dtype(action_dtype) and g["state"].shape == (5, 2, 3)
+        assert g["wrist"].shape == (5, 6, 4, 3) and g["contacts"].dtype == np.int16
+    assert convert(tmp_path / "x.h5", tmp_path / "from_h5.lance", "lance")["lossy"] == []
+    assert_same_episodes(src, tmp_path / "from_h5.lance")
+
+    assert convert(src, tmp_path / "lr", "lerobot", codec="png")["lossy"] == []
+    features = json.loads((tmp_path / "lr" / "meta" / "info.json").read_text())["features"]
+    assert features["action"]["dtype"] == action_dtype and features["observation.state"]["shape"] == [2, 3]
+    assert features["observation.wrist"]["dtype"] == "image" and features["observation.contacts"]["dtype"] == "int16"
+    assert convert(tmp_path / "lr", tmp_path / "from_lr.lance", "lance")["lossy"] == []
+    assert_same_episodes(src, tmp_path / "from_lr.lance")
+
+
+def test_extras_through_mp4_folder(tmp_path: Path) -> None:
+    """MP4 folder: the extra camera as its own MP4 (lossy, reported), everything else exact."""
+    src = _rich_ds(tmp_path / "rich.lance", "float64", "raw")
+    r = convert(src, tmp_path / "vid", "mp4")
+    assert "extra cameras ['wrist'] encoded as MP4 video (lossy)" in r["lossy"]
+    assert (tmp_path / "vid" / "episode_000000.wrist.mp4").is_file()
+    back = convert(tmp_path / "vid", tmp_path / "back.lance", "lance")
+    assert "extra cameras ['wrist'] decoded from MP4 video (lossy)" in back["lossy"]
+    A, B = open_dataset(src), open_dataset(tmp_path / "back.lance")
+    assert A.meta["extras"] == B.meta["extras"] and A.meta["action_dtype"] == B.meta["action_dtype"]
+    for e in A.episodes():
+        x, y = A.load_episode(e["episode_id"]), B.load_episode(e["episode_id"])
+        for key in ("action", "state", "contacts", "reward", "terminated"):
+            assert x[key].dtype == y[key].dtype, key
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+        assert y["wrist"].shape == x["wrist"].shape
 
 
 @pytest.mark.parametrize("which", ["png_ds", "raw_ds"])
@@ -144,14 +203,18 @@ def test_per_episode_group_hdf5(tmp_path: Path) -> None:
             g["observations"] = rng.integers(0, 256, (t, 8, 8, 3), dtype=np.uint8)
             g["actions"] = rng.normal(size=(t - 1, 2))  # float64, one fewer than frames
             g["states"] = rng.normal(size=(t, 3))
+            g["contact"] = rng.integers(0, 2, (t, 4)).astype(np.int16)  # one row per frame: an extra
+            g["goal_xy"] = rng.normal(size=2)  # not per frame: dropped
     r = convert(path, tmp_path / "ds.lance", "lance")
-    assert r["lossy"] == ["float64 actions rounded to float32 (the store's action dtype)"]
+    assert r["lossy"] == ["HDF5 datasets ['goal_xy'] dropped (not one numeric row per frame in every episode group)"]
     ds = open_dataset(tmp_path / "ds.lance")
     ep = ds.load_episode(1)
     assert ep["pixels"].shape == (6, 8, 8, 3) and ep["state"].dtype == np.float64
+    assert ep["action"].dtype == np.float64 and ep["contact"].dtype == np.int16  # native dtypes kept
     np.testing.assert_array_equal(ep["action"][-1], 0)
     with h5py.File(path, "r") as f:
-        np.testing.assert_array_equal(ep["action"][:-1], f["traj_1/actions"][()].astype(np.float32))
+        np.testing.assert_array_equal(ep["action"][:-1], f["traj_1/actions"][()])
+        np.testing.assert_array_equal(ep["contact"], f["traj_1/contact"][()])
 
 
 def _write_swm_table(path: Path, episode_idx: list[float], jpeg: list[bytes]) -> None:
@@ -196,8 +259,9 @@ def test_swm_lance_import_repairs_float32_ids(tmp_path: Path) -> None:
     r = convert(tmp_path / "swm", tmp_path / "ds.lance", "lance")
     assert r["episode_ids"] == [3, 7] and r["src_format"] == "swm-lance"
     notes = " ".join(r["lossy"])
-    assert "goal" in notes and "noise" in notes and "repaired to int64" in notes
+    assert "repaired to int64" in notes and "extra cameras ['goal'] encoded as JPEG" in notes
     ds = open_dataset(tmp_path / "ds.lance")
+    assert ds.extras == {"goal": {"dtype": "uint8", "shape": [8, 8, 3]}, "noise": {"dtype": "float32", "shape": [1]}}
     eps = ds.episodes()
     assert [e["episode_id"] for e in eps] == [3, 7] and [e["length"] for e in eps] == [3, 4]
     assert eps[0]["factors"] == {"agent_color": (0.5, 0.25, 1.0)} and eps[1]["factors"] == {"agent_color": (0.0, 1.0, 0.5)}
@@ -208,6 +272,7 @@ def test_swm_lance_import_repairs_float32_ids(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ep["action"][:-1], np.arange(6, 12, dtype=np.float32).reshape(3, 2))
     np.testing.assert_array_equal(ep["action"][-1], 0)
     assert ep["state"].dtype == np.float32 and ep["reward"].tolist() == [1, 1, 1, 1]
+    np.testing.assert_array_equal(ep["noise"], np.arange(3, 7, dtype=np.float32)[:, None])  # varies: an extra, not dropped
 
 
 def test_swm_lance_non_integral_ids_are_an_error(tmp_path: Path) -> None:
@@ -289,10 +354,11 @@ def test_swm_hdf5_import(tmp_path: Path) -> None:
         f["variation_size"] = np.array([1, 1, 1, 2, 2, 2, 2], np.float32)
         f["ep_len"], f["ep_offset"] = np.array([3, 4], np.int32), np.array([0, 3], np.int64)
     r = convert(path, tmp_path / "ds.lance", "lance")
-    assert r["episode_ids"] == [4, 9] and "goal" in " ".join(r["lossy"])
+    assert r["episode_ids"] == [4, 9] and r["lossy"] == []
     ds = open_dataset(tmp_path / "ds.lance")
     assert [e["factors"] for e in ds.episodes()] == [{"size": 1.0}, {"size": 2.0}]
     with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(ds.load_episode(9)["goal"], f["goal"][3:])  # a second camera, kept
         np.testing.assert_array_equal(ds.load_episode(9)["pixels"], f["pixels"][3:])
         np.testing.assert_array_equal(ds.load_episode(9)["state"], f["proprio"][3:])
 

@@ -695,3 +695,18 @@ def test_collect_with_batched_commits_matches_per_episode_commits(tmp_path):
     for eid in range(5):
         for key, value in a.load_episode(eid).items():
             np.testing.assert_array_equal(value, b.load_episode(eid)[key])
+
+
+def test_extra_cameras_may_arrive_encoded(tmp_path):
+    from data.codecs import EncodedFrame, decode_frame
+
+    rng = np.random.default_rng(1)
+    cam = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    enc = EncodedFrame.encode(cam, "jpeg")
+    with EpisodeWriter(tmp_path / "ds", codec="jpeg", action_dim=1) as w:
+        w.add_step(np.zeros((4, 4, 3), np.uint8), np.zeros(2), None, terminated=True, extras={"side": enc})
+        w.save_episode()
+        with pytest.raises(SchemaMismatchError, match="codec"):
+            w.add_step(np.zeros((4, 4, 3), np.uint8), np.zeros(2), None, extras={"side": EncodedFrame.encode(cam, "png")})
+    ep = open_dataset(tmp_path / "ds").load_episode(0)
+    np.testing.assert_array_equal(ep["side"][0], decode_frame(enc.data, "jpeg", cam.shape))  # the same bytes, no re-encode

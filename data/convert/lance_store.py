@@ -1,0 +1,110 @@
+"""``lance`` (read/write): a worldmodel dataset directory, layout in `data/dataset.py`.
+
+Read with `open_dataset`: frames (PNG/JPEG bytes are kept as stored, raw ones decoded),
+actions in their stored dtype, states in their dtype and ``state_shape``, every extra
+observation under its name (extra cameras decoded). Written with `EpisodeWriter`, one
+commit per episode, keeping each source episode id when the writer can (ids only grow;
+a colliding id is renumbered and reported). Extra cameras go through the writer's codec:
+lossless for raw/PNG, re-encoded (lossy, reported) for JPEG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .. import columns as C
+from ..codecs import EncodedFrame
+from .episode import Episode, Source, make_episode
+
+
+def lance_source(path: Path) -> Source:
+    """Open a worldmodel dataset directory as a `Source`."""
+    from ..dataset import open_dataset
+
+    ds = open_dataset(path)
+    rows = {e[C.EPISODE_ID]: e for e in ds.episodes()}
+    extras = list(ds.extras)
+
+    def read(ids: Sequence[int]) -> Iterator[Episode]:
+        for eid in ids:
+            meta = rows[eid]
+            if ds.codec == "raw":
+                arrays = ds.load_episode(eid)
+                frames = {"pixels": arrays.pop("pixels")}
+            else:  # keep the stored bytes: PNG/JPEG pass through without re-encoding
+                arrays = ds.load_episode(eid, columns=[C.ACTION, C.STATE, C.REWARD, C.TERMINATED, C.TRUNCATED, *extras])
+                idx = ds.index
+                k = idx.position(int(eid))
+                take = idx.rows[idx.start[k] : idx.start[k] + idx.count[k]]
+                uniq, inverse = np.unique(take, return_inverse=True)
+                blobs = ds._steps.take(uniq.tolist(), columns=[C.PIXELS]).column(C.PIXELS).to_pylist()
+                frames = {"pixels": None, "encoded": [blobs[i] for i in inverse], "encoded_codec": ds.codec, "image_shape": ds.image_shape}
+            yield make_episode(
+                f"{path} episode {eid}", **frames, action=arrays["action"], state=arrays["state"], reward=arrays["reward"],
+                terminated=arrays["terminated"], truncated=arrays["truncated"], extras={k: arrays[k] for k in extras},
+                episode_id=int(eid), env_id=meta[C.ENV_ID], seed=meta[C.SEED], factors=dict(meta[C.FACTORS]),
+                policy=meta[C.POLICY], split=meta[C.SPLIT],
+            )
+
+    return Source("lance", path, sorted(rows), read, env_id=ds.meta.get("env_id"), fps=ds.meta.get("fps"), codec=ds.codec)
+
+
+def write_lance(episodes: Iterator[Episode], dst: Path, codec: str | None, mode: str, env_id: str | None,
+                fps: float | None, lossy: list[str]) -> list[int]:
+    """Write `episodes` to the Lance dataset `dst` (created or appended to); returns the ids written.
+
+    codec: frame codec of a new dataset (None: PNG/JPEG bytes of the first episode, else
+    the writer's default). Notes on lossy steps are appended to `lossy`.
+    """
+    from ..dataset import open_dataset
+    from ..writer import EpisodeWriter
+
+    written: list[int] = []
+    renumbered = 0
+    first = next(episodes, None)
+    if first is None:
+        return written
+    next_free = 0  # ids only grow: a source id below this one is renumbered
+    if (dst / C.META_FILE).is_file():
+        ids = [e[C.EPISODE_ID] for e in open_dataset(dst).episodes()]
+        next_free = max(ids) + 1 if ids else 0
+    env_id = env_id if env_id is not None else first.env_id
+    with EpisodeWriter(dst, mode=mode, codec=codec, env_id=env_id, fps=fps) as w:
+        for ep in _chain(first, episodes):
+            if ep.env_id is not None and env_id is not None and ep.env_id != env_id:
+                raise ValueError(f"{dst}: episode {ep.episode_id} has env_id {ep.env_id!r}, the others {env_id!r}; convert one env id at a time")
+            target = w.codec  # None only before the first frame of a new dataset without a codec
+            if ep.encoded is not None and ep.encoded_codec in ("png", "jpeg") and target in (None, ep.encoded_codec):
+                # stored bytes pass through unchanged (an EncodedFrame also fixes a new dataset's codec)
+                frames = [EncodedFrame(b, ep.image_shape, ep.encoded_codec) for b in ep.encoded]  # type: ignore[arg-type]
+            else:
+                frames = list(ep.pixels)
+                _note(lossy, (target or codec) == "jpeg", "frames encoded as JPEG (lossy)")
+            for t in range(ep.length):
+                last = t == ep.length - 1
+                w.add_step(frames[t], ep.state[t], ep.action[t], float(ep.reward[t]), bool(ep.terminated[t]) and last,
+                           bool(ep.truncated[t]) and last, extras={k: v[t] for k, v in ep.extras.items()})
+            cams = ep.cameras
+            _note(lossy, bool(cams) and w.codec == "jpeg", f"extra cameras {cams} encoded as JPEG (lossy)")
+            keep = ep.episode_id is not None and ep.episode_id >= next_free
+            renumbered += ep.episode_id is not None and not keep
+            eid = w.save_episode(seed=ep.seed, factors=ep.factors, policy=ep.policy, split=ep.split,
+                                 episode_id=int(ep.episode_id) if keep else None)  # type: ignore[arg-type]
+            next_free = eid + 1
+            written.append(eid)
+    if renumbered:
+        lossy.append(f"{renumbered} episode ids renumbered (they collide with ids already in {dst})")
+    return written
+
+
+def _note(lossy: list[str], cond: bool, text: str) -> None:
+    if cond and text not in lossy:
+        lossy.append(text)
+
+
+def _chain(first: Episode, rest: Iterator[Episode]) -> Iterator[Episode]:
+    yield first
+    yield from rest

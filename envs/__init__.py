@@ -36,6 +36,7 @@ NAMESPACE = "wm"
 # id -> (entry point, max_episode_steps)
 _ENVS: dict[str, tuple[str, int]] = {
     "wm/TwoRoom-v0": ("envs.two_room:TwoRoomEnv", 100),
+    "wm/PushT-v0": ("envs.push_t:PushTEnv", 300),
     "wm/PointMaze-v0": ("envs.point_maze:PointMazeEnv", 300),
     "wm/Reacher-v0": ("envs.reacher:ReacherEnv", 100),
     "wm/Cube-v0": ("envs.cube:CubeEnv", 200),

@@ -5,7 +5,6 @@ import json
 import pytest
 
 pytest.importorskip("lance")
-pytest.importorskip("mujoco")
 
 from worldmodel import ModelConfig, TrainConfig, load_checkpoint  # noqa: E402
 from worldmodel.train import build_datasets, train  # noqa: E402

@@ -12,6 +12,7 @@ the environment modules themselves (and OpenCV) load only when an env is made.
 from __future__ import annotations
 
 import difflib
+import re
 import importlib
 from typing import Any
 
@@ -61,6 +62,25 @@ def list_envs() -> list[str]:
     return sorted(k for k in gym.registry if k.startswith(NAMESPACE + "/"))
 
 
+def _core(env_id: str) -> str:
+    """``'wm/TwoRoom-v0'`` -> ``'tworoom'``: the part of an id that tells environments apart."""
+    name = env_id.rsplit("/", 1)[-1]
+    return re.sub(r"-v\d+$", "", name).lower()
+
+
+def _suggest(bare: str) -> str:
+    """A hint naming the registered ids closest to `bare` (compared without namespace or version)."""
+    known = list_envs()
+    by_core: dict[str, list[str]] = {}
+    for k in known:
+        by_core.setdefault(_core(k), []).append(k)
+    close = difflib.get_close_matches(_core(bare), list(by_core), n=3, cutoff=0.6)
+    ids = [k for c in close for k in by_core[c]]
+    if ids:
+        return "did you mean " + " or ".join(repr(k) for k in ids) + "?"
+    return f"registered ids: {known}"
+
+
 def make(env_id: str, **kwargs: Any) -> gym.Env:
     """`gymnasium.make` for ``wm/`` ids; an unknown id raises `UnknownEnvError` with suggestions.
 
@@ -71,14 +91,7 @@ def make(env_id: str, **kwargs: Any) -> gym.Env:
         raise UnknownEnvError(f"env id must be a string, got {env_id!r}")
     bare = env_id.split(":", 1)[1] if ":" in env_id else env_id
     if bare not in gym.registry:
-        known = list_envs()
-        lowered = {k.lower(): k for k in known}
-        close = difflib.get_close_matches(bare.lower(), list(lowered), n=3, cutoff=0.5)
-        if close:
-            hint = "did you mean " + " or ".join(repr(lowered[c]) for c in close) + "?"
-        else:
-            hint = f"registered ids: {known}"
-        raise UnknownEnvError(f"unknown environment id {env_id!r}; {hint}")
+        raise UnknownEnvError(f"unknown environment id {env_id!r}; {_suggest(bare)}")
     return gym.make(env_id, **kwargs)
 
 
@@ -86,10 +99,7 @@ def env_class(env_id: str) -> type:
     """The environment class registered as `env_id`, without instantiating it (no renderer, no GL)."""
     bare = env_id.split(":", 1)[1] if isinstance(env_id, str) and ":" in env_id else env_id
     if not isinstance(bare, str) or bare not in gym.registry or not bare.startswith(NAMESPACE + "/"):
-        known = list_envs()
-        close = difflib.get_close_matches(str(bare), known, n=3, cutoff=0.5)
-        hint = ("did you mean " + " or ".join(repr(c) for c in close) + "?") if close else f"registered ids: {known}"
-        raise UnknownEnvError(f"unknown environment id {env_id!r}; {hint}")
+        raise UnknownEnvError(f"unknown environment id {env_id!r}; {_suggest(str(bare))}")
     entry = gym.registry[bare].entry_point
     if not isinstance(entry, str):
         return entry  # type: ignore[return-value]

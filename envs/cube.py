@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from envs.factors import Factor, FactorSpace, check_reset_options, factors_from_options
+from envs.factors import Factor, FactorSpace
+from envs.mujoco_common import MujocoEnv
+from envs.policies import ScriptedExpert, into_box
 
 TABLE_HALF = 0.32
 """Half side of the square table top (m); its top surface is the plane z = 0."""
@@ -174,7 +174,7 @@ def _yaw_quat(yaw: float) -> np.ndarray:
     return np.array([math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)])
 
 
-class CubeEnv(gym.Env):
+class CubeEnv(MujocoEnv):
     """Push a cube across a table to a goal position with a pusher, observed as RGB pixels.
 
     World (MuJoCo, metres, z up): a square table of half side `TABLE_HALF` whose top is
@@ -234,43 +234,31 @@ class CubeEnv(gym.Env):
     factor_space: FactorSpace = CUBE_FACTORS
     state_dim: int = _STATE_DIM
 
+    frame_skip = FRAME_SKIP
+    expert = "envs.cube:CubeExpert"
+
     def __init__(self, resolution: int = 64, render_mode: str | None = None) -> None:
         """Create the env; `resolution` is the image side in pixels (>= 8)."""
-        if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 8:
-            raise ValueError(f"resolution={resolution!r}: expected an integer >= 8")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}: expected None or one of {self.metadata['render_modes']}")
-        from envs.mujoco_common import OffscreenRenderer, import_mujoco
-
-        self._mj = mujoco = import_mujoco()
-        self.resolution = int(resolution)
-        self.render_mode = render_mode
-        self.observation_space = spaces.Box(0, 255, (self.resolution, self.resolution, 3), np.uint8)
-        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
-
-        self.model = mujoco.MjModel.from_xml_string(_XML)
-        self.data = mujoco.MjData(self.model)
-        self._goal_data = mujoco.MjData(self.model)
-        m = self.model
-        gid = lambda name: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, name)  # noqa: E731
-        self._g_cube, self._g_table, self._g_floor = gid("cube"), gid("table"), gid("floor")
-        self._g_tip, self._g_rod, self._g_distractor = gid("pusher_tip"), gid("pusher_rod"), gid("distractor")
-        self._b_cube = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "cube")
+        super().__init__(resolution, render_mode)
+        mujoco, m = self._mj, self.model
+        self._goal_data = mujoco.MjData(m)
+        self._g_cube, self._g_table, self._g_floor = m.geom("cube").id, m.geom("table").id, m.geom("floor").id
+        self._g_tip, self._g_rod, self._g_distractor = m.geom("pusher_tip").id, m.geom("pusher_rod").id, m.geom("distractor").id
+        self._b_cube = m.body("cube").id
         self._camera = mujoco.MjvCamera()
         self._camera.type = mujoco.mjtCamera.mjCAMERA_FREE
         self._camera.lookat[:] = (0.0, -0.03, 0.0)
-        self._renderer = OffscreenRenderer(m, self.resolution)
-
         self._set_factors(self.factor_space.defaults())
-        self._goal = self._state_from(np.zeros(2), np.array([0.1, 0.0]), 0.0)
-        self._apply_state(self.data, self._state_from(np.array([-0.15, 0.0]), np.zeros(2), 0.0))
-        self._apply_state(self._goal_data, self._goal)
+        start = self._state_from(np.array([-0.15, 0.0]), np.zeros(2), 0.0)
+        self._begin_episode(start, self._state_from(np.zeros(2), np.array([0.1, 0.0]), 0.0))
+
+    def _model_xml(self) -> str:
+        return _XML
 
     # -- factors -----------------------------------------------------------------------
-    def _set_factors(self, f: dict) -> None:
+    def _apply_factors(self, f: dict) -> None:
         """Write validated factors into the compiled model (no recompile)."""
         mujoco, m = self._mj, self.model
-        self._factors = f
         m.geom_rgba[self._g_cube, :3] = f["cube_color"]
         m.geom_rgba[self._g_table, :3] = f["table_color"]
         m.geom_rgba[self._g_tip, :3] = f["pusher_color"]
@@ -302,21 +290,6 @@ class CubeEnv(gym.Env):
 
     # -- properties --------------------------------------------------------------------
     @property
-    def state(self) -> np.ndarray:
-        """The true state, float64 (17,) (a copy): qpos (9) then qvel (8), see the class docstring."""
-        return np.concatenate([self.data.qpos, self.data.qvel])
-
-    @property
-    def goal_state(self) -> np.ndarray:
-        """The goal state, float64 (17,) (a copy), same layout as `state`."""
-        return self._goal.copy()
-
-    @property
-    def factors(self) -> dict:
-        """Current factor values (a copy)."""
-        return dict(self._factors)
-
-    @property
     def cube_size(self) -> float:
         """Half side of the cube (m)."""
         return float(self._factors["cube_size"])
@@ -331,85 +304,10 @@ class CubeEnv(gym.Env):
         """Duration of one env step (s)."""
         return TIMESTEP * FRAME_SKIP
 
-    # -- gym API -------------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        """Start an episode; see the class docstring for `options`."""
-        super().reset(seed=seed)
-        options = check_reset_options(options)
-        factors = factors_from_options(self.factor_space, options, self.np_random)
-        state = goal = None
-        if options.get("state") is not None:
-            state = self._check_state(options["state"], "state")
-        if options.get("goal_state") is not None:
-            goal = self._check_state(options["goal_state"], "goal_state")
-        self._set_factors(factors)
-        if state is None:
-            state = self._sample_start()
-        if goal is None:
-            goal = self._sample_goal(state)
-        self._mj.mj_resetData(self.model, self.data)
-        self._apply_state(self.data, state)
-        self._goal = goal
-        self._apply_state(self._goal_data, goal)
-        return self._renderer.render(self.data, self._camera), self._info()
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """Command the pusher velocity ``pusher_speed * clip(action, -1, 1)`` for one step (0.05 s)."""
-        try:
-            a = np.array(action, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"action={action!r}: expected a float array of shape (2,)") from None
-        if a.shape != (2,):
-            raise ValueError(f"action={action!r} has shape {a.shape}: expected shape (2,)")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action={action!r} is not finite: expected finite values of shape (2,)")
-        np.clip(a, -1.0, 1.0, out=a)
-        d = self.data
-        p = d.qpos[:2]
-        a[(p >= PUSHER_RANGE) & (a > 0.0)] = 0.0  # don't drive into the joint limit
-        a[(p <= -PUSHER_RANGE) & (a < 0.0)] = 0.0
-        d.ctrl[:] = a * self._speed
-        mujoco = self._mj
-        mujoco.mj_step(self.model, d, FRAME_SKIP)
-        mujoco.mj_kinematics(self.model, d)  # poses of the final qpos for rendering
-        mujoco.mj_camlight(self.model, d)
-        info = self._info()
-        obs = self._renderer.render(d, self._camera)
-        return obs, -info["goal_distance"], info["success"], False, info
-
-    def render(self) -> np.ndarray | None:
-        """The current frame (``render_mode="rgb_array"``); None without a render mode."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
-            return None
-        return self._renderer.render(self.data, self._camera)
-
-    def close(self) -> None:
-        """Free the renderer (idempotent)."""
-        renderer = getattr(self, "_renderer", None)
-        if renderer is not None:
-            renderer.close()
-
     # -- public helpers ------------------------------------------------------------------
-    @staticmethod
-    def make_expert(env: gym.Env, noise: float) -> "CubeExpert":
-        """The scripted pusher (`CubeExpert`) for `env` with Gaussian action noise std `noise`."""
-        return CubeExpert(env, noise)
-
-    def set_state(self, state: Any) -> None:
-        """Put the scene in `state` (float (17,), see the class docstring); velocities included."""
-        s = self._check_state(state, "state")
-        self._apply_state(self.data, s)
-
-    def set_goal(self, goal_state: Any) -> None:
-        """Make `goal_state` (float (17,), same layout as the state) the goal."""
-        g = self._check_state(goal_state, "goal_state")
-        self._goal = g
-        self._apply_state(self._goal_data, g)
-
     def render_goal(self) -> np.ndarray:
         """The scene as it looks in the goal state, ``uint8 (H, W, 3)`` (a fresh array)."""
-        return self._renderer.render(self._goal_data, self._camera)
+        return self._render_data(self._goal_data)
 
     def goal_from_cube(self, x: float, y: float, yaw: float = 0.0, pusher_xy: Any = None) -> np.ndarray:
         """A goal state, float64 (17,): the cube resting at ``(x, y)`` with `yaw` (rad).
@@ -424,17 +322,31 @@ class CubeEnv(gym.Env):
             pusher = np.asarray(pusher_xy, np.float64)
         return self._state_from(pusher, cube, yaw)
 
-    # -- internals -----------------------------------------------------------------------
-    def _info(self) -> dict:
+    # -- hooks of WorldModelEnv -------------------------------------------------------------
+    def _simulate(self, action: list[float]) -> None:
+        """Command the pusher velocity ``pusher_speed * action``; a push out of its range at the limit is zeroed."""
+        a = np.array(action)
+        p = self.data.qpos[:2]
+        a[(p >= PUSHER_RANGE) & (a > 0.0)] = 0.0  # don't drive into the joint limit
+        a[(p <= -PUSHER_RANGE) & (a < 0.0)] = 0.0
+        self._advance(a * self._speed)
+        self._mj.mj_camlight(self.model, self.data)
+
+    def _progress(self) -> tuple[float, bool]:
         c, g = self.data.qpos, self._goal
         dist = math.hypot(float(c[2] - g[2]), float(c[3] - g[3]))
-        return {
-            "state": self.state,
-            "goal_state": self._goal.copy(),
-            "success": bool(dist < SUCCESS_RADIUS),
-            "goal_distance": float(dist),
-            "factors": dict(self._factors),
-        }
+        return dist, dist < SUCCESS_RADIUS
+
+    def _write_goal(self, goal: np.ndarray) -> None:
+        self._goal = goal
+        self._put_state(self._goal_data, goal)
+
+    def _put_state(self, data: Any, state: np.ndarray) -> None:
+        """Also no control and no solver warm start, so a replay from `set_state` matches the original run."""
+        data.qacc_warmstart[:] = 0.0
+        data.ctrl[:] = 0.0
+        super()._put_state(data, state)
+
 
     def _state_from(self, pusher: np.ndarray, cube: np.ndarray, yaw: float) -> np.ndarray:
         s = np.zeros(_STATE_DIM)
@@ -450,13 +362,6 @@ class CubeEnv(gym.Env):
         u = d / n if n > 1e-9 else np.array([1.0, 0.0])
         p = cube_to - u * (self.cube_size + PUSHER_RADIUS + 0.002)
         return np.clip(p, -PUSHER_RANGE, PUSHER_RANGE)
-
-    def _apply_state(self, data: Any, s: np.ndarray) -> None:
-        data.qpos[:] = s[:9]
-        data.qvel[:] = s[9:]
-        data.qacc_warmstart[:] = 0.0
-        data.ctrl[:] = 0.0
-        self._mj.mj_forward(self.model, data)
 
     def _check_state(self, value: Any, name: str) -> np.ndarray:
         try:
@@ -475,6 +380,8 @@ class CubeEnv(gym.Env):
         if abs(q - 1.0) > 1e-9:
             s[5:9] /= q
         return s
+
+    _check_goal = _check_state
 
     def _sample_start(self) -> np.ndarray:
         rng = self.np_random
@@ -499,7 +406,7 @@ class CubeEnv(gym.Env):
         return self._state_from(self._pusher_behind(cube, g), g, yaw)
 
 
-class CubeExpert:
+class CubeExpert(ScriptedExpert):
     """Scripted pusher: get behind the cube on the goal line, then push it to the goal.
 
     Memoryless (reads the true state through ``env.unwrapped`` each step), so it
@@ -524,16 +431,6 @@ class CubeExpert:
     MIN_PUSH = 0.06  # slowest push (m/s)
     LATERAL_GAIN = 6.0  # lateral correction (m/s per metre off the line)
     MOVE_GAIN = 8.0  # approach speed (m/s per metre to the waypoint)
-
-    def __init__(self, env: gym.Env, noise: float = 0.3) -> None:
-        """Bind to `env` (read through ``env.unwrapped``)."""
-        self.env = env.unwrapped
-        self.noise = float(noise)
-        self._rng = np.random.default_rng()
-
-    def reset(self, seed: int | None = None) -> None:
-        """Re-seed the noise generator."""
-        self._rng = np.random.default_rng(seed)
 
     def velocity(self) -> np.ndarray:
         """The pusher velocity (m/s) the expert wants now, float64 (2,)."""
@@ -571,10 +468,4 @@ class CubeExpert:
 
     def __call__(self, obs: np.ndarray, info: dict) -> np.ndarray:
         """Action for the current step, float32 (2,)."""
-        a = self.velocity() / self.env.pusher_speed
-        m = float(np.max(np.abs(a)))
-        if m > 1.0:
-            a = a / m
-        if self.noise > 0.0:
-            a = a + self._rng.normal(0.0, self.noise, size=2)
-        return np.clip(a, -1.0, 1.0).astype(np.float32)
+        return self._finish(into_box(self.velocity() / self.env.pusher_speed))

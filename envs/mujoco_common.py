@@ -1,4 +1,4 @@
-"""Shared pieces of the MuJoCo environments: GL backend choice and a cheap offscreen renderer.
+"""Shared pieces of the MuJoCo environments: GL backend, a cheap offscreen renderer, `MujocoEnv`.
 
 Import `mujoco` through `import_mujoco()` in env modules: it picks a headless GL
 backend first, and only when the user has not chosen one (``MUJOCO_GL`` unset). That
@@ -7,17 +7,28 @@ environment variable is the only process-global state this module touches.
 Rendering defaults are CPU-friendly: no shadows, no reflections, no multisample
 anti-aliasing (each costs 2-9x on Mesa's software renderer, see ``docs``); pass
 ``antialias=True`` to `OffscreenRenderer` to get MSAA back.
+
+`MujocoEnv` is the `envs.base.WorldModelEnv` of a compiled MuJoCo model: model, data
+and renderer lifecycle, the state as ``qpos`` then ``qvel``, frame-skipped steps. The
+*top view* helpers are the rig of the envs seen from straight above (one directional
+light tilted toward +x, a camera tilted about x): its factors, its XML and how the
+factors are written into the model.
 """
 
 from __future__ import annotations
 
 import ctypes.util
 import logging
+import math
 import os
+import sys
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+
+from envs.base import WorldModelEnv
+from envs.factors import Factor
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +44,12 @@ def select_gl_backend() -> str:
     if _BACKEND is not None:
         return _BACKEND
     chosen = os.environ.get("MUJOCO_GL")
+    if not chosen and "mujoco" in sys.modules:
+        # Too late to choose: mujoco fixed its backend at import (GLFW when MUJOCO_GL is unset).
+        _BACKEND = "glfw (mujoco was imported before MUJOCO_GL was set)"
+        log.warning("mujoco was imported before worldmodel could choose a headless GL backend; "
+                    "rendering needs a display. Import `envs` first or set MUJOCO_GL=egl|osmesa.")
+        return _BACKEND
     if chosen:
         log.info("MuJoCo GL backend %r (set by the user)", chosen)
     else:
@@ -81,7 +98,15 @@ class OffscreenRenderer:
         if not antialias:
             model.vis.quality.offsamples = 0
         self.resolution = int(resolution)
-        self._renderer = mujoco.Renderer(model, self.resolution, self.resolution)
+        self._renderer = None
+        try:
+            self._renderer = mujoco.Renderer(model, self.resolution, self.resolution)
+        except Exception as e:  # mujoco.FatalError, or GLFW with no display
+            raise RuntimeError(
+                f"cannot create a MuJoCo offscreen GL context (backend {select_gl_backend()!r}): {e}. Headless machines "
+                "need EGL or OSMesa (Debian: libegl1 libgl1-mesa-dri, or libosmesa6) and MUJOCO_GL set "
+                "before `mujoco` is first imported; import `envs` first, or set MUJOCO_GL=egl|osmesa"
+            ) from e
         flags = self._renderer.scene.flags
         flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
@@ -98,7 +123,7 @@ class OffscreenRenderer:
 
     def close(self) -> None:
         """Free the GL context (idempotent)."""
-        r, self._renderer = self._renderer, None
+        r, self._renderer = getattr(self, "_renderer", None), None
         if r is not None:
             try:
                 r.close()
@@ -107,3 +132,136 @@ class OffscreenRenderer:
 
     def __del__(self) -> None:
         self.close()
+
+
+class MujocoEnv(WorldModelEnv):
+    """A `WorldModelEnv` simulated by one compiled MuJoCo model and rendered offscreen.
+
+    Provides ``model``, ``data`` (read them; change the scene through the API), the
+    renderer and its `close`, ``state`` = ``qpos`` then ``qvel`` (float64 (nq + nv,)),
+    `step` as ``ctrl = action`` for ``frame_skip`` physics steps, and `render_goal` with
+    the goal written into ``qpos``. A subclass supplies `_model_xml`, sets ``_camera``
+    (id, name or `mujoco.MjvCamera`; default: the free camera) and implements the
+    factor, sampling and checking hooks of `WorldModelEnv`; its states are float64
+    (nq + nv,) vectors. Factors are written into the compiled model, never recompiled.
+
+    Version history:
+        v0: initial version.
+    """
+
+    frame_skip: int = 1
+    """Physics steps per env step."""
+
+    def __init__(self, resolution: int = 64, render_mode: str | None = None) -> None:
+        """Compile the model of `_model_xml` and open a renderer at `resolution`."""
+        super().__init__(resolution, render_mode)
+        self._mj = mj = import_mujoco()
+        self.model = mj.MjModel.from_xml_string(self._model_xml())
+        self.data = mj.MjData(self.model)
+        self._camera: Any = -1
+        self._renderer: Any = OffscreenRenderer(self.model, self.resolution)
+
+    def _model_xml(self) -> str:
+        """The MJCF of the scene."""
+        raise NotImplementedError
+
+    @property
+    def state(self) -> np.ndarray:
+        """``qpos`` then ``qvel``, float64 (nq + nv,) (a copy); the layout is in the class docstring."""
+        return np.concatenate([self.data.qpos, self.data.qvel])
+
+    def render_goal(self) -> np.ndarray:
+        """The scene with ``qpos`` set to the goal, ``uint8 (H, W, 3)``; the state is unchanged."""
+        mj, m, d = self._mj, self.model, self.data
+        saved = d.qpos.copy()
+        d.qpos[:] = self._goal
+        mj.mj_kinematics(m, d)
+        img = self._observe()
+        d.qpos[:] = saved
+        mj.mj_kinematics(m, d)
+        return img
+
+    def close(self) -> None:
+        """Free the renderer (idempotent)."""
+        r, self._renderer = getattr(self, "_renderer", None), None
+        if r is not None:
+            r.close()
+
+    # -- hooks of WorldModelEnv -------------------------------------------------------------
+    def _begin_episode(self, start: np.ndarray, goal: Any) -> None:
+        """A fresh ``data`` (time 0, no control, no solver warm start), then the start and goal."""
+        self._mj.mj_resetData(self.model, self.data)
+        super()._begin_episode(start, goal)
+
+    def _write_state(self, state: np.ndarray) -> None:
+        self._put_state(self.data, state)
+
+    def _put_state(self, data: Any, state: np.ndarray) -> None:
+        """Write `state` (qpos then qvel) into `data` and run ``mj_forward``."""
+        nq = self.model.nq
+        data.qpos[:] = state[:nq]
+        data.qvel[:] = state[nq:]
+        self._mj.mj_forward(self.model, data)
+
+    def _simulate(self, action: list[float]) -> None:
+        self._advance(action)
+
+    def _advance(self, ctrl: Any) -> None:
+        """``frame_skip`` physics steps under `ctrl`, then the geom poses of the new state (for the frame)."""
+        mj, m, d = self._mj, self.model, self.data
+        d.ctrl[:] = ctrl
+        mj.mj_step(m, d, self.frame_skip)
+        mj.mj_kinematics(m, d)
+
+    def _observe(self) -> np.ndarray:
+        return self._render_data(self.data)
+
+    def _render_data(self, data: Any) -> np.ndarray:
+        """`data` seen from ``_camera``, a fresh ``uint8 (resolution, resolution, 3)``."""
+        if self._renderer is None:
+            raise RuntimeError("the env is closed")
+        return self._renderer.render(data, self._camera)
+
+
+TOP_VIEW_VISUAL = """
+  <visual>
+    <headlight active="0"/>
+    <global offwidth="64" offheight="64"/>
+  </visual>"""
+"""The ``<visual>`` element of a top-view scene: no headlight (the sun lights it)."""
+
+
+def top_view_xml(light_height: float, camera_distance: float, fovy: float) -> str:
+    """The light ``sun`` and the camera ``top`` of a top-view scene, as MJCF elements of the worldbody."""
+    return f"""
+    <light name="sun" directional="true" pos="0 0 {light_height:g}" dir="0 0 -1" diffuse="0.7 0.7 0.7"
+           ambient="0.35 0.35 0.35" specular="0.1 0.1 0.1" castshadow="false"/>
+    <camera name="top" pos="0 0 {camera_distance}" xyaxes="1 0 0 0 1 0" fovy="{fovy}"/>"""
+
+
+def top_view_factors(tilt_ood: tuple, tilt_doc: str) -> list[Factor]:
+    """The visual factors of the top-view rig: ``light_intensity``, ``light_angle``, ``camera_tilt``.
+
+    The camera tilt trains in [-4, 4] degrees; `tilt_ood` and `tilt_doc` are the env's own.
+    """
+    return [
+        Factor(
+            "light_intensity", "visual", 0.7, train=(0.6, 0.8), ood=((0.3, 0.45), (0.95, 1.1)),
+            doc="diffuse intensity of the directional light",
+        ),
+        Factor(
+            "light_angle", "visual", 10.0, train=(0.0, 20.0), ood=((35.0, 60.0),),
+            doc="angle of the light from the vertical, degrees, tilted toward +x (dims the floor)",
+        ),
+        Factor("camera_tilt", "visual", 0.0, train=(-4.0, 4.0), ood=tilt_ood, doc=tilt_doc),
+    ]
+
+
+def apply_top_view(model: Any, light: int, camera: int, camera_distance: float, factors: dict) -> None:
+    """Write the `top_view_factors` values of `factors` into the light and the camera of `model`."""
+    model.light_diffuse[light] = float(factors["light_intensity"])
+    ang = math.radians(float(factors["light_angle"]))
+    model.light_dir[light] = (math.sin(ang), 0.0, -math.cos(ang))
+    tilt = math.radians(float(factors["camera_tilt"]))
+    model.cam_pos[camera] = (0.0, -camera_distance * math.sin(tilt), camera_distance * math.cos(tilt))
+    model.cam_quat[camera] = (math.cos(tilt / 2), math.sin(tilt / 2), 0.0, 0.0)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any, Mapping
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from envs.factors import Factor, FactorSpace, check_reset_options, factors_from_options
+from envs.base import check_vector
+from envs.factors import Factor, FactorSpace
+from envs.mujoco_common import TOP_VIEW_VISUAL, MujocoEnv, apply_top_view, top_view_factors, top_view_xml
+from envs.policies import ScriptedExpert, into_box
 
 GRID = 8
 """Every layout is a GRID x GRID map of cells (outer ring included); a cell is 1 x 1 world unit."""
@@ -105,17 +106,8 @@ POINT_MAZE_FACTORS = FactorSpace(
             ood=(((0.35, 0.35, 0.35), (0.55, 0.55, 0.55)), ((0.55, 0.75, 0.85), (0.7, 0.9, 1.0))),
             doc="RGB colour of the floor (train: light greys; ood: dark greys, blue tints)",
         ),
-        Factor(
-            "light_intensity", "visual", 0.7, train=(0.6, 0.8), ood=((0.3, 0.45), (0.95, 1.1)),
-            doc="diffuse intensity of the directional light",
-        ),
-        Factor(
-            "light_angle", "visual", 10.0, train=(0.0, 20.0), ood=((35.0, 60.0),),
-            doc="angle of the light from the vertical, degrees, tilted toward +x (dims the floor)",
-        ),
-        Factor(
-            "camera_tilt", "visual", 0.0, train=(-4.0, 4.0), ood=((-12.0, -7.0), (7.0, 12.0)),
-            doc="camera rotation about the x axis around the maze centre, degrees",
+        *top_view_factors(
+            ((-12.0, -7.0), (7.0, 12.0)), "camera rotation about the x axis around the maze centre, degrees"
         ),
         Factor(
             "layout", "geometric", 2.0, train=(0.0, 2.999), ood=((3.0, 4.999),),
@@ -235,14 +227,8 @@ def _model_xml() -> str:
   <option timestep="{TIMESTEP}" integrator="implicitfast">
     <flag midphase="disable"/>
   </option>
-  <visual>
-    <headlight active="0"/>
-    <global offwidth="64" offheight="64"/>
-  </visual>
-  <worldbody>
-    <light name="sun" directional="true" pos="0 0 12" dir="0 0 -1" diffuse="0.7 0.7 0.7"
-           ambient="0.35 0.35 0.35" specular="0.1 0.1 0.1" castshadow="false"/>
-    <camera name="top" pos="0 0 {CAMERA_DISTANCE}" xyaxes="1 0 0 0 1 0" fovy="{CAMERA_FOVY}"/>
+{TOP_VIEW_VISUAL}
+  <worldbody>{top_view_xml(12, CAMERA_DISTANCE, CAMERA_FOVY)}
     <geom name="floor" type="plane" size="{HALF + 2} {HALF + 2} 1" rgba="0.85 0.85 0.8 1" contype="0" conaffinity="0"/>
 {walls}
     <body name="agent" pos="0 0 0.25">
@@ -260,20 +246,7 @@ def _model_xml() -> str:
 """
 
 
-def _check_action(action: Any, dim: int) -> np.ndarray:
-    """`action` as float64 (dim,) clipped to [-1, 1]; ValueError naming it otherwise."""
-    try:
-        a = np.asarray(action, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"action={action!r}: expected a float array of shape ({dim},)") from None
-    if a.shape != (dim,):
-        raise ValueError(f"action={action!r} has shape {a.shape}: expected shape ({dim},)")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"action={action!r} is not finite: expected finite values of shape ({dim},)")
-    return np.clip(a, -1.0, 1.0)
-
-
-class PointMazeEnv(gym.Env):
+class PointMazeEnv(MujocoEnv):
     """A MuJoCo point mass driven through a maze of box walls, observed from above as RGB pixels.
 
     World: an 8 x 8 grid of unit cells centred on the origin (x right, y up; row 0 of a
@@ -289,7 +262,7 @@ class PointMazeEnv(gym.Env):
     - action: ``Box(-1, 1, (2,), float32)``, force along x and y in units of
       ``actuator_gain``; clipped to the box. One env step is `FRAME_SKIP` physics steps
       of `TIMESTEP` (0.1 s).
-    - state: ``float64 (4,)`` ``(x, y, vx, vy)``; goal: a position ``float64 (2,)``.
+    - state: ``float64 (4,)`` ``(x, y, vx, vy)`` (qpos, qvel); goal: a position ``float64 (2,)``.
     - reward ``-goal_distance`` (Euclidean, agent centre to goal);
       ``terminated = success = goal_distance < SUCCESS_RADIUS``.
     - reset options: ``factors`` (dict, validated), ``split`` (sample factors from a
@@ -315,48 +288,33 @@ class PointMazeEnv(gym.Env):
         v0: initial version.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     factor_space: FactorSpace = POINT_MAZE_FACTORS
     state_dim: int = 4
+    frame_skip = FRAME_SKIP
+    expert = "envs.point_maze:PointMazeExpert"
 
     def __init__(self, resolution: int = 64, render_mode: str | None = None) -> None:
         """Create the env; `resolution` is the image side in pixels (>= 8)."""
-        if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 8:
-            raise ValueError(f"resolution={resolution!r}: expected an integer >= 8")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}: expected None or one of {self.metadata['render_modes']}")
-        from envs.mujoco_common import OffscreenRenderer, import_mujoco
-
-        self._mj = import_mujoco()
-        self.resolution = int(resolution)
-        self.render_mode = render_mode
-        self.observation_space = spaces.Box(0, 255, (self.resolution, self.resolution, 3), np.uint8)
-        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
-
-        mj = self._mj
-        self.model = mj.MjModel.from_xml_string(_model_xml())
-        self.data = mj.MjData(self.model)
+        super().__init__(resolution, render_mode)
         m = self.model
-        self._wall_ids = np.array([mj.mj_name2id(m, mj.mjtObj.mjOBJ_GEOM, f"wall{k}") for k in range(MAX_WALLS)])
-        self._floor_id = mj.mj_name2id(m, mj.mjtObj.mjOBJ_GEOM, "floor")
-        self._agent_geom = mj.mj_name2id(m, mj.mjtObj.mjOBJ_GEOM, "agent")
-        self._agent_body = mj.mj_name2id(m, mj.mjtObj.mjOBJ_BODY, "agent")
-        self._camera = mj.mj_name2id(m, mj.mjtObj.mjOBJ_CAMERA, "top")
-        self._light = mj.mj_name2id(m, mj.mjtObj.mjOBJ_LIGHT, "sun")
-        self._renderer: Any = OffscreenRenderer(m, self.resolution)
-
+        self._wall_ids = np.array([m.geom(f"wall{k}").id for k in range(MAX_WALLS)])
+        self._floor_id = m.geom("floor").id
+        self._agent_geom = m.geom("agent").id
+        self._agent_body = m.body("agent").id
+        self._camera = m.camera("top").id
+        self._light = m.light("sun").id
         self._layout = -1
         self._wall_height_applied: float | None = None
-        self._factors: dict = {}
-        self._apply_factors(self.factor_space.defaults())
-        self._goal = cell_center((1, 6))
-        self._set_qpos(cell_center((6, 1)), np.zeros(2))
+        self._set_factors(self.factor_space.defaults())
+        self._begin_episode(np.array([*cell_center((6, 1)), 0.0, 0.0]), cell_center((1, 6)))
+
+    def _model_xml(self) -> str:
+        return _model_xml()
 
     # -- factors and layout -----------------------------------------------------------
     def _apply_factors(self, factors: dict) -> None:
         """Write validated factor values into the compiled model (no recompile)."""
         m = self.model
-        self._factors = factors
         layout = layout_index(factors["layout"])
         height = float(factors["wall_height"])
         if layout != self._layout or height != self._wall_height_applied:
@@ -370,12 +328,7 @@ class PointMazeEnv(gym.Env):
         m.geom_rgba[g, :3] = factors["agent_color"]
         m.geom_rgba[self._wall_ids, :3] = factors["wall_color"]
         m.geom_rgba[self._floor_id, :3] = factors["floor_color"]
-        m.light_diffuse[self._light] = float(factors["light_intensity"])
-        ang = math.radians(float(factors["light_angle"]))
-        m.light_dir[self._light] = (math.sin(ang), 0.0, -math.cos(ang))
-        tilt = math.radians(float(factors["camera_tilt"]))
-        m.cam_pos[self._camera] = (0.0, -CAMERA_DISTANCE * math.sin(tilt), CAMERA_DISTANCE * math.cos(tilt))
-        m.cam_quat[self._camera] = (math.cos(tilt / 2), math.sin(tilt / 2), 0.0, 0.0)
+        apply_top_view(m, self._light, self._camera, CAMERA_DISTANCE, factors)
         mass = float(factors["agent_mass"])
         if mass != m.body_mass[self._agent_body]:
             m.body_mass[self._agent_body] = mass
@@ -407,21 +360,6 @@ class PointMazeEnv(gym.Env):
 
     # -- properties ---------------------------------------------------------------------
     @property
-    def state(self) -> np.ndarray:
-        """``(x, y, vx, vy)``, float64 (4,) (a copy)."""
-        return np.concatenate([self.data.qpos, self.data.qvel]).astype(np.float64)
-
-    @property
-    def goal_state(self) -> np.ndarray:
-        """Goal position ``(x, y)``, float64 (2,) (a copy)."""
-        return self._goal.copy()
-
-    @property
-    def factors(self) -> dict:
-        """Current factor values (a copy)."""
-        return dict(self._factors)
-
-    @property
     def layout_name(self) -> str:
         """Name of the current layout (``"open"``, ``"u"``, ``"medium"``, ``"zigzag"``, ``"rooms"``)."""
         return LAYOUT_NAMES[self._layout]
@@ -441,75 +379,7 @@ class PointMazeEnv(gym.Env):
         """Radius of the agent sphere."""
         return float(self._factors["agent_radius"])
 
-    # -- gym API ----------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        """Start an episode; see the class docstring for `options`."""
-        super().reset(seed=seed)
-        options = check_reset_options(options)
-        self._apply_factors(factors_from_options(self.factor_space, options, self.np_random))
-        if options.get("state") is not None:
-            pos, vel = self._check_state(options["state"], "state")
-        else:
-            pos, vel = self._sample_in_cell(self._free[int(self.np_random.integers(len(self._free)))]), np.zeros(2)
-        if options.get("goal_state") is not None:
-            self._goal = self._check_position(options["goal_state"], "goal_state")
-        else:
-            self._goal = self._sample_goal(pos)
-        self.data.time = 0.0
-        self.data.ctrl[:] = 0.0
-        self.data.qacc_warmstart[:] = 0.0
-        self._set_qpos(pos, vel)
-        return self._render(), self._info()
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """Apply force ``actuator_gain * clip(action, -1, 1)`` for 0.1 s; the gymnasium five-tuple."""
-        mj, m, d = self._mj, self.model, self.data
-        d.ctrl[:] = _check_action(action, 2)
-        for _ in range(FRAME_SKIP):
-            mj.mj_step(m, d)
-        mj.mj_kinematics(m, d)  # geom poses of the new state, for the frame
-        info = self._info()
-        return self._render(), -info["goal_distance"], info["success"], False, info
-
-    def render(self) -> np.ndarray | None:
-        """The current frame (``render_mode="rgb_array"``); None without a render mode."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
-            return None
-        return self._render()
-
-    def close(self) -> None:
-        """Free the renderer (idempotent)."""
-        r, self._renderer = getattr(self, "_renderer", None), None
-        if r is not None:
-            r.close()
-
     # -- public helpers ---------------------------------------------------------------
-    @staticmethod
-    def make_expert(env: gym.Env, noise: float) -> "PointMazeExpert":
-        """The scripted expert (`PointMazeExpert`) with Gaussian action noise std `noise`."""
-        return PointMazeExpert(env, noise)
-
-    def set_state(self, state: Any) -> None:
-        """Place the agent: `state` is ``(x, y)`` (at rest) or ``(x, y, vx, vy)``, in free space."""
-        pos, vel = self._check_state(state, "state")
-        self._set_qpos(pos, vel)
-
-    def set_goal(self, goal_state: Any) -> None:
-        """Move the goal to `goal_state` ``(x, y)`` (finite, in free space)."""
-        self._goal = self._check_position(goal_state, "goal_state")
-
-    def render_goal(self) -> np.ndarray:
-        """The scene with the agent at rest at the goal, ``uint8 (H, W, 3)``; the state is unchanged."""
-        mj, m, d = self._mj, self.model, self.data
-        saved = d.qpos.copy()
-        d.qpos[:] = self._goal
-        mj.mj_kinematics(m, d)
-        img = self._render()
-        d.qpos[:] = saved
-        mj.mj_kinematics(m, d)
-        return img
-
     def is_free(self, position: Any, margin: float = 0.0) -> bool:
         """True if the agent sphere at `position` ``(x, y)`` keeps ``radius - margin`` from every wall."""
         x, y = float(position[0]), float(position[1])
@@ -548,51 +418,30 @@ class PointMazeEnv(gym.Env):
                 return False
         return True
 
-    # -- internals ----------------------------------------------------------------------
-    def _render(self) -> np.ndarray:
-        if self._renderer is None:
-            raise RuntimeError("the env is closed")
-        return self._renderer.render(self.data, self._camera)
-
-    def _set_qpos(self, pos: np.ndarray, vel: np.ndarray) -> None:
-        self.data.qpos[:] = pos
-        self.data.qvel[:] = vel
-        self._mj.mj_forward(self.model, self.data)
-
-    def _info(self) -> dict:
+    # -- hooks of WorldModelEnv -------------------------------------------------------------
+    def _progress(self) -> tuple[float, bool]:
         pos = self.data.qpos
         d = math.hypot(float(pos[0] - self._goal[0]), float(pos[1] - self._goal[1]))
-        return {
-            "state": self.state,
-            "goal_state": self._goal.copy(),
-            "success": bool(d < SUCCESS_RADIUS),
-            "goal_distance": float(d),
-            "factors": dict(self._factors),
-        }
+        return d, d < SUCCESS_RADIUS
 
-    def _check_position(self, value: Any, name: str) -> np.ndarray:
-        try:
-            p = np.array(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}={value!r}: expected a float array of shape (2,)") from None
-        if p.shape != (2,):
-            raise ValueError(f"{name}={value!r} has shape {p.shape}: expected shape (2,)")
+    def _check_goal(self, value: Any, name: str) -> np.ndarray:
+        p = check_vector(value, name, (2,), finite=False)
         self._check_free(p, name)
         return p
 
-    def _check_state(self, value: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            s = np.array(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}={value!r}: expected a float array of shape (2,) or (4,)") from None
-        if s.shape not in ((2,), (4,)):
-            raise ValueError(f"{name}={value!r} has shape {s.shape}: expected shape (2,) or (4,)")
+    def _check_state(self, value: Any, name: str) -> np.ndarray:
+        """``(x, y)`` (at rest) or ``(x, y, vx, vy)`` as float64 (4,)."""
+        s = check_vector(value, name, (2, 4), finite=False)
         pos = s[:2].copy()
         vel = s[2:].copy() if s.shape == (4,) else np.zeros(2)
         if not np.all(np.isfinite(vel)):
             raise ValueError(f"{name}={value!r} is not finite")
         self._check_free(pos, name)
-        return pos, vel
+        return np.concatenate([pos, vel])
+
+    def _sample_start(self) -> np.ndarray:
+        pos = self._sample_in_cell(self._free[int(self.np_random.integers(len(self._free)))])
+        return np.concatenate([pos, np.zeros(2)])
 
     def _check_free(self, p: np.ndarray, name: str) -> None:
         if not np.all(np.isfinite(p)):
@@ -618,7 +467,7 @@ class PointMazeEnv(gym.Env):
         return self._sample_in_cell(far[int(self.np_random.integers(len(far)))])
 
 
-class PointMazeExpert:
+class PointMazeExpert(ScriptedExpert):
     """Follows the BFS path of cells to the goal with a velocity-tracking PD controller.
 
     Each step: the shortest path of cells from the agent's cell to the goal cell (BFS on
@@ -639,15 +488,7 @@ class PointMazeExpert:
     GAIN = 3.0
     TRACK_TIME = 0.15
 
-    def __init__(self, env: gym.Env, noise: float) -> None:
-        """Bind to `env` (read through ``env.unwrapped``)."""
-        self.env: PointMazeEnv = env.unwrapped  # type: ignore[assignment]
-        self.noise = float(noise)
-        self._rng = np.random.default_rng()
-
-    def reset(self, seed: int | None = None) -> None:
-        """Re-seed the noise generator."""
-        self._rng = np.random.default_rng(seed)
+    env: PointMazeEnv
 
     def target(self) -> np.ndarray:
         """The point the expert steers to now, world ``(x, y)``, float64 (2,)."""
@@ -687,10 +528,4 @@ class PointMazeExpert:
         if speed > top:
             v_des *= top / speed
         force = damping * v_des + mass * (v_des - vel) / self.TRACK_TIME
-        action = force / gain
-        peak = float(np.max(np.abs(action)))
-        if peak > 1.0:
-            action = action / peak
-        if self.noise > 0.0:
-            action = action + self._rng.normal(0.0, self.noise, size=2)
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
+        return self._finish(into_box(force / gain))

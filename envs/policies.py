@@ -49,7 +49,37 @@ class RandomPolicy:
         return self._rng.uniform(self.low, self.high).astype(np.float32)
 
 
-class TwoRoomExpert:
+def into_box(action: np.ndarray) -> np.ndarray:
+    """`action` scaled down, direction kept, until every component is in [-1, 1]; same shape."""
+    peak = float(np.max(np.abs(action)))
+    return action / peak if peak > 1.0 else action
+
+
+class ScriptedExpert:
+    """Base of the scripted experts: bound to ``env.unwrapped``, with its own noise generator.
+
+    A subclass computes a clean action and returns ``self._finish(action)``: Gaussian
+    noise of std `noise` added, clipped to [-1, 1], float32.
+    """
+
+    def __init__(self, env: gym.Env, noise: float = DEFAULT_EXPERT_NOISE) -> None:
+        """Bind to `env` (read through ``env.unwrapped``)."""
+        self.env: Any = env.unwrapped
+        self.noise = float(noise)
+        self._rng = np.random.default_rng()
+
+    def reset(self, seed: int | None = None) -> None:
+        """Re-seed the noise generator."""
+        self._rng = np.random.default_rng(seed)
+
+    def _finish(self, action: np.ndarray) -> np.ndarray:
+        """`action` (A,) plus the noise, clipped to [-1, 1], float32 (A,)."""
+        if self.noise > 0.0:
+            action = action + self._rng.normal(0.0, self.noise, size=action.shape)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+class TwoRoomExpert(ScriptedExpert):
     """Steers the TwoRoom agent to its goal, through the door when needed.
 
     Each step it picks a target by line of sight (so it needs no memory and recovers
@@ -68,16 +98,6 @@ class TwoRoomExpert:
 
     WAYPOINT_OFFSET = 0.1
     CLEARANCE = 0.005  # margin inside the door span for paths that cross the whole doorway
-
-    def __init__(self, env: gym.Env, noise: float = DEFAULT_EXPERT_NOISE) -> None:
-        """Bind to `env` (read through ``env.unwrapped``)."""
-        self.env = env.unwrapped
-        self.noise = float(noise)
-        self._rng = np.random.default_rng()
-
-    def reset(self, seed: int | None = None) -> None:
-        """Re-seed the noise generator."""
-        self._rng = np.random.default_rng(seed)
 
     def target(self) -> tuple[float, float]:
         """The point the expert heads for now (world units)."""
@@ -134,9 +154,7 @@ class TwoRoomExpert:
             action = np.array([vx * scale, vy * scale])
         else:
             action = np.zeros(2)
-        if self.noise > 0.0:
-            action = action + self._rng.normal(0.0, self.noise, size=2)
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
+        return self._finish(action)
 
 
 def make_policy(name: str, env: gym.Env, noise: float | None = None) -> Policy:

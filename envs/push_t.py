@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any
 
 import cv2
-import gymnasium as gym
 import numpy as np
 import pymunk
-from gymnasium import spaces
 
-from envs.factors import Factor, FactorSpace, check_reset_options, factors_from_options
+from envs.base import WorldModelEnv, check_vector
+from envs.factors import Factor, FactorSpace
 
 OUTER_WALL = 0.03
 """Thickness of the walls along the border of the unit-square arena."""
@@ -146,7 +145,7 @@ def _to_pose(points: np.ndarray, x: float, y: float, angle: float) -> np.ndarray
     return points @ np.array([[c, s], [-s, c]]) + (x, y)
 
 
-class PushTEnv(gym.Env):
+class PushTEnv(WorldModelEnv):
     """An agent disc pushes a T-shaped block to a goal pose; RGB pixels from above.
 
     World: the unit square, x to the right, y *down* (image rows), with walls of
@@ -190,28 +189,20 @@ class PushTEnv(gym.Env):
         v0: initial version.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     factor_space: FactorSpace = PUSH_T_FACTORS
     state_dim: int = STATE_DIM
 
+    expert = "envs.push_t_expert:PushTExpert"
+
     def __init__(self, resolution: int = 64, render_mode: str | None = None) -> None:
         """Create the env; `resolution` is the image side in pixels (>= 8)."""
-        if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 8:
-            raise ValueError(f"resolution={resolution!r}: expected an integer >= 8")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}: expected None or one of {self.metadata['render_modes']}")
-        self.resolution = int(resolution)
-        self.render_mode = render_mode
-        self.observation_space = spaces.Box(0, 255, (self.resolution, self.resolution, 3), np.uint8)
-        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        super().__init__(resolution, render_mode)
         self._set_factors(self.factor_space.defaults())
-        self._goal = np.array([0.5, 0.5, 0.0])
-        self._write_state(np.array([0.2, 0.2, 0.5, 0.6, 0.0, 0, 0, 0, 0, 0], np.float64))
+        self._begin_episode(np.array([0.2, 0.2, 0.5, 0.6, 0.0, 0, 0, 0, 0, 0], np.float64), np.array([0.5, 0.5, 0.0]))
 
     # -- factors and the physics scene ---------------------------------------------------
-    def _set_factors(self, factors: dict) -> None:
+    def _apply_factors(self, factors: dict) -> None:
         """Install validated factors: a fresh pymunk space, block shape, colours, background."""
-        self._factors = factors
         self._radius = float(factors["agent_radius"])
         self._kp = float(factors["agent_gain"])
         damping = float(factors["block_damping"])
@@ -262,16 +253,6 @@ class PushTEnv(gym.Env):
         return np.array([ax, ay, bx, by, b.angle, avx, avy, bvx, bvy, b.angular_velocity], np.float64)
 
     @property
-    def goal_state(self) -> np.ndarray:
-        """Goal block pose x, y, angle, float64 (3,) (a copy)."""
-        return self._goal.copy()
-
-    @property
-    def factors(self) -> dict:
-        """Current factor values (a copy)."""
-        return dict(self._factors)
-
-    @property
     def agent_radius(self) -> float:
         """Radius of the agent disc."""
         return self._radius
@@ -281,40 +262,17 @@ class PushTEnv(gym.Env):
         """The T's outline in the block frame, float64 (8, 2) (see `t_outline`)."""
         return self._outline.copy()
 
-    # -- gym API ----------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        """Start an episode; see the class docstring for `options`."""
-        super().reset(seed=seed)
-        options = check_reset_options(options)
-        self._set_factors(factors_from_options(self.factor_space, options, self.np_random))
-        if options.get("goal_state") is not None:
-            self._goal = self._check_goal(options["goal_state"], "goal_state")
-        else:
-            self._goal = self._sample_goal()
-        if options.get("state") is not None:
-            self._write_state(self._check_state(options["state"], "state"))
-        else:
-            self._write_state(self._sample_start())
-        return self._render(), self._info()
+    # -- hooks of WorldModelEnv -------------------------------------------------------------
+    def _start_and_goal(self, options: dict) -> tuple[np.ndarray, np.ndarray]:
+        """The goal first: a sampled start is placed around it."""
+        goal = options.get("goal_state")
+        goal = self._sample_goal() if goal is None else self._check_goal(goal, "goal_state")
+        state = options.get("state")
+        return (self._sample_start(goal) if state is None else self._check_state(state, "state")), goal
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """Drive the agent towards ``position + ACTION_SCALE * clip(action)`` for 0.1 s; the five-tuple."""
-        try:
-            a = np.asarray(action, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"action={action!r}: expected a float array of shape (2,)") from None
-        if a.shape != (2,):
-            raise ValueError(f"action={action!r} has shape {a.shape}: expected shape (2,)")
-        ax, ay = float(a[0]), float(a[1])
-        if not (math.isfinite(ax) and math.isfinite(ay)):
-            raise ValueError(f"action={action!r} is not finite: expected finite values of shape (2,)")
-        ax = -1.0 if ax < -1.0 else (1.0 if ax > 1.0 else ax)
-        ay = -1.0 if ay < -1.0 else (1.0 if ay > 1.0 else ay)
-        self._simulate(ax, ay)
-        info = self._info()
-        return self._render(), -info["goal_distance"], info["success"], False, info
-
-    def _simulate(self, ax: float, ay: float) -> None:
+    def _simulate(self, action: list[float]) -> None:
+        """Drive the agent towards ``position + ACTION_SCALE * action`` for 0.1 s."""
+        ax, ay = action
         self._clear_contacts()
         agent, block, space = self._agent, self._block, self._space
         px, py = agent.position
@@ -336,29 +294,7 @@ class PushTEnv(gym.Env):
         pymunk.Body.update_position(block, 0.0)
         block.angle = wrap_angle(block.angle)
 
-    def render(self) -> np.ndarray | None:
-        """The current frame (``render_mode="rgb_array"``); None without a render mode."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
-            return None
-        return self._render()
-
     # -- public helpers ---------------------------------------------------------------
-    @staticmethod
-    def make_expert(env: gym.Env, noise: float) -> Any:
-        """The scripted pusher (`envs.push_t_expert.PushTExpert`) with action noise std `noise`."""
-        from envs.push_t_expert import PushTExpert
-
-        return PushTExpert(env, noise)
-
-    def set_state(self, state: Any) -> None:
-        """Restore a state, float (10,) (or (5,) poses with zero velocities); see the class docstring."""
-        self._write_state(self._check_state(state, "state"))
-
-    def set_goal(self, goal_state: Any) -> None:
-        """Move the goal to the block pose `goal_state`, float (3,) x, y, angle."""
-        self._goal = self._check_goal(goal_state, "goal_state")
-
     def render_goal(self) -> np.ndarray:
         """The scene with the block at the goal pose and the agent where it is now, ``uint8 (H, W, 3)``."""
         x, y, angle = (float(v) for v in self._goal)
@@ -378,15 +314,9 @@ class PushTEnv(gym.Env):
         return dp, abs(wrap_angle(float(pose[2]) - self._goal[2]))
 
     # -- internals ----------------------------------------------------------------------
-    def _info(self) -> dict:
+    def _progress(self) -> tuple[float, bool]:
         dp, da = self.pose_error()
-        return {
-            "state": self.state,
-            "goal_state": self._goal.copy(),
-            "success": bool(dp < SUCCESS_POSITION and da < SUCCESS_ANGLE),
-            "goal_distance": float(dp + ANGLE_WEIGHT * da),
-            "factors": dict(self._factors),
-        }
+        return dp + ANGLE_WEIGHT * da, dp < SUCCESS_POSITION and da < SUCCESS_ANGLE
 
     def _write_state(self, s: np.ndarray) -> None:
         self._agent.position = (float(s[0]), float(s[1]))
@@ -397,18 +327,6 @@ class PushTEnv(gym.Env):
         self._block.angular_velocity = float(s[9])
         self._space.reindex_shapes_for_body(self._agent)
         self._space.reindex_shapes_for_body(self._block)
-
-    def _check_array(self, value: Any, name: str, shapes: tuple[int, ...]) -> np.ndarray:
-        expected = " or ".join(f"({n},)" for n in shapes)
-        try:
-            s = np.array(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}={value!r}: expected a float array of shape {expected}") from None
-        if s.ndim != 1 or s.shape[0] not in shapes:
-            raise ValueError(f"{name}={value!r} has shape {s.shape}: expected shape {expected}")
-        if not np.all(np.isfinite(s)):
-            raise ValueError(f"{name}={value!r} is not finite")
-        return s
 
     def _t_inside(self, pose: np.ndarray, margin: float) -> bool:
         """True if the T at `pose` keeps `margin` (may be negative) from the walls."""
@@ -432,14 +350,14 @@ class PushTEnv(gym.Env):
         return best
 
     def _check_goal(self, value: Any, name: str) -> np.ndarray:
-        g = self._check_array(value, name, (3,))
+        g = check_vector(value, name, (3,))
         g[2] = wrap_angle(g[2])
         if not self._t_inside(g, 0.0):
             raise ValueError(f"{name}={g.tolist()}: the T at that pose leaves the arena [{OUTER_WALL:g}, {1 - OUTER_WALL:g}]^2")
         return g
 
     def _check_state(self, value: Any, name: str, tol: float = 0.01) -> np.ndarray:
-        s = self._check_array(value, name, (STATE_DIM, 5))
+        s = check_vector(value, name, (STATE_DIM, 5))
         if s.shape[0] == 5:
             s = np.concatenate([s, np.zeros(STATE_DIM - 5)])
         s[4] = wrap_angle(s[4])
@@ -461,9 +379,9 @@ class PushTEnv(gym.Env):
             if self._t_inside(g, 0.0):
                 return g
 
-    def _sample_start(self) -> np.ndarray:
+    def _sample_start(self, goal: np.ndarray) -> np.ndarray:
         rng = self.np_random
-        gx, gy, ga = self._goal
+        gx, gy, ga = goal
         margin = 2.0 * self._radius + 0.01  # room for the agent between the T and a wall
         for _ in range(1000):
             d, phi = rng.uniform(*START_DISTANCE), rng.uniform(0.0, 2.0 * math.pi)
@@ -505,6 +423,6 @@ class PushTEnv(gym.Env):
         cv2.circle(img, (cx, cy), int(round(self._radius * n * s)), self._agent_rgb, -1, cv2.LINE_AA, self._SHIFT)
         return img
 
-    def _render(self) -> np.ndarray:
+    def _observe(self) -> np.ndarray:
         b = self._block
         return self._draw(_to_pose(self._outline, b.position[0], b.position[1], b.angle), self._agent.position)

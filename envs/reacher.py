@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from envs.factors import Factor, FactorSpace, check_reset_options, factors_from_options
+from envs.base import check_vector
+from envs.factors import Factor, FactorSpace
+from envs.mujoco_common import TOP_VIEW_VISUAL, MujocoEnv, apply_top_view, top_view_factors, top_view_xml
+from envs.policies import ScriptedExpert, into_box
 
 ELBOW_LIMIT = 2.6
 """The elbow hinge is limited to [-ELBOW_LIMIT, ELBOW_LIMIT] rad; the shoulder turns freely."""
@@ -53,18 +54,7 @@ REACHER_FACTORS = FactorSpace(
             ood=(((0.3, 0.3, 0.3), (0.5, 0.5, 0.5)), ((0.55, 0.75, 0.55), (0.7, 0.9, 0.68))),
             doc="RGB colour of the floor (train: light greys; ood: dark greys, green tints)",
         ),
-        Factor(
-            "light_intensity", "visual", 0.7, train=(0.6, 0.8), ood=((0.3, 0.45), (0.95, 1.1)),
-            doc="diffuse intensity of the directional light",
-        ),
-        Factor(
-            "light_angle", "visual", 10.0, train=(0.0, 20.0), ood=((35.0, 60.0),),
-            doc="angle of the light from the vertical, degrees, tilted toward +x (dims the floor)",
-        ),
-        Factor(
-            "camera_tilt", "visual", 0.0, train=(-4.0, 4.0), ood=((-14.0, -8.0), (8.0, 14.0)),
-            doc="camera rotation about the x axis around the arm's base, degrees",
-        ),
+        *top_view_factors(((-14.0, -8.0), (8.0, 14.0)), "camera rotation about the x axis around the arm's base, degrees"),
         Factor(
             "link1_length", "geometric", 0.12, train=(0.10, 0.14), ood=((0.07, 0.09), (0.15, 0.17)),
             doc="length of the upper arm, shoulder to elbow (m)",
@@ -99,17 +89,11 @@ def _model_xml() -> str:
 <mujoco model="reacher">
   <compiler angle="radian"/>
   <option timestep="{TIMESTEP}" integrator="implicitfast" gravity="0 0 0"/>
-  <visual>
-    <headlight active="0"/>
-    <global offwidth="64" offheight="64"/>
-  </visual>
+{TOP_VIEW_VISUAL}
   <default>
     <geom contype="0" conaffinity="0"/>
   </default>
-  <worldbody>
-    <light name="sun" directional="true" pos="0 0 2" dir="0 0 -1" diffuse="0.7 0.7 0.7"
-           ambient="0.35 0.35 0.35" specular="0.1 0.1 0.1" castshadow="false"/>
-    <camera name="top" pos="0 0 {CAMERA_DISTANCE}" xyaxes="1 0 0 0 1 0" fovy="{CAMERA_FOVY}"/>
+  <worldbody>{top_view_xml(2, CAMERA_DISTANCE, CAMERA_FOVY)}
     <geom name="floor" type="plane" size="1 1 0.1" rgba="0.85 0.85 0.8 1"/>
     <geom name="base" type="cylinder" size="0.026 0.01" pos="0 0 0.01" rgba="0.25 0.25 0.25 1"/>
     <body name="link1" pos="0 0 0.02">
@@ -144,20 +128,7 @@ def wrap_angle(x: Any) -> Any:
     return (np.asarray(x) + np.pi) % (2 * np.pi) - np.pi
 
 
-def _check_action(action: Any, dim: int) -> np.ndarray:
-    """`action` as float64 (dim,) clipped to [-1, 1]; ValueError naming it otherwise."""
-    try:
-        a = np.asarray(action, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"action={action!r}: expected a float array of shape ({dim},)") from None
-    if a.shape != (dim,):
-        raise ValueError(f"action={action!r} has shape {a.shape}: expected shape ({dim},)")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"action={action!r} is not finite: expected finite values of shape ({dim},)")
-    return np.clip(a, -1.0, 1.0)
-
-
-class ReacherEnv(gym.Env):
+class ReacherEnv(MujocoEnv):
     """A two-link planar arm (MuJoCo) driven by joint torques to a target configuration, seen from above.
 
     World: a horizontal plane (no gravity). The arm's base is at the origin; a shoulder
@@ -203,45 +174,29 @@ class ReacherEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
     factor_space: FactorSpace = REACHER_FACTORS
     state_dim: int = 4
+    frame_skip = FRAME_SKIP
+    expert = "envs.reacher:ReacherExpert"
 
     def __init__(self, resolution: int = 64, render_mode: str | None = None) -> None:
         """Create the env; `resolution` is the image side in pixels (>= 8)."""
-        if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 8:
-            raise ValueError(f"resolution={resolution!r}: expected an integer >= 8")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}: expected None or one of {self.metadata['render_modes']}")
-        from envs.mujoco_common import OffscreenRenderer, import_mujoco
-
-        self._mj = mj = import_mujoco()
-        self.resolution = int(resolution)
-        self.render_mode = render_mode
-        self.observation_space = spaces.Box(0, 255, (self.resolution, self.resolution, 3), np.uint8)
-        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
-
-        self.model = m = mj.MjModel.from_xml_string(_model_xml())
-        self.data = mj.MjData(m)
-
-        def gid(name: str) -> int:
-            return mj.mj_name2id(m, mj.mjtObj.mjOBJ_GEOM, name)
-
-        self._links = (gid("link1"), gid("link2"))
-        self._tip, self._floor = gid("tip"), gid("floor")
-        self._bodies = tuple(mj.mj_name2id(m, mj.mjtObj.mjOBJ_BODY, n) for n in ("link1", "link2"))
-        self._camera = mj.mj_name2id(m, mj.mjtObj.mjOBJ_CAMERA, "top")
-        self._light = mj.mj_name2id(m, mj.mjtObj.mjOBJ_LIGHT, "sun")
-        self._renderer: Any = OffscreenRenderer(m, self.resolution)
-
+        super().__init__(resolution, render_mode)
+        m = self.model
+        self._links = (m.geom("link1").id, m.geom("link2").id)
+        self._tip, self._floor = m.geom("tip").id, m.geom("floor").id
+        self._bodies = (m.body("link1").id, m.body("link2").id)
+        self._camera = m.camera("top").id
+        self._light = m.light("sun").id
         self._inertia_key: tuple | None = None
-        self._factors: dict = {}
-        self._apply_factors(self.factor_space.defaults())
-        self._goal = np.array([0.5, 1.0])
-        self._set_joints(np.array([-1.0, 0.5]), np.zeros(2))
+        self._set_factors(self.factor_space.defaults())
+        self._begin_episode(np.array([-1.0, 0.5, 0.0, 0.0]), np.array([0.5, 1.0]))
+
+    def _model_xml(self) -> str:
+        return _model_xml()
 
     # -- factors ------------------------------------------------------------------------
     def _apply_factors(self, factors: dict) -> None:
         """Write validated factor values into the compiled model (no recompile)."""
         m = self.model
-        self._factors = factors
         lengths = (float(factors["link1_length"]), float(factors["link2_length"]))
         mass = float(factors["link_mass"])
         for link, body, length in zip(self._links, self._bodies, lengths):
@@ -260,12 +215,7 @@ class ReacherEnv(gym.Env):
         m.geom_rgba[list(self._links), :3] = factors["arm_color"]
         m.geom_rgba[self._tip, :3] = factors["tip_color"]
         m.geom_rgba[self._floor, :3] = factors["floor_color"]
-        m.light_diffuse[self._light] = float(factors["light_intensity"])
-        ang = math.radians(float(factors["light_angle"]))
-        m.light_dir[self._light] = (math.sin(ang), 0.0, -math.cos(ang))
-        tilt = math.radians(float(factors["camera_tilt"]))
-        m.cam_pos[self._camera] = (0.0, -CAMERA_DISTANCE * math.sin(tilt), CAMERA_DISTANCE * math.cos(tilt))
-        m.cam_quat[self._camera] = (math.cos(tilt / 2), math.sin(tilt / 2), 0.0, 0.0)
+        apply_top_view(m, self._light, self._camera, CAMERA_DISTANCE, factors)
         m.dof_damping[:] = float(factors["joint_damping"])
         m.actuator_gear[:, 0] = float(factors["actuator_gain"])
         key = (lengths, mass)
@@ -275,21 +225,6 @@ class ReacherEnv(gym.Env):
 
     # -- properties ---------------------------------------------------------------------
     @property
-    def state(self) -> np.ndarray:
-        """``(shoulder, elbow, shoulder velocity, elbow velocity)``, float64 (4,) (a copy)."""
-        return np.concatenate([self.data.qpos, self.data.qvel]).astype(np.float64)
-
-    @property
-    def goal_state(self) -> np.ndarray:
-        """Target joint angles ``(shoulder, elbow)``, float64 (2,) (a copy)."""
-        return self._goal.copy()
-
-    @property
-    def factors(self) -> dict:
-        """Current factor values (a copy)."""
-        return dict(self._factors)
-
-    @property
     def link_lengths(self) -> tuple[float, float]:
         """``(link1_length, link2_length)`` in metres."""
         return float(self._factors["link1_length"]), float(self._factors["link2_length"])
@@ -298,124 +233,35 @@ class ReacherEnv(gym.Env):
         """Fingertip ``(x, y)`` for joint angles `q` (default: the current ones), float64 (2,)."""
         return fingertip(self.data.qpos if q is None else q, *self.link_lengths)
 
-    # -- gym API ----------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        """Start an episode; see the class docstring for `options`."""
-        super().reset(seed=seed)
-        options = check_reset_options(options)
-        self._apply_factors(factors_from_options(self.factor_space, options, self.np_random))
-        if options.get("state") is not None:
-            q, dq = self._check_state(options["state"], "state")
-        else:
-            q = np.array([self.np_random.uniform(-math.pi, math.pi), self.np_random.uniform(-2.4, 2.4)])
-            dq = np.zeros(2)
-        if options.get("goal_state") is not None:
-            self._goal = self._check_goal(options["goal_state"], "goal_state")
-        else:
-            self._goal = self._sample_goal(q)
-        self.data.time = 0.0
-        self.data.ctrl[:] = 0.0
-        self.data.qacc_warmstart[:] = 0.0
-        self._set_joints(q, dq)
-        return self._render(), self._info()
+    # -- hooks of WorldModelEnv -------------------------------------------------------------
+    def _sample_start(self) -> np.ndarray:
+        """Uniform joint angles (elbow within +/- 2.4), at rest."""
+        return np.array([self.np_random.uniform(-math.pi, math.pi), self.np_random.uniform(-2.4, 2.4), 0.0, 0.0])
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """Apply torques ``actuator_gain * clip(action, -1, 1)`` for 0.05 s; the gymnasium five-tuple."""
-        mj, m, d = self._mj, self.model, self.data
-        d.ctrl[:] = _check_action(action, 2)
-        for _ in range(FRAME_SKIP):
-            mj.mj_step(m, d)
-        mj.mj_kinematics(m, d)  # geom poses of the new state, for the frame
-        info = self._info()
-        return self._render(), -info["goal_distance"], info["success"], False, info
-
-    def render(self) -> np.ndarray | None:
-        """The current frame (``render_mode="rgb_array"``); None without a render mode."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
-            return None
-        return self._render()
-
-    def close(self) -> None:
-        """Free the renderer (idempotent)."""
-        r, self._renderer = getattr(self, "_renderer", None), None
-        if r is not None:
-            r.close()
-
-    # -- public helpers ---------------------------------------------------------------
-    @staticmethod
-    def make_expert(env: gym.Env, noise: float) -> "ReacherExpert":
-        """The scripted expert (`ReacherExpert`) with Gaussian action noise std `noise`."""
-        return ReacherExpert(env, noise)
-
-    def set_state(self, state: Any) -> None:
-        """Set the joints: `state` is ``(q1, q2)`` (at rest) or ``(q1, q2, dq1, dq2)``."""
-        q, dq = self._check_state(state, "state")
-        self._set_joints(q, dq)
-
-    def set_goal(self, goal_state: Any) -> None:
-        """Set the target joint angles ``(q1, q2)`` (finite, elbow within its limit)."""
-        self._goal = self._check_goal(goal_state, "goal_state")
-
-    def render_goal(self) -> np.ndarray:
-        """The scene with the arm in the target configuration, ``uint8 (H, W, 3)``; the state is unchanged."""
-        mj, m, d = self._mj, self.model, self.data
-        saved = d.qpos.copy()
-        d.qpos[:] = self._goal
-        mj.mj_kinematics(m, d)
-        img = self._render()
-        d.qpos[:] = saved
-        mj.mj_kinematics(m, d)
-        return img
-
-    # -- internals ----------------------------------------------------------------------
-    def _render(self) -> np.ndarray:
-        if self._renderer is None:
-            raise RuntimeError("the env is closed")
-        return self._renderer.render(self.data, self._camera)
-
-    def _set_joints(self, q: np.ndarray, dq: np.ndarray) -> None:
-        self.data.qpos[:] = q
-        self.data.qvel[:] = dq
-        self._mj.mj_forward(self.model, self.data)
-
-    def _info(self) -> dict:
+    def _progress(self) -> tuple[float, bool]:
         lengths = self.link_lengths
         d = float(np.linalg.norm(fingertip(self.data.qpos, *lengths) - fingertip(self._goal, *lengths)))
-        return {
-            "state": self.state,
-            "goal_state": self._goal.copy(),
-            "success": bool(d < SUCCESS_RADIUS),
-            "goal_distance": d,
-            "factors": dict(self._factors),
-        }
+        return d, d < SUCCESS_RADIUS
 
-    def _check_joints(self, value: Any, name: str, shapes: tuple[tuple[int, ...], ...]) -> np.ndarray:
-        expected = " or ".join(str(s) for s in shapes)
-        try:
-            s = np.array(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}={value!r}: expected a float array of shape {expected}") from None
-        if s.shape not in shapes:
-            raise ValueError(f"{name}={value!r} has shape {s.shape}: expected shape {expected}")
-        if not np.all(np.isfinite(s)):
-            raise ValueError(f"{name}={value!r} is not finite")
+    def _check_joints(self, value: Any, name: str, sizes: tuple[int, ...]) -> np.ndarray:
+        s = check_vector(value, name, sizes)
         if abs(s[1]) > ELBOW_LIMIT + STATE_TOLERANCE:
             raise ValueError(
                 f"{name}={s.tolist()}: the elbow angle {s[1]:g} is outside [-{ELBOW_LIMIT}, {ELBOW_LIMIT}]"
             )
         return s
 
-    def _check_state(self, value: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
-        s = self._check_joints(value, name, ((2,), (4,)))
-        return s[:2].copy(), (s[2:].copy() if s.shape == (4,) else np.zeros(2))
+    def _check_state(self, value: Any, name: str) -> np.ndarray:
+        """``(q1, q2)`` (at rest) or ``(q1, q2, dq1, dq2)`` as float64 (4,)."""
+        s = self._check_joints(value, name, (2, 4))
+        return s if s.shape == (4,) else np.concatenate([s, np.zeros(2)])
 
     def _check_goal(self, value: Any, name: str) -> np.ndarray:
-        return self._check_joints(value, name, ((2,),))
+        return self._check_joints(value, name, (2,))
 
-    def _sample_goal(self, q: np.ndarray) -> np.ndarray:
+    def _sample_goal(self, start_state: np.ndarray) -> np.ndarray:
         centre = float(self._factors["target_direction"])
-        start = self.fingertip(q)
+        start = self.fingertip(start_state[:2])
         while True:  # the sector holds targets far from any start: a few draws at most
             g = np.array([
                 wrap_angle(centre + self.np_random.uniform(-TARGET_SECTOR, TARGET_SECTOR)),
@@ -425,7 +271,7 @@ class ReacherEnv(gym.Env):
                 return g
 
 
-class ReacherExpert:
+class ReacherExpert(ScriptedExpert):
     """Joint-space PD toward the target angles through the arm's own mass matrix.
 
     The desired joint velocity is ``GAIN * error`` (the shoulder error wrapped to
@@ -439,16 +285,12 @@ class ReacherExpert:
     MAX_SPEED = 4.0
     TRACK_TIME = 0.1
 
-    def __init__(self, env: gym.Env, noise: float) -> None:
-        """Bind to `env` (read through ``env.unwrapped``)."""
-        self.env: ReacherEnv = env.unwrapped  # type: ignore[assignment]
-        self.noise = float(noise)
-        self._rng = np.random.default_rng()
-        self._mass = np.zeros((2, 2))
+    env: ReacherEnv
 
-    def reset(self, seed: int | None = None) -> None:
-        """Re-seed the noise generator."""
-        self._rng = np.random.default_rng(seed)
+    def __init__(self, env: Any, noise: float) -> None:
+        """Bind to `env` (read through ``env.unwrapped``)."""
+        super().__init__(env, noise)
+        self._mass = np.zeros((2, 2))
 
     def __call__(self, obs: np.ndarray, info: dict) -> np.ndarray:
         """Torque action toward the target configuration, float32 (2,)."""
@@ -464,10 +306,4 @@ class ReacherExpert:
         mj.mj_fullM(m, d, self._mass)
         f = env.factors
         torque = float(f["joint_damping"]) * w_des + self._mass @ (w_des - w) / self.TRACK_TIME
-        action = torque / float(f["actuator_gain"])
-        peak = float(np.max(np.abs(action)))
-        if peak > 1.0:
-            action = action / peak
-        if self.noise > 0.0:
-            action = action + self._rng.normal(0.0, self.noise, size=2)
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
+        return self._finish(into_box(torque / float(f["actuator_gain"])))

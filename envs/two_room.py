@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any
 
 import cv2
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from envs.factors import Factor, FactorSpace, check_reset_options, factors_from_options
+from envs.base import WorldModelEnv, check_vector
+from envs.factors import Factor, FactorSpace
 
 AGENT_RADIUS = 0.04
 """Radius of the agent disc (world units; the world is the unit square)."""
@@ -70,7 +69,7 @@ def _rgb255(color: tuple[float, ...]) -> tuple[int, int, int]:
     return tuple(int(round(c * 255.0)) for c in color)  # type: ignore[return-value]
 
 
-class TwoRoomEnv(gym.Env):
+class TwoRoomEnv(WorldModelEnv):
     """Point agent navigating between two rooms through a door, observed as RGB pixels.
 
     World: the unit square, x to the right, y *down* (the same orientation as image rows
@@ -96,28 +95,19 @@ class TwoRoomEnv(gym.Env):
         v0: initial version.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     factor_space: FactorSpace = TWO_ROOM_FACTORS
     state_dim: int = 2
+    expert = "envs.policies:TwoRoomExpert"
 
     def __init__(self, resolution: int = 64, render_mode: str | None = None) -> None:
         """Create the env; `resolution` is the image side in pixels (>= 8)."""
-        if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 8:
-            raise ValueError(f"resolution={resolution!r}: expected an integer >= 8")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r}: expected None or one of {self.metadata['render_modes']}")
-        self.resolution = int(resolution)
-        self.render_mode = render_mode
-        self.observation_space = spaces.Box(0, 255, (self.resolution, self.resolution, 3), np.uint8)
-        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        super().__init__(resolution, render_mode)
         self._set_factors(self.factor_space.defaults())
-        self._pos = np.array([0.25, 0.5])
-        self._goal = np.array([0.75, 0.5])
+        self._begin_episode(np.array([0.25, 0.5]), np.array([0.75, 0.5]))
 
     # -- layout ----------------------------------------------------------------------
-    def _set_factors(self, factors: dict) -> None:
+    def _apply_factors(self, factors: dict) -> None:
         """Install validated factors: walls, collision boxes and the static background."""
-        self._factors = factors
         self._speed = float(factors["agent_speed"])
         self._walls = self.wall_rects(factors["door_position"], factors["door_width"])
         r = AGENT_RADIUS
@@ -158,92 +148,29 @@ class TwoRoomEnv(gym.Env):
         return self._pos.copy()
 
     @property
-    def goal_state(self) -> np.ndarray:
-        """Goal position, float64 (2,) (a copy)."""
-        return self._goal.copy()
-
-    @property
-    def factors(self) -> dict:
-        """Current factor values (a copy)."""
-        return dict(self._factors)
-
-    @property
     def agent_speed(self) -> float:
         """Displacement per step at full action."""
         return self._speed
-
-    # -- gym API ----------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        """Start an episode; see the class docstring for `options`."""
-        super().reset(seed=seed)
-        options = check_reset_options(options)
-        self._set_factors(factors_from_options(self.factor_space, options, self.np_random))
-
-        if options.get("state") is not None:
-            self._pos = self._check_position(options["state"], "state")
-        else:
-            self._pos = self._sample_start()
-        if options.get("goal_state") is not None:
-            self._goal = self._check_position(options["goal_state"], "goal_state")
-        else:
-            self._goal = self._sample_goal(self._pos)
-        return self._render_agent(self._pos), self._info()
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        """Move by ``agent_speed * clip(action, -1, 1)``; returns the gymnasium five-tuple."""
-        try:
-            a = np.asarray(action, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"action={action!r}: expected a float array of shape (2,)") from None
-        if a.shape != (2,):
-            raise ValueError(f"action={action!r} has shape {a.shape}: expected shape (2,)")
-        ax, ay = float(a[0]), float(a[1])
-        if not (math.isfinite(ax) and math.isfinite(ay)):
-            raise ValueError(f"action={action!r} is not finite: expected finite values of shape (2,)")
-        ax = -1.0 if ax < -1.0 else (1.0 if ax > 1.0 else ax)
-        ay = -1.0 if ay < -1.0 else (1.0 if ay > 1.0 else ay)
-        x, y = self._move(float(self._pos[0]), float(self._pos[1]), self._speed * ax, self._speed * ay)
-        self._pos = np.array([x, y])
-        info = self._info()
-        return self._render_agent(self._pos), -info["goal_distance"], info["success"], False, info
-
-    def render(self) -> np.ndarray | None:
-        """The current frame (``render_mode="rgb_array"``); None without a render mode."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
-            return None
-        return self._render_agent(self._pos)
-
-    # -- public helpers ---------------------------------------------------------------
-    @staticmethod
-    def make_expert(env: gym.Env, noise: float) -> Any:
-        """The scripted expert for this env (`envs.policies.TwoRoomExpert`) with action noise std `noise`."""
-        from envs.policies import TwoRoomExpert
-
-        return TwoRoomExpert(env, noise)
-
-    def set_state(self, state: Any) -> None:
-        """Place the agent at `state` (float (2,), finite, in free space)."""
-        self._pos = self._check_position(state, "state")
-
-    def set_goal(self, goal_state: Any) -> None:
-        """Move the goal to `goal_state` (float (2,), finite, in free space)."""
-        self._goal = self._check_position(goal_state, "goal_state")
 
     def render_goal(self) -> np.ndarray:
         """The scene as it looks with the agent at the goal, ``uint8 (H, W, 3)``."""
         return self._render_agent(self._goal)
 
-    # -- internals ----------------------------------------------------------------------
-    def _info(self) -> dict:
+    # -- hooks of WorldModelEnv -------------------------------------------------------------
+    def _simulate(self, action: list[float]) -> None:
+        ax, ay = action
+        x, y = self._move(float(self._pos[0]), float(self._pos[1]), self._speed * ax, self._speed * ay)
+        self._pos = np.array([x, y])
+
+    def _observe(self) -> np.ndarray:
+        return self._render_agent(self._pos)
+
+    def _progress(self) -> tuple[float, bool]:
         d = math.hypot(float(self._pos[0] - self._goal[0]), float(self._pos[1] - self._goal[1]))
-        return {
-            "state": self._pos.copy(),
-            "goal_state": self._goal.copy(),
-            "success": bool(d < SUCCESS_RADIUS),
-            "goal_distance": float(d),
-            "factors": dict(self._factors),
-        }
+        return d, d < SUCCESS_RADIUS
+
+    def _write_state(self, state: np.ndarray) -> None:
+        self._pos = state
 
     def _move(self, x: float, y: float, dx: float, dy: float) -> tuple[float, float]:
         """Sweep along x then y; each leg stops at the first expanded wall box it meets."""
@@ -268,15 +195,8 @@ class TwoRoomEnv(gym.Env):
             y = ny
         return x, y
 
-    def _check_position(self, value: Any, name: str) -> np.ndarray:
-        try:
-            p = np.array(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}={value!r}: expected a float array of shape (2,)") from None
-        if p.shape != (2,):
-            raise ValueError(f"{name}={value!r} has shape {p.shape}: expected shape (2,)")
-        if not np.all(np.isfinite(p)):
-            raise ValueError(f"{name}={value!r} is not finite")
+    def _check_state(self, value: Any, name: str) -> np.ndarray:
+        p = check_vector(value, name, (2,))
         if not self.is_free(p):
             lo, hi = self.door_span()
             raise ValueError(
@@ -286,6 +206,8 @@ class TwoRoomEnv(gym.Env):
                 f"only for y in the door [{lo:.4g}, {hi:.4g}])"
             )
         return p
+
+    _check_goal = _check_state
 
     def _sample_start(self) -> np.ndarray:
         lo, hi = OUTER_WALL + AGENT_RADIUS, 1.0 - OUTER_WALL - AGENT_RADIUS

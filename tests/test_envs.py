@@ -13,6 +13,7 @@ from gymnasium.utils.env_checker import check_env
 import envs
 from envs import FactorOutOfRange, UnknownFactorError, UnknownSplitError
 from envs.two_room import AGENT_RADIUS, MIDDLE, SUCCESS_RADIUS, WALL_THICKNESS, TwoRoomEnv
+from tests.envs_helpers import assert_factor_changes_image, ood_value
 
 ENV_IDS = envs.list_envs()
 TWO_ROOM = "wm/TwoRoom-v0"
@@ -40,11 +41,6 @@ def same_info(a: dict, b: dict) -> bool:
         and a["goal_distance"] == b["goal_distance"]
         and a["factors"] == b["factors"]
     )
-
-
-def ood_value(factor: envs.Factor):
-    low, high = factor.ood[0]
-    return tuple((np.add(low, high) / 2).tolist()) if factor.is_vector else (low + high) / 2
 
 
 # --- registry -----------------------------------------------------------------------
@@ -274,12 +270,7 @@ def test_factor_out_of_range_names_the_value() -> None:
 
 @pytest.mark.parametrize("name", ["agent_color", "background_color", "wall_color", "door_position", "door_width"])
 def test_visual_and_geometric_factors_change_the_image(name: str) -> None:
-    env = two_room()
-    options = {"state": [0.2, 0.5], "goal_state": [0.8, 0.5]}
-    base, _ = env.reset(seed=0, options=options)
-    factor = env.unwrapped.factor_space[name]
-    changed, _ = env.reset(seed=0, options={**options, "factors": {name: ood_value(factor)}})
-    assert not np.array_equal(base, changed)
+    assert_factor_changes_image(two_room(), name, {"state": [0.2, 0.5], "goal_state": [0.8, 0.5]})
 
 
 def test_agent_speed_changes_the_dynamics() -> None:

@@ -8,16 +8,14 @@ import pytest
 import envs
 from envs import make_policy
 from envs.cube import PUSHER_RADIUS, PUSHER_RANGE, STATE_TOLERANCE, SUCCESS_RADIUS, CubeEnv
+from tests.envs_helpers import env_fixture, expert_success_rate, ood_value
+from tests.envs_helpers import run_expert as run_episode
 
 CUBE = "wm/Cube-v0"
 RIGHT = np.array([1.0, 0.0], np.float32)
 
 
-@pytest.fixture(scope="module")
-def env():
-    e = envs.make(CUBE, resolution=32)
-    yield e
-    e.close()
+env = env_fixture(CUBE, resolution=32)
 
 
 def scene(env, pusher=(-0.08, 0.0), cube=(0.0, 0.0), yaw=0.0) -> np.ndarray:
@@ -38,13 +36,7 @@ def push(env, factors: dict, steps: int = 12, coast: int = 8) -> np.ndarray:
 
 
 def run_expert(env, seed: int, noise: float, split: str = "train") -> dict:
-    policy = make_policy("expert", env, noise=noise)
-    policy.reset(seed)
-    obs, info = env.reset(seed=seed, options={"split": split})
-    terminated = truncated = False
-    while not (terminated or truncated):
-        obs, _, terminated, truncated, info = env.step(policy(obs, info))
-    return info
+    return run_episode(env, make_policy("expert", env, noise=noise), seed, {"split": split})
 
 
 # --- success, state, goal --------------------------------------------------------------
@@ -212,9 +204,7 @@ VISUAL = [f.name for f in CubeEnv.factor_space if f.kind == "visual"]
 
 @pytest.mark.parametrize("name", VISUAL + ["cube_size"])
 def test_visual_factors_change_the_image(env, name: str) -> None:
-    factor = env.unwrapped.factor_space[name]
-    low, high = factor.ood[0]
-    value = tuple((np.add(low, high) / 2).tolist()) if factor.is_vector else (low + high) / 2
+    value = ood_value(env.unwrapped.factor_space[name])
     state = scene(env, pusher=(-0.1, 0.05), cube=(0.02, 0.0), yaw=0.3)
     base, _ = env.reset(seed=0, options={"state": state})
     if name == "cube_size":
@@ -236,6 +226,4 @@ def test_expert_pushes_the_cube_to_the_goal(env) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("noise,threshold", [(0.0, 0.9), (0.3, 0.8)])
 def test_expert_success_rate_on_train(noise: float, threshold: float) -> None:
-    env = envs.make(CUBE, resolution=16)
-    wins = sum(run_expert(env, seed, noise)["success"] for seed in range(50))
-    assert wins / 50 >= threshold
+    assert expert_success_rate(CUBE, noise, {"split": "train"}, range(50)) >= threshold

@@ -28,6 +28,15 @@ def test_a_headless_backend_is_chosen_when_unset() -> None:
     assert chosen == in_env and chosen in ("egl", "osmesa", "glfw")
 
 
+def test_mujoco_imported_first_without_a_display_is_a_clear_error() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY")}
+    code = ("import mujoco, envs\ntry:\n    envs.make('wm/Cube-v0')\nexcept RuntimeError as e:\n    print(e)\n"
+            "else:\n    print('rendered')")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+    assert "imported before MUJOCO_GL was set" in out and "MUJOCO_GL=egl|osmesa" in out
+
+
 def test_offscreen_renderer_returns_fresh_frames() -> None:
     from envs.mujoco_common import OffscreenRenderer, import_mujoco
 

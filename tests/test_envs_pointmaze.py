@@ -21,15 +21,18 @@ from envs.point_maze import (
     layout_index,
     wall_rects,
 )
+from tests.envs_helpers import (
+    assert_factor_changes_image,
+    assert_render_goal_is_the_goal_state,
+    env_fixture,
+    expert_success_rate,
+    run_expert,
+)
 
 POINT_MAZE = "wm/PointMaze-v0"
 
 
-@pytest.fixture(scope="module")
-def env() -> gym.Env:
-    e = envs.make(POINT_MAZE, resolution=48, render_mode="rgb_array")
-    yield e
-    e.close()
+env = env_fixture(POINT_MAZE, resolution=48, render_mode="rgb_array")
 
 
 def clearance(env: gym.Env, pos: np.ndarray) -> float:
@@ -40,15 +43,6 @@ def clearance(env: gym.Env, pos: np.ndarray) -> float:
         dx, dy = max(x0 - pos[0], 0.0, pos[0] - x1), max(y0 - pos[1], 0.0, pos[1] - y1)
         best = min(best, np.hypot(dx, dy) if (dx or dy) else -1.0)
     return best - u.agent_radius
-
-
-def run_expert(env: gym.Env, policy, seed: int, options: dict | None) -> dict:
-    policy.reset(seed)
-    obs, info = env.reset(seed=seed, options=options)
-    terminated = truncated = False
-    while not (terminated or truncated):
-        obs, _, terminated, truncated, info = env.step(policy(obs, info))
-    return info
 
 
 # --- layouts ---------------------------------------------------------------------------
@@ -145,12 +139,7 @@ def test_success_terminates_and_reward_is_negative_distance(env: gym.Env) -> Non
 
 def test_set_state_set_goal_render_goal(env: gym.Env) -> None:
     u = env.unwrapped
-    obs, _ = env.reset(seed=1, options={"split": "train"})
-    assert np.array_equal(env.render(), obs)
-    goal_img = u.render_goal()
-    assert np.array_equal(env.render(), obs)  # rendering the goal leaves the state alone
-    u.set_state(u.goal_state)
-    assert np.array_equal(env.render(), goal_img) and not np.array_equal(obs, goal_img)
+    assert_render_goal_is_the_goal_state(env, seed=1)
     full = np.array([*u.goal_state, 0.5, -0.25])
     u.set_state(full)
     assert np.array_equal(u.state, full)
@@ -190,12 +179,7 @@ def test_state_and_goal_are_validated(env: gym.Env) -> None:
 )
 def test_visual_and_geometric_factors_change_the_image(env: gym.Env, name: str) -> None:
     options = {"state": cell_center((6, 1)), "goal_state": cell_center((1, 1))}
-    base, _ = env.reset(seed=0, options=options)
-    factor = env.unwrapped.factor_space[name]
-    low, high = factor.ood[-1]
-    value = tuple(np.add(low, high) / 2) if factor.is_vector else (low + high) / 2
-    changed, _ = env.reset(seed=0, options={**options, "factors": {name: value}})
-    assert not np.array_equal(base, changed)
+    assert_factor_changes_image(env, name, options, box=-1)
 
 
 def displacement(env: gym.Env, **factors: float) -> float:
@@ -244,7 +228,4 @@ def test_expert_reaches_goals_in_every_layout() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("noise,split,need", [(0.0, "train", 0.9), (0.3, "train", 0.9), (0.3, "ood_all", 0.8)])
 def test_expert_success_rate(noise: float, split: str, need: float) -> None:
-    env = envs.make(POINT_MAZE, resolution=16)
-    policy = make_policy("expert", env, noise=noise)
-    wins = sum(run_expert(env, policy, seed, {"split": split})["success"] for seed in range(50))
-    assert wins / 50 >= need
+    assert expert_success_rate(POINT_MAZE, noise, {"split": split}, range(50)) >= need

@@ -18,6 +18,7 @@ from envs.push_t import (
     PushTEnv,
     wrap_angle,
 )
+from tests.envs_helpers import expert_success_rate
 
 PUSH_T = "wm/PushT-v0"
 RIGHT = np.array([1.0, 0.0], np.float32)
@@ -220,17 +221,7 @@ def test_random_actions_in_ood_physics_stay_sane() -> None:
 
 
 def _expert_success(seeds, noise: float, options: dict) -> float:
-    env = push_t()
-    policy = envs.make_policy("expert", env, noise=noise)
-    wins = 0
-    for seed in seeds:
-        obs, info = env.reset(seed=seed, options=options)
-        policy.reset(seed)
-        terminated = truncated = False
-        while not (terminated or truncated):
-            obs, _, terminated, truncated, info = env.step(policy(obs, info))
-        wins += info["success"]
-    return wins / len(seeds)
+    return expert_success_rate(PUSH_T, noise, options, seeds, resolution=64)
 
 
 def test_expert_solves_a_few_episodes() -> None:

@@ -20,24 +20,18 @@ from envs.reacher import (
     fingertip,
     wrap_angle,
 )
+from tests.envs_helpers import (
+    assert_factor_changes_image,
+    assert_render_goal_is_the_goal_state,
+    env_fixture,
+    expert_success_rate,
+    run_expert,
+)
 
 REACHER = "wm/Reacher-v0"
 
 
-@pytest.fixture(scope="module")
-def env() -> gym.Env:
-    e = envs.make(REACHER, resolution=48, render_mode="rgb_array")
-    yield e
-    e.close()
-
-
-def run_expert(env: gym.Env, policy, seed: int, options: dict | None) -> dict:
-    policy.reset(seed)
-    obs, info = env.reset(seed=seed, options=options)
-    terminated = truncated = False
-    while not (terminated or truncated):
-        obs, _, terminated, truncated, info = env.step(policy(obs, info))
-    return info
+env = env_fixture(REACHER, resolution=48, render_mode="rgb_array")
 
 
 # --- kinematics and geometry ---------------------------------------------------------------
@@ -95,12 +89,7 @@ def test_success_is_fingertip_distance_and_mirror_solution_counts(env: gym.Env) 
 
 def test_set_state_set_goal_render_goal(env: gym.Env) -> None:
     u = env.unwrapped
-    obs, _ = env.reset(seed=2, options={"split": "train"})
-    assert np.array_equal(env.render(), obs)
-    goal_img = u.render_goal()
-    assert np.array_equal(env.render(), obs)  # rendering the goal leaves the state alone
-    u.set_state(u.goal_state)
-    assert np.array_equal(env.render(), goal_img) and not np.array_equal(obs, goal_img)
+    assert_render_goal_is_the_goal_state(env, seed=2)
     full = np.array([0.3, -0.7, 1.5, -2.0])
     u.set_state(full)
     assert np.array_equal(u.state, full)
@@ -150,12 +139,7 @@ def test_elbow_limit_holds_under_full_torque(env: gym.Env) -> None:
 )
 def test_visual_and_geometric_factors_change_the_image(env: gym.Env, name: str) -> None:
     options = {"state": [0.3, 0.8], "goal_state": [1.0, 1.0]}
-    base, _ = env.reset(seed=0, options=options)
-    factor = env.unwrapped.factor_space[name]
-    low, high = factor.ood[-1]
-    value = tuple(np.add(low, high) / 2) if factor.is_vector else (low + high) / 2
-    changed, _ = env.reset(seed=0, options={**options, "factors": {name: value}})
-    assert not np.array_equal(base, changed)
+    assert_factor_changes_image(env, name, options, box=-1)
 
 
 def turn(env: gym.Env, **factors: float) -> float:
@@ -188,7 +172,4 @@ def test_expert_reaches_targets() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("noise,split,need", [(0.0, "train", 0.9), (0.3, "train", 0.9), (0.3, "ood_all", 0.8)])
 def test_expert_success_rate(noise: float, split: str, need: float) -> None:
-    env = envs.make(REACHER, resolution=16)
-    policy = make_policy("expert", env, noise=noise)
-    wins = sum(run_expert(env, policy, seed, {"split": split})["success"] for seed in range(50))
-    assert wins / 50 >= need
+    assert expert_success_rate(REACHER, noise, {"split": split}, range(50)) >= need

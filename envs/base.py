@@ -1,0 +1,238 @@
+"""`WorldModelEnv`: the contract every ``wm/`` environment shares, written once.
+
+An env subclasses `WorldModelEnv` and fills in only what is its own: the world
+(`_apply_factors`), the dynamics (`_simulate`), the observation (`_observe`), how a
+start and a goal are sampled and checked, and how far the goal is (`_progress`). The
+base validates the constructor arguments and actions, runs ``reset`` (seed, options,
+factors, start, goal) and ``step``, and builds ``info``, so the error messages, the
+``info`` keys and the order in which the seeded generator is used are the same in
+every env. The MuJoCo envs go through `envs.mujoco_common.MujocoEnv`.
+
+Hooks, in the order ``reset`` calls them::
+
+    _apply_factors(factors)        write validated factor values into the world
+    _sample_start() / _check_state(value, name)
+    _sample_goal(start) / _check_goal(value, name)
+    _begin_episode(start, goal)    install them (default: `_write_goal`, `_write_state`)
+    _observe()                     the frame, uint8 (resolution, resolution, 3)
+    _progress()                    (goal_distance, success) for ``info``
+
+and ``step`` calls ``_simulate(action)`` with the checked, clipped action.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Any, Mapping
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.factors import FactorSpace, check_reset_options, factors_from_options
+
+
+def check_vector(value: Any, name: str, sizes: tuple[int, ...], finite: bool = True) -> np.ndarray:
+    """`value` as a new float64 (n,) array with n in `sizes`, or ValueError naming `name`.
+
+    With `finite` (default) a NaN or infinite component is an error too.
+    """
+    try:
+        a = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r}: expected a float array of shape {_shapes(sizes)}") from None
+    if a.ndim != 1 or a.shape[0] not in sizes:
+        raise ValueError(f"{name}={value!r} has shape {a.shape}: expected shape {_shapes(sizes)}")
+    if finite and not np.all(np.isfinite(a)):
+        raise ValueError(f"{name}={value!r} is not finite")
+    return a
+
+
+def _shapes(sizes: tuple[int, ...]) -> str:
+    return " or ".join(f"({n},)" for n in sizes)
+
+
+class WorldModelEnv(gym.Env):
+    """Base of the ``wm/`` environments: pixels in, a bounded Box action, typed factors.
+
+    Args:
+        resolution: image side in pixels (>= 8).
+        render_mode: None or ``"rgb_array"``.
+
+    - observation: ``uint8 (resolution, resolution, 3)``.
+    - action: ``Box(-1, 1, (action_dim,), float32)``; `step` rejects a wrong shape or a
+      non-finite value and clips the rest to the box.
+    - ``info``: ``state`` (float64 (state_dim,)), ``goal_state``, ``success``,
+      ``goal_distance`` and ``factors``, all copies; reward ``-goal_distance``,
+      ``terminated = success``.
+    - reset options: ``factors``, ``split``, ``severity`` (see `envs.factors`), ``state``
+      and ``goal_state`` (checked by the env's `_check_state` / `_check_goal`).
+
+    A subclass sets ``factor_space``, ``state_dim`` and ``expert`` (``"module:Class"``)
+    and implements the hooks listed in the module docstring.
+
+    Version history:
+        v0: initial version (the envs' own histories are in their docstrings).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    factor_space: FactorSpace
+    state_dim: int
+    action_dim: int = 2
+    expert: str = ""
+    """``"module:Class"`` of the scripted expert, built by `make_expert`."""
+
+    def __init__(self, resolution: int = 64, render_mode: str | None = None) -> None:
+        """Check the arguments and set up the spaces; the subclass then builds its world."""
+        if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 8:
+            raise ValueError(f"resolution={resolution!r}: expected an integer >= 8")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r}: expected None or one of {self.metadata['render_modes']}")
+        self.resolution = int(resolution)
+        self.render_mode = render_mode
+        self.observation_space = spaces.Box(0, 255, (self.resolution, self.resolution, 3), np.uint8)
+        self.action_space = spaces.Box(-1.0, 1.0, (self.action_dim,), np.float32)
+        self._factors: dict = {}
+        self._goal: Any = None
+
+    # -- hooks -----------------------------------------------------------------------------
+    def _apply_factors(self, factors: dict) -> None:
+        """Write validated factor values into the world."""
+        raise NotImplementedError
+
+    def _sample_start(self) -> Any:
+        """A start state drawn from ``self.np_random``, in the form `_check_state` returns."""
+        raise NotImplementedError
+
+    def _sample_goal(self, start: Any) -> Any:
+        """A goal for `start` drawn from ``self.np_random``."""
+        raise NotImplementedError
+
+    def _check_state(self, value: Any, name: str) -> Any:
+        """A user-given state, checked; ValueError naming `name` otherwise."""
+        raise NotImplementedError
+
+    def _check_goal(self, value: Any, name: str) -> Any:
+        """A user-given goal, checked; ValueError naming `name` otherwise."""
+        raise NotImplementedError
+
+    def _write_state(self, state: Any) -> None:
+        """Put the world in a checked or sampled `state`."""
+        raise NotImplementedError
+
+    def _write_goal(self, goal: Any) -> None:
+        """Make a checked or sampled `goal` current."""
+        self._goal = goal
+
+    def _simulate(self, action: list[float]) -> None:
+        """Advance the world by one env step under the clipped `action` (action_dim,)."""
+        raise NotImplementedError
+
+    def _observe(self) -> np.ndarray:
+        """The current frame, a fresh ``uint8 (resolution, resolution, 3)``."""
+        raise NotImplementedError
+
+    def _progress(self) -> tuple[float, bool]:
+        """``(goal_distance, success)`` of the current state."""
+        raise NotImplementedError
+
+    # -- properties ------------------------------------------------------------------------
+    @property
+    def state(self) -> np.ndarray:
+        """The true state, float64 (state_dim,) (a copy); the layout is in the class docstring."""
+        raise NotImplementedError
+
+    @property
+    def goal_state(self) -> np.ndarray:
+        """The goal, float64 (a copy); the layout is in the class docstring."""
+        return self._goal.copy()
+
+    @property
+    def factors(self) -> dict:
+        """Current factor values (a copy)."""
+        return dict(self._factors)
+
+    # -- gym API ---------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Start an episode; see the class docstring for `options`."""
+        super().reset(seed=seed)
+        options = check_reset_options(options)
+        self._set_factors(factors_from_options(self.factor_space, options, self.np_random))
+        start, goal = self._start_and_goal(options)
+        self._begin_episode(start, goal)
+        return self._observe(), self._info()
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """Advance one step under ``clip(action, -1, 1)``; returns the gymnasium five-tuple."""
+        self._simulate(self._check_action(action))
+        info = self._info()
+        return self._observe(), -info["goal_distance"], info["success"], False, info
+
+    def render(self) -> np.ndarray | None:
+        """The current frame (``render_mode="rgb_array"``); None without a render mode."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array'")
+            return None
+        return self._observe()
+
+    # -- public helpers --------------------------------------------------------------------
+    def make_expert(self, env: gym.Env, noise: float) -> Any:
+        """The scripted expert of this env (class ``expert``) for `env`, action noise std `noise`."""
+        module, _, name = self.expert.partition(":")
+        return getattr(importlib.import_module(module), name)(env, noise)
+
+    def set_state(self, state: Any) -> None:
+        """Put the world in `state` (checked; the accepted layouts are in the class docstring)."""
+        self._write_state(self._check_state(state, "state"))
+
+    def set_goal(self, goal_state: Any) -> None:
+        """Make `goal_state` (checked; layout in the class docstring) the goal."""
+        self._write_goal(self._check_goal(goal_state, "goal_state"))
+
+    # -- internals -------------------------------------------------------------------------
+    def _set_factors(self, factors: dict) -> None:
+        """Make validated `factors` current: kept for ``info`` and applied by `_apply_factors`."""
+        self._factors = factors
+        self._apply_factors(factors)
+
+    def _start_and_goal(self, options: Mapping[str, Any]) -> tuple[Any, Any]:
+        """The episode's start and goal: the checked options, else sampled (the start first)."""
+        state, goal = options.get("state"), options.get("goal_state")
+        start = self._sample_start() if state is None else self._check_state(state, "state")
+        goal = self._sample_goal(start) if goal is None else self._check_goal(goal, "goal_state")
+        return start, goal
+
+    def _begin_episode(self, start: Any, goal: Any) -> None:
+        """Install the start and goal of an episode."""
+        self._write_goal(goal)
+        self._write_state(start)
+
+    def _check_action(self, action: Any) -> list[float]:
+        """`action` clipped to [-1, 1] as floats (action_dim,); ValueError naming it otherwise.
+
+        Plain Python floats: cheaper than NumPy for two numbers, at 40k steps/s.
+        """
+        n = self.action_dim
+        try:
+            a = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"action={action!r}: expected a float array of shape ({n},)") from None
+        if a.shape != (n,):
+            raise ValueError(f"action={action!r} has shape {a.shape}: expected shape ({n},)")
+        out = []
+        for x in a.tolist():
+            if not math.isfinite(x):
+                raise ValueError(f"action={action!r} is not finite: expected finite values of shape ({n},)")
+            out.append(-1.0 if x < -1.0 else (1.0 if x > 1.0 else x))
+        return out
+
+    def _info(self) -> dict:
+        distance, success = self._progress()
+        return {
+            "state": self.state,
+            "goal_state": self._goal.copy(),
+            "success": bool(success),
+            "goal_distance": float(distance),
+            "factors": dict(self._factors),
+        }

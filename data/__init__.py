@@ -19,6 +19,8 @@ _LAZY = {
     "open_dataset": "dataset",
     "validate_dataset": "dataset",
     "WindowDataset": "windows",
+    "WindowSampler": "windows",
+    "select_episodes": "windows",
     "collate_windows": "windows",
     "SCHEMA_VERSION": "schema",
 }

@@ -1,40 +1,127 @@
-"""`WindowDataset`: fixed-shape training windows over an episode dataset.
+"""`WindowDataset`: fixed-shape training windows over an episode dataset; `WindowSampler`.
 
 Window i starts at (episode e, step t) and covers n = context + horizon frames at rows
-t, t+f, ..., t+(n-1)f of that episode (f = frameskip); windows that would run past the
-episode's last row are dropped. Actions come in blocks: block k concatenates the raw
-actions of rows t+k*f ... t+(k+1)*f-1, so a window has n-1 blocks of size f*A.
+t, t+f, ..., t+(n-1)f of that episode (f = frameskip). Actions come in blocks: block k
+concatenates the raw actions of rows t+k*f ... t+(k+1)*f-1, so a window has n-1 blocks
+of size f*A.
+
+Episode edges (episode of T rows):
+
+- ``pad=False`` (default): windows that would run past row T-1 are dropped, so an
+  episode gives max(T - (n-1)f, 0) windows and every frame is real (``mask`` all True).
+- ``pad=True``: a window starts at every row (T windows per episode); frames past row
+  T-1 repeat row T-1, actions of rows past T-1 are zeros, and ``mask[k]`` is False for
+  those padded frames. Action block k holds only real actions where ``mask[k+1]``.
+
+Episodes can be chosen by id, split and factor values (read from the episodes table)
+for train / held-out sets; `WindowSampler` shuffles them deterministically per
+(seed, epoch) and shards them across ranks.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from . import columns as C
 from .codecs import decode_arrow
 from .dataset import open_dataset
 
 CACHE_CHUNK_ROWS = 4096
+MIN_FRAMES_PER_THREAD = 8  # below this many frames a decode thread costs more than it saves
+RAW_TAKE_BYTES = 4 << 20
+"""Raw frames are read in takes of at most this many bytes: Lance allocates every take's
+result afresh, and first touches of fresh memory are slow (a 38 MB take of 256 frames
+at 224x224 ran 2-3x slower than the same rows read 32 at a time); the chunks are
+copied into one reused scratch buffer."""
+
+FactorFilter = Mapping[str, Any] | Callable[[dict], bool]
+"""``{name: spec}`` (all must hold) or a callable on an episode row (`EpisodeDataset.episodes`).
+
+A spec is a ``(low, high)`` pair (inclusive range; component-wise for vector factors),
+a set (membership), a callable on the value, or a value (equality)."""
+
+
+def _factor_matches(value: Any, spec: Any) -> bool:
+    """Does one factor value satisfy one spec (see `FactorFilter`)?"""
+    if value is None:
+        return False
+    if callable(spec):
+        return bool(spec(value))
+    if isinstance(spec, (set, frozenset)):
+        return value in spec
+    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+        try:
+            v = np.asarray(value, dtype=np.float64)
+            return bool(np.all(v >= np.asarray(spec[0], np.float64)) and np.all(v <= np.asarray(spec[1], np.float64)))
+        except (TypeError, ValueError):
+            raise ValueError(f"factor range {spec!r} needs numeric values, got {value!r}") from None
+    return bool(np.all(np.asarray(value) == np.asarray(spec)))
+
+
+def select_episodes(
+    episodes: Sequence[dict],
+    episode_ids: Sequence[int] | None = None,
+    split: str | Sequence[str] | None = None,
+    factor_filter: FactorFilter | None = None,
+) -> np.ndarray:
+    """Sorted ids (int64) of the episode rows passing every given filter.
+
+    episodes: rows as returned by `EpisodeDataset.episodes()`. episode_ids: keep only
+    these (each must exist: KeyError otherwise). split: one split name or several.
+    factor_filter: see `FactorFilter`; an unknown factor name raises KeyError.
+    """
+    all_ids = np.array(sorted(int(e[C.EPISODE_ID]) for e in episodes), dtype=np.int64)
+    keep = np.ones(len(episodes), dtype=bool)
+    ids = np.array([int(e[C.EPISODE_ID]) for e in episodes], dtype=np.int64)
+    if episode_ids is not None:
+        wanted = np.unique(np.asarray(list(episode_ids), dtype=np.int64))
+        missing = np.setdiff1d(wanted, all_ids)
+        if len(missing):
+            raise KeyError(f"episode ids {missing[:10].tolist()} are not in the dataset ({len(all_ids)} episodes)")
+        keep &= np.isin(ids, wanted)
+    if split is not None:
+        splits = {split} if isinstance(split, str) else {str(s) for s in split}
+        keep &= np.array([str(e[C.SPLIT]) in splits for e in episodes], dtype=bool)
+    if factor_filter is not None:
+        if callable(factor_filter):
+            keep &= np.array([bool(factor_filter(e)) for e in episodes], dtype=bool)
+        else:
+            known = sorted({k for e in episodes for k in e[C.FACTORS]})
+            unknown = sorted(set(factor_filter) - set(known))
+            if unknown and episodes:
+                raise KeyError(f"unknown factors {unknown} in factor_filter; the dataset has {known}")
+            for name, spec in factor_filter.items():
+                keep &= np.array([_factor_matches(e[C.FACTORS].get(name), spec) for e in episodes], dtype=bool)
+    return np.sort(ids[keep])
 
 
 class WindowDataset(Dataset):
     """Training windows `{"pixels": uint8 (n, 3, H, W), "actions": float32 (n-1, f*A),
-    "episode_id": int, "start": int}` with n = context + horizon, f = frameskip.
+    "mask": bool (n,), "episode_id": int, "start": int}` with n = context + horizon,
+    f = frameskip; `mask` marks real (not padded) frames (all True unless ``pad``).
 
     `__getitems__(indices)` returns the same keys with a leading batch axis B, read
-    with one sorted, de-duplicated Lance `take`; use `collate_fn=collate_windows` in a
-    DataLoader. Lance is opened lazily in each process (safe in DataLoader workers of
-    any start method); the table version seen at construction is pinned.
+    with one sorted, de-duplicated Lance `take` of only the frames the windows use; use
+    `collate_fn=collate_windows` in a DataLoader, and `WindowSampler` for a seeded,
+    sharded order. Lance is opened lazily in each process (safe in DataLoader workers
+    of any start method); the table version seen at construction is pinned.
 
-    episode_ids: only windows of these episodes. cache: decode every frame of the
-    selected episodes once into one uint8 array in RAM (for small datasets).
-    Actions of the selected episodes are always held in RAM (A floats per row).
+    pad: keep windows that run past an episode's end (see the module docstring).
+    episode_ids / split / factor_filter: only windows of episodes passing every given
+    filter (`select_episodes`; e.g. ``split="train"``, ``factor_filter={"door_width":
+    (0.1, 0.2)}`` or ``factor_filter=lambda ep: ep["seed"] % 10 != 0``).
+    cache: decode every frame of the selected episodes once into one uint8 array in
+    RAM (for small datasets). decode_threads: JPEG/PNG decode threads per process
+    (OpenCV releases the GIL). Actions of the selected episodes are always held in RAM
+    (A floats per row); window indices are NumPy arrays, never Python lists.
     """
 
     def __init__(
@@ -46,14 +133,20 @@ class WindowDataset(Dataset):
         episode_ids: Sequence[int] | None = None,
         cache: bool = False,
         decode_threads: int = 2,
+        pad: bool = False,
+        split: str | Sequence[str] | None = None,
+        factor_filter: FactorFilter | None = None,
     ):
         for name, value, low in (("context", context, 1), ("horizon", horizon, 0), ("frameskip", frameskip, 1)):
             if int(value) != value or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if int(decode_threads) != decode_threads or decode_threads < 1:
+            raise ValueError(f"decode_threads must be an integer >= 1, got {decode_threads!r}")
         self.path = Path(path)
         self.context, self.horizon, self.frameskip = int(context), int(horizon), int(frameskip)
         self.num_frames = self.context + self.horizon
         self.decode_threads = int(decode_threads)
+        self.pad = bool(pad)
 
         ds = open_dataset(self.path)
         self.meta = ds.meta
@@ -63,28 +156,27 @@ class WindowDataset(Dataset):
         self._version = ds._steps.version
         idx = ds.index
 
-        if episode_ids is None:
+        if episode_ids is None and split is None and factor_filter is None:
             sel = np.arange(len(idx.episode_ids))
         else:
-            wanted = np.unique(np.asarray(list(episode_ids), dtype=np.int64))
-            sel = np.searchsorted(idx.episode_ids, wanted)
-            sel = np.minimum(sel, max(len(idx.episode_ids) - 1, 0))
-            missing = wanted[(len(idx.episode_ids) == 0) | (idx.episode_ids[sel] != wanted)] if len(wanted) else wanted
-            if len(missing):
-                raise KeyError(f"episode ids {missing[:10].tolist()} are not in {self.path} ({len(idx.episode_ids)} episodes)")
+            try:
+                chosen = select_episodes(ds.episodes(), episode_ids, split, factor_filter)
+            except KeyError as err:
+                raise KeyError(f"{self.path}: {err.args[0]}") from None
+            sel = np.searchsorted(idx.episode_ids, chosen)
         self.episode_ids: np.ndarray = idx.episode_ids[sel]  # (E,) selected episodes, sorted
         counts = idx.count[sel]
+        self._ep_len = counts.astype(np.int64)  # (E,) rows per selected episode
         # rows of the selected episodes, episode after episode, in step order
-        self._ep_off = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(sel) else np.zeros(0, np.int64)
+        self._ep_off = (np.cumsum(counts) - counts).astype(np.int64)  # (E,) first position of each episode in _rows
         self._rows = (
             np.concatenate([idx.rows[s : s + c] for s, c in zip(idx.start[sel], counts)]) if len(sel) else np.zeros(0, np.int64)
         )
         span = (self.num_frames - 1) * self.frameskip
-        per_ep = np.maximum(counts - span, 0)
+        per_ep = counts if self.pad else np.maximum(counts - span, 0)
         self._win_ep = np.repeat(np.arange(len(sel), dtype=np.int64), per_ep)  # (W,) index into episode_ids
-        self._win_t = np.arange(int(per_ep.sum()), dtype=np.int64) - np.repeat(
-            np.concatenate([[0], np.cumsum(per_ep)[:-1]]).astype(np.int64), per_ep
-        )  # (W,) start step
+        first_win = (np.cumsum(per_ep) - per_ep).astype(np.int64)  # (E,) index of each episode's first window
+        self._win_t = np.arange(int(per_ep.sum()), dtype=np.int64) - np.repeat(first_win, per_ep)  # (W,) start step
 
         acts = ds._steps.to_table(columns=[C.ACTION]).column(C.ACTION).combine_chunks()
         all_actions = acts.flatten().to_numpy(zero_copy_only=False).reshape(len(acts), self.action_dim)
@@ -93,6 +185,8 @@ class WindowDataset(Dataset):
         self._frames: np.ndarray | None = None
         self._steps = ds._steps
         self._pid = os.getpid()
+        self._pool: ThreadPoolExecutor | None = None
+        self._scratch: dict[int, np.ndarray] = {}  # per calling thread: (U, H, W, 3) buffer reused batch after batch
         if cache:
             self._frames = self._load_all_frames()
 
@@ -111,28 +205,72 @@ class WindowDataset(Dataset):
             raise ValueError(f"model config image_size={size} but dataset {path} has frames of shape {ds.image_shape}")
         return ds
 
-    # -- lance handle, one per process ---------------------------------------------------
+    # -- per-process state: Lance handle, decode threads, scratch buffer ------------------
     def _table(self):
         if self._steps is None or self._pid != os.getpid():
             import lance
 
             self._steps = lance.dataset(str(self.path / C.STEPS_TABLE), version=self._version)
             self._pid = os.getpid()
+            self._pool = None  # threads do not survive a fork
         return self._steps
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_steps"] = None  # never ship a Lance handle to another process
+        state["_steps"] = None  # never ship a Lance handle, threads or scratch memory to another process
+        state["_pool"] = None
+        state["_scratch"] = {}
         return state
+
+    def _scratch_rows(self, u: int) -> np.ndarray:
+        """The calling thread's scratch buffer, uint8 (U, H, W, 3), grown when needed."""
+        key = threading.get_ident()
+        buf = self._scratch.get(key)
+        if buf is None or len(buf) < u:
+            buf = self._scratch[key] = np.empty((max(u, 1),) + self.image_shape, dtype=np.uint8)
+        return buf[:u]
+
+    def _read_frames(self, rows: np.ndarray) -> np.ndarray:
+        """Decoded frames uint8 (U, H, W, 3) of sorted, unique table `rows` (U,).
+
+        JPEG/PNG: the rows are split into one contiguous chunk per decode thread; each
+        thread takes its chunk from Lance and decodes it (Lance and OpenCV both release
+        the GIL, so one thread's read overlaps another's decode). Raw: takes of at most
+        `RAW_TAKE_BYTES`. Chunks land in the calling thread's scratch buffer, which the
+        result may be: valid until that thread's next call.
+        """
+        table = self._table()
+        u = len(rows)
+        if self.codec == "raw":
+            per_take = max(1, RAW_TAKE_BYTES // int(np.prod(self.image_shape)))
+            if u <= per_take:  # one take, returned as a zero-copy view of its Arrow buffer
+                return decode_arrow(table.take(rows.tolist(), columns=[C.PIXELS]).column(C.PIXELS), self.codec, self.image_shape)
+        else:
+            per_take = -(-u // max(1, min(self.decode_threads, u // MIN_FRAMES_PER_THREAD)))
+        out = self._scratch_rows(u)
+
+        def read(lo: int) -> None:
+            col = table.take(rows[lo : lo + per_take].tolist(), columns=[C.PIXELS]).column(C.PIXELS)
+            decode_arrow(col, self.codec, self.image_shape, threads=1, out=out[lo : lo + per_take])
+
+        starts = range(0, u, per_take)
+        if self.decode_threads > 1 and len(starts) > 1:
+            if self._pool is None:  # `_table()` drops it in a forked child
+                self._pool = ThreadPoolExecutor(max_workers=self.decode_threads, thread_name_prefix="window-read")
+            for job in [self._pool.submit(read, lo) for lo in starts]:
+                job.result()
+        else:
+            for lo in starts:
+                read(lo)
+        return out
 
     def _load_all_frames(self) -> np.ndarray:
         frames = np.empty((len(self._rows),) + self.image_shape, dtype=np.uint8)
-        table = self._table()
         for s in range(0, len(self._rows), CACHE_CHUNK_ROWS):
             rows = self._rows[s : s + CACHE_CHUNK_ROWS]
             order = np.argsort(rows, kind="stable")
-            col = table.take(rows[order].tolist(), columns=[C.PIXELS]).column(C.PIXELS)
-            frames[s + order] = decode_arrow(col, self.codec, self.image_shape, threads=self.decode_threads)
+            frames[s + order] = self._read_frames(rows[order])
+        self._scratch = {}
         return frames
 
     # -- items --------------------------------------------------------------------------
@@ -145,34 +283,51 @@ class WindowDataset(Dataset):
         return self.frameskip * self.action_dim
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        """One window: pixels uint8 (n, 3, H, W), actions float32 (n-1, f*A), episode_id, start."""
+        """One window: pixels uint8 (n, 3, H, W), actions float32 (n-1, f*A), mask bool (n,), episode_id, start."""
         b = self.__getitems__([i])
-        return {"pixels": b["pixels"][0], "actions": b["actions"][0], "episode_id": int(b["episode_id"][0]), "start": int(b["start"][0])}
+        return {
+            "pixels": b["pixels"][0],
+            "actions": b["actions"][0],
+            "mask": b["mask"][0],
+            "episode_id": int(b["episode_id"][0]),
+            "start": int(b["start"][0]),
+        }
 
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        """A batch: pixels uint8 (B, n, 3, H, W), actions float32 (B, n-1, f*A), episode_id (B,), start (B,)."""
+    def __getitems__(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
+        """A batch: pixels uint8 (B, n, 3, H, W), actions float32 (B, n-1, f*A),
+        mask bool (B, n), episode_id int64 (B,), start int64 (B,)."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         n_win = len(self._win_ep)
         if len(idx) and (idx.min() < -n_win or idx.max() >= n_win):
             raise IndexError(f"window index out of range for {n_win} windows: {idx[(idx < -n_win) | (idx >= n_win)][:5].tolist()}")
         idx = np.where(idx < 0, idx + n_win, idx)
         e, t = self._win_ep[idx], self._win_t[idx]
-        base = self._ep_off[e] + t  # (B,) position in self._rows
-        n, f = self.num_frames, self.frameskip
-        frame_pos = base[:, None] + np.arange(n, dtype=np.int64) * f  # (B, n)
-        act_pos = base[:, None] + np.arange((n - 1) * f, dtype=np.int64)  # (B, (n-1)f)
-        actions = self._actions[act_pos].reshape(len(idx), n - 1, f * self.action_dim)
+        off = self._ep_off[e]
+        n, f, b = self.num_frames, self.frameskip, len(idx)
+        frame_t = t[:, None] + np.arange(n, dtype=np.int64) * f  # (B, n) step of each frame
+        act_t = t[:, None] + np.arange((n - 1) * f, dtype=np.int64)  # (B, (n-1)f) step of each raw action
+        if self.pad:
+            last = self._ep_len[e][:, None] - 1  # (B, 1)
+            mask = frame_t <= last
+            frame_pos = off[:, None] + np.minimum(frame_t, last)
+            actions = self._actions[off[:, None] + np.minimum(act_t, last)]  # (B, (n-1)f, A)
+            actions[act_t > last] = 0.0
+        else:
+            mask = np.ones((b, n), dtype=bool)
+            frame_pos = off[:, None] + frame_t
+            actions = self._actions[off[:, None] + act_t]
+        actions = actions.reshape(b, n - 1, f * self.action_dim)
         if self._frames is not None:
             source, where = self._frames, frame_pos
         else:
-            uniq, inverse = np.unique(self._rows[frame_pos], return_inverse=True)
-            col = self._table().take(uniq.tolist(), columns=[C.PIXELS]).column(C.PIXELS)
-            source = decode_arrow(col, self.codec, self.image_shape, threads=self.decode_threads)
+            uniq, inverse = np.unique(self._rows[frame_pos], return_inverse=True)  # one sorted, de-duplicated read
+            source = self._read_frames(uniq)
             where = inverse.reshape(frame_pos.shape)
         pixels = source.transpose(0, 3, 1, 2)[where]  # (B, n, 3, H, W): gather and transpose in one copy
         return {
             "pixels": torch.from_numpy(pixels),
             "actions": torch.from_numpy(actions),
+            "mask": torch.from_numpy(mask),
             "episode_id": torch.from_numpy(self.episode_ids[e].copy()),
             "start": torch.from_numpy(t.copy()),
         }
@@ -180,8 +335,80 @@ class WindowDataset(Dataset):
     def __repr__(self) -> str:
         return (
             f"WindowDataset({str(self.path)!r}, context={self.context}, horizon={self.horizon}, frameskip={self.frameskip}, "
-            f"windows={len(self)}, episodes={len(self.episode_ids)}, cached={self._frames is not None})"
+            f"pad={self.pad}, windows={len(self)}, episodes={len(self.episode_ids)}, cached={self._frames is not None})"
         )
+
+
+class WindowSampler(Sampler):
+    """Seeded, shardable order over `num_windows` windows: yields indices, or batches of
+    indices (lists) when `batch_size` is given (pass it as a DataLoader `batch_sampler`).
+
+    Epoch ``k`` (set with `set_epoch`) draws one permutation from ``(seed, k)`` (the
+    same on every rank when `shuffle`; ``0..N-1`` otherwise); rank r of `world_size`
+    takes positions r, r + world_size, ... of it. With ``drop_last=False`` the shards are
+    disjoint and together hold every window exactly once (their sizes differ by at most
+    one window, so by at most one batch). With ``drop_last=True`` the order is cut to a
+    multiple of ``world_size * batch_size`` first: every rank gets the same number of
+    full batches (what DDP needs), still disjoint, and at most ``world_size *
+    batch_size - 1`` windows per epoch are left out.
+    """
+
+    def __init__(
+        self,
+        num_windows: int | Dataset,
+        batch_size: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ):
+        n = num_windows if isinstance(num_windows, (int, np.integer)) else len(num_windows)  # type: ignore[arg-type]
+        if n < 0:
+            raise ValueError(f"num_windows must be >= 0, got {n}")
+        if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+            raise ValueError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
+        if int(world_size) != world_size or world_size < 1:
+            raise ValueError(f"world_size must be an integer >= 1, got {world_size!r}")
+        if int(rank) != rank or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
+        self.num_windows = int(n)
+        self.batch_size = None if batch_size is None else int(batch_size)
+        self.shuffle, self.seed, self.drop_last = bool(shuffle), int(seed), bool(drop_last)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose permutation the next iteration yields."""
+        self.epoch = int(epoch)
+
+    def shard(self) -> np.ndarray:
+        """This rank's window indices for the current epoch, int64 (N_rank,), in order."""
+        n = self.num_windows
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n, dtype=np.int64)
+        if self.drop_last:
+            unit = self.world_size * (self.batch_size or 1)
+            order = order[: n - n % unit]
+        return order[self.rank :: self.world_size].astype(np.int64, copy=False)
+
+    def __iter__(self) -> Iterator[Any]:
+        mine = self.shard()
+        if self.batch_size is None:
+            yield from mine.tolist()
+            return
+        for s in range(0, len(mine), self.batch_size):
+            batch = mine[s : s + self.batch_size]
+            if len(batch) < self.batch_size and self.drop_last:
+                return
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        n, w = self.num_windows, self.world_size
+        if self.drop_last:
+            mine = (n - n % (w * (self.batch_size or 1))) // w
+            return mine if self.batch_size is None else mine // self.batch_size
+        mine = max(0, -(-(n - self.rank) // w))  # positions rank, rank + w, ... below n
+        return mine if self.batch_size is None else -(-mine // self.batch_size)
 
 
 def collate_windows(batch: Any) -> dict[str, Any]:

@@ -143,7 +143,12 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--seconds", type=float, default=2.0, help="minimum timed seconds per env")
     q.add_argument("--json", action="store_true", help="print JSON {env_id: steps_per_s}")
 
-    q = bsub.add_parser("data", help="window throughput per codec and loader, JPEG decode bound, write and collect speed")
+    q = bsub.add_parser(
+        "data", help="window throughput per codec and loader, JPEG decode bound, write and collect speed",
+        description="Generates its own data in a temporary folder. windows_per_s is the best of three DataLoader "
+                    "configurations (main, threads, workers) reading 4-frame windows (frameskip 5, batch 64) of JPEG "
+                    "frames at --resolution; the protocol is in benchmarks/data.py.",
+    )
     q.add_argument("--resolution", type=int, default=224, help="frame size in pixels")
     q.add_argument("--seconds", type=float, default=None, help="timed seconds per loader configuration (default 3)")
     q.add_argument("--quick", action="store_true", help="tiny data and timings: a smoke run, numbers meaningless")
@@ -320,6 +325,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench_command == "data":
+        from benchmarks.data import bench_data, markdown_table as data_table
+
+        if args.seconds is not None and args.seconds <= 0:
+            raise ValueError(f"--seconds={args.seconds}: expected a positive number")
+        if args.resolution < 8:
+            raise ValueError(f"--resolution={args.resolution}: expected an integer >= 8")
+        result = bench_data(args.resolution, quick=args.quick, seconds=args.seconds, log=None if args.json else print)
+        print(json.dumps(result, indent=2) if args.json else "\n" + data_table(result))
+        return 0
     if args.bench_command == "experts":
         from benchmarks.experts import bench_experts, markdown_table as expert_table
 

@@ -1,0 +1,346 @@
+"""``wm bench data``: how fast the data layer writes episodes and feeds training windows.
+
+Protocol (one run, on data it makes itself under a temporary folder):
+
+- **frames**: synthetic and never repeating (Lance dictionary-encodes repeated binary
+  values, which would flatter JPEG): per episode a random colour gradient, five shapes
+  moving on straight lines and a ±6 noise texture shifted every frame. 2-D actions,
+  100-row episodes (40 with ``quick``).
+- **write**: the same frames written with `EpisodeWriter` once per codec (raw, jpeg q95,
+  png); encoding, commits and the final compaction are timed, frame generation is not.
+  Bytes per frame = size of the dataset folder / frames.
+- **windows**: the issue's training window, 4 frames (context 3 + horizon 1) at
+  frameskip 5, batches of 64 drawn by a seeded `WindowSampler`, for the raw and jpeg
+  datasets, read through a `DataLoader` in three configurations:
+  ``main`` (no workers, one decode thread), ``threads`` (no workers, one decode thread
+  per core in the main process) and ``workers`` (2 worker processes started with
+  forkserver, or spawn where there is none, passed per DataLoader, one decode thread
+  each). The first batch (worker start-up, first open) is excluded and reported as
+  ``startup_s``; batches are then counted for ``seconds``.
+- **ram_gather**: the raw-copy ceiling, the same windows gathered from frames already
+  decoded in RAM (``WindowDataset(cache=True)``): the cost of the gather and
+  channel-first transpose alone.
+- **decode bound**: single-thread JPEG decode rate (frames/s, bytes already in memory,
+  into a reused buffer) × cores ÷ 4 frames per window: the windows/s a perfect
+  JPEG loader could reach on this machine.
+- **collect**: ``data.collect("wm/TwoRoom-v0", ...)`` at the resolution with the expert
+  policy and the default codec, steps (rows) written per second, one process.
+
+``windows_per_s`` is the best of the three loader configurations on the **jpeg**
+dataset at the run's resolution; ``windows_per_s_config`` names it. Numbers on a
+machine shared with other work are indicative only.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+CONTEXT, HORIZON, FRAMESKIP = 3, 1, 5  # 4 frames per window
+BATCH_SIZE = 64
+CODECS_WRITTEN = ("raw", "jpeg", "png")
+CODECS_READ = ("jpeg", "raw")
+LOADERS = ("main", "threads", "workers")
+COLLECT_ENV = "wm/TwoRoom-v0"
+
+TARGETS = {
+    224: {"windows_per_s": 1_000, "decode_bound_fraction": 0.6},
+    64: {"raw_main_windows_per_s": 15_000},
+}
+"""Issue #4's targets (reported beside the numbers, never asserted)."""
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def synthetic_episode(rng: np.random.Generator, length: int, resolution: int) -> np.ndarray:
+    """Frames uint8 (T, H, W, 3) of one synthetic episode; no two frames are equal."""
+    import cv2
+
+    res = int(resolution)
+    y, x = np.mgrid[0:res, 0:res].astype(np.float32) / res
+    c0, c1 = rng.uniform(40, 215, 3), rng.uniform(-60, 60, 3)
+    background = np.clip(c0 + c1 * (0.7 * x[..., None] + 0.3 * y[..., None]), 0, 255).astype(np.int16)
+    noise = rng.integers(-6, 7, (res, res, 3)).astype(np.int16)
+    n_shapes = 5
+    pos = rng.uniform(0, res, (n_shapes, 2))
+    vel = rng.normal(0, res / 60, (n_shapes, 2)) + np.sign(rng.normal(size=(n_shapes, 2))) * res / 100
+    colours = rng.integers(0, 256, (n_shapes, 3)).tolist()
+    radii = np.maximum(rng.uniform(res / 20, res / 6, n_shapes), 1).astype(int)
+    frames = np.empty((length, res, res, 3), np.uint8)
+    for t in range(length):
+        img = background + np.roll(noise, (t * 7919) % res, axis=1)  # texture shifts every frame
+        for k in range(n_shapes):
+            cx, cy = ((pos[k] + vel[k] * t) % res).astype(int)
+            r = int(radii[k])
+            if k % 2:
+                cv2.circle(img, (int(cx), int(cy)), r, colours[k], -1)
+            else:
+                cv2.rectangle(img, (int(cx) - r, int(cy) - r), (int(cx) + r, int(cy) + r), colours[k], -1)
+        np.clip(img, 0, 255, out=img)
+        frames[t] = img
+    return frames
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def bench_write(
+    path: Path, codec: str, episodes: list[np.ndarray], actions: list[np.ndarray], seed: int = 0
+) -> dict[str, Any]:
+    """Write `episodes` (each frames (T, H, W, 3) with actions (T, 2)) as a `codec` dataset.
+
+    Returns ``{"frames", "seconds", "frames_per_s", "bytes", "bytes_per_frame"}``.
+    """
+    from data import EpisodeWriter
+
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    with EpisodeWriter(path, mode="overwrite", codec=codec, env_id="bench/Synthetic-v0", action_dim=2) as w:
+        for e, (frames, acts) in enumerate(zip(episodes, actions)):
+            state = np.zeros(2)
+            for t in range(len(frames)):
+                last = t == len(frames) - 1
+                w.add_step(frames[t], state, None if last else acts[t], 0.0, terminated=last)
+            w.save_episode(seed=e, factors={"door_width": float(rng.uniform(0, 1))}, policy="random",
+                           split="ood" if e % 5 == 4 else "train")
+    seconds = time.perf_counter() - t0
+    frames = sum(len(f) for f in episodes)
+    size = _dir_bytes(path)
+    return {"frames": frames, "seconds": seconds, "frames_per_s": frames / seconds, "bytes": size,
+            "bytes_per_frame": size / frames}
+
+
+def _batches(num_windows: int, count: int, seed: int = 0) -> list[list[int]]:
+    """`count` batches of window indices from successive epochs of a seeded WindowSampler."""
+    from data.windows import WindowSampler
+
+    sampler = WindowSampler(num_windows, batch_size=BATCH_SIZE, seed=seed, drop_last=True)
+    out: list[list[int]] = []
+    epoch = 0
+    while len(out) < count:
+        sampler.set_epoch(epoch)
+        before = len(out)
+        out.extend(sampler)
+        if len(out) == before:
+            raise ValueError(f"{num_windows} windows: fewer than one batch of {BATCH_SIZE}")
+        epoch += 1
+    return out[:count]
+
+
+def start_method() -> str:
+    """Start method for DataLoader workers: forkserver where available, else spawn (never fork: Lance)."""
+    import multiprocessing as mp
+
+    return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+
+def bench_windows(path: Path, loader: str, seconds: float = 3.0, min_batches: int = 3, cache: bool = False) -> dict[str, Any]:
+    """Windows/s reading the dataset at `path` with one loader configuration (see the module docstring).
+
+    loader: "main" | "threads" | "workers". cache: decode everything into RAM first
+    (the ram_gather ceiling). Returns ``{"windows_per_s", "windows", "seconds",
+    "startup_s", "num_workers", "decode_threads"}``.
+    """
+    import torch
+
+    from data.windows import WindowDataset, collate_windows
+
+    if loader not in LOADERS:
+        raise ValueError(f"unknown loader {loader!r}; expected one of {', '.join(LOADERS)}")
+    workers = 2 if loader == "workers" else 0
+    threads = max(2, cpu_cores()) if loader == "threads" else 1
+    t_start = time.perf_counter()
+    ds = WindowDataset(path, CONTEXT, HORIZON, FRAMESKIP, decode_threads=threads, cache=cache)
+    batches = _batches(len(ds), count=100_000 // BATCH_SIZE + min_batches)
+    dl = torch.utils.data.DataLoader(
+        ds, batch_sampler=batches, collate_fn=collate_windows, num_workers=workers,
+        multiprocessing_context=start_method() if workers else None,  # this loader only, never process-wide
+    )
+    it = iter(dl)
+    try:
+        next(it)  # start-up: worker processes, first Lance open, first allocation
+        startup = time.perf_counter() - t_start
+        windows = done = 0
+        t0 = time.perf_counter()
+        elapsed = 0.0
+        for batch in it:
+            windows += len(batch["start"])
+            done += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= seconds and done >= min_batches:
+                break
+    finally:
+        del it  # shuts the workers down
+    return {"windows_per_s": windows / max(elapsed, 1e-9), "windows": windows, "seconds": elapsed,
+            "startup_s": startup, "num_workers": workers, "decode_threads": threads}
+
+
+def bench_decode(path: Path, seconds: float = 1.5, frames: int = 256) -> dict[str, Any]:
+    """Single-thread decode rate of the first `frames` frames of a jpeg/png dataset, bytes in memory.
+
+    Returns ``{"frames_per_s", "frames", "seconds"}`` (frames decoded and time taken).
+    """
+    import lance
+
+    from data import columns as C
+    from data.codecs import decode_arrow
+    from data.dataset import read_meta
+
+    meta = read_meta(path)
+    shape = tuple(meta["image_shape"])
+    table = lance.dataset(str(path / C.STEPS_TABLE))
+    col = table.take(list(range(min(frames, table.count_rows()))), columns=[C.PIXELS]).column(C.PIXELS)
+    col = col.combine_chunks()
+    out = np.empty((len(col),) + shape, np.uint8)
+    decode_arrow(col, meta["codec"], shape, threads=1, out=out)  # warm-up
+    done, t0 = 0, time.perf_counter()
+    while True:
+        decode_arrow(col, meta["codec"], shape, threads=1, out=out)
+        done += len(col)
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            return {"frames_per_s": done / elapsed, "frames": done, "seconds": elapsed}
+
+
+def bench_collect(path: Path, resolution: int, episodes: int, max_steps: int | None = None) -> dict[str, Any]:
+    """`data.collect` of wm/TwoRoom-v0 at `resolution` (expert policy, default codec, one process)."""
+    import data
+    from data.codecs import default_codec
+
+    r = data.collect(COLLECT_ENV, episodes, path, policy="expert", seed=0, mode="overwrite", resolution=resolution,
+                     max_steps=max_steps)
+    return {"env_id": COLLECT_ENV, "episodes": r["episodes"], "steps": r["steps"], "seconds": r["seconds"],
+            "steps_per_s": r["steps_per_s"], "codec": default_codec((resolution, resolution))}
+
+
+def bench_data(
+    resolution: int = 224,
+    quick: bool = False,
+    seconds: float | None = None,
+    workdir: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the whole protocol (module docstring) at `resolution`; returns the nested result dict.
+
+    quick: tiny data and short timings (a smoke run, numbers meaningless). seconds:
+    timed seconds per loader configuration (default 3, quick 0.2). workdir: keep the
+    generated datasets there instead of a deleted temporary folder.
+    """
+    if int(resolution) != resolution or resolution < 8:
+        raise ValueError(f"resolution={resolution!r}: expected an integer >= 8")
+    resolution = int(resolution)
+    say = log or (lambda _msg: None)
+    seconds = float(seconds if seconds is not None else (0.2 if quick else 3.0))
+    n_episodes, length = (3, 40) if quick else (30, 100)
+    cores = cpu_cores()
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.mkdtemp(prefix="wm-bench-data-")
+        root = Path(tmp)
+    else:
+        root = Path(workdir)
+        root.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    try:
+        rng = np.random.default_rng(0)
+        frames = [synthetic_episode(rng, length, resolution) for _ in range(n_episodes)]
+        actions = [rng.uniform(-1, 1, (length, 2)).astype(np.float32) for _ in range(n_episodes)]
+
+        write = {}
+        for codec in CODECS_WRITTEN:
+            write[codec] = w = bench_write(root / codec, codec, frames, actions)
+            say(f"write {codec:<4} {w['frames_per_s']:>9,.0f} frames/s  {w['bytes_per_frame']:>10,.0f} bytes/frame")
+        del frames, actions
+
+        loaders: dict[str, dict[str, Any]] = {}
+        for codec in CODECS_READ:
+            loaders[codec] = {}
+            for name in LOADERS:
+                loaders[codec][name] = r = bench_windows(root / codec, name, seconds)
+                say(f"windows {codec:<4} {name:<8} {r['windows_per_s']:>9,.0f} windows/s  (start-up {r['startup_s']:.1f} s)")
+        ram = bench_windows(root / "raw", "main", seconds, cache=True)
+        say(f"windows ram_gather     {ram['windows_per_s']:>9,.0f} windows/s")
+
+        decode = bench_decode(root / "jpeg", seconds=min(1.5, seconds))
+        frames_per_window = CONTEXT + HORIZON
+        bound = decode["frames_per_s"] * cores / frames_per_window
+        say(f"jpeg decode            {decode['frames_per_s']:>9,.0f} frames/s/core -> bound {bound:,.0f} windows/s on {cores} cores")
+
+        collect = bench_collect(root / "collect", resolution, episodes=2 if quick else 10, max_steps=20 if quick else None)
+        say(f"collect {COLLECT_ENV} {collect['steps_per_s']:>9,.0f} steps/s ({collect['codec']})")
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    best = max(LOADERS, key=lambda k: loaders["jpeg"][k]["windows_per_s"])
+    best_rate = loaders["jpeg"][best]["windows_per_s"]
+    result: dict[str, Any] = {
+        "resolution": resolution,
+        "windows_per_s": best_rate,
+        "windows_per_s_config": f"jpeg/{best}",
+        "decode_bound_windows_per_s": bound,
+        "decode_bound_fraction": best_rate / bound if bound > 0 else None,
+        "raw_main_windows_per_s": loaders["raw"]["main"]["windows_per_s"],
+        "ram_gather_windows_per_s": ram["windows_per_s"],
+        "collect_steps_per_s": collect["steps_per_s"],
+        "window": {"context": CONTEXT, "horizon": HORIZON, "frameskip": FRAMESKIP, "frames": frames_per_window,
+                   "batch_size": BATCH_SIZE},
+        "cores": cores,
+        "quick": bool(quick),
+        "loaders": loaders,
+        "ram_gather": ram,
+        "decode": {**decode, "codec": "jpeg", "cores": cores, "frames_per_window": frames_per_window},
+        "collect": collect,
+        "write": write,
+        "dataset": {"episodes": n_episodes, "rows_per_episode": length, "frames": n_episodes * length},
+        "start_method": start_method(),
+        "seconds": time.perf_counter() - t_all,
+    }
+    result["targets"] = targets_met(result)
+    return result
+
+
+def targets_met(result: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets that apply at this resolution: ``{name: {"target", "value", "met"}}``."""
+    out = {}
+    for name, target in TARGETS.get(result["resolution"], {}).items():
+        value = result.get(name)
+        out[name] = {"target": target, "value": value, "met": value is not None and value >= target}
+    return out
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """Markdown tables of a `bench_data` result: window loaders, then write/collect."""
+    res = result["resolution"]
+    lines = [f"Windows of {result['window']['frames']} frames (frameskip {result['window']['frameskip']}), "
+             f"batch {result['window']['batch_size']}, {res}², {result['cores']} cores",
+             "", "| codec | loader | windows/s | start-up s |", "|---|---|---|---|"]
+    for codec, rows in result["loaders"].items():
+        for name, r in rows.items():
+            lines.append(f"| {codec} | {name} | {r['windows_per_s']:,.0f} | {r['startup_s']:.1f} |")
+    lines.append(f"| raw | ram_gather (ceiling) | {result['ram_gather_windows_per_s']:,.0f} | |")
+    lines += ["", f"JPEG decode bound: {result['decode_bound_windows_per_s']:,.0f} windows/s "
+              f"({result['decode']['frames_per_s']:,.0f} frames/s/core); best JPEG loader "
+              f"{result['windows_per_s_config']} = {result['windows_per_s']:,.0f} windows/s "
+              f"({100 * (result['decode_bound_fraction'] or 0):.0f}% of the bound)",
+              "", "| codec | write frames/s | bytes/frame |", "|---|---|---|"]
+    for codec, w in result["write"].items():
+        lines.append(f"| {codec} | {w['frames_per_s']:,.0f} | {w['bytes_per_frame']:,.0f} |")
+    c = result["collect"]
+    lines += ["", f"collect {c['env_id']} at {res}² ({c['codec']}): {c['steps_per_s']:,.0f} steps/s"]
+    for name, t in result["targets"].items():
+        lines.append(f"target {name} >= {t['target']:,}: {t['value']:,.2f} ({'met' if t['met'] else 'not met'})")
+    return "\n".join(lines)

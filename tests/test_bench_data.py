@@ -1,0 +1,79 @@
+"""``wm bench data``: synthetic frames, the measuring helpers and the JSON contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.data import (
+    BATCH_SIZE,
+    bench_decode,
+    bench_windows,
+    bench_write,
+    markdown_table,
+    synthetic_episode,
+    targets_met,
+)
+from tests.test_cli import wm
+
+
+def test_synthetic_frames_never_repeat() -> None:
+    frames = synthetic_episode(np.random.default_rng(0), 60, 24)
+    assert frames.dtype == np.uint8 and frames.shape == (60, 24, 24, 3)
+    assert len({f.tobytes() for f in frames}) == 60  # repeated frames would be dictionary-encoded by Lance
+
+
+def test_write_windows_and_decode_helpers(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    episodes = [synthetic_episode(rng, 40, 16) for _ in range(3)]
+    actions = [rng.uniform(-1, 1, (40, 2)).astype(np.float32) for _ in range(3)]
+    w = bench_write(tmp_path / "jpeg", "jpeg", episodes, actions)
+    assert w["frames"] == 120 and w["bytes_per_frame"] == w["bytes"] / 120 and w["frames_per_s"] > 0
+    r = bench_windows(tmp_path / "jpeg", "main", seconds=0.05, min_batches=2)
+    assert r["windows"] >= 2 * BATCH_SIZE and r["windows_per_s"] > 0 and r["num_workers"] == 0
+    d = bench_decode(tmp_path / "jpeg", seconds=0.05)
+    assert d["frames"] >= 120 and d["frames_per_s"] > 0
+    with pytest.raises(ValueError, match="loader"):
+        bench_windows(tmp_path / "jpeg", "nope")
+
+
+def test_targets_and_table_from_a_result() -> None:
+    loader = {"windows_per_s": 1200.0, "startup_s": 0.1}
+    result = {
+        "resolution": 224, "windows_per_s": 1200.0, "windows_per_s_config": "jpeg/threads",
+        "decode_bound_windows_per_s": 1600.0, "decode_bound_fraction": 0.75, "raw_main_windows_per_s": 2000.0,
+        "ram_gather_windows_per_s": 9000.0, "cores": 2,
+        "window": {"context": 3, "horizon": 1, "frameskip": 5, "frames": 4, "batch_size": 64},
+        "loaders": {"jpeg": {"main": loader}, "raw": {"main": loader}},
+        "decode": {"frames_per_s": 3200.0}, "collect": {"env_id": "wm/TwoRoom-v0", "codec": "jpeg", "steps_per_s": 900.0},
+        "write": {"jpeg": {"frames_per_s": 800.0, "bytes_per_frame": 14000.0}},
+    }
+    result["targets"] = targets_met(result)
+    assert result["targets"]["windows_per_s"]["met"] and result["targets"]["decode_bound_fraction"]["met"]
+    assert targets_met({**result, "resolution": 64, "raw_main_windows_per_s": 100.0})["raw_main_windows_per_s"]["met"] is False
+    table = markdown_table(result)
+    assert "| jpeg | main | 1,200 |" in table and "75% of the bound" in table
+
+
+def test_bench_data_bad_input() -> None:
+    proc = wm("bench", "data", "--resolution", "2", check=False)
+    assert proc.returncode == 2 and "--resolution=2" in proc.stderr
+
+
+@pytest.mark.slow  # 10-30 s: DataLoader worker start-ups (two per codec) dominate
+def test_bench_data_quick_json_contract() -> None:
+    out = json.loads(wm("bench", "data", "--quick", "--resolution", "32", "--json").stdout)
+    assert out["windows_per_s"] > 0 and out["decode_bound_windows_per_s"] > 0
+    assert out["windows_per_s_config"].startswith("jpeg/")
+    assert out["windows_per_s"] == max(r["windows_per_s"] for r in out["loaders"]["jpeg"].values())
+    assert set(out["loaders"]) == {"jpeg", "raw"}
+    for rows in out["loaders"].values():
+        assert set(rows) == {"main", "threads", "workers"} and all(r["windows_per_s"] > 0 for r in rows.values())
+    assert out["loaders"]["jpeg"]["workers"]["num_workers"] == 2
+    assert set(out["write"]) == {"raw", "jpeg", "png"}
+    assert out["write"]["raw"]["bytes_per_frame"] >= 32 * 32 * 3
+    assert out["ram_gather_windows_per_s"] > 0 and out["collect"]["steps_per_s"] > 0
+    assert out["window"] == {"context": 3, "horizon": 1, "frameskip": 5, "frames": 4, "batch_size": 64}

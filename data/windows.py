@@ -243,6 +243,9 @@ class WindowDataset(Dataset):
         u = len(rows)
         if self.codec == "raw":
             per_take = max(1, RAW_TAKE_BYTES // int(np.prod(self.image_shape)))
+            if self.decode_threads > 1 and u >= 2 * MIN_FRAMES_PER_THREAD:
+                # a take costs one I/O request per row: concurrent takes overlap their latency
+                per_take = min(per_take, -(-u // min(self.decode_threads, u // MIN_FRAMES_PER_THREAD)))
             if u <= per_take:  # one take, returned as a zero-copy view of its Arrow buffer
                 return decode_arrow(table.take(rows.tolist(), columns=[C.PIXELS]).column(C.PIXELS), self.codec, self.image_shape)
         else:

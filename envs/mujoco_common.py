@@ -80,8 +80,8 @@ class OffscreenRenderer:
 
     Args:
         model: the `mujoco.MjModel` to render (its ``vis.global_.offwidth/offheight`` are
-            raised to the resolution if needed; ``vis.quality.offsamples`` is set to 0
-            unless `antialias`).
+            raised to the resolution if needed; ``vis.quality.offsamples`` is set to 0,
+            or to at least 4 with `antialias`).
         resolution: image side in pixels.
         antialias: keep 4x multisampling (slower on a CPU).
 
@@ -95,8 +95,7 @@ class OffscreenRenderer:
         self._mujoco = mujoco
         model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), resolution)
         model.vis.global_.offheight = max(int(model.vis.global_.offheight), resolution)
-        if not antialias:
-            model.vis.quality.offsamples = 0
+        model.vis.quality.offsamples = max(int(model.vis.quality.offsamples), 4) if antialias else 0
         self.resolution = int(resolution)
         self._renderer = None
         try:
@@ -152,14 +151,14 @@ class MujocoEnv(WorldModelEnv):
     frame_skip: int = 1
     """Physics steps per env step."""
 
-    def __init__(self, resolution: int = 64, render_mode: str | None = None) -> None:
-        """Compile the model of `_model_xml` and open a renderer at `resolution`."""
+    def __init__(self, resolution: int = 64, render_mode: str | None = None, antialias: bool = False) -> None:
+        """Compile the model of `_model_xml` and open a renderer at `resolution` (MSAA only if `antialias`)."""
         super().__init__(resolution, render_mode)
         self._mj = mj = import_mujoco()
         self.model = mj.MjModel.from_xml_string(self._model_xml())
         self.data = mj.MjData(self.model)
         self._camera: Any = -1
-        self._renderer: Any = OffscreenRenderer(self.model, self.resolution)
+        self._renderer: Any = OffscreenRenderer(self.model, self.resolution, antialias=antialias)
 
     def _model_xml(self) -> str:
         """The MJCF of the scene."""

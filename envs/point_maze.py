@@ -293,9 +293,10 @@ class PointMazeEnv(MujocoEnv):
     frame_skip = FRAME_SKIP
     expert = "envs.point_maze:PointMazeExpert"
 
-    def __init__(self, resolution: int = 64, render_mode: str | None = None) -> None:
-        """Create the env; `resolution` is the image side in pixels (>= 8)."""
-        super().__init__(resolution, render_mode)
+    def __init__(self, resolution: int = 64, render_mode: str | None = None, antialias: bool = False) -> None:
+        """Create the env; `resolution` is the image side in pixels (>= 8); `antialias`
+        turns 4x multisampling on (off by default: it costs several times on a CPU)."""
+        super().__init__(resolution, render_mode, antialias=antialias)
         m = self.model
         self._wall_ids = np.array([m.geom(f"wall{k}").id for k in range(MAX_WALLS)])
         self._floor_id = m.geom("floor").id

@@ -44,16 +44,18 @@ def test_targets_and_table_from_a_result() -> None:
     loader = {"windows_per_s": 1200.0, "startup_s": 0.1}
     result = {
         "resolution": 224, "windows_per_s": 1200.0, "windows_per_s_config": "jpeg/threads",
-        "decode_bound_windows_per_s": 1600.0, "decode_bound_fraction": 0.75, "raw_main_windows_per_s": 2000.0,
+        "decode_bound_windows_per_s": 1600.0, "decode_bound_fraction": 0.75, "raw_main_windows_per_s": 2000.0, "raw_windows_per_s": 2500.0,
         "ram_gather_windows_per_s": 9000.0, "cores": 2,
         "window": {"context": 3, "horizon": 1, "frameskip": 5, "frames": 4, "batch_size": 64},
         "loaders": {"jpeg": {"main": loader}, "raw": {"main": loader}},
         "decode": {"frames_per_s": 3200.0}, "collect": {"env_id": "wm/TwoRoom-v0", "codec": "jpeg", "steps_per_s": 900.0},
+        "collect_steps_per_s": 2100.0,
         "write": {"jpeg": {"frames_per_s": 800.0, "bytes_per_frame": 14000.0}},
     }
     result["targets"] = targets_met(result)
     assert result["targets"]["windows_per_s"]["met"] and result["targets"]["decode_bound_fraction"]["met"]
-    assert targets_met({**result, "resolution": 64, "raw_main_windows_per_s": 100.0})["raw_main_windows_per_s"]["met"] is False
+    assert result["targets"]["collect_steps_per_s"]["met"]
+    assert targets_met({**result, "resolution": 64, "raw_windows_per_s": 100.0})["raw_windows_per_s"]["met"] is False
     table = markdown_table(result)
     assert "| jpeg | main | 1,200 |" in table and "75% of the bound" in table
 
@@ -76,4 +78,6 @@ def test_bench_data_quick_json_contract() -> None:
     assert set(out["write"]) == {"raw", "jpeg", "png"}
     assert out["write"]["raw"]["bytes_per_frame"] >= 32 * 32 * 3
     assert out["ram_gather_windows_per_s"] > 0 and out["collect"]["steps_per_s"] > 0
+    assert out["collect_steps_per_s"] == max(c["steps_per_s"] for c in out["collects"].values())
+    assert out["raw_windows_per_s"] == max(out["loaders"]["raw"][k]["windows_per_s"] for k in ("main", "threads"))
     assert out["window"] == {"context": 3, "horizon": 1, "frameskip": 5, "frames": 4, "batch_size": 64}

@@ -346,13 +346,15 @@ def test_sampler_in_dataloader_with_two_workers(dataset_path):
 def test_threaded_decode_and_chunked_raw_reads_match_reference(tmp_path, monkeypatch, codec):
     import data.windows as W
 
-    monkeypatch.setattr(W, "RAW_TAKE_BYTES", 5 * 4 * 3 * 7)  # raw: 7 frames per take, so a batch takes several
     path = tmp_path / "ds"
     write_episodes(path, [30, 12, 25], codec=codec, hw=(5, 4))
     refs = reference_windows(path, 2, 1, 3)
     idx = np.random.default_rng(0).permutation(len(refs)).tolist()
-    for threads in (1, 3):
-        wd = WindowDataset(path, 2, 1, 3, decode_threads=threads)
-        for _ in range(2):  # the second batch reuses the scratch buffer
-            assert_same(wd.__getitems__(idx), [refs[i] for i in idx])
-        assert_same(wd.__getitems__(idx[:3]), [refs[i] for i in idx[:3]])  # a smaller batch after a larger one
+    # raw: 7 frames per take (a batch takes several), then the default (one take, or one per thread)
+    for take_bytes in (5 * 4 * 3 * 7, W.RAW_TAKE_BYTES):
+        monkeypatch.setattr(W, "RAW_TAKE_BYTES", take_bytes)
+        for threads in (1, 3):
+            wd = WindowDataset(path, 2, 1, 3, decode_threads=threads)
+            for _ in range(2):  # the second batch reuses the scratch buffer
+                assert_same(wd.__getitems__(idx), [refs[i] for i in idx])
+            assert_same(wd.__getitems__(idx[:3]), [refs[i] for i in idx[:3]])  # a smaller batch after a larger one

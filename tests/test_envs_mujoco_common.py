@@ -58,3 +58,21 @@ def test_offscreen_renderer_returns_fresh_frames() -> None:
         renderer.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         renderer.render(data)
+
+
+@pytest.mark.parametrize("env_id", ["wm/Cube-v0", "wm/PointMaze-v0", "wm/Reacher-v0"])
+def test_multisampling_only_when_asked(env_id: str) -> None:
+    import envs
+
+    plain = envs.make(env_id).unwrapped
+    smooth = envs.make(env_id, antialias=True).unwrapped
+    try:
+        assert plain.model.vis.quality.offsamples == 0 and smooth.model.vis.quality.offsamples >= 4
+        a, _ = plain.reset(seed=1)
+        b, _ = smooth.reset(seed=1)
+        assert np.array_equal(plain.state, smooth.state)
+        diff = np.abs(a.astype(int) - b.astype(int)).max(axis=-1)
+        assert 0 < (diff > 0).mean() < 0.5  # edges smoothed, the scene unchanged
+    finally:
+        plain.close()
+        smooth.close()

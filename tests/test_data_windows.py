@@ -32,24 +32,9 @@ def global_start_method() -> str:
 
 
 def reference_windows(path, context, horizon, frameskip, episode_ids=None):
-    """Every window, built the slow obvious way from load_episode."""
-    ds = open_dataset(path)
-    n, f = context + horizon, frameskip
-    out = []
-    for e in ds.episodes():
-        eid = e[C.EPISODE_ID]
-        if episode_ids is not None and eid not in episode_ids:
-            continue
-        ep = ds.load_episode(eid)
-        T = len(ep["pixels"])
-        for t in range(T):
-            if t + (n - 1) * f > T - 1:
-                break
-            frames = [ep["pixels"][t + k * f].transpose(2, 0, 1) for k in range(n)]
-            blocks = [np.concatenate([ep["action"][t + k * f + j] for j in range(f)]) for k in range(n - 1)]
-            actions = np.stack(blocks) if blocks else np.zeros((0, f * ds.action_dim), np.float32)
-            out.append({"pixels": np.stack(frames), "actions": actions, "episode_id": eid, "start": t})
-    return out
+    """Every complete window, built the slow obvious way from load_episode (`reference_padded`)."""
+    keep = None if episode_ids is None else set(episode_ids)
+    return reference_padded(path, context, horizon, frameskip, pad=False, keep=keep)
 
 
 def assert_same(batch, refs):

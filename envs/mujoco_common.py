@@ -38,7 +38,9 @@ _BACKEND: str | None = None
 def select_gl_backend() -> str:
     """Set ``MUJOCO_GL`` if unset (``egl`` when libEGL is present, else ``osmesa``) and return it.
 
-    A value the user set is kept as is. Must run before `mujoco` is first imported.
+    A value the user set is kept as is. Must run before `mujoco` is first imported: if
+    `mujoco` is already imported with ``MUJOCO_GL`` unset, nothing is set, a warning is
+    logged and the returned text says so (MuJoCo has then chosen GLFW itself).
     """
     global _BACKEND
     if _BACKEND is not None:

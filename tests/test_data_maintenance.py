@@ -92,3 +92,31 @@ def test_preview_writes_a_grid_video(tmp_path: Path, suffix: str) -> None:
     assert out.stat().st_size > 0
     proc = wm("data", "preview", str(path), "--episodes", "7", check=False)
     assert proc.returncode == 2 and "episode 7" in proc.stderr
+
+
+def test_merge_fragments_keeps_order_drops_deleted_rows_and_leaves_big_fragments(tmp_path: Path) -> None:
+    import lance
+    import pyarrow as pa
+
+    from data.writer import merge_fragments
+
+    path = str(tmp_path / "t.lance")
+    sizes = [3, 4, 10, 2, 5, 1]  # target 8: [3, 4] merge, 10 stays, [2, 5, 1] merge
+    start = 0
+    for n in sizes:
+        lance.write_dataset(pa.table({"x": pa.array(range(start, start + n), pa.int64())}), path,
+                            mode="append" if start else "create")
+        start += n
+    table = lance.dataset(path)
+    table.delete("x = 1")  # a deletion in the first small fragment
+    table = lance.dataset(path)
+    big_id = table.get_fragments()[2].fragment_id
+    assert merge_fragments(table, 8)
+    table = lance.dataset(path)
+    assert sorted(table.to_table()["x"].to_pylist()) == [i for i in range(sum(sizes)) if i != 1]
+    frags = {f.fragment_id: f.to_table()["x"].to_pylist() for f in table.get_fragments()}
+    assert frags.pop(big_id) == list(range(7, 17))  # the big fragment was not rewritten
+    # (Lance lists rewritten fragments after the kept ones, as compact_files does; each
+    # merged run keeps its rows in order, so episodes stay contiguous)
+    assert sorted(frags.values()) == [[0, 2, 3, 4, 5, 6], list(range(17, 25))]
+    assert not merge_fragments(table, 8)  # nothing left to merge

@@ -520,18 +520,9 @@ class EpisodeWriter:
     # -- maintenance ------------------------------------------------------------------
     def compact(self) -> None:
         """Merge small fragments (one per saved episode) and remove old table versions."""
-        import lance
-
         if self._meta is None:
             return
-        spec = self._spec
-        row_bytes = int(np.prod(spec["image_shape"])) + 4 * spec["action_dim"] + 8 * spec["state_dim"] + 32
-        target_rows = int(max(1024, FRAGMENT_BYTES // row_bytes))
-        for name, target in ((C.STEPS_TABLE, target_rows), (C.EPISODES_TABLE, None)):
-            ds = lance.dataset(str(self.path / name))
-            if merge_fragments(ds, target):
-                ds = lance.dataset(str(self.path / name))
-            ds.cleanup_old_versions(older_than=timedelta(seconds=0))
+        _compact_tables(self.path, self._spec)
         self._tables = (None, None)
         self._uncompacted = 0
 
@@ -569,16 +560,17 @@ class EpisodeWriter:
 
 
 def merge_fragments(table: Any, target_rows: int | None) -> bool:
-    """Rewrite runs of small or partly deleted fragments of Lance `table` into fragments
-    of up to `target_rows` rows, each written from one in-memory table; one atomic
-    ``Rewrite`` commit. Returns whether anything was rewritten.
+    """Rewrite runs of adjacent small or partly deleted fragments of Lance `table` into
+    fragments of up to `target_rows` rows (None: no limit), each written from one
+    in-memory table; one atomic ``Rewrite`` commit. Returns whether anything was rewritten.
 
-    Row order is kept (only adjacent fragments are merged) and deleted rows are dropped,
-    as `compact_files` does; unlike it, each new fragment is encoded from one batch, so
-    a column is one large page instead of one page per source batch. Random ``take``
-    of a 64x64 raw frame column was 2.1x faster on such files (6.4 -> 3.0 ms for ~246
-    rows; `benchmarks/RESULTS.md`). A crash before the commit leaves only unreferenced
-    data files; the table stays at its previous version.
+    Rows inside each merged run keep their order and deleted rows are dropped; Lance
+    lists the rewritten fragments after the untouched ones, exactly as `compact_files`
+    does (episodes stay contiguous, which is all readers rely on). Unlike
+    `compact_files`, each new fragment is encoded from one batch, so a column is one
+    large page instead of one page per source batch: a random ``take`` of ~246 raw 64x64
+    frames went from 6.4 to 3.0 ms (`benchmarks/RESULTS.md`). A crash before the commit
+    leaves only unreferenced data files; the table stays at its previous version.
     """
     import lance
     from lance.fragment import write_fragments
@@ -586,28 +578,47 @@ def merge_fragments(table: Any, target_rows: int | None) -> bool:
     target = int(target_rows) if target_rows else 1 << 62
     groups: list[list[Any]] = []
     run: list[Any] = []
+
+    def close_run() -> None:
+        if len(run) > 1 or (run and run[0].deletion_file() is not None):
+            groups.append(list(run))
+        run.clear()
+
     run_rows = 0
     for frag in table.get_fragments():
         rows = frag.count_rows()
         small = rows < target or frag.deletion_file() is not None
-        if not small or (run and run_rows + rows > target):
-            if len(run) > 1 or (run and run[0].deletion_file() is not None):
-                groups.append(run)
-            run, run_rows = [], 0
+        if not small or run_rows + rows > target:
+            close_run()
+            run_rows = 0
         if small:
             run.append(frag)
             run_rows += rows
-    if len(run) > 1 or (run and run[0].deletion_file() is not None):
-        groups.append(run)
+    close_run()
     if not groups:
         return False
     rewrites = []
     for group in groups:
-        data = pa.concat_tables([f.to_table() for f in group]).combine_chunks()  # deletions applied; one batch, one page per column
+        data = pa.concat_tables([f.to_table() for f in group]).combine_chunks()  # deletions applied; one batch
         new = write_fragments(data, table.uri, schema=table.schema, max_rows_per_file=max(len(data), 1)) if len(data) else []
         rewrites.append(lance.LanceOperation.RewriteGroup([f.metadata for f in group], new))
     lance.LanceDataset.commit(table.uri, lance.LanceOperation.Rewrite(rewrites, []), read_version=table.version)
     return True
+
+
+def _compact_tables(path: Path, spec: Mapping[str, Any]) -> None:
+    """Merge the small fragments of both tables of the dataset at `path` (steps into
+    fragments of about `FRAGMENT_BYTES`, sized from `spec`'s image/action/state sizes),
+    then delete old table versions."""
+    import lance
+
+    row_bytes = int(np.prod(spec["image_shape"])) + 4 * int(spec["action_dim"]) + 8 * int(spec["state_dim"]) + 32
+    target_rows = int(max(1024, FRAGMENT_BYTES // row_bytes))
+    for name, target in ((C.STEPS_TABLE, target_rows), (C.EPISODES_TABLE, None)):
+        table = lance.dataset(str(path / name))
+        if merge_fragments(table, target):
+            table = lance.dataset(str(path / name))
+        table.cleanup_old_versions(older_than=timedelta(seconds=0))
 
 
 def compact_dataset(path: str | os.PathLike) -> dict:
@@ -631,13 +642,7 @@ def compact_dataset(path: str | os.PathLike) -> dict:
         if orphans:
             committed = ", ".join(str(int(r[C.EPISODE_ID])) for r in ds._episode_rows) or "-1"
             ds._steps.delete(f"{C.EPISODE_ID} NOT IN ({committed})")
-        row_bytes = int(np.prod(meta["image_shape"])) + 4 * int(meta["action_dim"]) + 8 * int(meta["state_dim"]) + 32
-        target_rows = int(max(1024, FRAGMENT_BYTES // row_bytes))
-        for name, target in ((C.STEPS_TABLE, target_rows), (C.EPISODES_TABLE, None)):
-            table = lance.dataset(str(path / name))
-            if merge_fragments(table, target):
-                table = lance.dataset(str(path / name))
-            table.cleanup_old_versions(older_than=timedelta(seconds=0))
+        _compact_tables(path, meta)
         after = {name: len(lance.dataset(str(path / name)).get_fragments()) for name in (C.STEPS_TABLE, C.EPISODES_TABLE)}
     finally:
         _unlock(fd)

@@ -12,8 +12,8 @@ the environment modules themselves (and OpenCV) load only when an env is made.
 from __future__ import annotations
 
 import difflib
-import re
 import importlib
+import re
 from typing import Any
 
 import gymnasium as gym

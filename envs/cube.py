@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.base import check_vector
 from envs.factors import Factor, FactorSpace
 from envs.mujoco_common import MujocoEnv
 from envs.policies import ScriptedExpert, into_box
@@ -365,14 +366,7 @@ class CubeEnv(MujocoEnv):
         return np.clip(p, -PUSHER_RANGE, PUSHER_RANGE)
 
     def _check_state(self, value: Any, name: str) -> np.ndarray:
-        try:
-            s = np.array(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name}={value!r}: expected a float array of shape ({_STATE_DIM},)") from None
-        if s.shape != (_STATE_DIM,):
-            raise ValueError(f"{name} has shape {s.shape}: expected shape ({_STATE_DIM},) (qpos 9 then qvel 8)")
-        if not np.all(np.isfinite(s)):
-            raise ValueError(f"{name}={s.tolist()} is not finite")
+        s = check_vector(value, name, (_STATE_DIM,))  # qpos 9 then qvel 8
         if np.any(np.abs(s[:2]) > PUSHER_RANGE + STATE_TOLERANCE):
             raise ValueError(f"{name}: pusher position {s[:2].tolist()} outside its range {_RANGE_TXT} in x and y")
         q = float(np.linalg.norm(s[5:9]))

@@ -16,7 +16,11 @@ Protocol (one run, on data it makes itself under a temporary folder):
   per core in the main process) and ``workers`` (2 worker processes started with
   forkserver, or spawn where there is none, passed per DataLoader, one decode thread
   each). The first batch (worker start-up, first open) is excluded and reported as
-  ``startup_s``; batches are then counted for ``seconds``.
+  ``startup_s``; batches are then counted for ``seconds``. Raw frames are read the
+  default way, through memory maps of Lance's data files where the layout allows
+  (`data.mapped`, ``mapped`` in each result); ``raw_take`` is the ``main`` loader on
+  the raw dataset with ``mmap=False`` (one Lance ``take`` per batch), the baseline in
+  the same run.
 - **ram_gather**: the raw-copy ceiling, the same windows gathered from frames already
   decoded in RAM (``WindowDataset(cache=True)``): the cost of the gather and
   channel-first transpose alone.
@@ -31,7 +35,8 @@ Protocol (one run, on data it makes itself under a temporary folder):
 ``windows_per_s`` is the best of the three loader configurations on the **jpeg**
 dataset at the run's resolution; ``windows_per_s_config`` names it.
 ``raw_windows_per_s`` is the better single-process loader (``main`` or ``threads``)
-on the **raw** dataset; ``raw_main_windows_per_s`` the one-thread figure. Numbers on a
+on the **raw** dataset; ``raw_main_windows_per_s`` the one-thread figure and
+``raw_take_windows_per_s`` the same loader reading with Lance ``take``. Numbers on a
 machine shared with other work are indicative only.
 """
 
@@ -151,12 +156,15 @@ def start_method() -> str:
     return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 
 
-def bench_windows(path: Path, loader: str, seconds: float = 3.0, min_batches: int = 3, cache: bool = False) -> dict[str, Any]:
+def bench_windows(
+    path: Path, loader: str, seconds: float = 3.0, min_batches: int = 3, cache: bool = False, mmap: bool = True
+) -> dict[str, Any]:
     """Windows/s reading the dataset at `path` with one loader configuration (see the module docstring).
 
     loader: "main" | "threads" | "workers". cache: decode everything into RAM first
-    (the ram_gather ceiling). Returns ``{"windows_per_s", "windows", "seconds",
-    "startup_s", "num_workers", "decode_threads"}``.
+    (the ram_gather ceiling). mmap: `WindowDataset`'s memory-mapped raw frames where
+    possible. Returns ``{"windows_per_s", "windows", "seconds", "startup_s",
+    "num_workers", "decode_threads", "mapped"}``.
     """
     import torch
 
@@ -167,7 +175,7 @@ def bench_windows(path: Path, loader: str, seconds: float = 3.0, min_batches: in
     workers = 2 if loader == "workers" else 0
     threads = max(2, cpu_cores()) if loader == "threads" else 1
     t_start = time.perf_counter()
-    ds = WindowDataset(path, CONTEXT, HORIZON, FRAMESKIP, decode_threads=threads, cache=cache)
+    ds = WindowDataset(path, CONTEXT, HORIZON, FRAMESKIP, decode_threads=threads, cache=cache, mmap=mmap)
     batches = _batches(len(ds), count=100_000 // BATCH_SIZE + min_batches)
     dl = torch.utils.data.DataLoader(
         ds, batch_sampler=batches, collate_fn=collate_windows, num_workers=workers,
@@ -189,7 +197,7 @@ def bench_windows(path: Path, loader: str, seconds: float = 3.0, min_batches: in
     finally:
         del it  # shuts the workers down
     return {"windows_per_s": windows / max(elapsed, 1e-9), "windows": windows, "seconds": elapsed,
-            "startup_s": startup, "num_workers": workers, "decode_threads": threads}
+            "startup_s": startup, "num_workers": workers, "decode_threads": threads, "mapped": ds.mapped}
 
 
 def bench_decode(path: Path, seconds: float = 1.5, frames: int = 256) -> dict[str, Any]:
@@ -280,6 +288,8 @@ def bench_data(
             for name in LOADERS:
                 loaders[codec][name] = r = bench_windows(root / codec, name, seconds)
                 say(f"windows {codec:<4} {name:<8} {r['windows_per_s']:>9,.0f} windows/s  (start-up {r['startup_s']:.1f} s)")
+        raw_take = bench_windows(root / "raw", "main", seconds, mmap=False)
+        say(f"windows raw  take     {raw_take['windows_per_s']:>9,.0f} windows/s  (Lance take, no memory map)")
         ram = bench_windows(root / "raw", "main", seconds, cache=True)
         say(f"windows ram_gather     {ram['windows_per_s']:>9,.0f} windows/s")
 
@@ -310,6 +320,8 @@ def bench_data(
         "raw_windows_per_s": loaders["raw"][raw_best]["windows_per_s"],
         "raw_windows_per_s_config": f"raw/{raw_best}",
         "raw_main_windows_per_s": loaders["raw"]["main"]["windows_per_s"],
+        "raw_take_windows_per_s": raw_take["windows_per_s"],
+        "raw_mapped": bool(loaders["raw"]["main"]["mapped"]),
         "ram_gather_windows_per_s": ram["windows_per_s"],
         "collect_steps_per_s": collects[collect_best]["steps_per_s"],
         "collect_config": collect_best,
@@ -319,6 +331,7 @@ def bench_data(
         "quick": bool(quick),
         "loaders": loaders,
         "ram_gather": ram,
+        "raw_take": raw_take,
         "decode": {**decode, "codec": "jpeg", "cores": cores, "frames_per_window": frames_per_window},
         "collect": collects[collect_best],
         "collects": collects,
@@ -349,6 +362,7 @@ def markdown_table(result: dict[str, Any]) -> str:
     for codec, rows in result["loaders"].items():
         for name, r in rows.items():
             lines.append(f"| {codec} | {name} | {r['windows_per_s']:,.0f} | {r['startup_s']:.1f} |")
+    lines.append(f"| raw | take (no memory map, baseline) | {result['raw_take_windows_per_s']:,.0f} | {result['raw_take']['startup_s']:.1f} |")
     lines.append(f"| raw | ram_gather (ceiling) | {result['ram_gather_windows_per_s']:,.0f} | |")
     lines += ["", f"JPEG decode bound: {result['decode_bound_windows_per_s']:,.0f} windows/s "
               f"({result['decode']['frames_per_s']:,.0f} frames/s/core); best JPEG loader "

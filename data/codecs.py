@@ -68,62 +68,93 @@ def encode_frame(frame: np.ndarray, codec: str) -> bytes:
     return buf.tobytes()
 
 
-def decode_frame(data: bytes, codec: str, shape: Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
-    """Decode one frame to uint8 RGB (H, W, 3); writes into `out` when given."""
+def decode_frame(
+    data: bytes | np.ndarray, codec: str, shape: Sequence[int], out: np.ndarray | None = None, channels_first: bool = False
+) -> np.ndarray:
+    """Decode one frame of `shape` (H, W, 3) to uint8 RGB (H, W, 3), or (3, H, W) with
+    `channels_first`; writes into `out` (that shape) when given. `data`: the encoded
+    bytes (raw: the frame's bytes, or the frame itself as an array)."""
     import cv2
 
     check_codec(codec)
     shape = tuple(int(s) for s in shape)
+    bgr = False
     if codec == "raw":
-        img = np.frombuffer(data, dtype=np.uint8).reshape(shape)
+        img = data.reshape(shape) if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8).reshape(shape)
     else:
         rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR if rgb_flag is None else rgb_flag)
         if img is None or img.shape != shape:
             got = None if img is None else img.shape
             raise ValueError(f"corrupt {codec} frame: decoded {got}, expected {shape}")
-        if rgb_flag is None:
-            img = img[:, :, ::-1]
+        bgr = rgb_flag is None
+    if channels_first:
+        if out is None:
+            out = np.empty((shape[2], shape[0], shape[1]), dtype=np.uint8)
+        split_channels(img, out, reverse=bgr)
+        return out
+    if bgr:
+        img = img[:, :, ::-1]
     if out is None:
         return np.ascontiguousarray(img)
     out[...] = img
     return out
 
 
+def split_channels(img: np.ndarray, out: np.ndarray, reverse: bool = False) -> np.ndarray:
+    """Copy a uint8 frame (H, W, C) into channel-first `out` (C, H, W), channels in
+    reverse order when `reverse` (BGR to RGB). OpenCV's split writes each plane in place,
+    ~6x faster than NumPy's strided transpose at 224x224."""
+    import cv2
+
+    planes = [out[c] for c in range(out.shape[0])]
+    if reverse:
+        planes.reverse()
+    if all(p.flags.c_contiguous for p in planes) and img.flags.c_contiguous:
+        if all(a is b for a, b in zip(cv2.split(img, planes), planes)):
+            return out
+    out[...] = (img[:, :, ::-1] if reverse else img).transpose(2, 0, 1)  # strided views, or OpenCV allocated anew
+    return out
+
+
 def decode_batch(
-    frames: Sequence[bytes], codec: str, shape: Sequence[int], threads: int = 2, out: np.ndarray | None = None
+    frames: Sequence[bytes | np.ndarray],
+    codec: str,
+    shape: Sequence[int],
+    threads: int = 2,
+    out: np.ndarray | None = None,
+    channels_first: bool = False,
 ) -> np.ndarray:
-    """Decode a list of encoded frames into one uint8 array (N, H, W, 3).
+    """Decode a list of encoded frames into one uint8 array (N, H, W, 3), or (N, 3, H, W)
+    with `channels_first`.
 
     OpenCV releases the GIL while decoding, so `threads` > 1 decodes in parallel.
     """
     shape = tuple(int(s) for s in shape)
     n = len(frames)
     if out is None:
-        out = np.empty((n,) + shape, dtype=np.uint8)
+        out = np.empty((n,) + ((shape[2], shape[0], shape[1]) if channels_first else shape), dtype=np.uint8)
     if n == 0:
         return out
     if threads <= 1 or n < 8 or codec == "raw":
         for i, data in enumerate(frames):
-            decode_frame(data, codec, shape, out=out[i])
+            decode_frame(data, codec, shape, out=out[i], channels_first=channels_first)
         return out
     chunks = np.array_split(np.arange(n), threads)
 
     def work(idx: np.ndarray) -> None:
         for i in idx:
-            decode_frame(frames[i], codec, shape, out=out[i])
+            decode_frame(frames[i], codec, shape, out=out[i], channels_first=channels_first)
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(work, chunks))
     return out
 
 
-def decode_arrow(column, codec: str, shape: Sequence[int], threads: int = 2, out: np.ndarray | None = None) -> np.ndarray:
-    """Decode a pyarrow pixels column (chunked or not) into uint8 (N, H, W, 3).
-
-    Raw columns (fixed_size_list<uint8>) are reshaped without a per-frame copy;
-    jpeg/png columns (binary) are sliced from the arrow buffers and decoded.
-    """
+def arrow_frames(column, codec: str, shape: Sequence[int]) -> list[np.ndarray]:
+    """The frames of a pyarrow pixels column (chunked or not), zero-copy: raw frames as
+    uint8 (H, W, 3) views, jpeg/png frames as their encoded bytes (uint8 1-D views),
+    each ready for `decode_frame`."""
     import pyarrow as pa
 
     shape = tuple(int(s) for s in shape)
@@ -131,12 +162,7 @@ def decode_arrow(column, codec: str, shape: Sequence[int], threads: int = 2, out
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     n = len(column)
     if codec == "raw":
-        flat = column.flatten().to_numpy(zero_copy_only=False)
-        frames = flat.reshape((n,) + shape)
-        if out is None:
-            return frames
-        out[...] = frames
-        return out
+        return list(column.flatten().to_numpy(zero_copy_only=False).reshape((n,) + shape))
     if pa.types.is_large_binary(column.type):
         offset_dtype = np.int64
     elif pa.types.is_binary(column.type):
@@ -145,7 +171,34 @@ def decode_arrow(column, codec: str, shape: Sequence[int], threads: int = 2, out
         raise ValueError(f"expected a binary pixels column for codec {codec!r}, got {column.type}")
     bufs = column.buffers()
     offsets = np.frombuffer(bufs[1], dtype=offset_dtype)[column.offset : column.offset + n + 1]
-    data_buf = bufs[2]
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.empty(0, np.uint8)
-    pieces = [data[offsets[i] : offsets[i + 1]] for i in range(n)]
-    return decode_batch(pieces, codec, shape, threads=threads, out=out)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.empty(0, np.uint8)
+    return [data[offsets[i] : offsets[i + 1]] for i in range(n)]
+
+
+def decode_arrow(
+    column, codec: str, shape: Sequence[int], threads: int = 2, out: np.ndarray | None = None, channels_first: bool = False
+) -> np.ndarray:
+    """Decode a pyarrow pixels column (chunked or not) into uint8 (N, H, W, 3), or
+    (N, 3, H, W) with `channels_first`.
+
+    Raw columns (fixed_size_list<uint8>) are reshaped without a per-frame copy (returned
+    as a zero-copy view when channels last and no `out`); jpeg/png columns (binary) are
+    sliced from the arrow buffers and decoded.
+    """
+    import pyarrow as pa
+
+    shape = tuple(int(s) for s in shape)
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if codec == "raw":
+        frames = column.flatten().to_numpy(zero_copy_only=False).reshape((len(column),) + shape)
+        if channels_first:
+            frames = frames.transpose(0, 3, 1, 2)
+        elif out is None:
+            return frames
+        if out is None:
+            return np.ascontiguousarray(frames)
+        out[...] = frames
+        return out
+    return decode_batch(arrow_frames(column, codec, shape), codec, shape, threads=threads, out=out,
+                        channels_first=channels_first)

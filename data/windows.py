@@ -21,6 +21,7 @@ for train / held-out sets; `WindowSampler` shuffles them deterministically per
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,16 +32,21 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from . import columns as C
-from .codecs import decode_arrow
+from .codecs import arrow_frames, decode_frame
 from .dataset import open_dataset
+from .mapped import MappedFrames, map_raw_frames
 
 CACHE_CHUNK_ROWS = 4096
+OUTPUT_BUFFERS = 3
+"""Batch pixel buffers a `WindowDataset` keeps per process for reuse (a training loop
+holds one or two batches at a time). A fresh 38 MB batch (64 windows of 4 frames at
+224x224) costs 6-8 ms of page faults on the 2-core reference machine; a reused one none."""
 MIN_FRAMES_PER_THREAD = 8  # below this many frames a decode thread costs more than it saves
 RAW_TAKE_BYTES = 4 << 20
-"""Raw frames are read in takes of at most this many bytes: Lance allocates every take's
-result afresh, and first touches of fresh memory are slow (a 38 MB take of 256 frames
-at 224x224 ran 2-3x slower than the same rows read 32 at a time); the chunks are
-copied into one reused scratch buffer."""
+"""Raw frames read with ``take`` come in takes of at most this many bytes: Lance
+allocates every take's result afresh, and first touches of fresh memory are slow (a
+38 MB take of 256 frames at 224x224 ran 2-3x slower than the same rows read 32 at a
+time)."""
 
 FactorFilter = Mapping[str, Any] | Callable[[dict], bool]
 """``{name: spec}`` (all must hold) or a callable on an episode row (`EpisodeDataset.episodes`).
@@ -103,6 +109,46 @@ def select_episodes(
     return np.sort(ids[keep])
 
 
+class ReusableBuffers:
+    """uint8 arrays handed out again once nothing refers to them any more.
+
+    `get(shape)` returns a view of a kept buffer that no earlier view (or tensor made from
+    one) still uses, else of a new buffer; at most `keep` buffers are kept. A buffer is
+    free when its reference count is back to the count measured right after it was
+    created, with the same expression, so the test does not depend on how the
+    interpreter counts temporaries. Thread-safe.
+    """
+
+    def __init__(self, keep: int):
+        self.keep = int(keep)
+        self._bufs: list[np.ndarray] = []
+        self._free_count: list[int] = []
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {"keep": self.keep}  # an empty pool in the other process: never ship the buffers
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["keep"])
+
+    def get(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A C-contiguous uint8 array of `shape` (contents undefined) that nothing else uses."""
+        shape = tuple(int(s) for s in shape)
+        with self._lock:
+            bufs = self._bufs
+            for i in range(len(bufs)):
+                if bufs[i].shape == shape and sys.getrefcount(bufs[i]) == self._free_count[i]:
+                    return bufs[i][...]
+            free = [i for i in range(len(bufs)) if sys.getrefcount(bufs[i]) == self._free_count[i]]
+            if len(bufs) >= self.keep:
+                if not free:  # every kept buffer is in use: hand out one that is not kept
+                    return np.empty(shape, dtype=np.uint8)
+                del bufs[free[0]], self._free_count[free[0]]  # a free buffer of another shape makes room
+            bufs.append(np.empty(shape, dtype=np.uint8))
+            self._free_count.append(sys.getrefcount(bufs[-1]))
+            return bufs[-1][...]
+
+
 class WindowDataset(Dataset):
     """Training windows `{"pixels": uint8 (n, 3, H, W), "actions": float32 (n-1, f*A),
     "mask": bool (n,), "episode_id": int, "start": int}` with n = context + horizon,
@@ -119,7 +165,10 @@ class WindowDataset(Dataset):
     filter (`select_episodes`; e.g. ``split="train"``, ``factor_filter={"door_width":
     (0.1, 0.2)}`` or ``factor_filter=lambda ep: ep["seed"] % 10 != 0``).
     cache: decode every frame of the selected episodes once into one uint8 array in
-    RAM (for small datasets). decode_threads: JPEG/PNG decode threads per process
+    RAM (for small datasets). mmap: read ``raw`` frames through read-only memory maps
+    of Lance's data files where their layout allows (`data.mapped`; checked and
+    verified against Lance at construction, else Lance ``take``); ``mapped`` says
+    whether it is in use. decode_threads: JPEG/PNG decode threads per process
     (OpenCV releases the GIL). Actions of the selected episodes are always held in RAM
     (A floats per row); window indices are NumPy arrays, never Python lists.
     """
@@ -136,6 +185,7 @@ class WindowDataset(Dataset):
         pad: bool = False,
         split: str | Sequence[str] | None = None,
         factor_filter: FactorFilter | None = None,
+        mmap: bool = True,
     ):
         for name, value, low in (("context", context, 1), ("horizon", horizon, 0), ("frameskip", frameskip, 1)):
             if int(value) != value or value < low:
@@ -184,9 +234,12 @@ class WindowDataset(Dataset):
 
         self._frames: np.ndarray | None = None
         self._steps = ds._steps
+        self._mapped: MappedFrames | None = None
+        if mmap and self.codec == "raw" and not cache:
+            self._mapped = map_raw_frames(ds._steps, C.PIXELS, self.image_shape)
         self._pid = os.getpid()
         self._pool: ThreadPoolExecutor | None = None
-        self._scratch: dict[int, np.ndarray] = {}  # per calling thread: (U, H, W, 3) buffer reused batch after batch
+        self._outputs = ReusableBuffers(OUTPUT_BUFFERS)  # decoded batches, reused once no batch refers to them
         if cache:
             self._frames = self._load_all_frames()
 
@@ -217,44 +270,48 @@ class WindowDataset(Dataset):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_steps"] = None  # never ship a Lance handle, threads or scratch memory to another process
+        state["_steps"] = None  # never ship a Lance handle, threads or batch buffers to another process
         state["_pool"] = None
-        state["_scratch"] = {}
         return state
 
-    def _scratch_rows(self, u: int) -> np.ndarray:
-        """The calling thread's scratch buffer, uint8 (U, H, W, 3), grown when needed."""
-        key = threading.get_ident()
-        buf = self._scratch.get(key)
-        if buf is None or len(buf) < u:
-            buf = self._scratch[key] = np.empty((max(u, 1),) + self.image_shape, dtype=np.uint8)
-        return buf[:u]
+    @property
+    def _chw_shape(self) -> tuple[int, int, int]:
+        h, w, c = self.image_shape
+        return (c, h, w)
 
-    def _read_frames(self, rows: np.ndarray) -> np.ndarray:
-        """Decoded frames uint8 (U, H, W, 3) of sorted, unique table `rows` (U,).
+    def _read_into(self, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Fill `out` uint8 (*rows.shape, 3, H, W) with the frames of table `rows` (any
+        shape, any order, repeats allowed), channel first.
 
-        JPEG/PNG: the rows are split into one contiguous chunk per decode thread; each
-        thread takes its chunk from Lance and decodes it (Lance and OpenCV both release
-        the GIL, so one thread's read overlaps another's decode). Raw: takes of at most
-        `RAW_TAKE_BYTES`. Chunks land in the calling thread's scratch buffer, which the
-        result may be: valid until that thread's next call.
+        Each distinct row is read once, by one sorted Lance ``take`` per chunk, and
+        decoded straight into its first slot of `out` (repeats are copied from there). The
+        distinct rows are split into one contiguous chunk per decode thread (Lance and
+        OpenCV release the GIL, so one thread's read overlaps another's decode); raw
+        chunks hold at most `RAW_TAKE_BYTES`.
         """
         table = self._table()
-        u = len(rows)
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(inverse, kind="stable")  # slots of out, grouped by distinct row
+        bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))  # group j: order[bounds[j]:bounds[j+1]]
+        slots = out.reshape((-1,) + self._chw_shape)
+        u = len(uniq)
         if self.codec == "raw":
             per_take = max(1, RAW_TAKE_BYTES // int(np.prod(self.image_shape)))
             if self.decode_threads > 1 and u >= 2 * MIN_FRAMES_PER_THREAD:
                 # a take costs one I/O request per row: concurrent takes overlap their latency
                 per_take = min(per_take, -(-u // min(self.decode_threads, u // MIN_FRAMES_PER_THREAD)))
-            if u <= per_take:  # one take, returned as a zero-copy view of its Arrow buffer
-                return decode_arrow(table.take(rows.tolist(), columns=[C.PIXELS]).column(C.PIXELS), self.codec, self.image_shape)
         else:
             per_take = -(-u // max(1, min(self.decode_threads, u // MIN_FRAMES_PER_THREAD)))
-        out = self._scratch_rows(u)
 
         def read(lo: int) -> None:
-            col = table.take(rows[lo : lo + per_take].tolist(), columns=[C.PIXELS]).column(C.PIXELS)
-            decode_arrow(col, self.codec, self.image_shape, threads=1, out=out[lo : lo + per_take])
+            col = table.take(uniq[lo : lo + per_take].tolist(), columns=[C.PIXELS]).column(C.PIXELS)
+            for j, data in enumerate(arrow_frames(col, self.codec, self.image_shape), start=lo):
+                dest = order[bounds[j] : bounds[j + 1]]
+                first = slots[dest[0]]
+                decode_frame(data, self.codec, self.image_shape, out=first, channels_first=True)
+                for k in dest[1:]:
+                    slots[k] = first
 
         starts = range(0, u, per_take)
         if self.decode_threads > 1 and len(starts) > 1:
@@ -268,17 +325,20 @@ class WindowDataset(Dataset):
         return out
 
     def _load_all_frames(self) -> np.ndarray:
-        frames = np.empty((len(self._rows),) + self.image_shape, dtype=np.uint8)
+        """Every selected row's frame, uint8 (M, 3, H, W), in `_rows` order."""
+        frames = np.empty((len(self._rows),) + self._chw_shape, dtype=np.uint8)
         for s in range(0, len(self._rows), CACHE_CHUNK_ROWS):
-            rows = self._rows[s : s + CACHE_CHUNK_ROWS]
-            order = np.argsort(rows, kind="stable")
-            frames[s + order] = self._read_frames(rows[order])
-        self._scratch = {}
+            self._read_into(self._rows[s : s + CACHE_CHUNK_ROWS], frames[s : s + CACHE_CHUNK_ROWS])
         return frames
 
     # -- items --------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._win_ep)
+
+    @property
+    def mapped(self) -> bool:
+        """Whether raw frames are read through memory maps (see `data.mapped`) rather than Lance ``take``."""
+        return self._mapped is not None
 
     @property
     def block_dim(self) -> int:
@@ -320,13 +380,14 @@ class WindowDataset(Dataset):
             frame_pos = off[:, None] + frame_t
             actions = self._actions[off[:, None] + act_t]
         actions = actions.reshape(b, n - 1, f * self.action_dim)
-        if self._frames is not None:
-            source, where = self._frames, frame_pos
+        if self._mapped is not None:  # straight from the page cache: gather and transpose in one copy
+            pixels = self._mapped.gather(self._rows[frame_pos])
         else:
-            uniq, inverse = np.unique(self._rows[frame_pos], return_inverse=True)  # one sorted, de-duplicated read
-            source = self._read_frames(uniq)
-            where = inverse.reshape(frame_pos.shape)
-        pixels = source.transpose(0, 3, 1, 2)[where]  # (B, n, 3, H, W): gather and transpose in one copy
+            pixels = self._outputs.get((b, n) + self._chw_shape)  # (B, n, 3, H, W)
+            if self._frames is not None:
+                np.take(self._frames, frame_pos, axis=0, out=pixels, mode="clip")  # in range; "clip" skips a buffered copy
+            else:
+                self._read_into(self._rows[frame_pos], pixels)
         return {
             "pixels": torch.from_numpy(pixels),
             "actions": torch.from_numpy(actions),
@@ -338,7 +399,8 @@ class WindowDataset(Dataset):
     def __repr__(self) -> str:
         return (
             f"WindowDataset({str(self.path)!r}, context={self.context}, horizon={self.horizon}, frameskip={self.frameskip}, "
-            f"pad={self.pad}, windows={len(self)}, episodes={len(self.episode_ids)}, cached={self._frames is not None})"
+            f"pad={self.pad}, windows={len(self)}, episodes={len(self.episode_ids)}, cached={self._frames is not None}, "
+            f"mapped={self.mapped})"
         )
 
 

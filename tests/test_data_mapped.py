@@ -49,6 +49,9 @@ def test_gather_matches_lance_across_fragments_and_pages(tmp_path, version):
         assert got.shape == (*rows.shape, 3, *HW) and got.dtype == np.uint8 and got.flags.writeable
         want = lance_frames(ds, rows.reshape(-1)).transpose(0, 3, 1, 2).reshape(got.shape)
         np.testing.assert_array_equal(got, want)
+        into = np.full(got.shape, 7, np.uint8)
+        assert mapped.gather(rows, out=into) is into  # the per-frame channel split into a given buffer
+        np.testing.assert_array_equal(into, want)
 
 
 def test_pickles_without_its_bytes_and_reopens(tmp_path):
@@ -96,14 +99,22 @@ def test_refuses_when_sampled_rows_differ_from_lance(tmp_path, monkeypatch, capl
     assert "differ" in caplog.text
 
 
-def test_window_dataset_reads_mapped_frames_like_take(tmp_path):
+@pytest.mark.parametrize("split_bytes", [0, None], ids=["split-into-reused-buffers", "numpy-gather"])
+def test_window_dataset_reads_mapped_frames_like_take(tmp_path, monkeypatch, split_bytes):
+    import data.windows as W
+
+    if split_bytes is not None:
+        monkeypatch.setattr(W, "MAPPED_SPLIT_BYTES", split_bytes)
     path = tmp_path / "ds"
     write_episodes(path, [30, 12, 25, 1, 40], codec="raw", hw=HW)  # one fragment per episode
     refs = reference_windows(path, 2, 1, 3)
     idx = np.random.default_rng(0).integers(0, len(refs), 64).tolist() + [0, len(refs) - 1]
     mapped, taken = WindowDataset(path, 2, 1, 3), WindowDataset(path, 2, 1, 3, mmap=False)
     assert mapped.mapped and not taken.mapped and "mapped=True" in repr(mapped)
-    assert_same(mapped.__getitems__(idx), [refs[i] for i in idx])
+    first = mapped.__getitems__(idx)
+    assert_same(first, [refs[i] for i in idx])
+    assert_same(mapped.__getitems__(idx[::-1]), [refs[i] for i in idx[::-1]])
+    assert_same(first, [refs[i] for i in idx])  # a held batch is not overwritten by the next
     assert_same(taken.__getitems__(idx), [refs[i] for i in idx])
     # jpeg frames, or a RAM cache, never map
     jpeg = tmp_path / "jpeg"

@@ -378,12 +378,13 @@ def test_reusable_buffers_hand_out_only_unreferenced_memory():
     assert clone.keep == 2 and clone._bufs == []
 
 
+@pytest.mark.parametrize("kwargs", [{"mmap": False}, {"cache": True}], ids=["read", "cached"])
 @pytest.mark.parametrize("codec", ["raw", "png"])
-def test_held_batches_are_never_overwritten(tmp_path, codec):
+def test_held_batches_are_never_overwritten(tmp_path, codec, kwargs):
     path = tmp_path / "ds"
     write_episodes(path, [30, 12, 25], codec=codec, hw=(5, 4))
     refs = reference_windows(path, 2, 1, 3)
-    wd = WindowDataset(path, 2, 1, 3, mmap=False)
+    wd = WindowDataset(path, 2, 1, 3, **kwargs)
     rng = np.random.default_rng(0)
     batches = [rng.integers(0, len(refs), 16).tolist() for _ in range(6)]
     held = [wd.__getitems__(b) for b in batches]  # more batches than the pool keeps

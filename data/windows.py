@@ -113,6 +113,13 @@ def select_episodes(
     return np.sort(ids[keep])
 
 
+def _episode_rows(idx: Any, sel: np.ndarray) -> np.ndarray:
+    """Table rows (M,) of episodes `sel` (positions in `idx.episode_ids`), episode after episode, in step order."""
+    if not len(sel):
+        return np.zeros(0, np.int64)
+    return np.concatenate([idx.rows[s : s + c] for s, c in zip(idx.start[sel], idx.count[sel])])
+
+
 class ReusableBuffers:
     """uint8 arrays handed out again once nothing refers to them any more.
 
@@ -162,7 +169,9 @@ class WindowDataset(Dataset):
     with one sorted, de-duplicated Lance `take` of only the frames the windows use; use
     `collate_fn=collate_windows` in a DataLoader, and `WindowSampler` for a seeded,
     sharded order. Lance is opened lazily in each process (safe in DataLoader workers
-    of any start method); the table version seen at construction is pinned.
+    of any start method); the table version seen at construction is pinned, and if a
+    writer later appends and compacts (deleting that version's files) reads move to the
+    latest version, where the same episodes are found by id (`_follow_latest`).
 
     pad: keep windows that run past an episode's end (see the module docstring).
     episode_ids / split / factor_filter: only windows of episodes passing every given
@@ -223,9 +232,7 @@ class WindowDataset(Dataset):
         self._ep_len = counts.astype(np.int64)  # (E,) rows per selected episode
         # rows of the selected episodes, episode after episode, in step order
         self._ep_off = (np.cumsum(counts) - counts).astype(np.int64)  # (E,) first position of each episode in _rows
-        self._rows = (
-            np.concatenate([idx.rows[s : s + c] for s, c in zip(idx.start[sel], counts)]) if len(sel) else np.zeros(0, np.int64)
-        )
+        self._rows = _episode_rows(idx, sel)  # (M,) table rows of the selected episodes
         span = (self.num_frames - 1) * self.frameskip
         per_ep = counts if self.pad else np.maximum(counts - span, 0)
         self._win_ep = np.repeat(np.arange(len(sel), dtype=np.int64), per_ep)  # (W,) index into episode_ids
@@ -267,7 +274,10 @@ class WindowDataset(Dataset):
         if self._steps is None or self._pid != os.getpid():
             import lance
 
-            self._steps = lance.dataset(str(self.path / C.STEPS_TABLE), version=self._version)
+            try:
+                self._steps = lance.dataset(str(self.path / C.STEPS_TABLE), version=self._version)
+            except ValueError as err:  # Lance's answer when the pinned version's manifest was deleted
+                raise FileNotFoundError(f"{self.path}: cannot open table version {self._version}: {err}") from err
             self._pid = os.getpid()
             self._pool = None  # threads do not survive a fork
         return self._steps
@@ -384,16 +394,12 @@ class WindowDataset(Dataset):
             frame_pos = off[:, None] + frame_t
             actions = self._actions[off[:, None] + act_t]
         actions = actions.reshape(b, n - 1, f * self.action_dim)
-        if self._mapped is not None and np.prod(self.image_shape) < MAPPED_SPLIT_BYTES:
-            pixels = self._mapped.gather(self._rows[frame_pos])  # straight from the page cache, one NumPy gather
-        elif self._mapped is not None:
-            pixels = self._mapped.gather(self._rows[frame_pos], out=self._outputs.get((b, n) + self._chw_shape))
-        else:
-            pixels = self._outputs.get((b, n) + self._chw_shape)  # (B, n, 3, H, W)
-            if self._frames is not None:
-                np.take(self._frames, frame_pos, axis=0, out=pixels, mode="clip")  # in range; "clip" skips a buffered copy
-            else:
-                self._read_into(self._rows[frame_pos], pixels)
+        try:
+            pixels = self._pixels(frame_pos)
+        except OSError as err:  # Lance's missing file, or a map's FileNotFoundError
+            if not self._follow_latest(err):
+                raise
+            pixels = self._pixels(frame_pos)
         return {
             "pixels": torch.from_numpy(pixels),
             "actions": torch.from_numpy(actions),
@@ -401,6 +407,47 @@ class WindowDataset(Dataset):
             "episode_id": torch.from_numpy(self.episode_ids[e].copy()),
             "start": torch.from_numpy(t.copy()),
         }
+
+    def _pixels(self, frame_pos: np.ndarray) -> np.ndarray:
+        """Frames uint8 (B, n, 3, H, W) at positions `frame_pos` (B, n) of `_rows`."""
+        shape = frame_pos.shape + self._chw_shape
+        if self._mapped is not None and np.prod(self.image_shape) < MAPPED_SPLIT_BYTES:
+            return self._mapped.gather(self._rows[frame_pos])  # straight from the page cache, one NumPy gather
+        if self._mapped is not None:
+            return self._mapped.gather(self._rows[frame_pos], out=self._outputs.get(shape))
+        pixels = self._outputs.get(shape)
+        if self._frames is not None:
+            return np.take(self._frames, frame_pos, axis=0, out=pixels, mode="clip")  # in range; "clip" skips a buffered copy
+        return self._read_into(self._rows[frame_pos], pixels)
+
+    def _follow_latest(self, err: OSError) -> bool:
+        """After a read failed with `err`: if the dataset has moved past the pinned table
+        version (a writer appended and compacted, deleting the old version's files),
+        re-point at the latest version and return True; False if it has not moved.
+
+        Committed episodes never change, so the selected episodes (the same ones: later
+        episodes are not added) are found again by id and read from their new rows.
+        """
+        from .errors import DatasetError
+
+        ds = open_dataset(self.path)
+        if ds._steps.version == self._version:
+            return False
+        idx = ds.index
+        k = np.minimum(np.searchsorted(idx.episode_ids, self.episode_ids), max(len(idx.episode_ids) - 1, 0))
+        if len(self.episode_ids) and (
+            not len(idx.episode_ids) or not np.array_equal(idx.episode_ids[k], self.episode_ids)
+            or not np.array_equal(idx.count[k], self._ep_len)
+        ):
+            raise DatasetError(
+                f"{self.path}: table version {self._version} this WindowDataset read is gone ({err}), and the latest "
+                f"version {ds._steps.version} no longer holds the same episodes"
+            ) from err
+        self._rows = _episode_rows(idx, k)
+        self._version, self._steps, self._pid = ds._steps.version, ds._steps, os.getpid()
+        if self._mapped is not None:
+            self._mapped = map_raw_frames(ds._steps, C.PIXELS, self.image_shape)
+        return True
 
     def __repr__(self) -> str:
         return (

@@ -135,3 +135,30 @@ def test_mapped_windows_in_dataloader_workers(tmp_path):
     for got, ref in zip(dl, want):
         for key in ("pixels", "actions", "episode_id", "start"):
             assert torch.equal(got[key], ref[key])
+
+
+@pytest.mark.parametrize("mmap", [True, False], ids=["mapped", "take"])
+def test_reader_follows_the_dataset_after_a_writer_compacts_it(tmp_path, mmap):
+    import pickle
+
+    from data.errors import DatasetError
+
+    path = tmp_path / "ds"
+    write_episodes(path, [20, 15], codec="raw", hw=HW)
+    wd = WindowDataset(path, 2, 1, 2, mmap=mmap)
+    refs = reference_windows(path, 2, 1, 2)
+    old_files = set((path / C.STEPS_TABLE / "data").iterdir())
+    write_episodes(path, [9, 4], codec="raw", hw=HW, seed=5)  # appends, compacts, deletes the old version's files
+    assert not old_files & set((path / C.STEPS_TABLE / "data").iterdir())
+    idx = list(range(len(refs)))
+    worker = pickle.loads(pickle.dumps(wd))  # like a DataLoader worker: opens its table (and maps) after the deletion
+    for reader in (wd, worker):
+        assert len(reader) == len(refs)  # the same episodes: later ones are not added
+        assert_same(reader.__getitems__(idx), refs)
+    assert worker.mapped == mmap
+
+    # a dataset whose episodes changed under the reader is an error, not wrong windows
+    wd = WindowDataset(path, 2, 1, 2, mmap=False)
+    write_episodes(path, [3], codec="raw", hw=HW, seed=9, mode="overwrite")
+    with pytest.raises(DatasetError, match="no longer holds the same episodes"):
+        wd.__getitems__([0])

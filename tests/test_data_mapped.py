@@ -37,12 +37,14 @@ def test_gather_matches_lance_across_fragments_and_pages(tmp_path, version):
     import lance
 
     table = frames_table(500)
-    # several fragments (files), and several pages per file (one write batch per page)
-    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=60))
-    ds = lance.write_dataset(reader, str(tmp_path / "t"), data_storage_version=version, max_rows_per_file=200)
+    # several fragments (files); small pages (format 2.0 splits them, interleaved with the other column's)
+    ds = lance.write_dataset(table, str(tmp_path / "t"), data_storage_version=version, max_rows_per_file=200,
+                             max_page_bytes=20_000, data_cache_bytes=20_000)
     assert len(ds.get_fragments()) == 3
     mapped = M.map_raw_frames(ds, "pixels", (*HW, 3))
     assert mapped is not None and len(mapped) == 500
+    if version == "2.0":
+        assert len(mapped.segments) > 10  # pages that are not back to back: one segment each
     rng = np.random.default_rng(1)
     for rows in (rng.integers(0, 500, (40, 4)), np.array([0, 499, 199, 200, 200, 0]), np.arange(500)):
         got = mapped.gather(rows)  # (*rows.shape, 3, H, W), unsorted rows with repeats

@@ -118,33 +118,27 @@ def split_channels(img: np.ndarray, out: np.ndarray, reverse: bool = False) -> n
 
 
 def decode_batch(
-    frames: Sequence[bytes | np.ndarray],
-    codec: str,
-    shape: Sequence[int],
-    threads: int = 2,
-    out: np.ndarray | None = None,
-    channels_first: bool = False,
+    frames: Sequence[bytes | np.ndarray], codec: str, shape: Sequence[int], threads: int = 2, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """Decode a list of encoded frames into one uint8 array (N, H, W, 3), or (N, 3, H, W)
-    with `channels_first`.
+    """Decode a list of encoded frames into one uint8 array (N, H, W, 3).
 
     OpenCV releases the GIL while decoding, so `threads` > 1 decodes in parallel.
     """
     shape = tuple(int(s) for s in shape)
     n = len(frames)
     if out is None:
-        out = np.empty((n,) + ((shape[2], shape[0], shape[1]) if channels_first else shape), dtype=np.uint8)
+        out = np.empty((n,) + shape, dtype=np.uint8)
     if n == 0:
         return out
     if threads <= 1 or n < 8 or codec == "raw":
         for i, data in enumerate(frames):
-            decode_frame(data, codec, shape, out=out[i], channels_first=channels_first)
+            decode_frame(data, codec, shape, out=out[i])
         return out
     chunks = np.array_split(np.arange(n), threads)
 
     def work(idx: np.ndarray) -> None:
         for i in idx:
-            decode_frame(frames[i], codec, shape, out=out[i], channels_first=channels_first)
+            decode_frame(frames[i], codec, shape, out=out[i])
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(work, chunks))
@@ -175,30 +169,21 @@ def arrow_frames(column, codec: str, shape: Sequence[int]) -> list[np.ndarray]:
     return [data[offsets[i] : offsets[i + 1]] for i in range(n)]
 
 
-def decode_arrow(
-    column, codec: str, shape: Sequence[int], threads: int = 2, out: np.ndarray | None = None, channels_first: bool = False
-) -> np.ndarray:
-    """Decode a pyarrow pixels column (chunked or not) into uint8 (N, H, W, 3), or
-    (N, 3, H, W) with `channels_first`.
+def decode_arrow(column, codec: str, shape: Sequence[int], threads: int = 2, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode a pyarrow pixels column (chunked or not) into uint8 (N, H, W, 3).
 
-    Raw columns (fixed_size_list<uint8>) are reshaped without a per-frame copy (returned
-    as a zero-copy view when channels last and no `out`); jpeg/png columns (binary) are
-    sliced from the arrow buffers and decoded.
+    Raw columns (fixed_size_list<uint8>) are reshaped without a per-frame copy (a
+    zero-copy view when no `out`); jpeg/png columns (binary) are sliced from the arrow
+    buffers (`arrow_frames`) and decoded.
     """
+    if codec != "raw":
+        return decode_batch(arrow_frames(column, codec, shape), codec, shape, threads=threads, out=out)
     import pyarrow as pa
 
-    shape = tuple(int(s) for s in shape)
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    if codec == "raw":
-        frames = column.flatten().to_numpy(zero_copy_only=False).reshape((len(column),) + shape)
-        if channels_first:
-            frames = frames.transpose(0, 3, 1, 2)
-        elif out is None:
-            return frames
-        if out is None:
-            return np.ascontiguousarray(frames)
-        out[...] = frames
-        return out
-    return decode_batch(arrow_frames(column, codec, shape), codec, shape, threads=threads, out=out,
-                        channels_first=channels_first)
+    frames = column.flatten().to_numpy(zero_copy_only=False).reshape((len(column),) + tuple(int(s) for s in shape))
+    if out is None:
+        return frames
+    out[...] = frames
+    return out

@@ -166,6 +166,22 @@ def test_jsonl_logger_and_silent_progress(tmp_path, capsys):
         log.log({"step": 3})
     lines = (tmp_path / "sub" / "m.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
-    with ProgressBar(10, desc="x") as bar:  # stderr is captured, not a TTY: draws nothing
+    with ProgressBar(10, desc="x", enabled=False) as bar:  # disabled: prints nothing
         bar.update(5, loss=0.1)
     assert capsys.readouterr().err == ""
+
+
+def test_progress_prints_periodic_lines_when_not_a_terminal(capsys, monkeypatch):
+    import worldmodel.progress as progress
+
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    bar = ProgressBar(100, desc="train", interval=10.0)  # captured stderr is not a TTY
+    for _ in range(100):
+        clock[0] += 1.0  # one step a second: a line every 10 steps
+        bar.update(1, loss=0.5)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 11  # 10 periodic lines + the final one
+    assert lines[0].startswith("train: 10/100 (10%)") and "loss=0.5" in lines[0]
+    assert lines[-1].startswith("train: 100/100 (100%)")

@@ -68,12 +68,22 @@ class WorldModelEnv(gym.Env):
       ``terminated = success``.
     - reset options: ``factors``, ``split``, ``severity`` (see `envs.factors`), ``state``
       and ``goal_state`` (checked by the env's `_check_state` / `_check_goal`).
+    - `goal_from_state` maps a recorded state to the goal it stands for (what a
+      planning protocol passes as ``goal_state``).
+
+    Args (besides the above):
+        terminate_on_success: True (default): ``terminated = success``. False: the
+            episode never terminates (``success`` is still reported in ``info``), so a
+            rollout can run on past success until the time limit truncates it, as
+            fixed-length datasets are recorded, without stepping a terminated env.
 
     A subclass sets ``factor_space``, ``state_dim`` and ``expert`` (``"module:Class"``)
     and implements the hooks listed in the module docstring.
 
     Version history:
-        v0: initial version (the envs' own histories are in their docstrings).
+        v0: initial version (the envs' own histories are in their docstrings); later
+            added without changing any default behaviour: the ``terminate_on_success``
+            constructor argument and `goal_from_state`.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -83,8 +93,11 @@ class WorldModelEnv(gym.Env):
     expert: str = ""
     """``"module:Class"`` of the scripted expert, built by `make_expert`."""
 
-    def __init__(self, resolution: int = 64, render_mode: str | None = None) -> None:
+    def __init__(self, resolution: int = 64, render_mode: str | None = None, terminate_on_success: bool = True) -> None:
         """Check the arguments and set up the spaces; the subclass then builds its world."""
+        if not isinstance(terminate_on_success, (bool, np.bool_)):
+            raise ValueError(f"terminate_on_success={terminate_on_success!r}: expected True or False")
+        self.terminate_on_success = bool(terminate_on_success)
         if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or resolution < 8:
             raise ValueError(f"resolution={resolution!r}: expected an integer >= 8")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -137,6 +150,10 @@ class WorldModelEnv(gym.Env):
         """``(goal_distance, success)`` of the current state."""
         raise NotImplementedError
 
+    def _goal_from_state(self, state: np.ndarray) -> np.ndarray:
+        """The goal reached at a recorded `state` (checked float64 (state_dim,)); default: the state itself."""
+        return state.copy()
+
     # -- properties ------------------------------------------------------------------------
     @property
     def state(self) -> np.ndarray:
@@ -167,7 +184,7 @@ class WorldModelEnv(gym.Env):
         """Advance one step under ``clip(action, -1, 1)``; returns the gymnasium five-tuple."""
         self._simulate(self._check_action(action))
         info = self._info()
-        return self._observe(), -info["goal_distance"], info["success"], False, info
+        return self._observe(), -info["goal_distance"], info["success"] and self.terminate_on_success, False, info
 
     def render(self) -> np.ndarray | None:
         """The current frame (``render_mode="rgb_array"``); None without a render mode."""
@@ -185,6 +202,28 @@ class WorldModelEnv(gym.Env):
     def set_state(self, state: Any) -> None:
         """Put the world in `state` (checked; the accepted layouts are in the class docstring)."""
         self._write_state(self._check_state(state, "state"))
+
+    def goal_from_state(self, state: Any) -> np.ndarray:
+        """The goal that a recorded `state` stands for: float64, the layout `set_goal` takes.
+
+        `state` is one row of a dataset's ``state`` column, float (state_dim,), e.g. the
+        state `offset` steps after a planning start. Setting the result as the goal makes
+        `success` true at that state. Only the shape and finiteness are checked here (the
+        world, e.g. the maze layout, is checked when the goal is set). ValueError naming
+        the shape and the expected one otherwise, without printing the whole array.
+        """
+        name = type(self).__name__
+        try:
+            a = np.array(state, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}.goal_from_state: expected a float array of shape ({self.state_dim},), "
+                             f"got {type(state).__name__}") from None
+        if a.shape != (self.state_dim,):
+            raise ValueError(f"{name}.goal_from_state: state has shape {a.shape}, expected ({self.state_dim},) "
+                             f"(a recorded {name} state); is the data from another environment?")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name}.goal_from_state: state {a.tolist()} is not finite")
+        return self._goal_from_state(a)
 
     def set_goal(self, goal_state: Any) -> None:
         """Make `goal_state` (checked; layout in the class docstring) the goal."""

@@ -200,7 +200,8 @@ class CubeEnv(MujocoEnv):
       Only its cube xy (indices 2, 3) is judged: ``goal_distance`` is the xy distance of
       the cube centre to it, ``success = goal_distance < SUCCESS_RADIUS`` (yaw and the
       pusher position are not judged). `render_goal` renders the whole goal state.
-      `goal_from_cube` builds one from a cube pose.
+      `goal_from_cube` builds one from a cube pose; `goal_from_state` from a recorded
+      state (its poses, at rest: velocities zeroed).
     - reward ``-goal_distance``; ``terminated = success``.
     - reset: the cube starts uniform in ``[-0.09, 0.09]^2`` (`CUBE_START_HALF`) with a
       yaw uniform in [-45, 45] degrees; the pusher uniform in ``[-0.16, 0.16]^2``
@@ -238,10 +239,13 @@ class CubeEnv(MujocoEnv):
     frame_skip = FRAME_SKIP
     expert = "envs.cube:CubeExpert"
 
-    def __init__(self, resolution: int = 64, render_mode: str | None = None, antialias: bool = False) -> None:
+    def __init__(
+        self, resolution: int = 64, render_mode: str | None = None, antialias: bool = False, terminate_on_success: bool = True
+    ) -> None:
         """Create the env; `resolution` is the image side in pixels (>= 8); `antialias`
-        turns 4x multisampling on (off by default: it costs several times on a CPU)."""
-        super().__init__(resolution, render_mode, antialias=antialias)
+        turns 4x multisampling on (off by default: it costs several times on a CPU);
+        `terminate_on_success` False keeps an episode running past success (see `WorldModelEnv`)."""
+        super().__init__(resolution, render_mode, antialias=antialias, terminate_on_success=terminate_on_success)
         mujoco, m = self._mj, self.model
         self._goal_data = mujoco.MjData(m)
         self._g_cube, self._g_table, self._g_floor = m.geom("cube").id, m.geom("table").id, m.geom("floor").id
@@ -333,6 +337,12 @@ class CubeEnv(MujocoEnv):
         a[(p <= -PUSHER_RANGE) & (a < 0.0)] = 0.0
         self._advance(a * self._speed)
         self._mj.mj_camlight(self.model, self.data)
+
+    def _goal_from_state(self, state: np.ndarray) -> np.ndarray:
+        """The recorded scene at rest: `state` with its velocities (qvel, indices 9..16) zeroed, float64 (17,)."""
+        goal = state.copy()
+        goal[9:] = 0.0
+        return goal
 
     def _progress(self) -> tuple[float, bool]:
         c, g = self.data.qpos, self._goal

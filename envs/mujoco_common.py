@@ -153,9 +153,11 @@ class MujocoEnv(WorldModelEnv):
     frame_skip: int = 1
     """Physics steps per env step."""
 
-    def __init__(self, resolution: int = 64, render_mode: str | None = None, antialias: bool = False) -> None:
+    def __init__(
+        self, resolution: int = 64, render_mode: str | None = None, antialias: bool = False, terminate_on_success: bool = True
+    ) -> None:
         """Compile the model of `_model_xml` and open a renderer at `resolution` (MSAA only if `antialias`)."""
-        super().__init__(resolution, render_mode)
+        super().__init__(resolution, render_mode, terminate_on_success)
         self._mj = mj = import_mujoco()
         self.model = mj.MjModel.from_xml_string(self._model_xml())
         self.data = mj.MjData(self.model)

@@ -262,7 +262,8 @@ class PointMazeEnv(MujocoEnv):
     - action: ``Box(-1, 1, (2,), float32)``, force along x and y in units of
       ``actuator_gain``; clipped to the box. One env step is `FRAME_SKIP` physics steps
       of `TIMESTEP` (0.1 s).
-    - state: ``float64 (4,)`` ``(x, y, vx, vy)`` (qpos, qvel); goal: a position ``float64 (2,)``.
+    - state: ``float64 (4,)`` ``(x, y, vx, vy)`` (qpos, qvel); goal: a position ``float64 (2,)``
+      (`goal_from_state`: the recorded state's ``(x, y)``).
     - reward ``-goal_distance`` (Euclidean, agent centre to goal);
       ``terminated = success = goal_distance < SUCCESS_RADIUS``.
     - reset options: ``factors`` (dict, validated), ``split`` (sample factors from a
@@ -293,10 +294,13 @@ class PointMazeEnv(MujocoEnv):
     frame_skip = FRAME_SKIP
     expert = "envs.point_maze:PointMazeExpert"
 
-    def __init__(self, resolution: int = 64, render_mode: str | None = None, antialias: bool = False) -> None:
+    def __init__(
+        self, resolution: int = 64, render_mode: str | None = None, antialias: bool = False, terminate_on_success: bool = True
+    ) -> None:
         """Create the env; `resolution` is the image side in pixels (>= 8); `antialias`
-        turns 4x multisampling on (off by default: it costs several times on a CPU)."""
-        super().__init__(resolution, render_mode, antialias=antialias)
+        turns 4x multisampling on (off by default: it costs several times on a CPU);
+        `terminate_on_success` False keeps an episode running past success (see `WorldModelEnv`)."""
+        super().__init__(resolution, render_mode, antialias=antialias, terminate_on_success=terminate_on_success)
         m = self.model
         self._wall_ids = np.array([m.geom(f"wall{k}").id for k in range(MAX_WALLS)])
         self._floor_id = m.geom("floor").id
@@ -420,6 +424,10 @@ class PointMazeEnv(MujocoEnv):
         return True
 
     # -- hooks of WorldModelEnv -------------------------------------------------------------
+    def _goal_from_state(self, state: np.ndarray) -> np.ndarray:
+        """The agent position ``state[:2]``, float64 (2,)."""
+        return state[:2].copy()
+
     def _progress(self) -> tuple[float, bool]:
         pos = self.data.qpos
         d = math.hypot(float(pos[0] - self._goal[0]), float(pos[1] - self._goal[1]))

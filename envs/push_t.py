@@ -168,7 +168,8 @@ class PushTEnv(WorldModelEnv):
       so that `set_state` restores the dynamics exactly (contacts carry no memory from
       one env step to the next). `set_state` and the ``state`` option also take the
       5-vector of poses, with zero velocities.
-    - goal: ``float64 (3,)`` block pose x, y, angle.
+    - goal: ``float64 (3,)`` block pose x, y, angle; `goal_from_state` takes it from a
+      recorded state's block pose (``state[2:5]``).
     - success: block position within `SUCCESS_POSITION` of the goal *and* angle within
       `SUCCESS_ANGLE` radians (the difference wrapped modulo 2 pi; the T has no rotational
       symmetry). ``goal_distance = position error + ANGLE_WEIGHT * |angle error|``;
@@ -194,9 +195,10 @@ class PushTEnv(WorldModelEnv):
 
     expert = "envs.push_t_expert:PushTExpert"
 
-    def __init__(self, resolution: int = 64, render_mode: str | None = None) -> None:
-        """Create the env; `resolution` is the image side in pixels (>= 8)."""
-        super().__init__(resolution, render_mode)
+    def __init__(self, resolution: int = 64, render_mode: str | None = None, terminate_on_success: bool = True) -> None:
+        """Create the env; `resolution` is the image side in pixels (>= 8); `terminate_on_success`
+        False keeps an episode running past success (see `WorldModelEnv`)."""
+        super().__init__(resolution, render_mode, terminate_on_success)
         self._set_factors(self.factor_space.defaults())
         self._begin_episode(np.array([0.2, 0.2, 0.5, 0.6, 0.0, 0, 0, 0, 0, 0], np.float64), np.array([0.5, 0.5, 0.0]))
 
@@ -314,6 +316,10 @@ class PushTEnv(WorldModelEnv):
         return dp, abs(wrap_angle(float(pose[2]) - self._goal[2]))
 
     # -- internals ----------------------------------------------------------------------
+    def _goal_from_state(self, state: np.ndarray) -> np.ndarray:
+        """The block pose ``state[2:5]`` (x, y, angle), float64 (3,)."""
+        return state[2:5].copy()
+
     def _progress(self) -> tuple[float, bool]:
         dp, da = self.pose_error()
         return dp + ANGLE_WEIGHT * da, dp < SUCCESS_POSITION and da < SUCCESS_ANGLE

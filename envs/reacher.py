@@ -146,7 +146,7 @@ class ReacherEnv(MujocoEnv):
       of `TIMESTEP` (0.05 s).
     - state: ``float64 (4,)`` ``(shoulder, elbow, shoulder velocity, elbow velocity)``
       (rad, rad/s; the shoulder angle is not wrapped); goal: target joint angles
-      ``float64 (2,)``.
+      ``float64 (2,)`` (`goal_from_state`: the recorded state's joint angles ``state[:2]``).
     - success: the fingertip is within `SUCCESS_RADIUS` (m) of the fingertip position of
       the target configuration (so the mirror elbow solution counts too);
       ``goal_distance`` is that fingertip distance, reward ``-goal_distance``,
@@ -177,10 +177,13 @@ class ReacherEnv(MujocoEnv):
     frame_skip = FRAME_SKIP
     expert = "envs.reacher:ReacherExpert"
 
-    def __init__(self, resolution: int = 64, render_mode: str | None = None, antialias: bool = False) -> None:
+    def __init__(
+        self, resolution: int = 64, render_mode: str | None = None, antialias: bool = False, terminate_on_success: bool = True
+    ) -> None:
         """Create the env; `resolution` is the image side in pixels (>= 8); `antialias`
-        turns 4x multisampling on (off by default: it costs several times on a CPU)."""
-        super().__init__(resolution, render_mode, antialias=antialias)
+        turns 4x multisampling on (off by default: it costs several times on a CPU);
+        `terminate_on_success` False keeps an episode running past success (see `WorldModelEnv`)."""
+        super().__init__(resolution, render_mode, antialias=antialias, terminate_on_success=terminate_on_success)
         m = self.model
         self._links = (m.geom("link1").id, m.geom("link2").id)
         self._tip, self._floor = m.geom("tip").id, m.geom("floor").id
@@ -238,6 +241,10 @@ class ReacherEnv(MujocoEnv):
     def _sample_start(self) -> np.ndarray:
         """Uniform joint angles (elbow within +/- 2.4), at rest."""
         return np.array([self.np_random.uniform(-math.pi, math.pi), self.np_random.uniform(-2.4, 2.4), 0.0, 0.0])
+
+    def _goal_from_state(self, state: np.ndarray) -> np.ndarray:
+        """The joint angles ``state[:2]``, float64 (2,)."""
+        return state[:2].copy()
 
     def _progress(self) -> tuple[float, bool]:
         lengths = self.link_lengths

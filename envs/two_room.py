@@ -99,9 +99,10 @@ class TwoRoomEnv(WorldModelEnv):
     state_dim: int = 2
     expert = "envs.policies:TwoRoomExpert"
 
-    def __init__(self, resolution: int = 64, render_mode: str | None = None) -> None:
-        """Create the env; `resolution` is the image side in pixels (>= 8)."""
-        super().__init__(resolution, render_mode)
+    def __init__(self, resolution: int = 64, render_mode: str | None = None, terminate_on_success: bool = True) -> None:
+        """Create the env; `resolution` is the image side in pixels (>= 8); `terminate_on_success`
+        False keeps an episode running past success (see `WorldModelEnv`)."""
+        super().__init__(resolution, render_mode, terminate_on_success)
         self._set_factors(self.factor_space.defaults())
         self._begin_episode(np.array([0.25, 0.5]), np.array([0.75, 0.5]))
 

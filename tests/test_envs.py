@@ -253,6 +253,55 @@ def test_bad_inputs_are_clear_errors(env_id: str) -> None:
         env.step(np.full(n, np.inf))
 
 
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_goal_from_state_is_reached_at_that_state(env_id: str) -> None:
+    """A recorded state mapped by `goal_from_state` is a goal that is reached exactly there
+    (and not at the episode's start); wrong shapes are clear errors naming both shapes."""
+    env = envs.make(env_id, resolution=16, terminate_on_success=False)
+    expert = envs.make_policy("expert", env)
+    obs, info = env.reset(seed=4, options={"split": "train"})
+    expert.reset(4)
+    truncated = False
+    factors, start = info["factors"], info["state"]
+    while not (info["success"] or truncated):  # the expert's first success: far from the start
+        obs, _, terminated, truncated, info = env.step(expert(obs, info))
+        assert not terminated
+    assert info["success"], "the expert should reach this goal"
+    later = info["state"]
+    goal = env.unwrapped.goal_from_state(later)
+    assert goal.dtype == np.float64 and goal.shape == info["goal_state"].shape  # the env's goal layout
+    _, at_goal = env.reset(seed=4, options={"factors": factors, "state": later, "goal_state": goal})
+    assert at_goal["success"] and at_goal["goal_distance"] < 1e-6
+    _, at_start = env.reset(seed=4, options={"factors": factors, "state": start, "goal_state": goal})
+    assert not at_start["success"] and at_start["goal_distance"] > 0.0
+    n = env.unwrapped.state_dim
+    with pytest.raises(ValueError, match=rf"shape \({n + 1},\), expected \({n},\).*another environment"):
+        env.unwrapped.goal_from_state(np.zeros(n + 1))
+    with pytest.raises(ValueError, match="not finite"):
+        env.unwrapped.goal_from_state(np.full(n, np.nan))
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_terminate_on_success_false_keeps_the_episode_running(env_id: str) -> None:
+    """By default success terminates; with ``terminate_on_success=False`` it is only reported,
+    and the time limit ends the episode (truncation)."""
+    for terminate in (True, False):
+        kwargs = {} if terminate else {"terminate_on_success": False}
+        env = envs.make(env_id, resolution=16, max_episode_steps=3, **kwargs)
+        _, info = env.reset(seed=0)
+        state = info["state"]
+        env.reset(seed=0, options={"state": state, "goal_state": env.unwrapped.goal_from_state(state)})
+        zero = np.zeros(env.action_space.shape, np.float32)
+        for t in range(3):
+            _, _, terminated, truncated, info = env.step(zero)  # at rest, no action: stays at the goal
+            assert info["success"]
+            assert terminated == terminate
+            assert truncated == (t == 2)
+            if terminate:
+                break
+    with pytest.raises(ValueError, match="terminate_on_success='no'"):
+        envs.make(env_id, terminate_on_success="no")
+
 # --- TwoRoom behaviour -----------------------------------------------------------------
 
 

@@ -396,3 +396,134 @@ def test_foreign_lerobot_without_our_columns(png_ds: Path, tmp_path: Path) -> No
         for key in ("pixels", "action", "state", "reward"):
             np.testing.assert_array_equal(x[key], y[key], err_msg=key)
         assert y["terminated"][-1] == (x["terminated"][-1] or x["truncated"][-1])
+
+
+# -- replacing only what this project wrote (mode "overwrite") ----------------------------
+
+FOLDER_FORMATS = ("lance", "mp4", "lerobot")
+
+
+def _snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under `root` (root included) -> its bytes (None for folders)."""
+    paths = [root, *sorted(root.rglob("*"))] if root.is_dir() else [root]
+    return {str(p.relative_to(root.parent)): (None if p.is_dir() else p.read_bytes()) for p in paths}
+
+
+def _cli(*args: str, capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    from worldmodel.cli import main
+
+    code = main(["data", "convert", *args])
+    return code, capsys.readouterr().err
+
+
+def _foreign_outputs(tmp_path: Path, to: str) -> list[Path]:
+    """Things at DST this project did not write: a user's folder, a user's file, a file in
+    the output's own format from elsewhere (HDF5 without our attribute, a LeRobot folder
+    without our block), a link."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("do not delete")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "data.bin").write_bytes(b"\x00\x01")
+    note = tmp_path / "notes.txt"
+    note.write_text("do not delete either")
+    link = tmp_path / "link"
+    link.symlink_to(folder)
+    out = [folder, note, link]
+    if to == "hdf5":
+        with h5py.File(tmp_path / "theirs.h5", "w") as f:
+            f["x"] = np.arange(3)
+        out.append(tmp_path / "theirs.h5")
+    if to == "lerobot":
+        (tmp_path / "their_lr" / "meta").mkdir(parents=True)
+        (tmp_path / "their_lr" / "meta" / "info.json").write_text(json.dumps({"codebase_version": "v3.0"}))
+        out.append(tmp_path / "their_lr")
+    if to == "mp4":
+        (tmp_path / "their_mp4").mkdir()
+        (tmp_path / "their_mp4" / "episodes.jsonl").write_text("")
+        out.append(tmp_path / "their_mp4")
+    if to == "lance":
+        (tmp_path / "their.lance").mkdir()
+        (tmp_path / "their.lance" / "meta.json").write_text(json.dumps({"format": "something-else"}))
+        out.append(tmp_path / "their.lance")
+    return out
+
+
+@pytest.mark.parametrize("to", ["lance", "hdf5", "mp4", "lerobot"])
+def test_overwrite_refuses_outputs_this_project_did_not_write(to: str, png_ds: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """`--mode overwrite` onto a user's folder or file (or a same-format file from elsewhere)
+    exits 2 naming the path, and every byte there stays as it was."""
+    for dst in _foreign_outputs(tmp_path, to):
+        before = _snapshot(tmp_path)
+        code, err = _cli(str(png_ds), str(dst), "--to", to, "--mode", "overwrite", capsys=capsys)
+        assert code == 2 and str(dst) in err and "refusing to replace it" in err and "Traceback" not in err, (dst, err)
+        assert _snapshot(tmp_path) == before, dst  # nothing touched, no leftovers beside it
+        with pytest.raises(ValueError, match="refusing to replace it"):
+            convert(png_ds, dst, to, mode="overwrite")
+    # our own output holding a file of the user's is not replaced either (it would delete that file)
+    ours = tmp_path / f"ours.{to}"
+    convert(png_ds, ours, to, episodes=[0])
+    if to != "hdf5":
+        (ours / "notes.txt").write_text("added by the user")
+        before = _snapshot(tmp_path)
+        with pytest.raises(ValueError, match=r"also holds files this project did not write \('notes.txt'\)"):
+            convert(png_ds, ours, to, mode="overwrite")
+        assert _snapshot(tmp_path) == before
+        (ours / "notes.txt").unlink()
+
+
+@pytest.mark.parametrize("to", ["lance", "hdf5", "mp4", "lerobot"])
+def test_overwrite_replaces_our_own_output(to: str, png_ds: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    dst = tmp_path / f"out.{to}"
+    convert(png_ds, dst, to, episodes=[0])
+    code, err = _cli(str(png_ds), str(dst), "--to", to, "--mode", "overwrite", "--episodes", "1-2", capsys=capsys)
+    assert code == 0, err
+    back = convert(dst, tmp_path / "back.lance", "lance")
+    assert back["episode_ids"] == [1, 2]  # the new output, not the old one
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([dst.name, "back.lance"])  # no temp leftovers
+    if to in FOLDER_FORMATS:  # an empty folder holds nothing to lose: it may be replaced too
+        empty = tmp_path / f"empty.{to}"
+        empty.mkdir()
+        assert convert(png_ds, empty, to, mode="overwrite", episodes=[0])["episode_ids"] == [0]
+
+
+@pytest.mark.parametrize("to", ["lance", "hdf5", "mp4", "lerobot"])
+def test_failed_overwrite_keeps_our_old_output(to: str, png_ds: Path, tmp_path: Path) -> None:
+    dst = tmp_path / f"out.{to}"
+    convert(png_ds, dst, to, episodes=[0])
+    before = _snapshot(dst)
+    with h5py.File(tmp_path / "bad.h5", "w") as f:
+        for i, t in enumerate((3, 4)):
+            g = f.create_group(f"episode_{i:06d}")
+            g["pixels"] = np.zeros((t, 16, 16, 3), np.uint8)
+            g["action"] = np.zeros((t, 2), np.float32)
+            g["state"] = np.zeros((t if i == 0 else t + 1, 2))  # episode 1 fails half-way through
+    with pytest.raises(ValueError, match="5 states for 4 frames"):
+        convert(tmp_path / "bad.h5", dst, to, mode="overwrite")
+    assert _snapshot(dst) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["bad.h5", dst.name])
+
+
+def test_lance_append_refuses_a_folder_that_is_not_a_dataset(png_ds: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    code, err = _cli(str(png_ds), str(folder), "--to", "lance", "--mode", "append", capsys=capsys)
+    assert code == 2 and f"{folder}: not a dataset (no meta.json)" in err and "refusing to write into it" in err
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert convert(png_ds, empty, "lance", mode="append", episodes=[0])["episode_ids"] == [0]
+    assert convert(png_ds, empty, "lance", mode="append", episodes=[1])["episode_ids"] == [1]
+    assert [e["episode_id"] for e in open_dataset(empty).episodes()] == [0, 1]
+
+
+def test_destination_under_a_file_is_a_clear_error(png_ds: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "notes.txt").write_text("keep")
+    for to in ("lance", "hdf5", "mp4", "lerobot"):
+        dst = tmp_path / "notes.txt" / "deeper" / "out"
+        code, err = _cli(str(png_ds), str(dst), "--to", to, capsys=capsys)
+        assert code == 2 and f"{tmp_path / 'notes.txt'} is a file, not a folder" in err and "Traceback" not in err, err
+    assert (tmp_path / "notes.txt").read_text() == "keep"

@@ -6,8 +6,11 @@ shared `Episode` (the store's row convention, T rows = N actions + 1, see
 `data/dataset.py`) and writes the destination. Every destination is built in a hidden
 sibling and renamed into place (Lance ones through `EpisodeWriter`, whole-episode
 commits), so an existing DST is never damaged: ``mode="error"`` refuses it,
-``"overwrite"`` replaces it only once the new one is complete; ``"append"`` adds episodes
-to an existing Lance dataset (one commit per episode).
+``"overwrite"`` replaces it only once the new one is complete, and only when it is an
+output of that format this project wrote (`data/owned.py`: a Lance dataset's meta.json,
+our HDF5 root attribute, our MP4/LeRobot markers, nothing foreign inside) or an empty
+folder; anything else (a user's folder or file) is refused, naming it, and left as it
+was. ``"append"`` adds episodes to an existing Lance dataset (one commit per episode).
 
 Native dtypes and shapes are kept end to end: actions in their own dtype (float16/32/64,
 int8..int64), states in their own float dtype and shape, extra per-step observations
@@ -51,7 +54,8 @@ from typing import Iterator, Sequence
 from .. import columns as C
 from ..codecs import check_codec
 from .episode import Episode, Source, make_episode
-from .output import MODES, fresh_output
+from ..owned import dataset_not_ours, replaceable
+from .output import MODES, check_destination, fresh_output
 
 __all__ = ["convert", "detect_format", "open_source", "parse_ids", "Episode", "Source", "make_episode",
            "FORMATS", "SOURCE_FORMATS", "MODES"]
@@ -126,6 +130,32 @@ def open_source(path: str | os.PathLike, fmt: str | None = None) -> Source:
     return readers[fmt](p)
 
 
+def check_output(dst: str | os.PathLike, to: str, mode: str) -> None:
+    """Raise ValueError unless a `to` output may be written at `dst` with `mode`.
+
+    "error" refuses an existing DST; "overwrite" replaces only an output of that format
+    this project wrote (or an empty folder, for folder formats), never anything else;
+    "append" needs an existing Lance dataset, or no DST (or an empty folder) to create.
+    """
+    dst_p = Path(dst)
+    if to == "lance":
+        if mode == "append" and (dst_p.exists() or dst_p.is_symlink()):
+            if (dst_p / C.META_FILE).is_file():
+                return  # the writer checks the dataset itself
+            why = replaceable(dst_p, lambda p: f"not a dataset (no {C.META_FILE}) and not empty", is_dir=True)
+            if why is not None:
+                raise ValueError(f"{dst_p}: {why}; refusing to write into it (mode 'append' adds to a dataset this project wrote)")
+            return
+        check_destination(dst_p, mode, dataset_not_ours, is_dir=True)
+        return
+    from .hdf5 import hdf5_not_ours
+    from .lerobot import lerobot_not_ours
+    from .mp4 import mp4_not_ours
+
+    recognise = {"hdf5": hdf5_not_ours, "mp4": mp4_not_ours, "lerobot": lerobot_not_ours}[to]
+    check_destination(dst_p, mode, recognise, is_dir=to != "hdf5")
+
+
 def convert(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -159,6 +189,7 @@ def convert(
     src_p, dst_p = Path(src), Path(dst)
     if src_p.resolve() == dst_p.resolve():
         raise ValueError(f"{dst_p}: source and destination are the same path")
+    check_output(dst_p, to, mode)  # before reading anything: a refused DST costs no conversion
     source = open_source(src_p, src_format)
     ids = list(source.ids)
     if episodes is not None:
@@ -189,7 +220,8 @@ def convert(
         if appending:  # each episode commits on its own: a failure keeps the episodes before it
             written = write_lance(counted(), dst_p, lance_codec, "append", source.env_id, source.fps, lossy)
         else:  # built beside DST and moved into place: a failure leaves DST as it was
-            with fresh_output(dst_p, mode, is_dir=True) as tmp:
+            build_mode = "overwrite" if mode == "append" else mode  # append to nothing (or an empty folder) creates
+            with fresh_output(dst_p, build_mode, is_dir=True, recognise=dataset_not_ours) as tmp:
                 written = write_lance(counted(), tmp, lance_codec, "append", source.env_id, source.fps, lossy)
     elif to == "hdf5":
         from .hdf5 import write_hdf5

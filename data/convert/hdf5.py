@@ -44,16 +44,13 @@ import numpy as np
 
 from ..schema import EXTRA_DTYPES, is_camera
 from .episode import RESERVED_NAMES, Episode, Source, factors_from_json, json_factors, make_episode, str_attr
+from .fields import ACTION_KEYS, PIXEL_KEYS, REWARD_KEYS, STATE_KEYS, TERMINATED_KEYS, TRUNCATED_KEYS
 from .output import fresh_output
+from .swm import FlatColumns, flat_source, repair_ids
 
 HDF5_FORMAT = "worldmodel-episodes-hdf5"
 HDF5_SCHEMA_VERSION = 1
-PIXEL_KEYS = ("pixels", "obses", "observations", "obs", "images", "image")
-ACTION_KEYS = ("action", "actions")
-STATE_KEYS = ("state", "states", "proprio", "proprios")
-REWARD_KEYS = ("reward", "rewards")
-TERMINATED_KEYS = ("terminated", "terminals")
-TRUNCATED_KEYS = ("truncated", "timeouts")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def h5py_module() -> Any:
@@ -99,8 +96,6 @@ def hdf5_source(path: Path) -> Source:
     fps = float(attrs["fps"]) if "fps" in attrs else None
     codec = str_attr(attrs.get("codec"))  # the codec of the dataset it was exported from
     if layout == "swm":
-        from .swm import swm_hdf5_source
-
         return swm_hdf5_source(path)
     if layout == "stacked":
         return _dino_stacked_source(path, env_id, fps)
@@ -211,11 +206,29 @@ def _dino_stacked_source(path: Path, env_id: str | None, fps: float | None) -> S
     return Source("hdf5", path, list(range(n_obs)), read, env_id=env_id, fps=fps)
 
 
+def hdf5_not_ours(path: Path) -> str | None:
+    """None if `path` is an HDF5 file this project wrote (root attribute ``format`` is
+    `HDF5_FORMAT`), else the reason it is not (a `Recogniser`)."""
+    with open(path, "rb") as f:
+        magic = f.read(len(HDF5_SIGNATURE))
+    if magic != HDF5_SIGNATURE:
+        return "not an HDF5 file"
+    h5py = h5py_module()
+    try:
+        with h5py.File(path, "r") as f:
+            fmt = str_attr(f.attrs.get("format"))
+    except OSError as e:
+        return f"an HDF5 file that cannot be read ({e})"
+    if fmt != HDF5_FORMAT:
+        return f"an HDF5 file this project did not write (no root attribute format={HDF5_FORMAT!r})"
+    return None
+
+
 def write_hdf5(episodes: Iterator[Episode], dst: Path, src: Source, mode: str) -> list[int]:
     """Write `episodes` as one HDF5 file in our layout; returns the episode ids written."""
     h5py = h5py_module()
     written = []
-    with fresh_output(dst, mode, is_dir=False) as tmp:
+    with fresh_output(dst, mode, is_dir=False, recognise=hdf5_not_ours) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = HDF5_FORMAT
             f.attrs["schema_version"] = HDF5_SCHEMA_VERSION
@@ -247,3 +260,49 @@ def write_hdf5(episodes: Iterator[Episode], dst: Path, src: Source, mode: str) -
                 f.attrs["action_dtype"] = ep.action.dtype.name
                 written.append(int(eid))
     return written
+
+
+def swm_hdf5_source(path: Path) -> Source:
+    """Open a stable-worldmodel HDF5 file (flat columns plus ep_len / ep_offset)."""
+    h5py = h5py_module()
+    with h5py.File(path, "r") as f:
+        lengths = np.asarray(f["ep_len"][()]).astype(np.int64)
+        offsets = np.asarray(f["ep_offset"][()]).astype(np.int64)
+        if len(lengths) != len(offsets):
+            raise ValueError(f"{path}: ep_len has {len(lengths)} entries, ep_offset {len(offsets)}; expected the same")
+        names = [k for k in f.keys() if k not in ("ep_len", "ep_offset") and not hasattr(f[k], "keys")]
+        kinds = {}
+        for k in names:
+            d = f[k]
+            if d.dtype == np.uint8 and d.ndim == 4:
+                kinds[k] = "image"
+            elif h5py.check_string_dtype(d.dtype) or d.dtype.kind in "SUO":
+                kinds[k] = "string"
+            else:
+                kinds[k] = "number"
+        if "episode_idx" in names:
+            ep_ids = repair_ids(f["episode_idx"][()][offsets] if len(offsets) else np.zeros(0), "episode_idx", str(path))
+        else:
+            ep_ids = np.arange(len(lengths), dtype=np.int64)
+    if len(np.unique(ep_ids)) != len(ep_ids):
+        raise ValueError(f"{path}: episode_idx values repeat across episodes")
+    handle: dict[str, Any] = {}
+
+    def fetch(name: str, start: int, stop: int) -> Any:
+        if "f" not in handle:
+            handle["f"] = h5py.File(path, "r")
+        d = handle["f"][name]
+        if kinds[name] == "string":
+            return [str_attr(v) for v in d[start:stop].tolist()]
+        return d[start:stop]
+
+    def whole(name: str) -> Any:
+        with h5py.File(path, "r") as f:
+            d = f[name]
+            return [str_attr(v) for v in d[()].tolist()] if kinds[name] == "string" else d[()]
+
+    def close() -> None:
+        if "f" in handle:
+            handle.pop("f").close()
+
+    return flat_source("hdf5", path, FlatColumns(names, kinds, fetch, whole, close), ep_ids, offsets, lengths)

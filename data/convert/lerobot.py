@@ -46,6 +46,8 @@ from ..codecs import EncodedFrame
 from ..schema import is_camera
 from .episode import Episode, Source, decode_blobs, factors_from_json, json_factors, make_episode, safe_name
 from .frames import VideoCursor, encoded_shape, sniff_codec, video_writer, write_frames
+from ..owned import describe_foreign, foreign_entries, json_marker
+from ..schema import FORMAT
 from .output import fresh_output
 
 IMAGE_KEY = "observation.image"
@@ -57,6 +59,20 @@ VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.m
 EPISODES_PATH = "meta/episodes/chunk-000/file-000.parquet"
 _BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index", "next.reward", "next.done",
                 "reward", "terminated", "truncated")
+
+
+def lerobot_not_ours(path: Path) -> str | None:
+    """None if `path` is a LeRobot folder `write_lerobot` wrote (``meta/info.json`` carries
+    the "worldmodel" block; only meta/, data/, videos/ at the top and its meta files in
+    meta/), else the reason it is not (a `Recogniser`)."""
+    block = json_marker(path / "meta" / "info.json", "worldmodel")
+    if not (isinstance(block, dict) and block.get("format") == FORMAT):
+        return "not a LeRobot folder this project wrote (no meta/info.json with a \"worldmodel\" block)"
+    extra = foreign_entries(path, ("meta", "data", "videos")) + [
+        f"meta/{n}" for n in foreign_entries(path / "meta", ("info.json", "tasks.parquet", "episodes"))]
+    if extra:
+        return f"a LeRobot folder that also holds files this project did not write ({describe_foreign(extra)})"
+    return None
 
 
 def arrow_values(col: Any) -> Any:
@@ -104,7 +120,7 @@ def write_lerobot(episodes: Iterator[Episode], dst: Path, src: Source, mode: str
     env_ids: list[str | None] = []
     total = 0
     spec: dict[str, Any] = {}
-    with fresh_output(dst, mode, is_dir=True) as tmp:
+    with fresh_output(dst, mode, is_dir=True, recognise=lerobot_not_ours) as tmp:
         videos: dict[str, Any] = {}
         try:
             for k, ep in enumerate(episodes):

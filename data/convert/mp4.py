@@ -26,17 +26,31 @@ import numpy as np
 from ..schema import is_camera
 from .episode import Episode, Source, make_episode
 from .frames import read_video, video_writer, write_frames
+from ..owned import describe_foreign, foreign_entries, json_marker
 from .output import fresh_output
 
 MP4_FORMAT = "worldmodel-mp4"
 DEFAULT_FPS = 10.0
+MP4_FILES = ("info.json", "episodes.jsonl")
+MP4_VIDEO_NAME = r"episode_-?\d+(\.\w+)?\.mp4"  # episode_<id>.mp4, episode_<id>.<camera>.mp4
+
+
+def mp4_not_ours(path: Path) -> str | None:
+    """None if `path` is an MP4 folder `write_mp4` wrote (``info.json`` names `MP4_FORMAT`,
+    nothing else but its files), else the reason it is not (a `Recogniser`)."""
+    if json_marker(path / "info.json") != MP4_FORMAT:
+        return f"not an MP4 folder this project wrote (no info.json naming format {MP4_FORMAT!r})"
+    extra = foreign_entries(path, MP4_FILES, MP4_VIDEO_NAME)
+    if extra:
+        return f"an MP4 folder that also holds files this project did not write ({describe_foreign(extra)})"
+    return None
 
 
 def write_mp4(episodes: Iterator[Episode], dst: Path, src: Source, mode: str, lossy: list[str]) -> list[int]:
     """Write `episodes` as an MP4 folder; returns the episode ids written."""
     fps = float(src.fps or DEFAULT_FPS)
     written = []
-    with fresh_output(dst, mode, is_dir=True) as tmp:
+    with fresh_output(dst, mode, is_dir=True, recognise=mp4_not_ours) as tmp:
         header: dict[str, Any] = {"format": MP4_FORMAT, "version": 1, "fps": fps, "env_id": src.env_id, "codec": src.codec}
         with open(tmp / "episodes.jsonl", "w") as out:
             for k, ep in enumerate(episodes):

@@ -4,12 +4,16 @@ A stable-worldmodel Lance table (``NAME.lance/``, or a folder holding one) has f
 with ``episode_idx``/``step_idx`` (int32, or coerced to float32 scalars /
 ``fixed_size_list<float32>[1]``), JPEG ``pixels`` (binary), and every other column as
 ``fixed_size_list<float32>[k]``; its HDF5 files hold the same columns plus ``ep_len`` (E,)
-and ``ep_offset`` (E,). Mapping:
+and ``ep_offset`` (E,) (read by `hdf5.swm_hdf5_source` through `flat_source`). Mapping:
 
 - ids are repaired to int64 (an error if any is not integral);
 - ``pixels`` -> frames (JPEG bytes kept as is; else the first image column);
 - ``action``; ``state`` (else ``proprio``); ``reward``/``terminated``/``truncated`` when present;
   ``seed`` -> seed;
+- rows: the current writer stores an episode of N steps as N + 1 rows aligned on
+  observations, the store's own convention, with a NaN reward on the first row and a NaN
+  action on the last; these become 0 and zeros (`align_steps`; listed in ``lossy`` as a
+  realignment). Its 0.1.1 writer's N rows without NaN pass unchanged;
 - every other image column (goal images, more cameras) -> an extra camera;
 - every other numeric column that is constant within every episode -> a factor
   (``variation_`` prefix dropped; size-1 lists become scalars); one that varies -> an
@@ -26,8 +30,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from .episode import Episode, Source, decode_blobs, make_episode, safe_name, str_attr
+from .fields import ACTION_KEYS, REWARD_KEYS, STATE_KEYS, TERMINATED_KEYS, TRUNCATED_KEYS
 from .frames import encoded_shape, sniff_codec
-from .hdf5 import ACTION_KEYS, REWARD_KEYS, STATE_KEYS, TERMINATED_KEYS, TRUNCATED_KEYS, h5py_module
 from .lerobot import arrow_values
 
 _FLOAT32_EXACT_INT = 2**24  # float32 holds every integer up to here exactly
@@ -53,7 +57,7 @@ def repair_ids(values: np.ndarray, name: str, where: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-class _FlatColumns:
+class FlatColumns:
     """Per-step columns of a flat table: ``names``, ``kinds`` (image | string | number),
     ``fetch(name, start, stop)`` a row slice, ``whole(name)`` every row, ``close()``."""
 
@@ -89,7 +93,7 @@ def _constant(values: Any) -> Any:
     return tuple(float(x) for x in first)
 
 
-def _flat_source(fmt: str, path: Path, cols: _FlatColumns, ep_ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+def flat_source(fmt: str, path: Path, cols: FlatColumns, ep_ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
                  episode_meta: dict[int, dict] | None = None) -> Source:
     """Source over flat rows where episode k is rows ``starts[k] : starts[k] + lengths[k]``."""
     names = cols.names
@@ -160,20 +164,60 @@ def _flat_source(fmt: str, path: Path, cols: _FlatColumns, ep_ids: np.ndarray, s
                     got["encoded"], got["encoded_codec"], got["image_shape"])
             for name in extra_cols:
                 extras[extra_names[name]] = np.asarray(cols.fetch(name, s, s + n))
-            action = np.asarray(cols.fetch(act, s, s + n)).reshape(n, -1)
-            finite = np.isfinite(action.astype(np.float64))
-            if n > 0 and not finite[-1].any():
-                action, finite = action[:-1], finite[:-1]  # NaN padding: no action at the last observation
-            bad = np.flatnonzero(~finite.all(axis=1))
-            if len(bad):
-                r = int(bad[0])
-                raise ValueError(f"{where}: action at step {r} is {action[r].tolist()} (expected finite numbers)")
             opt = {key: (np.asarray(cols.fetch(col, s, s + n)).reshape(n, -1)[:, 0] if col else None) for key, col in flags.items()}
-            yield make_episode(where, **camera(cols.fetch(pix, s, s + n), where), action=action,
-                               state=cols.fetch(state, s, s + n), **opt, extras=extras, episode_id=int(eid), seed=seed,
-                               factors=factors, policy="stable-worldmodel")
+            action, opt["reward"], notes = align_steps(np.asarray(cols.fetch(act, s, s + n)).reshape(n, -1), opt["reward"], where)
+            for key in ("terminated", "truncated"):
+                bad = [] if opt[key] is None else np.flatnonzero(~np.isfinite(np.asarray(opt[key], np.float64)))
+                if len(bad):  # NaN would silently read as True
+                    raise ValueError(f"{where}: {key} at step {int(bad[0])} is {opt[key][bad[0]]!r} (expected 0 or 1)")
+            ep = make_episode(where, **camera(cols.fetch(pix, s, s + n), where), action=action,
+                              state=cols.fetch(state, s, s + n), **opt, extras=extras, episode_id=int(eid), seed=seed,
+                              factors=factors, policy="stable-worldmodel")
+            ep.notes.extend(notes)
+            yield ep
 
     return Source(fmt, path, sorted(order), read, lossy=lossy, codec="jpeg" if fmt == "swm-lance" else None)
+
+
+REALIGNED = "stable-worldmodel N + 1-row episodes realigned to the store's rows (N actions, N + 1 observations, the final one kept): "
+REALIGNED_ACTION = REALIGNED + "the NaN action on each last row stored as zeros"
+REALIGNED_REWARD = REALIGNED + "the NaN reward on each first row stored as 0"
+
+
+def align_steps(action: np.ndarray, reward: np.ndarray | None, where: str) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """Actions (T, A) and rewards (T,) of one episode of T rows in the store's row convention.
+
+    stable-worldmodel's current writer stores an episode of N steps as N + 1 rows aligned
+    on observations: row t holds the action taken at observation t (NaN on the last row,
+    where none is taken) and the reward received on arriving there (NaN on row 0). That is
+    the store's convention but for the NaNs: the last action row is dropped (the store
+    pads zeros) and the first reward becomes 0. Its 0.1.1 writer's rows hold no NaN and
+    pass unchanged. Any other non-finite action or reward is a ValueError naming the step.
+
+    Returns ``(action (T, A) or (T - 1, A), reward (T,) or None, notes)``, notes naming
+    each realignment made (`REALIGNED_ACTION`, `REALIGNED_REWARD`).
+    """
+    n = len(action)
+    finite = np.isfinite(action.astype(np.float64))
+    notes = []
+    if n > 0 and not finite[-1].any():
+        action, finite = action[:-1], finite[:-1]  # no action at the last observation
+        notes.append(REALIGNED_ACTION)
+    bad = np.flatnonzero(~finite.all(axis=1))
+    if len(bad):
+        r = int(bad[0])
+        raise ValueError(f"{where}: action at step {r} is {action[r].tolist()} (expected finite numbers)")
+    if reward is not None:
+        reward = np.asarray(reward, np.float64)
+        if n > 0 and np.isnan(reward[0]):
+            reward = np.concatenate([[0.0], reward[1:]])  # nothing is received before the first observation
+            notes.append(REALIGNED_REWARD)
+        bad = np.flatnonzero(~np.isfinite(reward))
+        if len(bad):
+            r = int(bad[0])
+            raise ValueError(f"{where}: reward at step {r} is {reward[r]} (expected a finite number; only row 0 may be NaN, "
+                             "as in stable-worldmodel's N + 1-row layout)")
+    return action, reward, notes
 
 
 def _is_lance_table(p: Path) -> bool:
@@ -242,7 +286,7 @@ def swm_lance_source(path: Path) -> Source:
                         continue
                     meta[c.removeprefix("variation_")] = _constant(np.asarray([v])) if not isinstance(v, str) else v
                 episode_meta[int(eid)] = meta
-    src = _flat_source("swm-lance", path, _FlatColumns(schema.names, kinds, fetch, whole), ep_ids, starts, lengths, episode_meta)
+    src = flat_source("swm-lance", path, FlatColumns(schema.names, kinds, fetch, whole), ep_ids, starts, lengths, episode_meta)
     float_cols = [f.name for f in schema if f.name in ("episode_idx", "step_idx") and not pa.types.is_integer(f.type)]
     if float_cols:
         src.lossy.append(f"{float_cols} were float32-coerced ids: repaired to int64 (all integral)")
@@ -262,48 +306,3 @@ def _runs(eids: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, np.ndar
         raise ValueError(f"{where}: the rows of episode_idx={int(uniq[counts > 1][0])} are not contiguous (expected episode-contiguous rows)")
     return ids, starts, lengths
 
-
-def swm_hdf5_source(path: Path) -> Source:
-    """Open a stable-worldmodel HDF5 file (flat columns plus ep_len / ep_offset)."""
-    h5py = h5py_module()
-    with h5py.File(path, "r") as f:
-        lengths = np.asarray(f["ep_len"][()]).astype(np.int64)
-        offsets = np.asarray(f["ep_offset"][()]).astype(np.int64)
-        if len(lengths) != len(offsets):
-            raise ValueError(f"{path}: ep_len has {len(lengths)} entries, ep_offset {len(offsets)}; expected the same")
-        names = [k for k in f.keys() if k not in ("ep_len", "ep_offset") and not hasattr(f[k], "keys")]
-        kinds = {}
-        for k in names:
-            d = f[k]
-            if d.dtype == np.uint8 and d.ndim == 4:
-                kinds[k] = "image"
-            elif h5py.check_string_dtype(d.dtype) or d.dtype.kind in "SUO":
-                kinds[k] = "string"
-            else:
-                kinds[k] = "number"
-        if "episode_idx" in names:
-            ep_ids = repair_ids(f["episode_idx"][()][offsets] if len(offsets) else np.zeros(0), "episode_idx", str(path))
-        else:
-            ep_ids = np.arange(len(lengths), dtype=np.int64)
-    if len(np.unique(ep_ids)) != len(ep_ids):
-        raise ValueError(f"{path}: episode_idx values repeat across episodes")
-    handle: dict[str, Any] = {}
-
-    def fetch(name: str, start: int, stop: int) -> Any:
-        if "f" not in handle:
-            handle["f"] = h5py.File(path, "r")
-        d = handle["f"][name]
-        if kinds[name] == "string":
-            return [str_attr(v) for v in d[start:stop].tolist()]
-        return d[start:stop]
-
-    def whole(name: str) -> Any:
-        with h5py.File(path, "r") as f:
-            d = f[name]
-            return [str_attr(v) for v in d[()].tolist()] if kinds[name] == "string" else d[()]
-
-    def close() -> None:
-        if "f" in handle:
-            handle.pop("f").close()
-
-    return _flat_source("hdf5", path, _FlatColumns(names, kinds, fetch, whole, close), ep_ids, offsets, lengths)

@@ -58,6 +58,8 @@ CODECS_WRITTEN = ("raw", "jpeg", "png")
 CODECS_READ = ("jpeg", "raw")
 LOADERS = ("main", "threads", "workers")
 COLLECT_ENV = "wm/TwoRoom-v0"
+#: largest resolution measured: 3,000 raw frames are held in memory (2.4 GB at 512)
+MAX_RESOLUTION = 512
 
 TARGETS = {
     224: {"windows_per_s": 1_000, "decode_bound_fraction": 0.6, "collect_steps_per_s": 2_000},
@@ -264,8 +266,9 @@ def bench_data(
     timed seconds per loader configuration (default 3, quick 0.2). workdir: keep the
     generated datasets there instead of a deleted temporary folder.
     """
-    if int(resolution) != resolution or resolution < 8:
-        raise ValueError(f"resolution={resolution!r}: expected an integer >= 8")
+    if int(resolution) != resolution or not 8 <= resolution <= MAX_RESOLUTION:
+        raise ValueError(f"resolution={resolution!r}: expected an integer in [8, {MAX_RESOLUTION}] "
+                         f"(the benchmark holds 3,000 frames of resolution x resolution x 3 bytes in memory)")
     resolution = int(resolution)
     say = log or (lambda _msg: None)
     seconds = float(seconds if seconds is not None else (0.2 if quick else 3.0))

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from benchmarks.planning import PlannerConfig
 from benchmarks.protocol import PlanningProtocol
+from worldmodel.progress import LINE_INTERVAL
 
 ENV_ID = "wm/TwoRoom-v0"
 HELDOUT_SEED_OFFSET = 1_000_000  # held-out episodes never share a seed with training ones
@@ -98,9 +99,13 @@ def run_demo(out: str | Path, device: str = "auto", quick: bool = False, seed: i
 
     t0 = time.perf_counter()
     train_path, heldout_path = out / "data" / "train.lance", out / "data" / "heldout.lance"
-    collect(ENV_ID, cfg.expert_episodes, train_path, policy="expert", seed=seed, mode="error")
-    collect(ENV_ID, cfg.random_episodes, train_path, policy="random", seed=seed + cfg.expert_episodes, mode="append")
-    collect(ENV_ID, cfg.heldout_episodes, heldout_path, policy="expert", seed=seed + HELDOUT_SEED_OFFSET, mode="error")
+    log(f"stage 1/3, collect: {cfg.expert_episodes} expert + {cfg.random_episodes} random training episodes "
+        f"and {cfg.heldout_episodes} held-out ones of {ENV_ID}")
+    collect(ENV_ID, cfg.expert_episodes, train_path, policy="expert", seed=seed, mode="error", progress=True)
+    collect(ENV_ID, cfg.random_episodes, train_path, policy="random", seed=seed + cfg.expert_episodes, mode="append",
+            progress=True)
+    collect(ENV_ID, cfg.heldout_episodes, heldout_path, policy="expert", seed=seed + HELDOUT_SEED_OFFSET, mode="error",
+            progress=True)
     timings["collect_seconds"] = time.perf_counter() - t0
     log(
         f"collected {cfg.expert_episodes} expert + {cfg.random_episodes} random training episodes and "
@@ -118,11 +123,15 @@ def run_demo(out: str | Path, device: str = "auto", quick: bool = False, seed: i
         device=device,
         val_fraction=0.1 if not quick else 0.2,
     )
+    log(f"stage 2/3, train: {cfg.train_steps} steps of {cfg.batch_size} windows on {device} "
+        f"(a progress line every {LINE_INTERVAL:.0f} s when stderr is not a terminal)")
     train_summary = train(model_cfg, train_cfg)
     timings["train_seconds"] = time.perf_counter() - t0
     log(f"trained {cfg.train_steps} steps in {timings['train_seconds']:.1f}s")
 
     t0 = time.perf_counter()
+    log(f"stage 3/3, plan: {cfg.protocol.episodes} start/goal pairs with CEM in the model's latent space, "
+        f"and a random-action baseline on the same pairs")
     torch_device = resolve_device(device)
     model = load_checkpoint(out / "ckpt", device=torch_device).eval()
     summary = evaluate_planning(

@@ -17,6 +17,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from worldmodel.progress import ProgressBar
+
 WARMUP_STEPS = 20
 
 
@@ -37,9 +39,13 @@ class EnvSpeed:
 
 
 def bench_env(
-    env_id: str, resolution: int = 224, min_steps: int = 200, min_seconds: float = 2.0, seed: int = 0
+    env_id: str, resolution: int = 224, min_steps: int = 200, min_seconds: float = 2.0, seed: int = 0,
+    on_steps: Callable[[int], None] | None = None,
 ) -> EnvSpeed:
-    """Measure one env (see the module docstring); returns an `EnvSpeed`."""
+    """Measure one env (see the module docstring); returns an `EnvSpeed`.
+
+    ``on_steps(n)`` is called after every ``n`` timed steps (progress reporting; its time is counted).
+    """
     import envs
 
     env = envs.make(env_id, resolution=resolution)
@@ -62,6 +68,8 @@ def bench_env(
                 if terminated or truncated:
                     env.reset()
                     resets += 1
+            if on_steps is not None:
+                on_steps(50)
             elapsed = time.perf_counter() - t0
         return EnvSpeed(env_id, resolution, steps, elapsed, resets)
     finally:
@@ -74,16 +82,26 @@ def bench_envs(
     min_steps: int = 200,
     min_seconds: float = 2.0,
     log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> dict[str, EnvSpeed]:
-    """Measure every env in `env_ids` (default: all registered ``wm/`` envs), one after another."""
+    """Measure every env in `env_ids` (default: all registered ``wm/`` envs), one after another.
+
+    ``log`` gets one line per env; ``progress`` shows a `ProgressBar` of timed steps on
+    stderr (a plain line every 15 s when stderr is not a terminal).
+    """
     import envs
 
     ids = list(env_ids) if env_ids else envs.list_envs()
     out: dict[str, EnvSpeed] = {}
-    for env_id in ids:
-        out[env_id] = r = bench_env(env_id, resolution, min_steps, min_seconds)
-        if log is not None:
-            log(f"{env_id:<18} {r.steps_per_s:>10,.0f} steps/s at {resolution}x{resolution} ({r.steps} steps, {r.resets} resets)")
+    with ProgressBar(None, desc="bench envs", unit="step", enabled=progress) as bar:
+        for k, env_id in enumerate(ids):
+            def on_steps(n: int, label: str = f"{env_id} ({k + 1}/{len(ids)})") -> None:
+                bar.update(n, env=label)
+
+            out[env_id] = r = bench_env(env_id, resolution, min_steps, min_seconds, on_steps=on_steps)
+            if log is not None:
+                log(f"{env_id:<18} {r.steps_per_s:>10,.0f} steps/s at {resolution}x{resolution} "
+                    f"({r.steps} steps, {r.resets} resets)")
     return out
 
 

@@ -9,14 +9,20 @@ is the env's own ``info["success"]`` at termination. Measured for the clean expe
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Callable, Sequence
 
 from benchmarks.stats import wilson_interval
+from worldmodel.progress import ProgressBar
 
 
-def expert_success(env_id: str, episodes: int = 50, noise: float | None = 0.0, split: str = "train") -> dict:
-    """``{"success_rate", "successes", "episodes", "ci95", "mean_steps", "seconds"}`` for one env and noise."""
+def expert_success(env_id: str, episodes: int = 50, noise: float | None = 0.0, split: str = "train",
+                   on_episode: Callable[[], None] | None = None) -> dict:
+    """``{"success_rate", "successes", "episodes", "ci95", "mean_steps", "seconds"}`` for one env and noise.
+
+    ``on_episode`` is called after each episode (progress reporting).
+    """
     import envs
 
     env = envs.make(env_id)
@@ -34,6 +40,8 @@ def expert_success(env_id: str, episodes: int = 50, noise: float | None = 0.0, s
                 done = terminated or truncated
             successes += bool(info["success"])
             steps.append(n)
+            if on_episode is not None:
+                on_episode()
     finally:
         env.close()
     lo, hi = wilson_interval(successes, episodes)
@@ -48,18 +56,27 @@ def expert_success(env_id: str, episodes: int = 50, noise: float | None = 0.0, s
 
 
 def bench_experts(
-    env_ids: Sequence[str] | None = None, episodes: int = 50, log: Callable[[str], None] | None = None
+    env_ids: Sequence[str] | None = None, episodes: int = 50, log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> dict[str, dict[str, dict]]:
-    """``{env_id: {"clean": expert_success(noise=0), "noisy": expert_success(noise=default)}}``."""
+    """``{env_id: {"clean": expert_success(noise=0), "noisy": expert_success(noise=default)}}``.
+
+    ``log`` gets one line per env; ``progress`` shows a `ProgressBar` over all episodes on
+    stderr (a plain line every 15 s when stderr is not a terminal).
+    """
     import envs
 
+    ids = list(env_ids or envs.list_envs())
     out: dict[str, dict[str, dict]] = {}
-    for env_id in env_ids or envs.list_envs():
-        out[env_id] = {"clean": expert_success(env_id, episodes, 0.0), "noisy": expert_success(env_id, episodes, None)}
-        if log is not None:
-            c, n = out[env_id]["clean"], out[env_id]["noisy"]
-            log(f"{env_id:<18} clean {c['successes']}/{episodes} ({c['mean_steps']:.0f} steps)   "
-                f"noisy {n['successes']}/{episodes} ({n['mean_steps']:.0f} steps)")
+    with ProgressBar(len(ids) * 2 * episodes, desc="bench experts", unit="episode", enabled=progress) as bar:
+        for env_id in ids:
+            tick = functools.partial(bar.update, 1, env=env_id)
+            out[env_id] = {"clean": expert_success(env_id, episodes, 0.0, on_episode=tick),
+                           "noisy": expert_success(env_id, episodes, None, on_episode=tick)}
+            if log is not None:
+                c, n = out[env_id]["clean"], out[env_id]["noisy"]
+                log(f"{env_id:<18} clean {c['successes']}/{episodes} ({c['mean_steps']:.0f} steps)   "
+                    f"noisy {n['successes']}/{episodes} ({n['mean_steps']:.0f} steps)")
     return out
 
 

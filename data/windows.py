@@ -355,6 +355,11 @@ class WindowDataset(Dataset):
         return self._mapped is not None
 
     @property
+    def episode_lengths(self) -> np.ndarray:
+        """Rows of each selected episode, int64 (E,), in `episode_ids` order (a copy)."""
+        return self._ep_len.copy()
+
+    @property
     def block_dim(self) -> int:
         """Size of one action block: frameskip * action_dim."""
         return self.frameskip * self.action_dim

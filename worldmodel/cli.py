@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from worldmodel.configargs import add_dataclass_arguments, dataclass_from_args
 
@@ -201,6 +203,37 @@ def _fmt(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in dicts, lists, tuples) replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json(value: Any, **kwargs: Any) -> str:
+    """Standard JSON text for stdout: non-finite floats become null (never ``NaN``/``Infinity``)."""
+    return json.dumps(_finite(value), allow_nan=False, **kwargs)
+
+
+#: largest --resolution of `wm gallery` and `wm bench envs` (a frame is resolution² × 3 bytes)
+MAX_RESOLUTION = 1024
+
+
+def _log(line: str) -> None:
+    """A benchmark's progress line, on stderr (stdout keeps the result alone)."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _check_resolution(value: int, high: int = MAX_RESOLUTION) -> None:
+    """Reject a ``--resolution`` outside ``[8, high]``, naming it."""
+    if not 8 <= value <= high:
+        raise ValueError(f"--resolution={value}: expected an integer in [8, {high}]")
+
+
 def _cmd_collect(args: argparse.Namespace) -> int:
     from data import collect
 
@@ -287,7 +320,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ModelConfig, args, image_size=int(meta["image_shape"][0]), action_dim=int(meta["action_dim"])
     )
     summary = train(model_cfg, train_cfg)
-    print(json.dumps(summary, default=str))
+    print(_json(summary, default=str))
     return 0
 
 
@@ -297,7 +330,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from data import open_dataset
     from worldmodel.checkpoint import load_checkpoint
     from worldmodel.device import resolve_device
+    from worldmodel.paths import check_output_dir
 
+    check_output_dir(args.out)
     device = resolve_device(args.device)
     model = load_checkpoint(args.ckpt, device=device).eval()
     protocol = dataclass_from_args(PlanningProtocol, args)
@@ -320,37 +355,36 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from benchmarks.demo import run_demo
 
     summary = run_demo(args.out, device=args.device, quick=args.quick, seed=args.seed)
-    print(json.dumps({k: summary[k] for k in ("success_rate", "baseline_success_rate")}))
+    print(_json({k: summary[k] for k in ("success_rate", "baseline_success_rate")}))
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "data":
-        from benchmarks.data import bench_data, markdown_table as data_table
+        from benchmarks.data import MAX_RESOLUTION as MAX_DATA_RESOLUTION, bench_data, markdown_table as data_table
 
-        if args.seconds is not None and args.seconds <= 0:
-            raise ValueError(f"--seconds={args.seconds}: expected a positive number")
-        if args.resolution < 8:
-            raise ValueError(f"--resolution={args.resolution}: expected an integer >= 8")
-        result = bench_data(args.resolution, quick=args.quick, seconds=args.seconds, log=None if args.json else print)
-        print(json.dumps(result, indent=2) if args.json else "\n" + data_table(result))
+        if args.seconds is not None and not (args.seconds > 0 and math.isfinite(args.seconds)):
+            raise ValueError(f"--seconds={args.seconds}: expected a finite positive number")
+        _check_resolution(args.resolution, MAX_DATA_RESOLUTION)
+        result = bench_data(args.resolution, quick=args.quick, seconds=args.seconds, log=_log)
+        print(_json(result, indent=2) if args.json else "\n" + data_table(result))
         return 0
     if args.bench_command == "experts":
         from benchmarks.experts import bench_experts, markdown_table as expert_table
 
         if args.episodes < 1:
             raise ValueError(f"--episodes={args.episodes}: expected a positive integer")
-        results = bench_experts(args.env, episodes=args.episodes, log=None if args.json else print)
-        print(json.dumps(results, indent=2) if args.json else "\n" + expert_table(results))
+        results = bench_experts(args.env, episodes=args.episodes, log=_log, progress=True)
+        print(_json(results, indent=2) if args.json else "\n" + expert_table(results))
         return 0
     from benchmarks.envs import bench_envs, markdown_table
 
-    if args.resolution < 8:
-        raise ValueError(f"--resolution={args.resolution}: expected an integer >= 8")
-    log = None if args.json else print
-    results = bench_envs(args.env, resolution=args.resolution, min_seconds=args.seconds, log=log)
+    _check_resolution(args.resolution)
+    if not (args.seconds >= 0 and math.isfinite(args.seconds)):
+        raise ValueError(f"--seconds={args.seconds}: expected a finite number >= 0")
+    results = bench_envs(args.env, resolution=args.resolution, min_seconds=args.seconds, log=_log, progress=True)
     if args.json:
-        print(json.dumps({env_id: round(r.steps_per_s, 1) for env_id, r in results.items()}))
+        print(_json({env_id: round(r.steps_per_s, 1) for env_id, r in results.items()}))
     else:
         print()
         print(markdown_table(results))
@@ -360,6 +394,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_gallery(args: argparse.Namespace) -> int:
     from envs.gallery import write_gallery
 
+    _check_resolution(args.resolution)
     for path in write_gallery(args.out, args.env, resolution=args.resolution, seed=args.seed):
         print(path)
     return 0
@@ -378,17 +413,48 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+#: exit status when stdout's reader went away (``wm data info PATH | head``): 128 + SIGPIPE, as a shell reports it
+EXIT_BROKEN_PIPE = 141
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (assumed so where poll() is missing)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False  # not an OS-level stream: the broken pipe was another one
+    try:
+        import select
+
+        poller = select.poll()
+    except (ImportError, AttributeError):
+        return True  # no poll() (Windows)
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wm`` console script; returns the process exit code."""
     args = _parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        # Bad input (unknown ids, out-of-range factors, broken datasets or checkpoints)
-        # is reported as one clear line, not a traceback.
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"wm {args.command}: error: {message}", file=sys.stderr)
-        return 2
+        try:
+            code = COMMANDS[args.command](args)
+        except (ValueError, KeyError, FileNotFoundError) as err:
+            # Bad input (unknown ids, out-of-range factors, broken datasets or checkpoints)
+            # is reported as one clear line, not a traceback.
+            message = err.args[0] if isinstance(err, KeyError) and err.args else err
+            print(f"wm {args.command}: error: {message}", file=sys.stderr)
+            return 2
+        sys.stdout.flush()  # a reader that went away shows here rather than at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `wm ... | head`: stop quietly, as command-line tools do. Another broken pipe is a real error.
+        if not _stdout_gone():
+            raise
+        # Python flushes stdout again at exit; point it at devnull so that flush cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -8,12 +8,16 @@ torch, so ``wm --help`` stays fast.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional, TypeVar
 
 C = TypeVar("C")
+
+#: largest training seed (torch seeds are 64-bit; the resumed run seeds with seed + step)
+MAX_SEED = 2**63 - 1
 
 
 def _f(default: Any, help: str) -> Any:
@@ -61,6 +65,14 @@ def _require(cond: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def _require_finite(config: Any) -> None:
+    """Reject NaN and infinite values in every float field of dataclass ``config``, naming the field."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{type(config).__name__}.{f.name} must be a finite number, got {value}")
+
+
 @dataclass
 class ModelConfig:
     """Architecture of the action-conditioned JEPA (encoder, predictor, SIGReg)."""
@@ -93,6 +105,7 @@ class ModelConfig:
     sigreg_knots: int = _f(17, "integration knots of the Epps-Pulley statistic on [0, 3]")
 
     def __post_init__(self) -> None:
+        _require_finite(self)
         for name in (
             "image_size", "in_channels", "action_dim", "frameskip", "context", "embed_dim",
             "encoder_width", "patch_size", "vit_width", "vit_depth", "vit_heads", "projector_hidden",
@@ -107,6 +120,7 @@ class ModelConfig:
         _require(0.0 <= self.dropout < 1.0, f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
         _require(self.mlp_ratio > 0, f"ModelConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
         _require(self.sigreg_weight >= 0, f"ModelConfig.sigreg_weight must be >= 0, got {self.sigreg_weight}")
+        _require(self.rollout_weight >= 0, f"ModelConfig.rollout_weight must be >= 0, got {self.rollout_weight}")
         _require(self.predictor_width % self.predictor_heads == 0,
                  f"predictor_width={self.predictor_width} must be divisible by predictor_heads={self.predictor_heads}")
         if self.encoder == "cnn":
@@ -148,7 +162,7 @@ class TrainConfig:
     data: Optional[str] = _f(None, "dataset directory (holds steps.lance/, episodes.lance/, meta.json)")
     out: str = _f("runs/jepa", "output directory for checkpoints, metrics.jsonl and train_config.json")
     steps: int = _f(3000, "optimisation steps in total (a resumed run continues up to this)")
-    batch_size: int = _f(64, "windows per batch")
+    batch_size: int = _f(64, "windows per batch (at least 2: BatchNorm and SIGReg use batch statistics)")
     lr: float = _f(1e-3, "peak learning rate")
     min_lr_ratio: float = _f(0.1, "final learning rate of the cosine decay, as a fraction of lr")
     weight_decay: float = _f(0.05, "AdamW weight decay (not applied to norms and biases)")
@@ -168,10 +182,14 @@ class TrainConfig:
     progress: bool = _f(True, "show a progress bar (only when stderr is a terminal)")
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "ckpt_every", "val_batches"):
+        _require_finite(self)
+        for name in ("steps", "log_every", "ckpt_every", "val_batches"):
             _require(getattr(self, name) >= 1, f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "val_every", "num_workers"):
             _require(getattr(self, name) >= 0, f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        _require(self.batch_size >= 2, f"TrainConfig.batch_size must be >= 2 (the model's BatchNorm and SIGReg "
+                                       f"need at least two windows per batch), got {self.batch_size}")
+        _require(0 <= self.seed <= MAX_SEED, f"TrainConfig.seed must be in [0, {MAX_SEED}], got {self.seed}")
         _require(self.lr > 0, f"TrainConfig.lr must be > 0, got {self.lr}")
         _require(0.0 <= self.min_lr_ratio <= 1.0, f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         _require(self.weight_decay >= 0, f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}")

@@ -7,6 +7,9 @@
       config.json, model.safetensors, train_state.{json,safetensors}   (see checkpoint.py)
 
 Rerunning with the same ``out`` resumes from the saved step; a finished run is a no-op.
+A run whose loss (or weights) become NaN or infinite stops with ``TrainingDiverged``
+naming the step; a checkpoint is only ever written from finite weights, so the last
+good one is kept.
 """
 
 from __future__ import annotations
@@ -32,7 +35,14 @@ from worldmodel.checkpoint import (
 from worldmodel.config import ModelConfig, TrainConfig
 from worldmodel.device import resolve_device
 from worldmodel.model import JEPA
+from worldmodel.paths import check_output_dir
 from worldmodel.progress import JsonlLogger, ProgressBar
+
+LOSS_KEYS = ("loss", "pred_loss", "sigreg_loss", "rollout_loss")
+
+
+class TrainingDiverged(ValueError):
+    """The loss or the weights became NaN or infinite; the message names the step and the saved checkpoint."""
 
 
 def get_lr(step: int, cfg: TrainConfig) -> float:
@@ -117,6 +127,46 @@ def estimate_val_loss(model: JEPA, loader: DataLoader, device: torch.device, aut
     return total / max(count, 1)
 
 
+def window_rows(cfg: ModelConfig) -> int:
+    """Dataset rows one training window spans: ``(context + horizon - 1) * frameskip + 1``."""
+    return (cfg.window - 1) * cfg.frameskip + 1
+
+
+def too_few_windows_message(num_windows: int, batch_size: int, model_cfg: ModelConfig,
+                            episode_lengths: Any = None) -> str:
+    """Why ``num_windows`` windows cannot fill a batch of ``batch_size``, and what to change.
+
+    With no window at all and ``episode_lengths`` known (rows per training episode), the
+    episodes are too short for the window, which a smaller batch cannot fix: the message
+    compares the longest episode with the window's span and names the settings that fit.
+    """
+    if num_windows == 0 and episode_lengths is not None and len(episode_lengths) > 0:
+        longest = int(max(episode_lengths))
+        c, h, f = model_cfg.context, model_cfg.horizon, model_cfg.frameskip
+        fixes = []
+        if longest >= 2 and (longest - 1) // (model_cfg.window - 1) >= 1:
+            fixes.append(f"--frameskip {(longest - 1) // (model_cfg.window - 1)} or less")
+        max_h = (longest - 1) // f - c + 1
+        if max_h >= max(0, 2 - c) and max_h < h:
+            fixes.append(f"--horizon {max_h} or less")
+        fixes.append("collect longer episodes (e.g. more --max-steps, or a policy that does not end early)")
+        return (f"no training window fits in the episodes: the longest training episode has {longest} rows, but a "
+                f"window of context={c} + horizon={h} frames at frameskip={f} spans {window_rows(model_cfg)} rows "
+                f"(a smaller --batch-size cannot help); use " + ", or ".join(fixes))
+    fix = f"lower --batch-size to {num_windows} or less, or " if num_windows >= 2 else ""
+    return (f"the training set has {num_windows} windows, fewer than batch_size={batch_size}; "
+            f"{fix}collect more episodes")
+
+
+def nonfinite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the model's floating-point parameters and buffers holding NaN or inf (one device sync)."""
+    named = [(k, v) for k, v in model.state_dict().items() if v.is_floating_point()]
+    if not named:
+        return []
+    finite = torch.stack([torch.isfinite(v).all() for _, v in named]).tolist()  # .tolist() syncs the device
+    return [k for (k, _), ok in zip(named, finite) if not ok]
+
+
 def _config_diff(saved: ModelConfig, given: ModelConfig) -> str:
     a, b = saved.to_dict(), given.to_dict()
     return ", ".join(f"{k}: saved {a[k]!r} vs given {b[k]!r}" for k in a if a[k] != b[k])
@@ -143,7 +193,7 @@ def train(
         ``pred_loss``, ``sigreg_loss``, ``val_pred_loss`` (or None), ``seconds``,
         ``steps_per_s``, ``samples_per_s``, ``device``, ``out``.
     """
-    out = Path(train_cfg.out)
+    out = check_output_dir(train_cfg.out)
     t_start = time.perf_counter()
 
     # ---- resume? (a finished run returns before touching any data)
@@ -174,8 +224,8 @@ def train(
         dataset, built_val = build_datasets(model_cfg, train_cfg)
         val_dataset = val_dataset if val_dataset is not None else built_val
     if len(dataset) < train_cfg.batch_size:
-        raise ValueError(f"the training set has {len(dataset)} windows, fewer than batch_size={train_cfg.batch_size}; "
-                         f"lower --batch-size or collect more episodes")
+        raise ValueError(too_few_windows_message(len(dataset), train_cfg.batch_size, model_cfg,
+                                                 getattr(dataset, "episode_lengths", None)))
 
     model = JEPA(model_cfg).to(device)
     optimizer = configure_optimizer(model, train_cfg, device)
@@ -212,13 +262,42 @@ def train(
     step = start_step
     last: dict[str, Any] = {}
     val_loss: float | None = None
-    keys = ("loss", "pred_loss", "sigreg_loss", "rollout_loss")
+    keys = LOSS_KEYS
     acc = torch.zeros(len(keys), device=device)  # running sums of the losses (no sync per step)
+    # The first step whose losses were not all finite (-1: none yet) and those losses, kept on the
+    # device so that watching for divergence costs no sync per step; `check_finite` reads them.
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    bad_losses = torch.zeros(len(keys), device=device)
     acc_steps, t_log, t_loop = 0, time.perf_counter(), time.perf_counter()
+    saved_step: int | None = start_step if start_step > 0 else None
+
+    def kept() -> str:
+        if saved_step is None:
+            return "no checkpoint was written"
+        return f"the last good checkpoint (step {saved_step}) is kept in {out}"
+
+    def check_finite(weights: bool = False) -> None:
+        """Raise ``TrainingDiverged`` if a step's loss (or, with ``weights``, a weight) is not finite."""
+        bad_step = int(first_bad.item())  # .item() syncs the device; called every log_every steps or rarer
+        if bad_step >= 0:
+            terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(keys, bad_losses.tolist()))
+            raise TrainingDiverged(
+                f"training stopped: the loss became non-finite at step {bad_step} ({terms}); {kept()}. "
+                f"Lower --lr (now {train_cfg.lr:g}) or --sigreg-weight (now {model_cfg.sigreg_weight:g}), "
+                f"or check the data")
+        bad = nonfinite_tensors(model) if weights else []
+        if bad:
+            raise TrainingDiverged(
+                f"training stopped: after step {step} the model's weights are non-finite "
+                f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) although every loss so far was finite; "
+                f"{kept()}. Lower --lr (now {train_cfg.lr:g}) or check the data")
 
     def checkpoint() -> None:
+        nonlocal saved_step
+        check_finite(weights=True)  # a NaN step is never saved over a good checkpoint
         save_checkpoint(out, model, train_state={"last": last}, optimizer=optimizer, step=step,
                         extra={"train_config": resolved})
+        saved_step = step
 
     try:
         while step < train_cfg.steps:
@@ -236,11 +315,16 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
             optimizer.step()
             step += 1
-            acc += torch.stack([losses[k].detach().float() for k in keys])
+            values = torch.stack([losses[k].detach().float() for k in keys])
+            acc += values
+            new_bad = (first_bad < 0) & ~torch.isfinite(values).all()
+            first_bad = torch.where(new_bad, torch.full_like(first_bad, step), first_bad)
+            bad_losses = torch.where(new_bad, values, bad_losses)
             acc_steps += 1
             bar.update(1)
 
             if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+                check_finite()
                 now = time.perf_counter()
                 means = (acc / acc_steps).tolist()  # .tolist() syncs the device
                 last = {"step": step, **dict(zip(keys, means)), "lr": lr,
@@ -251,14 +335,16 @@ def train(
                 acc.zero_()
                 acc_steps, t_log = 0, now
             if val_loader is not None and (step % train_cfg.val_every == 0 or step == train_cfg.steps):
+                check_finite()
                 val_loss = estimate_val_loss(model, val_loader, device, autocast)
                 last["val_pred_loss"] = val_loss
                 logger.log({"step": step, "val_pred_loss": val_loss, "seconds": time.perf_counter() - t_start})
             if step % train_cfg.ckpt_every == 0 or step == train_cfg.steps:
                 checkpoint()
     except KeyboardInterrupt:
-        if step > start_step:
-            checkpoint()  # keep the progress made; rerun to resume
+        if step > start_step and step != saved_step:
+            with contextlib.suppress(TrainingDiverged):
+                checkpoint()  # keep the progress made (if finite); rerun to resume
         raise
     finally:
         bar.close()

@@ -21,6 +21,44 @@ import traceback
 from typing import Any
 
 WORKER_POLL_SECONDS = 1.0
+SEED_LIMIT = 2**63  # seeds are stored as int64: seed + episodes - 1 must stay below this
+
+
+class CollectInterrupted(KeyboardInterrupt):
+    """Collection stopped by Ctrl-C (or SIGTERM under `data.interrupts.StopOnSignal`) after the
+    writer committed every whole episode it had: `saved` episodes are in the dataset at
+    `path`, `new` of them from this call; `signal` is ``"SIGINT"`` or ``"SIGTERM"``."""
+
+    def __init__(self, path: str, saved: int, new: int, signal: str):
+        super().__init__(f"{path}: interrupted by {signal}; {saved} episodes saved ({new} new)")
+        self.path, self.saved, self.new, self.signal = path, saved, new, signal
+
+
+def next_seed(out: str | os.PathLike) -> int:
+    """The first seed after every episode seed already in the dataset at `out` (0 when
+    there is no dataset or no seeded episode there)."""
+    from .dataset import EpisodeDataset
+    from .errors import DatasetError
+
+    try:
+        rows = EpisodeDataset(out)._episode_rows
+    except DatasetError:
+        return 0
+    seeds = [r["seed"] for r in rows if r.get("seed") is not None]
+    return max(seeds) + 1 if seeds else 0
+
+
+def check_seed(seed: Any, episodes: int) -> int:
+    """`seed` as an int if episodes ``seed .. seed + episodes - 1`` are valid seeds (>= 0,
+    below 2**63); a ValueError naming the value and the range otherwise."""
+    import numpy as np
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed={seed!r}: expected an integer")
+    top = SEED_LIMIT - max(int(episodes), 1)
+    if not 0 <= int(seed) <= top:
+        raise ValueError(f"seed={seed}: expected an integer in [0, {top}] (episode i uses seed + i, stored as int64)")
+    return int(seed)
 
 
 def collect(
@@ -30,7 +68,7 @@ def collect(
     policy: str = "expert",
     split: str | None = None,
     codec: str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     mode: str = "append",
     progress: bool = False,
     max_steps: int | None = None,
@@ -40,13 +78,15 @@ def collect(
     severity: int | None = None,
     noise: float | None = None,
     commit_every: int = 1,
+    stop_on_success: bool = False,
     **kwargs: Any,
 ) -> dict:
     """Collect `episodes` episodes of `env_id` with `envs.make_policy(policy)` into `out`.
 
     Episode i is reset with seed `seed + i` (env and policy) and, when `split` is given,
     ``options={"split": split}`` (plus ``"severity"`` when given); the split and seed are
-    recorded per episode, so any episode can be replayed exactly. Rows follow the store's
+    recorded per episode, so any episode can be replayed exactly (`seed` None: 0, or when
+    appending, the seed after the highest one on disk, see `next_seed`). Rows follow the store's
     convention (N actions -> N+1 rows; the recorded action is the one the env executed,
     clipped to its action box). `max_steps` caps actions per episode (the last row is
     then marked truncated). `workers` > 1 runs the envs in that many processes started
@@ -56,7 +96,18 @@ def collect(
     `EpisodeWriter`). `env_kwargs` (and any other keyword, e.g.
     ``resolution=32``) go to `envs.make`.
 
-    Returns ``{"episodes", "steps" (rows written), "seconds", "steps_per_s", "path", "workers"}``.
+    Episodes run on past success to the env's time limit (or `max_steps`), as fixed-length
+    datasets are recorded, through the env's ``terminate_on_success=False`` switch (a
+    terminated env is never stepped; an env without the switch still ends at termination).
+    `stop_on_success` ends each episode at its first success instead. Either way the
+    first success row is recorded per episode (``success_step``, -1 if none; see
+    `EpisodeDataset.success_summary`).
+
+    Ctrl-C (KeyboardInterrupt) stops it after committing every whole episode rolled so
+    far and raises `CollectInterrupted` saying how many are saved; the dataset stays sound.
+    `progress` shows a bar on a terminal and a line every 15 s elsewhere.
+
+    Returns ``{"episodes", "steps" (rows written), "seconds", "steps_per_s", "path", "workers", "seed"}``.
     """
     import numpy as np
 
@@ -64,7 +115,9 @@ def collect(
 
     from .codecs import check_codec, default_codec
     from .dataset import read_meta
+    from .interrupts import Terminated
     from .writer import EpisodeWriter
+    from worldmodel.progress import ProgressBar
 
     if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 0:
         raise ValueError(f"episodes must be an integer >= 0, got {episodes!r}")
@@ -72,8 +125,12 @@ def collect(
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     if codec is not None:
         check_codec(codec)
+    if seed is None:
+        seed = next_seed(out) if mode == "append" else 0
+    seed = check_seed(seed, episodes)
     make_kwargs = {**(env_kwargs or {}), **kwargs}
     options = _reset_options(split, severity)
+    envs.env_class(env_id)  # an id this project does not register: UnknownEnvError naming it
 
     # One env in the parent: checks the id, the policy and the options before any work
     # starts, and gives the frame shape, action box and time limit.
@@ -98,31 +155,29 @@ def collect(
 
     job = dict(
         env_id=env_id, make_kwargs=make_kwargs, policy=policy, noise=noise, options=options,
-        max_steps=max_steps, codec=codec, seed=int(seed),
+        max_steps=max_steps, codec=codec, seed=int(seed), stop_on_success=bool(stop_on_success),
     )
-    show = progress and sys.stderr.isatty()
     rows = 0
     t0 = time.perf_counter()
-    with EpisodeWriter(out, mode=mode, codec=codec, env_id=env_id, action_dim=action_dim, fps=fps, commit_every=commit_every) as writer:
-        source = _episodes_in_process(job, episodes) if workers == 1 else _episodes_in_workers(job, episodes, workers, start_method)
-        for i, ep in source:
-            for t in range(len(ep["frames"])):
-                last = t == len(ep["frames"]) - 1
-                writer.add_step(
-                    ep["frames"][t],
-                    ep["states"][t],
-                    None if last else ep["actions"][t],
-                    float(ep["rewards"][t]),
-                    bool(last and ep["terminated"]),
-                    bool(last and ep["truncated"]),
-                )
-            rows += writer.buffered_steps
-            writer.save_episode(seed=int(seed) + i, factors=ep["factors"], policy=policy, split=split or "default")
-            if show:
-                rate = rows / max(time.perf_counter() - t0, 1e-9)
-                print(f"\rcollect {env_id}: episode {i + 1}/{episodes}, {rows} steps, {rate:,.0f} steps/s", end="", file=sys.stderr, flush=True)
-    if show:
-        print(file=sys.stderr)
+    writer = before = None
+    bar = ProgressBar(episodes, desc=f"collect {env_id}", unit="episodes", enabled=bool(progress))
+    try:
+        with EpisodeWriter(out, mode=mode, codec=codec, env_id=env_id, action_dim=action_dim, fps=fps,
+                           commit_every=commit_every) as writer:
+            before = writer.committed_episodes
+            rows = _write_episodes(writer, job, episodes, workers, start_method, split, bar)
+        bar.close()
+    except BaseException as e:
+        if not isinstance(e, KeyboardInterrupt):
+            bar.close()
+            raise
+        if not bar.is_tty:
+            bar.enabled = False  # no final progress line: the caller reports the interruption in one line
+        bar.close()
+        saved = 0 if writer is None else writer.committed_episodes
+        new = 0 if before is None else saved - before
+        name = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
+        raise CollectInterrupted(str(out), saved, new, name) from None
     seconds = time.perf_counter() - t0
     return {
         "episodes": int(episodes),
@@ -131,7 +186,32 @@ def collect(
         "steps_per_s": rows / seconds if seconds > 0 else 0.0,
         "path": str(out),
         "workers": int(workers),
+        "seed": int(seed),
     }
+
+
+def _write_episodes(writer: Any, job: dict, episodes: int, workers: int, start_method: str | None,
+                    split: str | None, bar: Any) -> int:
+    """Roll episodes 0..episodes-1 (in this process or in workers) and save each to `writer`
+    in order; returns the rows saved."""
+    rows = 0
+    source = _episodes_in_process(job, episodes) if workers == 1 else _episodes_in_workers(job, episodes, workers, start_method)
+    for i, ep in source:
+        for t in range(len(ep["frames"])):
+            last = t == len(ep["frames"]) - 1
+            writer.add_step(
+                ep["frames"][t],
+                ep["states"][t],
+                None if last else ep["actions"][t],
+                float(ep["rewards"][t]),
+                bool(last and ep["terminated"]),
+                bool(last and ep["truncated"]),
+            )
+        rows += writer.buffered_steps
+        writer.save_episode(seed=job["seed"] + i, factors=ep["factors"], policy=job["policy"], split=split or "default",
+                            success_step=ep["success_step"])
+        bar.update(1, steps=rows)
+    return rows
 
 
 def _reset_options(split: str | None, severity: int | None) -> dict | None:
@@ -161,13 +241,18 @@ class _Roller:
 
         self.job = job
         self.env = envs.make(job["env_id"], **job["make_kwargs"])
+        if not job["stop_on_success"] and hasattr(self.env.unwrapped, "terminate_on_success"):
+            # run on past success to the time limit through the env's own switch
+            # (never by stepping a terminated env)
+            self.env.unwrapped.terminate_on_success = False
         self.policy = envs.make_policy(job["policy"], self.env, job["noise"])
         space = self.env.action_space
         self.low = np.asarray(getattr(space, "low", -np.inf), np.float32)
         self.high = np.asarray(getattr(space, "high", np.inf), np.float32)
 
     def episode(self, i: int) -> dict:
-        """Episode i (seed = job seed + i): encoded frames (T,), states (T, S), actions (T-1, A), rewards (T,), flags, factors."""
+        """Episode i (seed = job seed + i): encoded frames (T,), states (T, S), actions (T-1, A), rewards (T,), flags,
+        factors and ``success_step`` (first row with ``info["success"]``; -1 never, None if the env reports none)."""
         import numpy as np
 
         from .codecs import EncodedFrame
@@ -179,6 +264,7 @@ class _Roller:
         frames, states, actions, rewards = [EncodedFrame.encode(obs, job["codec"])], [info["state"]], [], [0.0]
         terminated = truncated = False
         max_steps = job["max_steps"]
+        success_step = None if "success" not in info else (0 if info["success"] else -1)
         while not (terminated or truncated):
             if max_steps is not None and len(actions) >= max_steps:
                 truncated = True
@@ -189,6 +275,8 @@ class _Roller:
             frames.append(EncodedFrame.encode(obs, job["codec"]))
             states.append(info["state"])
             rewards.append(float(reward))
+            if success_step == -1 and info.get("success"):
+                success_step = len(actions)
         return {
             "frames": frames,
             "states": np.stack(states),
@@ -197,6 +285,7 @@ class _Roller:
             "terminated": bool(terminated),
             "truncated": bool(truncated),
             "factors": dict(info.get("factors", {})),
+            "success_step": success_step,
         }
 
     def close(self) -> None:
@@ -214,7 +303,11 @@ def _episodes_in_process(job: dict, episodes: int):
 
 def _worker_main(job: dict, worker: int, workers: int, episodes: int, results: Any, parent_pid: int) -> None:
     """Roll episodes worker, worker + workers, ... and put ``(i, episode)`` on `results`
-    (``(-1, traceback)`` on failure)."""
+    (``(-1, traceback)`` on failure). Ctrl-C is the parent's to handle: it commits what it
+    has and stops the workers, so workers ignore SIGINT."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         roller = _Roller(job)
         for i in range(worker, episodes, workers):

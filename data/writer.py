@@ -25,6 +25,7 @@ from . import columns as C
 from .codecs import EncodedFrame, check_codec, default_codec, encode_frame
 from .dataset import EpisodeDataset, read_meta
 from .errors import DatasetError, SchemaMismatchError
+from .interrupts import checkpoint, deferred_signals
 from .schema import (
     ACTION_DTYPES,
     EXTRA_DTYPES,
@@ -119,8 +120,11 @@ class EpisodeWriter:
             raise ValueError(f"commit_every={commit_every!r}: expected an integer >= 1")
         self.commit_every = int(commit_every)
         self._pending: list[tuple[pa.Table, pa.Table]] = []
+        self._retry = False  # an earlier attempt at committing `_pending` failed part-way
+        self._committed = 0  # episodes on disk (earlier sessions included)
         self._meta: dict | None = None  # set once the dataset (this writer's target) exists
         self._factors: pa.StructType | None = None
+        self._success_column = True  # episodes table has `success_step` (False when resuming an older dataset)
         self._spec: dict[str, Any] = {}  # image_shape, action_dim, state_dim, state_dtype
         if action_dim is not None:
             self._spec["action_dim"] = int(action_dim)
@@ -137,6 +141,11 @@ class EpisodeWriter:
     # -- opening ----------------------------------------------------------------------
     def _open(self) -> None:
         path = self.path
+        for parent in path.parents:  # the first existing ancestor must be a folder
+            if parent.exists() or parent.is_symlink():
+                if not parent.is_dir():
+                    raise DatasetError(f"{path}: {parent} is a file, not a folder; cannot create a dataset under it")
+                break
         self._remove_stale_tmp()
         if path.exists():
             if not path.is_dir():
@@ -163,8 +172,9 @@ class EpisodeWriter:
         self._delete_orphans(ds)
         ids = [r[C.EPISODE_ID] for r in ds._episode_rows]
         self._next_id = (max(ids) + 1) if ids else 0
-        self._num_episodes = len(ids)
+        self._num_episodes = self._committed = len(ids)
         self._factors = ds._episodes.schema.field(C.FACTORS).type
+        self._success_column = ds._episodes.schema.get_field_index(C.SUCCESS_STEP) >= 0  # absent in older datasets
         if "action_dim" in self._spec and self._spec["action_dim"] != int(meta["action_dim"]):
             raise SchemaMismatchError(f"{self.path}: action size {self._spec['action_dim']} does not match the dataset's action size {meta['action_dim']}")
         self._meta = meta
@@ -196,10 +206,15 @@ class EpisodeWriter:
         parent = self.path.parent
         if not parent.is_dir():
             return
-        for p in parent.glob(f".{self.path.name}.*-*"):
+        for p in sorted(parent.glob(f".{self.path.name}.*-*")):
             kind, _, pid = p.name.rpartition("-")
-            if kind.endswith((".creating", ".old")) and pid.isdigit() and not _pid_alive(int(pid)):
-                shutil.rmtree(p, ignore_errors=True)
+            if not (kind.endswith((".creating", ".old")) and pid.isdigit() and not _pid_alive(int(pid))):
+                continue
+            old = parent / f".{self.path.name}.old-{pid}"
+            if kind.endswith(".creating") and old.exists() and not self.path.exists() and (p / C.META_FILE).exists():
+                os.rename(p, self.path)  # an overwrite killed between its two renames: finish the swap
+                continue
+            shutil.rmtree(p, ignore_errors=True)
 
     # -- properties -------------------------------------------------------------------
     @property
@@ -208,7 +223,14 @@ class EpisodeWriter:
         return self._num_episodes
 
     @property
+    def committed_episodes(self) -> int:
+        """Episodes on disk, visible to readers (earlier sessions included; saved but
+        still pending ones are not counted)."""
+        return self._committed
+
+    @property
     def codec(self) -> str | None:
+        """Frame codec of the dataset (None until known)."""
         return self._codec
 
     # -- steps ------------------------------------------------------------------------
@@ -369,13 +391,23 @@ class EpisodeWriter:
         policy: str = "unknown",
         split: str | None = "default",
         episode_id: int | None = None,
+        success_step: int | None = None,
     ) -> int:
         """Save the buffered episode and return its id; it is committed (steps, then its
         episodes row) now, or with the next `flush` when ``commit_every > 1``.
 
         `episode_id` keeps a given id (e.g. from a converted dataset); it must be larger
         than every id already written (ids only grow). Default: the next free id.
+        `success_step`: the first row at which the env reported success (-1: never;
+        None: not recorded); kept in the ``success_step`` column (left out when
+        appending to a dataset created before that column existed).
         """
+        if success_step is not None and (
+            isinstance(success_step, bool) or not isinstance(success_step, (int, np.integer))
+            or not -1 <= success_step < len(self._buf)
+        ):
+            raise ValueError(f"save_episode: success_step={success_step!r}: expected None, -1 (never) or a row "
+                             f"index in [0, {len(self._buf)})")
         if self._closed:
             raise ValueError("EpisodeWriter is closed")
         if not self._buf:
@@ -404,13 +436,15 @@ class EpisodeWriter:
         steps = self._steps_table(eid)
         episode = pa.Table.from_pylist(
             [{C.EPISODE_ID: eid, C.ENV_ID: self._env_id, C.SEED: None if seed is None else int(seed),
-              C.FACTORS: factors, C.POLICY: str(policy), C.LENGTH: n, C.SPLIT: "default" if split is None else str(split)}],
-            schema=episodes_schema(self._factors),
+              C.FACTORS: factors, C.POLICY: str(policy), C.LENGTH: n, C.SPLIT: "default" if split is None else str(split),
+              C.SUCCESS_STEP: None if success_step is None else int(success_step)}],
+            schema=episodes_schema(self._factors, self._success_column),
         )
-        self._pending.append((steps, episode))
-        self._buf = []
-        self._next_id += 1
-        self._num_episodes += 1
+        with deferred_signals():  # the episode moves from the buffer to `_pending` as one step
+            self._pending.append((steps, episode))
+            self._buf = []
+            self._next_id += 1
+            self._num_episodes += 1
         if len(self._pending) >= self.commit_every:
             self.flush()
         return eid
@@ -421,26 +455,66 @@ class EpisodeWriter:
         return len(self._pending)
 
     def flush(self) -> None:
-        """Commit every saved-but-pending episode: one steps commit, then one episodes commit."""
+        """Commit every saved-but-pending episode: one steps commit, then one episodes commit.
+
+        Idempotent under interruption: SIGINT/SIGTERM wait until the commits and the
+        book-keeping are done (`deferred_signals`), and a batch whose earlier attempt
+        failed part-way (an exception between or inside the two commits) is checked
+        against the tables by episode id before it is written again, so its rows are
+        never committed twice.
+        """
         if not self._pending:
             return
-        steps = pa.concat_tables([p[0] for p in self._pending]) if len(self._pending) > 1 else self._pending[0][0]
-        episodes = pa.concat_tables([p[1] for p in self._pending]) if len(self._pending) > 1 else self._pending[0][1]
-        if self._meta is None:
-            self._create(steps, episodes)
-        else:
-            import lance
-
-            # passing the open datasets (not paths) saves re-reading the manifests: ~1.3 ms/commit
-            steps_ds, episodes_ds = self._tables
-            steps_ds = lance.write_dataset(steps, str(self.path / C.STEPS_TABLE) if steps_ds is None else steps_ds, mode="append")
-            self._tables = (steps_ds, episodes_ds)
-            episodes_ds = lance.write_dataset(episodes, str(self.path / C.EPISODES_TABLE) if episodes_ds is None else episodes_ds, mode="append")
-            self._tables = (steps_ds, episodes_ds)
-            self._uncompacted += 1
-        self._pending = []
+        with deferred_signals():
+            steps = pa.concat_tables([p[0] for p in self._pending]) if len(self._pending) > 1 else self._pending[0][0]
+            episodes = pa.concat_tables([p[1] for p in self._pending]) if len(self._pending) > 1 else self._pending[0][1]
+            checkpoint("flush:start")
+            if self._meta is None:
+                self._create(steps, episodes)
+            else:
+                self._append(steps, episodes)
+            checkpoint("flush:committed")
+            self._committed += len(self._pending)
+            self._pending = []
+            self._retry = False
+        checkpoint("flush:done")
         if self._uncompacted >= COMPACT_EVERY:
             self.compact()
+
+    def _append(self, steps: pa.Table, episodes: pa.Table) -> None:
+        """Append one batch to an existing dataset: its step rows, then its episodes rows.
+
+        On a retry (`_retry`: an earlier attempt at this batch raised part-way) the tables
+        are asked first which of the two commits already landed; each commit is atomic,
+        so a batch's rows are either all there or all absent.
+        """
+        import lance
+
+        steps_uri, episodes_uri = str(self.path / C.STEPS_TABLE), str(self.path / C.EPISODES_TABLE)
+        write_steps = write_episodes = True
+        if self._retry:
+            ids = ", ".join(str(int(i)) for i in episodes.column(C.EPISODE_ID).to_pylist())
+            where = f"{C.EPISODE_ID} IN ({ids})"
+            steps_ds, episodes_ds = lance.dataset(steps_uri), lance.dataset(episodes_uri)
+            on_disk = steps_ds.count_rows(filter=where)
+            write_episodes = episodes_ds.count_rows(filter=where) == 0
+            if on_disk == len(steps):
+                write_steps = False
+            elif on_disk and write_episodes:  # cannot happen with atomic commits; never keep a partial batch
+                steps_ds.delete(where)
+            self._tables = (None, None)
+        self._retry = True
+        # passing the open datasets (not paths) saves re-reading the manifests: ~1.3 ms/commit
+        steps_ds, episodes_ds = self._tables
+        if write_steps:
+            steps_ds = lance.write_dataset(steps, steps_uri if steps_ds is None else steps_ds, mode="append")
+            self._tables = (steps_ds, episodes_ds)
+            self._uncompacted += 1
+        checkpoint("append:steps")
+        if write_episodes:
+            episodes_ds = lance.write_dataset(episodes, episodes_uri if episodes_ds is None else episodes_ds, mode="append")
+            self._tables = (steps_ds, episodes_ds)
+        checkpoint("append:episodes")
 
     def _steps_table(self, eid: int) -> pa.Table:
         spec, n = self._spec, len(self._buf)
@@ -490,6 +564,7 @@ class EpisodeWriter:
         tmp = self.path.parent / f".{self.path.name}.creating-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
+        lock_fd = None
         try:
             lock_fd = _lock(tmp / C.LOCK_FILE)
             lance.write_dataset(steps, str(tmp / C.STEPS_TABLE))
@@ -497,37 +572,46 @@ class EpisodeWriter:
             meta_tmp = tmp / (C.META_FILE + ".tmp")
             meta_tmp.write_text(json.dumps(meta, indent=2) + "\n")
             os.replace(meta_tmp, tmp / C.META_FILE)
+            checkpoint("create:written")
+            old = None
             if self._replace_old:
+                # a kill between these two renames leaves PATH missing; the next writer
+                # finishes the swap (`_remove_stale_tmp`)
                 old = self.path.parent / f".{self.path.name}.old-{os.getpid()}"
                 os.rename(self.path, old)
                 os.rename(tmp, self.path)
-                _unlock(self._lock_fd)
-                shutil.rmtree(old, ignore_errors=True)
-                self._replace_old = False
             else:
                 try:
                     os.rename(tmp, self.path)  # replaces an empty directory, fails on a non-empty one
                 except OSError as e:
-                    _unlock(lock_fd)
                     raise DatasetError(f"{self.path}: appeared while this writer was creating it ({e}); not overwritten") from e
+            # the dataset exists from here on: nothing between the rename and this book-keeping can fail
+            previous_fd, self._lock_fd, lock_fd = self._lock_fd, lock_fd, None
+            self._meta = meta
+            self._uncompacted = 1
+            self._replace_old = False
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            _unlock(lock_fd)
             raise
-        self._lock_fd = lock_fd
-        self._meta = meta
-        self._uncompacted = 1
+        if old is not None:
+            _unlock(previous_fd)
+            shutil.rmtree(old, ignore_errors=True)
+        checkpoint("create:done")
 
     # -- maintenance ------------------------------------------------------------------
     def compact(self) -> None:
         """Merge small fragments (one per saved episode) and remove old table versions."""
         if self._meta is None:
             return
-        _compact_tables(self.path, self._spec)
-        self._tables = (None, None)
-        self._uncompacted = 0
+        with deferred_signals():  # atomic anyway; deferred so Ctrl-C is not turned into a Lance error
+            _compact_tables(self.path, self._spec)
+            self._tables = (None, None)
+            self._uncompacted = 0
 
-    def close(self) -> None:
-        """Compact, release the dataset; a buffered unsaved episode is discarded (with a warning)."""
+    def close(self, compact: bool = True) -> None:
+        """Commit the saved episodes, compact (unless `compact` is False) and release the
+        dataset; a buffered unsaved episode is discarded (with a warning)."""
         if self._closed:
             return
         try:
@@ -535,7 +619,7 @@ class EpisodeWriter:
                 warnings.warn(f"EpisodeWriter({self.path}): discarding {len(self._buf)} unsaved steps", stacklevel=2)
                 self._buf = []
             self.flush()  # saved episodes are whole: they are committed even when closing after an error
-            if self._uncompacted > 1:
+            if compact and self._uncompacted > 1:
                 self.compact()
         finally:
             self._closed = True
@@ -549,7 +633,8 @@ class EpisodeWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self._buf = []  # an exception mid-episode: do not commit half an episode
-        self.close()
+        # interrupted (Ctrl-C): commit what is saved and stop now; the next writer compacts
+        self.close(compact=exc_type is None or not issubclass(exc_type, KeyboardInterrupt))
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):

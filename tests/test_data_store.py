@@ -497,6 +497,7 @@ def _fake_envs_module():
 
     mod = types.ModuleType("envs")
     mod.make = lambda env_id, **kw: gym.wrappers.TimeLimit(Walk(**kw), max_episode_steps=15)
+    mod.env_class = lambda env_id: Walk
     mod.make_policy = lambda name, env, noise=None: Policy(env)
     return mod
 

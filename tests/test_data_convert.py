@@ -527,3 +527,96 @@ def test_destination_under_a_file_is_a_clear_error(png_ds: Path, tmp_path: Path,
         code, err = _cli(str(png_ds), str(dst), "--to", to, capsys=capsys)
         assert code == 2 and f"{tmp_path / 'notes.txt'} is a file, not a folder" in err and "Traceback" not in err, err
     assert (tmp_path / "notes.txt").read_text() == "keep"
+
+
+# -- stable-worldmodel's current N + 1-row layout ------------------------------------------
+
+def _swm_current(n_steps: tuple[int, ...], jpeg: list[bytes]) -> dict[str, np.ndarray]:
+    """Columns as stable-worldmodel's current writer stores episodes of `n_steps` steps:
+    N + 1 rows each, aligned on observations; row t holds the action taken at observation t
+    (NaN on the last row) and the reward received on arriving there (NaN on row 0)."""
+    rows = sum(n + 1 for n in n_steps)
+    rng = np.random.default_rng(7)
+    cols: dict[str, list] = {k: [] for k in ("episode_idx", "step_idx", "action", "reward", "terminated", "truncated", "state", "id")}
+    for e, n in enumerate(n_steps):
+        action = rng.normal(size=(n + 1, 2)).astype(np.float32)
+        action[-1] = np.nan
+        reward = rng.normal(size=n + 1).astype(np.float32)
+        reward[0] = np.nan
+        cols["episode_idx"] += [e] * (n + 1)
+        cols["step_idx"] += list(range(n + 1))
+        cols["action"] += list(action)
+        cols["reward"] += list(reward)
+        cols["terminated"] += [0.0] * n + [float(e == 0)]
+        cols["truncated"] += [0.0] * n + [float(e != 0)]
+        cols["state"] += list(rng.normal(size=(n + 1, 3)).astype(np.float32))
+        cols["id"] += [float(1000 + e)] * (n + 1)
+    out = {k: np.asarray(v, np.int32 if k.endswith("_idx") else np.float32) for k, v in cols.items()}
+    out["pixels"] = np.asarray(jpeg[:rows], object)
+    return out
+
+
+def _write_swm_current(path: Path, cols: dict[str, np.ndarray], fmt: str) -> Path:
+    if fmt == "hdf5":
+        import cv2
+
+        ep = cols["episode_idx"]
+        starts = np.flatnonzero(np.r_[True, ep[1:] != ep[:-1]])
+        with h5py.File(path.with_suffix(".h5"), "w") as f:
+            f["pixels"] = np.stack([cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR) for b in cols["pixels"]])
+            for k, v in cols.items():
+                if k != "pixels":
+                    f[k] = v
+            f["ep_offset"], f["ep_len"] = starts, np.diff(np.r_[starts, len(ep)])
+        return path.with_suffix(".h5")
+    import lance
+    import pyarrow as pa
+
+    f32 = lambda a: pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.reshape(len(a), -1).shape[1])  # noqa: E731
+    table = pa.table({k: (pa.array(v) if k.endswith("_idx") else pa.array(list(v), pa.binary()) if k == "pixels" else f32(v))
+                      for k, v in cols.items()})
+    lance.write_dataset(table, str(path))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["lance", "hdf5"])
+def test_swm_current_layout_converts_with_steps_aligned(fmt: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """N + 1 rows per episode (reward NaN on the first, action NaN on the last) convert into
+    N actions + N + 1 observations with no NaN, actions and rewards equal to the source's,
+    the realignment listed on stderr, and a dataset `wm data validate` accepts."""
+    from data.convert.swm import REALIGNED_ACTION, REALIGNED_REWARD
+    from worldmodel.cli import main
+
+    steps = (3, 5)
+    cols = _swm_current(steps, _jpegs(sum(steps) + len(steps)))
+    src = _write_swm_current(tmp_path / "swm.lance", cols, fmt)
+    dst = tmp_path / "ds.lance"
+    assert main(["data", "convert", str(src), str(dst), "--to", "lance"]) == 0
+    err = capsys.readouterr().err
+    assert f"lossy: {REALIGNED_ACTION}" in err and f"lossy: {REALIGNED_REWARD}" in err
+    assert main(["data", "validate", str(dst)]) == 0, capsys.readouterr().err
+    ds = open_dataset(dst)
+    assert [e["length"] for e in ds.episodes()] == [n + 1 for n in steps]  # N actions, N + 1 observations (the last kept)
+    start = 0
+    for e, n in enumerate(steps):
+        ep = ds.load_episode(e)
+        rows = slice(start, start + n + 1)
+        start += n + 1
+        for key in ("action", "reward", "state"):
+            assert np.isfinite(ep[key]).all(), key
+        np.testing.assert_array_equal(ep["action"][:n], cols["action"][rows][:n])  # the N actions, unchanged
+        np.testing.assert_array_equal(ep["action"][n], 0)  # none taken at the last observation
+        np.testing.assert_array_equal(ep["reward"][1:], cols["reward"][rows][1:])  # the N rewards, unchanged
+        assert ep["reward"][0] == 0
+        np.testing.assert_array_equal(ep["state"], cols["state"][rows])
+        assert ep["terminated"].tolist() == [False] * n + [e == 0] and ep["truncated"].tolist() == [False] * n + [e != 0]
+    assert [e["factors"] for e in ds.episodes()] == [{"id": 1000.0}, {"id": 1001.0}]
+
+
+def test_swm_nan_reward_past_the_first_row_is_an_error(tmp_path: Path) -> None:
+    cols = _swm_current((3,), _jpegs(4))
+    cols["reward"][2] = np.nan
+    src = _write_swm_current(tmp_path / "swm.lance", cols, "lance")
+    with pytest.raises(ValueError, match=r"episode 0: reward at step 2 is nan \(expected a finite number; only row 0 may be NaN"):
+        convert(src, tmp_path / "ds.lance", "lance")
+    assert not (tmp_path / "ds.lance").exists()

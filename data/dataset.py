@@ -202,6 +202,24 @@ class EpisodeDataset:
             out.append(d)
         return out
 
+    def success_steps(self) -> dict[int, int | None]:
+        """Episode id -> the first row at which the env reported success (-1: never; None:
+        not recorded, e.g. a converted dataset or one written before the column existed)."""
+        return {int(r[C.EPISODE_ID]): r.get(C.SUCCESS_STEP) for r in self._episode_rows}
+
+    def success_summary(self) -> dict[str, Any]:
+        """What the recorded success steps say: ``recorded`` (episodes with one), ``succeeded``,
+        ``continued_after_success`` (episodes with rows after their first success, i.e.
+        collected on to a fixed length) and ``first_success_step`` (min/mean/max or None)."""
+        rows = [r for r in self._episode_rows if r.get(C.SUCCESS_STEP) is not None]
+        steps = [int(r[C.SUCCESS_STEP]) for r in rows if r[C.SUCCESS_STEP] >= 0]
+        return {
+            "recorded": len(rows),
+            "succeeded": len(steps),
+            "continued_after_success": sum(1 for r in rows if 0 <= r[C.SUCCESS_STEP] < r[C.LENGTH] - 1),
+            "first_success_step": {"min": min(steps), "mean": round(float(np.mean(steps)), 2), "max": max(steps)} if steps else None,
+        }
+
     @property
     def num_episodes(self) -> int:
         return len(self._episode_rows)
@@ -286,8 +304,9 @@ class EpisodeDataset:
     # -- summary ----------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
         """Summary: episodes, steps, codec, image_shape, action_dim, state_dim, env_id,
-        schema_version, size_bytes, splits and policies (counts), orphan_steps, fragments,
-        fps, frameskip, created_by, and factor distributions per split (`factor_summary`)."""
+        schema_version, size_bytes, splits and policies (counts), success (`success_summary`),
+        orphan_steps, fragments, fps, frameskip, created_by, and factor distributions per
+        split (`factor_summary`)."""
         eps = self._episode_rows
         return {
             "path": str(self.path),
@@ -303,6 +322,7 @@ class EpisodeDataset:
             "size_bytes": _dir_size(self.path),
             "splits": dict(Counter(r[C.SPLIT] for r in eps)),
             "policies": dict(Counter(r[C.POLICY] for r in eps)),
+            "success": self.success_summary(),
             "orphan_steps": self.index.orphan_steps,
             "fragments": len(self._steps.get_fragments()),
             "fps": self.meta.get("fps"),

@@ -146,19 +146,24 @@ def factors_from_row(row: Mapping[str, Any] | None) -> dict:
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in row.items() if k != EMPTY_FACTORS_FIELD}
 
 
-def episodes_schema(factors: pa.StructType) -> pa.Schema:
-    """Schema of the episodes table (one row per committed episode)."""
-    return pa.schema(
-        [
-            pa.field(C.EPISODE_ID, pa.int64(), nullable=False),
-            pa.field(C.ENV_ID, pa.string()),
-            pa.field(C.SEED, pa.int64()),
-            pa.field(C.FACTORS, factors),
-            pa.field(C.POLICY, pa.string()),
-            pa.field(C.LENGTH, pa.int32(), nullable=False),
-            pa.field(C.SPLIT, pa.string()),
-        ]
-    )
+def episodes_schema(factors: pa.StructType, success_step: bool = True) -> pa.Schema:
+    """Schema of the episodes table (one row per committed episode).
+
+    `success_step`: with the optional ``success_step`` column (int32, nullable; datasets
+    created before it existed lack it, and appends to them leave it out).
+    """
+    fields = [
+        pa.field(C.EPISODE_ID, pa.int64(), nullable=False),
+        pa.field(C.ENV_ID, pa.string()),
+        pa.field(C.SEED, pa.int64()),
+        pa.field(C.FACTORS, factors),
+        pa.field(C.POLICY, pa.string()),
+        pa.field(C.LENGTH, pa.int32(), nullable=False),
+        pa.field(C.SPLIT, pa.string()),
+    ]
+    if success_step:
+        fields.append(pa.field(C.SUCCESS_STEP, pa.int32()))
+    return pa.schema(fields)
 
 
 def make_meta(

@@ -18,6 +18,7 @@ _LAZY = {
     "EpisodeDataset": "dataset",
     "open_dataset": "dataset",
     "validate_dataset": "dataset",
+    "repair_dataset": "repair",
     "WindowDataset": "windows",
     "WindowSampler": "windows",
     "select_episodes": "windows",

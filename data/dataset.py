@@ -92,6 +92,36 @@ def _open_table(path: Path, name: str):
         raise DatasetError(f"{path}: cannot open table {name} ({e})") from e
 
 
+def file_problems(path: Path, name: str, table: Any) -> list[str]:
+    """Data files of Lance `table` (``PATH/name``) that are missing or whose size differs
+    from the size its manifest recorded (a truncated or overwritten file); cheap: one
+    ``stat`` per file, no data read."""
+    out = []
+    for frag in table.get_fragments():
+        for f in frag.metadata.files:
+            expected = getattr(f, "file_size_bytes", None)
+            file = path / name / "data" / f.path
+            try:
+                size = file.stat().st_size
+            except OSError:
+                out.append(f"{name}: data file data/{f.path} is missing (fragment {frag.fragment_id})")
+                continue
+            if expected and size != expected:
+                out.append(f"{name}: data file data/{f.path} is {size} bytes, its manifest says {expected} "
+                           f"(truncated or overwritten; fragment {frag.fragment_id})")
+    return out
+
+
+def _unreadable(path: Path, name: str, table: Any, err: Exception) -> DatasetError:
+    """A DatasetError naming the dataset and, when the files explain it, which file is damaged."""
+    try:
+        found = file_problems(path, name, table)
+    except Exception:  # the manifest itself is unusable: the original error says more
+        found = []
+    what = "; ".join(found[:3]) if found else f"{name}: {err}"
+    return DatasetError(f"{path}: cannot read the dataset: {what} (wm data validate {path} lists every problem)")
+
+
 class _StepIndex:
     """Where each committed episode's rows are in the steps table.
 
@@ -99,8 +129,13 @@ class _StepIndex:
     episode k (sorted by id) owns `rows[start[k] : start[k] + count[k]]`.
     """
 
-    def __init__(self, steps_ds, episode_ids: np.ndarray, lengths: np.ndarray):
-        tbl = steps_ds.to_table(columns=[C.EPISODE_ID, C.STEP])
+    def __init__(self, steps_ds, episode_ids: np.ndarray, lengths: np.ndarray, path: Path | None = None):
+        try:
+            tbl = steps_ds.to_table(columns=[C.EPISODE_ID, C.STEP])
+        except Exception as err:  # a damaged data file: Lance's raw error does not name the dataset
+            if path is None:
+                raise
+            raise _unreadable(path, C.STEPS_TABLE, steps_ds, err) from err
         eid = tbl.column(C.EPISODE_ID).to_numpy()
         step = tbl.column(C.STEP).to_numpy()
         order = np.argsort(episode_ids, kind="stable")
@@ -189,7 +224,10 @@ class EpisodeDataset:
     # -- episodes ---------------------------------------------------------------------
     @cached_property
     def _episode_rows(self) -> list[dict]:
-        rows = self._episodes.to_table().to_pylist()
+        try:
+            rows = self._episodes.to_table().to_pylist()
+        except Exception as err:
+            raise _unreadable(self.path, C.EPISODES_TABLE, self._episodes, err) from err
         rows.sort(key=lambda r: r[C.EPISODE_ID])
         return rows
 
@@ -237,7 +275,7 @@ class EpisodeDataset:
         ids = np.array([r[C.EPISODE_ID] for r in self._episode_rows], dtype=np.int64)
         lengths = np.array([r[C.LENGTH] for r in self._episode_rows], dtype=np.int64)
         ids, first = np.unique(ids, return_index=True)
-        return _StepIndex(self._steps, ids, lengths[first])
+        return _StepIndex(self._steps, ids, lengths[first], self.path)
 
     @property
     def num_steps(self) -> int:
@@ -375,7 +413,8 @@ def open_dataset(path: str | os.PathLike) -> EpisodeDataset:
 def validate_dataset(path: str | os.PathLike) -> list[str]:
     """Check a dataset; returns a list of problems (empty = sound).
 
-    Checks: meta readable, table schemas match meta, no duplicate episode ids, every
+    Checks: meta readable, table schemas match meta, every data file present with the
+    size its manifest recorded and readable, no duplicate episode ids, every
     committed episode's rows exist and are steps 0..length-1. Orphan step rows (from a
     crash between the two commits of an episode) are invisible and not a problem.
     """
@@ -394,6 +433,14 @@ def validate_dataset(path: str | os.PathLike) -> list[str]:
             table.validate()
         except Exception as e:
             problems.append(f"{name}: lance validation failed ({e})")
+        problems.extend(file_problems(ds.path, name, table))
+    if problems:
+        return problems
+    try:
+        ds._episode_rows
+        index = ds._raw_index()
+    except DatasetError as e:
+        return problems + [str(e)]
     ids = np.array([r[C.EPISODE_ID] for r in ds._episode_rows], dtype=np.int64)
     uniq, counts = np.unique(ids, return_counts=True)
     for eid in uniq[counts > 1][:10]:
@@ -404,5 +451,5 @@ def validate_dataset(path: str | os.PathLike) -> list[str]:
     env_ids = {r[C.ENV_ID] for r in ds._episode_rows}
     if ds.meta["env_id"] is not None and env_ids - {ds.meta["env_id"]}:
         problems.append(f"episodes with env_id {sorted(map(str, env_ids - {ds.meta['env_id']}))} in a dataset of {ds.meta['env_id']!r}")
-    problems.extend(ds._raw_index().problems())
+    problems.extend(index.problems())
     return problems

@@ -25,7 +25,7 @@ EPILOGS = {
     ),
     "data": (
         "examples:\n  wm data info runs/tworoom.lance --json\n  wm data validate runs/tworoom.lance\n"
-        "  wm data compact runs/tworoom.lance\n  wm data preview runs/tworoom.lance --out runs/preview.gif --count 8\n"
+        "  wm data compact runs/tworoom.lance\n  wm data repair runs/tworoom.lance\n  wm data preview runs/tworoom.lance --out runs/preview.gif --count 8\n"
         "  wm data convert runs/tworoom.lance runs/tworoom.h5 --to hdf5\n"
         "  wm data convert runs/tworoom.lance runs/tworoom_lerobot --to lerobot --codec png --episodes 0-9\n"
         "  wm data convert runs/tworoom_lerobot runs/back.lance --to lance"
@@ -83,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="factor split sampled per episode (train, ood, ...); default: default factors")
     p.add_argument("--codec", default=None, choices=["raw", "jpeg", "png"], help="frame codec (default: raw up to 64x64, jpeg above)")
     p.add_argument("--resolution", type=int, default=64, help="rendered frame size in pixels")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first episode (episode i uses seed+i)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the first episode (episode i uses seed+i; default 0, or after the highest seed when appending)")
     p.add_argument("--mode", default="append", choices=["append", "overwrite", "error"], help="what to do if --out exists")
     p.add_argument("--workers", type=int, default=1, help="env worker processes (episodes are written in seed order either way)")
     p.add_argument("--severity", type=int, default=None, help="OOD severity 1..3 for an OOD --split")
@@ -99,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("validate", help="check a dataset; exit 0 only if it is sound")
     q.add_argument("path")
     q = dsub.add_parser("compact", help="merge fragments and drop old versions (crash-safe)")
+    q.add_argument("path")
+    q = dsub.add_parser("repair", help="drop duplicated or partial step rows, keep every whole episode (crash-safe)",
+                        description="Mend a dataset whose rows were committed twice or in part (validate: 'N step rows, "
+                                    "its length says M'): keeps every whole episode, drops the extra rows and episodes "
+                                    "that are not whole (listed). Exit 0 when the dataset is sound afterwards.")
     q.add_argument("path")
     q = dsub.add_parser("preview", help="write a video grid of episodes (.mp4 or .gif)")
     q.add_argument("path")
@@ -235,10 +241,37 @@ def _check_resolution(value: int, high: int = MAX_RESOLUTION) -> None:
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
+    """Ctrl-C / SIGTERM stop it cleanly: whole episodes are committed, one line on stderr, exit 130 / 143."""
+    from data.collect import CollectInterrupted
+    from data.interrupts import StopOnSignal
+
+    with StopOnSignal() as stop:
+        try:
+            return _collect(args)
+        except CollectInterrupted as e:
+            print(f"wm collect: interrupted by {e.signal}; {e.saved} episodes saved in {e.path} "
+                  f"({e.new} new), the dataset is sound", file=sys.stderr)
+        except BaseException:
+            if stop.fired is None:
+                raise
+            # stopped before the writer took the dataset (or inside a Lance call that wraps the interrupt)
+            print(f"wm collect: interrupted by {stop.fired}; no episode saved by this run", file=sys.stderr)
+        return 143 if stop.fired == "SIGTERM" else 130
+
+
+def _collect(args: argparse.Namespace) -> int:
     from data import collect
+    from data.collect import next_seed
 
     if args.episodes < 1:
         raise ValueError(f"--episodes={args.episodes}: expected a positive integer")
+    _check_resolution(args.resolution)
+    seed = args.seed
+    if seed is None and args.mode == "append":
+        seed = next_seed(args.out)
+        if seed:
+            print(f"wm collect: appending to {args.out}: episodes use seeds {seed}.. (after the highest seed on disk; "
+                  f"pass --seed to choose)", file=sys.stderr)
     result = collect(
         args.env,
         args.episodes,
@@ -246,7 +279,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         policy=args.policy,
         split=args.split,
         codec=args.codec,
-        seed=args.seed,
+        seed=seed or 0,
         mode=args.mode,
         progress=True,
         env_kwargs={"resolution": args.resolution},
@@ -270,6 +303,21 @@ def _cmd_data(args: argparse.Namespace) -> int:
             return 1
         print(f"OK: {args.path} is a sound dataset")
         return 0
+    if args.data_command == "repair":
+        from data import repair_dataset
+
+        result = repair_dataset(args.path)
+        if not result["changed"]:
+            print(f"OK: {args.path}: nothing to repair ({result['episodes']} whole episodes)")
+            return 0
+        for note in result["notes"]:
+            print(f"wm data repair: {note}", file=sys.stderr)
+        problems = validate_dataset(args.path)
+        for problem in problems:
+            print(f"INVALID: {problem}", file=sys.stderr)
+        print(f"{'REPAIRED' if not problems else 'STILL INVALID'}: {args.path}: {result['episodes']} whole episodes kept, "
+              f"{len(result['episodes_dropped'])} dropped (not whole)")
+        return 1 if problems else 0
     if args.data_command == "compact":
         from data import compact_dataset
 

@@ -25,6 +25,7 @@ from . import columns as C
 from .codecs import EncodedFrame, check_codec, default_codec, encode_frame
 from .dataset import EpisodeDataset, read_meta
 from .errors import DatasetError, SchemaMismatchError
+from .owned import dataset_not_ours
 from .interrupts import checkpoint, deferred_signals
 from .schema import (
     ACTION_DTYPES,
@@ -156,6 +157,10 @@ class EpisodeWriter:
                 return  # an empty directory: created at the first save
             if self.mode == "error":
                 raise DatasetError(f"{path}: a dataset already exists (mode='error'); use mode='append' to add to it or mode='overwrite' to replace it")
+            if self.mode == "overwrite":
+                why = dataset_not_ours(path)  # only a dataset this project wrote, nothing of the user's inside, is replaced
+                if why is not None:
+                    raise DatasetError(f"{path}: {why}; refusing to replace it (mode='overwrite' replaces only a dataset this project wrote)")
             self._lock_fd = _lock(path / C.LOCK_FILE)
             if self.mode == "overwrite":
                 self._replace_old = True

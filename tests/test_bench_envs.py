@@ -9,6 +9,7 @@ import cv2
 import pytest
 
 from benchmarks.envs import bench_env, markdown_table
+from benchmarks.stats import wilson_interval
 from envs.gallery import TILES, write_gallery
 from tests.test_cli import wm
 
@@ -54,7 +55,36 @@ def test_bench_experts_json_contract() -> None:
     out = json.loads(wm("bench", "experts", "--env", "wm/TwoRoom-v0", "--episodes", "3", "--json").stdout)
     r = out["wm/TwoRoom-v0"]
     assert set(r) == {"clean", "noisy"}
-    assert r["clean"]["episodes"] == 3 and 0 <= r["clean"]["success_rate"] <= 1
-    assert r["clean"]["successes"] == 3  # the clean TwoRoom expert always reaches its goal
+    clean, noisy = r["clean"], r["noisy"]
+    # the clean TwoRoom expert reaches its goal in every episode, well before the 100-step limit
+    assert clean["episodes"] == 3 and clean["successes"] == 3 and clean["success_rate"] == 1.0
+    assert clean["ci95"] == pytest.approx(list(wilson_interval(3, 3)))
+    assert 5 < clean["mean_steps"] < 100
+    # the noisy expert (collection's) is really noisy: same seeds, other trajectories
+    assert noisy["episodes"] == 3 and noisy["success_rate"] == noisy["successes"] / 3
+    assert noisy["mean_steps"] != clean["mean_steps"]
     proc = wm("bench", "experts", "--episodes", "0", check=False)
     assert proc.returncode == 2 and "--episodes=0" in proc.stderr
+
+
+def test_expert_success_counts_only_episodes_that_reach_the_goal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import envs
+    import numpy as np
+    from benchmarks.experts import expert_success
+
+    class StandStill:
+        """A policy that never moves: it can never reach the goal."""
+
+        def __init__(self, env) -> None:
+            self.shape = env.action_space.shape
+
+        def reset(self, seed: int | None = None) -> None:
+            pass
+
+        def __call__(self, obs, info) -> np.ndarray:
+            return np.zeros(self.shape, np.float32)
+
+    monkeypatch.setattr(envs, "make_policy", lambda name, env, noise=None: StandStill(env))
+    r = expert_success("wm/TwoRoom-v0", episodes=2)
+    assert r["successes"] == 0 and r["success_rate"] == 0.0
+    assert r["mean_steps"] == 100  # every episode ran to the time limit

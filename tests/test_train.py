@@ -148,9 +148,20 @@ def test_train_config_round_trip_and_errors():
         TrainConfig(val_fraction=1.0)
 
 
-def test_resolve_device():
+def test_resolve_device(monkeypatch):
     assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    # "auto" prefers CUDA, then MPS, then the CPU: pretend each is (not) there
+    for cuda, mps, expected in ((True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda mps=mps: mps)
+        assert resolve_device("auto") == torch.device(expected), (cuda, mps)
+        assert resolve_device(" AUTO ") == torch.device(expected)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="'mps' was requested but MPS is not available"):
+        resolve_device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("mps") == torch.device("mps")
+    monkeypatch.undo()
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         resolve_device("tpu")
     if not torch.cuda.is_available():

@@ -41,7 +41,9 @@ Formats, one module each (its docstring draws the layout)
 ======================  ==========  =====================================================
 
 Shared pieces: `episode.py` (`Episode`, `Source`, `make_episode`), `frames.py` (PNG/JPEG
-sniffing, MP4 through OpenCV), `output.py` (build beside, rename into place).
+sniffing, MP4 through OpenCV), `fields.py` (the names foreign layouts give each field),
+`output.py` (refuse what this project did not write, build beside, swap into place; the
+recognisers live beside each writer, the Lance one in `data/owned.py`).
 """
 
 from __future__ import annotations

@@ -474,10 +474,11 @@ class EpisodeWriter:
             steps = pa.concat_tables([p[0] for p in self._pending]) if len(self._pending) > 1 else self._pending[0][0]
             episodes = pa.concat_tables([p[1] for p in self._pending]) if len(self._pending) > 1 else self._pending[0][1]
             checkpoint("flush:start")
+            retry, self._retry = self._retry, True  # until the book-keeping below is done
             if self._meta is None:
                 self._create(steps, episodes)
             else:
-                self._append(steps, episodes)
+                self._append(steps, episodes, retry)
             checkpoint("flush:committed")
             self._committed += len(self._pending)
             self._pending = []
@@ -486,10 +487,10 @@ class EpisodeWriter:
         if self._uncompacted >= COMPACT_EVERY:
             self.compact()
 
-    def _append(self, steps: pa.Table, episodes: pa.Table) -> None:
+    def _append(self, steps: pa.Table, episodes: pa.Table, retry: bool) -> None:
         """Append one batch to an existing dataset: its step rows, then its episodes rows.
 
-        On a retry (`_retry`: an earlier attempt at this batch raised part-way) the tables
+        On a `retry` (an earlier attempt at this batch raised part-way) the tables
         are asked first which of the two commits already landed; each commit is atomic,
         so a batch's rows are either all there or all absent.
         """
@@ -497,7 +498,7 @@ class EpisodeWriter:
 
         steps_uri, episodes_uri = str(self.path / C.STEPS_TABLE), str(self.path / C.EPISODES_TABLE)
         write_steps = write_episodes = True
-        if self._retry:
+        if retry:
             ids = ", ".join(str(int(i)) for i in episodes.column(C.EPISODE_ID).to_pylist())
             where = f"{C.EPISODE_ID} IN ({ids})"
             steps_ds, episodes_ds = lance.dataset(steps_uri), lance.dataset(episodes_uri)
@@ -508,7 +509,6 @@ class EpisodeWriter:
             elif on_disk and write_episodes:  # cannot happen with atomic commits; never keep a partial batch
                 steps_ds.delete(where)
             self._tables = (None, None)
-        self._retry = True
         # passing the open datasets (not paths) saves re-reading the manifests: ~1.3 ms/commit
         steps_ds, episodes_ds = self._tables
         if write_steps:

@@ -620,3 +620,35 @@ def test_swm_nan_reward_past_the_first_row_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"episode 0: reward at step 2 is nan \(expected a finite number; only row 0 may be NaN"):
         convert(src, tmp_path / "ds.lance", "lance")
     assert not (tmp_path / "ds.lance").exists()
+
+
+@pytest.mark.parametrize("to", ["hdf5", "mp4"])
+def test_destination_appearing_while_converting_is_not_overwritten(to: str, png_ds: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import data.convert as dc
+
+    dst = tmp_path / f"out.{to}"
+    real_open = dc.open_source
+
+    def open_source(path, fmt=None):
+        source = real_open(path, fmt)
+        read = source.read
+
+        def read_and_interfere(ids):
+            for k, ep in enumerate(read(ids)):
+                if k == 1:  # someone writes DST half-way through the conversion
+                    if to == "hdf5":
+                        dst.write_text("a user's file")
+                    else:
+                        dst.mkdir()
+                        (dst / "notes.txt").write_text("a user's file")
+                yield ep
+
+        source.read = read_and_interfere
+        return source
+
+    monkeypatch.setattr(dc, "open_source", open_source)
+    with pytest.raises(ValueError, match="already exists \\(mode .error.\\)"):
+        convert(png_ds, dst, to)
+    assert (dst if to == "hdf5" else dst / "notes.txt").read_text() == "a user's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [dst.name]  # the half-built output is gone

@@ -78,9 +78,20 @@ def _fresh_sibling(dst: Path, tag: str, is_dir: bool) -> Path:
 def _move_into_place(tmp: Path, dst: Path, mode: str, recognise: Recogniser, is_dir: bool) -> None:
     if not (dst.exists() or dst.is_symlink()):
         if is_dir:
-            os.rename(tmp, dst)  # fails if a non-empty folder appeared meanwhile
+            try:
+                os.rename(tmp, dst)  # fails if a non-empty folder appeared meanwhile
+            except OSError as e:
+                raise ValueError(f"{dst}: appeared while converting; not overwritten ({e.strerror})") from None
         else:
-            os.link(tmp, dst)  # never clobbers a file that appeared meanwhile
+            try:
+                os.link(tmp, dst)  # never clobbers a file that appeared meanwhile
+            except FileExistsError:
+                raise ValueError(f"{dst}: appeared while converting; not overwritten") from None
+            except OSError:  # a file system without hard links: check, then rename
+                if dst.exists() or dst.is_symlink():
+                    raise ValueError(f"{dst}: appeared while converting; not overwritten") from None
+                os.rename(tmp, dst)
+                return
             os.unlink(tmp)
         return
     check_destination(dst, mode, recognise, is_dir)  # again: DST may have changed while converting

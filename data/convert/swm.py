@@ -199,7 +199,7 @@ def align_steps(action: np.ndarray, reward: np.ndarray | None, where: str) -> tu
     """
     n = len(action)
     finite = np.isfinite(action.astype(np.float64))
-    notes = []
+    notes: list[str] = []
     if n > 0 and not finite[-1].any():
         action, finite = action[:-1], finite[:-1]  # no action at the last observation
         notes.append(REALIGNED_ACTION)

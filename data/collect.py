@@ -168,12 +168,11 @@ def collect(
             rows = _write_episodes(writer, job, episodes, workers, start_method, split, bar)
         bar.close()
     except BaseException as e:
-        if not isinstance(e, KeyboardInterrupt):
-            bar.close()
-            raise
         if not bar.is_tty:
-            bar.enabled = False  # no final progress line: the caller reports the interruption in one line
+            bar.enabled = False  # no final progress line: the caller reports the error or interruption in one line
         bar.close()
+        if not isinstance(e, KeyboardInterrupt):
+            raise
         saved = 0 if writer is None else writer.committed_episodes
         new = 0 if before is None else saved - before
         name = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"

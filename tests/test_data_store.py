@@ -711,3 +711,62 @@ def test_extra_cameras_may_arrive_encoded(tmp_path):
             w.add_step(np.zeros((4, 4, 3), np.uint8), np.zeros(2), None, extras={"side": EncodedFrame.encode(cam, "png")})
     ep = open_dataset(tmp_path / "ds").load_episode(0)
     np.testing.assert_array_equal(ep["side"][0], decode_frame(enc.data, "jpeg", cam.shape))  # the same bytes, no re-encode
+
+
+# -- bad input through the command line ------------------------------------------------------
+
+
+def _main(capsys, *argv: str) -> tuple[int, str, str]:
+    from worldmodel.cli import main
+
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--env", "CartPole-v1"], "unknown environment id 'CartPole-v1'; registered ids: ['wm/Cube-v0'"),
+    (["--resolution", "100000"], "--resolution=100000: expected an integer in [8, 1024]"),
+    (["--seed", "-1"], "seed=-1: expected an integer in [0, 9223372036854775806]"),
+    (["--seed", "99999999999999999999"], "seed=99999999999999999999: expected an integer in [0, 9223372036854775806]"),
+])
+def test_collect_rejects_bad_values_naming_them(tmp_path, capsys, argv, message):
+    base = {"--env": "wm/TwoRoom-v0", "--episodes": "2", "--out": str(tmp_path / "ds"), "--resolution": "16"}
+    base.update(dict(zip(argv[::2], argv[1::2])))
+    rc, out, err = _main(capsys, "collect", *[x for kv in base.items() for x in kv])
+    assert rc == 2 and err.startswith("wm collect: error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_collect_refuses_an_out_under_a_file(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    for out in (tmp_path / "notes.txt" / "ds.lance", tmp_path / "notes.txt"):
+        rc, _, err = _main(capsys, "collect", "--env", "wm/TwoRoom-v0", "--episodes", "1", "--out", str(out), "--resolution", "16")
+        assert rc == 2 and err.count("\n") == 1 and "notes.txt" in err and ("is a file, not a folder" in err or "not a directory" in err), err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_append_continues_after_the_highest_seed_unless_seed_is_given(tmp_path, capsys):
+    path = str(tmp_path / "ds")
+    args = ("collect", "--env", "wm/TwoRoom-v0", "--episodes", "2", "--out", path, "--resolution", "16")
+    assert _main(capsys, *args)[0] == 0
+    rc, _, err = _main(capsys, *args)
+    assert rc == 0 and "appending to" in err and "seeds 2.." in err
+    assert [e[C.SEED] for e in open_dataset(path).episodes()] == [0, 1, 2, 3]
+    rc, _, err = _main(capsys, *args, "--seed", "1")  # an explicit seed is the user's choice, repeats included
+    assert rc == 0 and "appending" not in err
+    assert [e[C.SEED] for e in open_dataset(path).episodes()] == [0, 1, 2, 3, 1, 2]
+
+
+def test_a_truncated_data_file_is_named_by_info_validate_and_train(tmp_path, capsys):
+    path = tmp_path / "ds"
+    write_episodes(path, [3, 4], hw=(16, 16))
+    files = sorted((path / C.STEPS_TABLE / "data").glob("*.lance"))
+    with open(files[0], "r+b") as f:
+        f.truncate(files[0].stat().st_size // 2)
+    rc, out, err = _main(capsys, "data", "validate", str(path))
+    assert rc == 1 and "Traceback" not in err
+    assert any(line.startswith("INVALID: steps.lance: data file data/") and "truncated" in line for line in err.splitlines()), err
+    for argv in (["data", "info", str(path)], ["train", "--data", str(path), "--out", str(tmp_path / "ck"), "--steps", "1"]):
+        rc, out, err = _main(capsys, *argv)
+        assert rc == 2 and f"{path}: cannot read the dataset: steps.lance: data file data/" in err and "External error" not in err, err

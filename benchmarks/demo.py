@@ -101,11 +101,14 @@ def run_demo(out: str | Path, device: str = "auto", quick: bool = False, seed: i
     train_path, heldout_path = out / "data" / "train.lance", out / "data" / "heldout.lance"
     log(f"stage 1/3, collect: {cfg.expert_episodes} expert + {cfg.random_episodes} random training episodes "
         f"and {cfg.heldout_episodes} held-out ones of {ENV_ID}")
-    collect(ENV_ID, cfg.expert_episodes, train_path, policy="expert", seed=seed, mode="error", progress=True)
+    # The demo's recipe was measured on episodes that end at success (`stop_on_success`,
+    # collect's behaviour before fixed-length episodes became the default); it keeps them.
+    collect(ENV_ID, cfg.expert_episodes, train_path, policy="expert", seed=seed, mode="error", progress=True,
+            stop_on_success=True)
     collect(ENV_ID, cfg.random_episodes, train_path, policy="random", seed=seed + cfg.expert_episodes, mode="append",
-            progress=True)
+            progress=True, stop_on_success=True)
     collect(ENV_ID, cfg.heldout_episodes, heldout_path, policy="expert", seed=seed + HELDOUT_SEED_OFFSET, mode="error",
-            progress=True)
+            progress=True, stop_on_success=True)
     timings["collect_seconds"] = time.perf_counter() - t0
     log(
         f"collected {cfg.expert_episodes} expert + {cfg.random_episodes} random training episodes and "
@@ -143,6 +146,7 @@ def run_demo(out: str | Path, device: str = "auto", quick: bool = False, seed: i
         device=str(torch_device),
         video=True,
         log=log,
+        progress=True,
     )
     timings["eval_seconds"] = time.perf_counter() - t0
     timings["total_seconds"] = sum(timings.values())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from benchmarks.protocol import PlanningProtocol, StartGoalPair, sample_pairs
+from benchmarks.protocol import PlanningProtocol, StartGoalPair, pair_candidates, sample_pairs
 from benchmarks.stats import wilson_interval
 
 # An action source for B environments: (obs (B,H,W,3) uint8, goal (B,H,W,3) uint8) -> (B, A) float32.
@@ -61,6 +62,7 @@ def run_episodes(
     act: ActFn,
     budget: int,
     record: int | None = None,
+    progress: str | None = None,
 ) -> tuple[list[EpisodeOutcome], list[np.ndarray]]:
     """Run ``act`` on B environments at once, each from its start towards its goal.
 
@@ -70,6 +72,9 @@ def run_episodes(
         act: the action source, called once per env step for all B envs.
         budget: maximum env steps per episode.
         record: index of an env whose frames are returned (side by side with its goal).
+        progress: label of a progress bar over the ``budget`` steps on stderr (a tqdm bar
+            on a terminal, else a line at least every 15 s, also while one slow ``act``
+            call plans); None: silent.
 
     Returns:
         (outcomes, frames): one outcome per env; frames ``(H, 2W, 3)`` uint8 if ``record``.
@@ -92,29 +97,71 @@ def run_episodes(
     frames: list[np.ndarray] = []
     if record is not None:
         frames.append(np.concatenate([obs_b[record], goal_b[record]], axis=1))
-    for _ in range(budget):
-        if done.all():
-            break
-        t0 = time.perf_counter()
-        actions = np.asarray(act(obs_b, goal_b), np.float32)
-        plan_seconds += time.perf_counter() - t0
-        for i, env in enumerate(envs):
-            if done[i]:
-                continue
-            o, _, terminated, truncated, info = env.step(actions[i])
-            obs_b[i] = o
-            steps[i] += 1
-            distance[i] = info["goal_distance"]
-            if info["success"]:
-                success[i] = True
-            done[i] = success[i] or terminated or truncated
-        if record is not None:
-            frames.append(np.concatenate([obs_b[record], goal_b[record]], axis=1))
+    with _Heartbeat(budget, progress) as bar:
+        for _ in range(budget):
+            if done.all():
+                break
+            t0 = time.perf_counter()
+            actions = np.asarray(act(obs_b, goal_b), np.float32)
+            plan_seconds += time.perf_counter() - t0
+            _step_all(envs, actions, obs_b, done, success, steps, distance)
+            bar.update(1, successes=f"{int(success.sum())}/{B}", running=int((~done).sum()))
+            if record is not None:
+                frames.append(np.concatenate([obs_b[record], goal_b[record]], axis=1))
     outcomes = [
         EpisodeOutcome(bool(success[i]), int(steps[i]), float(distance[i]), plan_seconds / B)
         for i in range(B)
     ]
     return outcomes, frames
+
+
+def _step_all(envs: list, actions: np.ndarray, obs_b: np.ndarray, done: np.ndarray, success: np.ndarray,
+              steps: np.ndarray, distance: np.ndarray) -> None:
+    """Step every env not yet done with its action (B, A), updating the (B,) arrays in place."""
+    for i, env in enumerate(envs):
+        if done[i]:
+            continue
+        o, _, terminated, truncated, info = env.step(actions[i])
+        obs_b[i] = o
+        steps[i] += 1
+        distance[i] = info["goal_distance"]
+        if info["success"]:
+            success[i] = True
+        done[i] = success[i] or terminated or truncated
+
+
+class _Heartbeat:
+    """A `ProgressBar` (None label: silent) that also prints from a thread while no update
+    comes, so a long planning call still shows a line every ``interval`` seconds."""
+
+    def __init__(self, total: int, desc: str | None) -> None:
+        from worldmodel.progress import ProgressBar
+
+        self.bar = ProgressBar(total, desc=desc or "", unit="steps", enabled=desc is not None)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        if desc is not None and not self.bar.is_tty:
+            self._thread = threading.Thread(target=self._beat, daemon=True)
+            self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(min(self.bar.interval / 3, 5.0)):
+            with self._lock:
+                self.bar.update(0)  # prints only if no line came for `interval` seconds
+
+    def update(self, n: int, **postfix) -> None:
+        with self._lock:
+            self.bar.update(n, **postfix)
+
+    def __enter__(self) -> "_Heartbeat":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.bar.close()
 
 
 def random_policy(action_space, batch_size: int, seed: int) -> ActFn:
@@ -170,6 +217,8 @@ def evaluate_planning(
     device: str = "cpu",
     video: bool = True,
     log: Callable[[str], None] | None = None,
+    trained_on: dict | None = None,
+    progress: bool = False,
 ) -> dict:
     """Evaluate planning success of ``model`` on ``dataset``'s episodes, with a random baseline.
 
@@ -182,9 +231,13 @@ def evaluate_planning(
         device: torch device for planning.
         video: write an MP4 of the first planned episode (agent | goal).
         log: optional callable for progress lines.
+        trained_on: what the checkpoint records about its training data (`checkpoint_data`);
+            given, a checkpoint of another env is refused by name (`check_trained_on`).
+        progress: progress bars on stderr while the planner and the baseline run.
 
     Returns:
-        the summary dict (also written to ``summary.json``).
+        the summary dict (also written to ``summary.json``), with ``distinct_pairs`` (the
+        pairs the dataset can give) and ``notes`` (what could not be checked).
     """
     import envs
 
@@ -193,29 +246,40 @@ def evaluate_planning(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     env_id = dataset.meta["env_id"]
+    notes = [] if trained_on is None else check_trained_on(trained_on, dataset)
+    for note in notes:
+        if log:
+            log(f"note: {note}")
     resolution = int(dataset.meta["image_shape"][0])
     if resolution != model.config.image_size:
         raise ValueError(
-            f"dataset frames are {resolution}x{resolution} but the model expects "
-            f"image_size={model.config.image_size}"
+            f"{dataset.path} has {resolution}x{resolution} frames ({env_id}) but the model expects "
+            f"image_size={model.config.image_size}: it was trained on other data (another env or resolution)"
         )
-    env_list = [envs.make(env_id, resolution=resolution) for _ in range(protocol.episodes)]
-    if env_list[0].action_space.shape[0] != model.config.action_dim:
+    probe = envs.make(env_id, resolution=resolution)
+    if probe.action_space.shape[0] != model.config.action_dim:
         raise ValueError(
-            f"{env_id} has action_dim={env_list[0].action_space.shape[0]} but the model "
-            f"expects action_dim={model.config.action_dim}"
+            f"{env_id} has action_dim={probe.action_space.shape[0]} but the model "
+            f"expects action_dim={model.config.action_dim}: it was trained on another environment's data"
         )
-    pairs = sample_pairs(dataset, protocol, env_list[0])
+    distinct = sum(n for _, n in pair_candidates(dataset, protocol))
+    pairs = sample_pairs(dataset, protocol, probe)
+    env_list = [probe] + [envs.make(env_id, resolution=resolution) for _ in range(len(pairs) - 1)]
+    if log:
+        log(f"{len(pairs)} start/goal pairs (of {distinct} distinct ones in {dataset.path}), budget {protocol.budget} steps")
 
     policy = build_mpc(model, planner_cfg, env_list[0].action_space, device)
     policy.reset(len(pairs))
     t0 = time.perf_counter()
-    planned, frames = run_episodes(env_list, pairs, policy.act, protocol.budget, record=0 if video else None)
+    planned, frames = run_episodes(
+        env_list, pairs, policy.act, protocol.budget, record=0 if video else None, progress="eval planner" if progress else None
+    )
     planner_seconds = time.perf_counter() - t0
     if log:
         log(f"planner: {sum(o.success for o in planned)}/{len(planned)} successes in {planner_seconds:.1f}s")
     baseline, _ = run_episodes(
-        env_list, pairs, random_policy(env_list[0].action_space, len(pairs), protocol.seed), protocol.budget
+        env_list, pairs, random_policy(env_list[0].action_space, len(pairs), protocol.seed), protocol.budget,
+        progress="eval random" if progress else None,
     )
     if log:
         log(f"random baseline: {sum(o.success for o in baseline)}/{len(baseline)} successes")
@@ -250,6 +314,7 @@ def evaluate_planning(
     summary = {
         "env_id": env_id,
         "episodes": len(pairs),
+        "distinct_pairs": distinct,
         **_rates("", planned),
         **_rates("baseline_", baseline),
         "planner_seconds_total": planner_seconds,
@@ -258,6 +323,8 @@ def evaluate_planning(
         "protocol": protocol.to_dict(),
         "planner": planner_cfg.to_dict(),
         "dataset": str(dataset.path),
+        "trained_on": trained_on,
+        "notes": notes,
     }
     summary["success_ratio_vs_baseline"] = (
         summary["success_rate"] / summary["baseline_success_rate"]
@@ -266,6 +333,48 @@ def evaluate_planning(
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def checkpoint_data(ckpt_dir: str | Path) -> dict:
+    """What a checkpoint says about its training data: its recorded ``dataset`` identity
+    (`worldmodel.checkpoint.dataset_identity`), else (older checkpoints) the identity of the
+    dataset its ``train_config.data`` names, when still readable, marked ``"source":
+    "train_config"``; ``{}`` when neither is known."""
+    from worldmodel.checkpoint import dataset_identity, load_extra
+
+    extra = load_extra(ckpt_dir)
+    if isinstance(extra.get("dataset"), dict) and extra["dataset"].get("env_id"):
+        return {**extra["dataset"], "source": "checkpoint"}
+    path = (extra.get("train_config") or {}).get("data")
+    found = dataset_identity(path)
+    return {**found, "source": "train_config"} if found and found.get("env_id") else {}
+
+
+def check_trained_on(trained_on: dict, dataset) -> list[str]:
+    """Refuse a checkpoint trained on another env's data, by name; notes on what could not be compared.
+
+    Args:
+        trained_on: `checkpoint_data` of the checkpoint (``{}``: unknown).
+        dataset: the opened evaluation dataset.
+
+    Raises:
+        ValueError: the training data's env id differs from the dataset's.
+    """
+    env_id = dataset.meta.get("env_id")
+    trained_env = trained_on.get("env_id")
+    if not trained_env:
+        return [
+            "the checkpoint does not record the env it was trained on (an older checkpoint) and its training "
+            f"dataset is not readable: only frame size and action size were compared with {env_id}'s"
+        ]
+    if trained_env != env_id:
+        raise ValueError(
+            f"the checkpoint was trained on {trained_env} data ({trained_on.get('path')}) but {dataset.path} holds "
+            f"{env_id} episodes: evaluate it on held-out {trained_env} data"
+        )
+    if trained_on.get("source") == "train_config":
+        return [f"the checkpoint does not record its env; {trained_env} was read from its training dataset {trained_on.get('path')}"]
+    return []
 
 
 def _rates(prefix: str, outcomes: list[EpisodeOutcome]) -> dict:

@@ -197,6 +197,33 @@ def _check_dir(directory: str | os.PathLike) -> Path:
     return path
 
 
+def load_extra(directory: str | os.PathLike) -> dict:
+    """The ``extra`` metadata stored in ``directory/config.json`` (``{}`` if there is none).
+
+    Training stores ``train_config`` and, since it was added, ``dataset`` (see
+    `dataset_identity`): what ``wm eval`` compares with the evaluation data.
+    """
+    path = _check_dir(directory)
+    cfg = _read_json(path / CONFIG_FILE)
+    extra = cfg.get("extra") if isinstance(cfg, dict) else None
+    return extra if isinstance(extra, dict) else {}
+
+
+def dataset_identity(path: str | os.PathLike | None) -> dict | None:
+    """What a checkpoint records about its training dataset: ``{"path", "env_id", "state_dim",
+    "action_dim", "image_shape"}`` from the dataset's ``meta.json``, or None (no path, or no
+    readable dataset there)."""
+    if not path:
+        return None
+    from data.dataset import read_meta  # lazy: the data layer pulls in Lance
+
+    try:
+        meta = read_meta(path)
+    except (OSError, ValueError):
+        return None
+    return {"path": str(path), **{k: meta.get(k) for k in ("env_id", "state_dim", "action_dim", "image_shape")}}
+
+
 def load_config(directory: str | os.PathLike) -> ModelConfig:
     """Read the ``ModelConfig`` stored in ``directory/config.json``."""
     path = _check_dir(directory)

@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", type=float, default=None, help="expert action-noise std (default: the policy's)")
     p.add_argument("--commit-every", type=int, default=1,
                    help="whole episodes per Lance commit (default 1; larger is faster, a crash loses the uncommitted ones)")
+    p.add_argument("--stop-on-success", action="store_true",
+                   help="end each episode at its first success (default: run on to the env's time limit, a fixed "
+                        "length; the first success step is recorded either way)")
 
     p = add("data", "inspect Lance datasets")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
@@ -287,6 +290,7 @@ def _collect(args: argparse.Namespace) -> int:
         severity=args.severity,
         noise=args.noise,
         commit_every=args.commit_every,
+        stop_on_success=args.stop_on_success,
     )
     print(json.dumps(result))
     return 0
@@ -373,7 +377,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from benchmarks.planning import PlannerConfig, evaluate_planning
+    from benchmarks.planning import PlannerConfig, checkpoint_data, evaluate_planning
     from benchmarks.protocol import PlanningProtocol
     from data import open_dataset
     from worldmodel.checkpoint import load_checkpoint
@@ -394,6 +398,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         device=str(device),
         video=args.video,
         log=lambda line: print(line, file=sys.stderr),
+        trained_on=checkpoint_data(args.ckpt),  # a checkpoint of another env is refused by name
+        progress=True,
     )
     print(json.dumps(summary, indent=2))
     return 0

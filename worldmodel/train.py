@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from worldmodel.checkpoint import (
+    dataset_identity,
     has_train_state,
     load_config,
     load_model_weights,
@@ -252,6 +253,7 @@ def train(
 
     out.mkdir(parents=True, exist_ok=True)
     resolved = {**train_cfg.to_dict(), "device": str(device)}
+    trained_on = dataset_identity(train_cfg.data)  # env id etc., checked by `wm eval`
     (out / "train_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
     logger = JsonlLogger(out / "metrics.jsonl")
     bar = ProgressBar(train_cfg.steps, desc="train", initial=start_step, enabled=train_cfg.progress)
@@ -296,7 +298,7 @@ def train(
         nonlocal saved_step
         check_finite(weights=True)  # a NaN step is never saved over a good checkpoint
         save_checkpoint(out, model, train_state={"last": last}, optimizer=optimizer, step=step,
-                        extra={"train_config": resolved})
+                        extra={"train_config": resolved, "dataset": trained_on})
         saved_step = step
 
     try:

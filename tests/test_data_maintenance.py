@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import lance
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ import data
 from data import columns as C
 from data import compact_dataset, open_dataset, validate_dataset
 from data.writer import EpisodeWriter
-from tests.test_cli import wm
+from tests.test_cli import REPO, wm
 
 
 def fragmented(path: Path, episodes: int, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,24 +45,50 @@ def test_compact_merges_fragments_and_keeps_every_episode(tmp_path: Path, monkey
         compact_dataset(path)  # never under an open writer
 
 
+COMPACT_CHILD = """
+import sys
+sys.path.insert(0, {repo!r})
+import data.writer as writer
+
+real = writer.merge_fragments
+
+def traced(table, target_rows):
+    print("compaction started", table.uri, flush=True)
+    changed = real(table, target_rows)
+    print("compaction committed", table.uri, flush=True)
+    return changed
+
+writer.merge_fragments = traced
+writer.compact_dataset({path!r})
+"""
+
+
 def test_sigkill_during_compaction_leaves_a_sound_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "ds"
-    fragmented(path, 40, monkeypatch)
-    before = snapshot(path)
-    t0 = time.perf_counter()
-    wm("data", "compact", str(tmp_path / "probe_does_not_exist"), check=False)
-    startup = time.perf_counter() - t0  # interpreter + imports, before any compaction work
-    for delay in (0.5 * startup, 0.9 * startup, startup, 1.1 * startup, 1.3 * startup, 1.6 * startup):
-        fragmented_again = open_dataset(path).info()["fragments"]
-        proc = subprocess.Popen([sys.executable, "-m", "worldmodel", "data", "compact", str(path)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        assert validate_dataset(path) == [], f"after a kill at {delay:.2f}s ({fragmented_again} fragments before)"
-        assert snapshot(path) == before
-    compact_dataset(path)
-    assert snapshot(path) == before and open_dataset(path).info()["fragments"] == 1
+    pristine = tmp_path / "pristine"
+    fragmented(pristine, 40, monkeypatch)
+    before = snapshot(pristine)
+    landed = []  # delays whose kill hit the steps compaction after it started and before its commit
+    for delay in (0.0, 0.004, 0.015, 0.04, 0.25):  # the last one after the steps commit
+        path = tmp_path / f"ds{delay}"
+        shutil.copytree(pristine, path)
+        child = COMPACT_CHILD.format(repo=str(REPO), path=str(path))
+        proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            first = proc.stdout.readline()  # blocks until the steps table's compaction starts
+            assert first.startswith("compaction started") and C.STEPS_TABLE in first, first
+            time.sleep(delay)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            rest = proc.stdout.read()
+            proc.wait(timeout=30)
+        steps_fragments = len(lance.dataset(str(path / C.STEPS_TABLE)).get_fragments())
+        if "compaction committed" not in rest and steps_fragments == 40:
+            landed.append(delay)  # killed mid-compaction: nothing committed
+        assert validate_dataset(path) == [], f"after a kill {delay}s into compaction"
+        assert snapshot(path) == before, f"after a kill {delay}s into compaction"
+        compact_dataset(path)  # and a later compaction finishes the job
+        assert snapshot(path) == before and open_dataset(path).info()["fragments"] == 1
+    assert landed, "no kill landed between the start of a compaction and its commit: the test proved nothing"
 
 
 def test_info_summarises_factors_per_split(tmp_path: Path) -> None:

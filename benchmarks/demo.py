@@ -31,6 +31,10 @@ from benchmarks.protocol import PlanningProtocol
 from worldmodel.progress import LINE_INTERVAL
 
 ENV_ID = "wm/TwoRoom-v0"
+DEMO_MARKER, DEMO_FORMAT = "demo.json", "worldmodel-demo"
+#: everything ``run_demo`` writes at the top of its folder; a folder holding anything else is not replaced
+DEMO_ENTRIES = (DEMO_MARKER, "data", "ckpt", "eval", "summary.json", "report.md",
+                "planned_episode.mp4", "planned_episode.png")
 HELDOUT_SEED_OFFSET = 1_000_000  # held-out episodes never share a seed with training ones
 
 
@@ -89,9 +93,9 @@ def run_demo(out: str | Path, device: str = "auto", quick: bool = False, seed: i
     cfg.protocol.seed = seed
     cfg.planner.seed = seed
     out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
+    _clear_demo_folder(out)
     out.mkdir(parents=True)
+    (out / DEMO_MARKER).write_text(json.dumps({"format": DEMO_FORMAT}) + "\n")
     timings: dict[str, float] = {}
 
     def log(line: str) -> None:
@@ -236,3 +240,39 @@ total {t['total_seconds']:.0f}s.
 
 Video: `planned_episode.mp4` (left: agent, right: goal image).
 """
+
+
+def demo_folder_not_ours(path: Path) -> str | None:
+    """None if `path` is a folder an earlier ``wm demo`` wrote (its ``demo.json`` marker, or
+    for runs made before the marker existed a ``summary.json`` with success rates, and
+    nothing but the demo's own entries); else the reason it is not."""
+    from data.owned import describe_foreign, foreign_entries, json_marker
+
+    if path.is_symlink() or not path.is_dir():
+        return "not a folder" if not path.is_symlink() else "a symbolic link"
+    extra = foreign_entries(path, DEMO_ENTRIES)
+    if extra:
+        return f"a folder holding files the demo did not write ({describe_foreign(extra)})"
+    if json_marker(path / DEMO_MARKER) == DEMO_FORMAT or json_marker(path / "summary.json", "success_rate") is not None:
+        return None
+    return f"not a demo folder (no {DEMO_MARKER})"
+
+
+def _clear_demo_folder(out: Path) -> None:
+    """Remove an earlier demo run at `out`; refuse (ValueError) anything the demo did not
+    write. A missing or empty folder is fine."""
+    from data.owned import file_in_the_way
+
+    blocker = file_in_the_way(out)
+    if blocker is not None:
+        raise ValueError(f"--out {out}: {blocker} is a file, so no folder can be made under it")
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+        out.rmdir()
+        return
+    why = demo_folder_not_ours(out)
+    if why is not None:
+        raise ValueError(f"--out {out}: {why}; refusing to delete it (wm demo replaces only a folder an earlier "
+                         "demo wrote: choose another --out, or move it away yourself)")
+    shutil.rmtree(out)

@@ -63,29 +63,44 @@ writer.compact_dataset({path!r})
 """
 
 
+def _compact_in_child(path: Path, kill_after: float | None) -> tuple[float, str]:
+    """Run `compact_dataset(path)` in a child; SIGKILL it `kill_after` seconds after it
+    reports the steps compaction started (None: let it finish). Returns the seconds from
+    that start marker to its commit marker (inf if never seen) and the child's output."""
+    child = COMPACT_CHILD.format(repo=str(REPO), path=str(path))
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = proc.stdout.readline()  # blocks until the steps table's compaction starts
+        t0 = time.perf_counter()
+        assert first.startswith("compaction started") and C.STEPS_TABLE in first, first
+        if kill_after is None:
+            second = proc.stdout.readline()
+            return (time.perf_counter() - t0 if second.startswith("compaction committed") else float("inf")), first + second
+        time.sleep(kill_after)
+    finally:
+        if kill_after is not None:
+            proc.send_signal(signal.SIGKILL)
+        rest = proc.stdout.read()
+        proc.wait(timeout=30)
+    return float("inf"), first + rest
+
+
 def test_sigkill_during_compaction_leaves_a_sound_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pristine = tmp_path / "pristine"
     fragmented(pristine, 40, monkeypatch)
     before = snapshot(pristine)
-    landed = []  # delays whose kill hit the steps compaction after it started and before its commit
-    for delay in (0.0, 0.004, 0.015, 0.04, 0.25):  # the last one after the steps commit
-        path = tmp_path / f"ds{delay}"
+    shutil.copytree(pristine, tmp_path / "probe")
+    duration, _ = _compact_in_child(tmp_path / "probe", None)  # start marker -> commit marker, unkilled
+    assert duration < float("inf")
+    landed = []  # kills that hit the steps compaction after it started and before its commit
+    for fraction in (0.0, 0.2, 0.4, 0.6, 0.8, 0.95, 2.0):  # the last one after the steps commit
+        path = tmp_path / f"ds{fraction}"
         shutil.copytree(pristine, path)
-        child = COMPACT_CHILD.format(repo=str(REPO), path=str(path))
-        proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            first = proc.stdout.readline()  # blocks until the steps table's compaction starts
-            assert first.startswith("compaction started") and C.STEPS_TABLE in first, first
-            time.sleep(delay)
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            rest = proc.stdout.read()
-            proc.wait(timeout=30)
-        steps_fragments = len(lance.dataset(str(path / C.STEPS_TABLE)).get_fragments())
-        if "compaction committed" not in rest and steps_fragments == 40:
-            landed.append(delay)  # killed mid-compaction: nothing committed
-        assert validate_dataset(path) == [], f"after a kill {delay}s into compaction"
-        assert snapshot(path) == before, f"after a kill {delay}s into compaction"
+        _, output = _compact_in_child(path, fraction * duration)
+        if "compaction committed" not in output and len(lance.dataset(str(path / C.STEPS_TABLE)).get_fragments()) == 40:
+            landed.append(fraction)  # killed mid-compaction: nothing committed
+        assert validate_dataset(path) == [], f"after a kill {fraction:.0%} into a compaction of {duration:.3f}s"
+        assert snapshot(path) == before, f"after a kill {fraction:.0%} into a compaction of {duration:.3f}s"
         compact_dataset(path)  # and a later compaction finishes the job
         assert snapshot(path) == before and open_dataset(path).info()["fragments"] == 1
     assert landed, "no kill landed between the start of a compaction and its commit: the test proved nothing"

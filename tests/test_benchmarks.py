@@ -50,3 +50,45 @@ def test_sample_pairs_uses_goal_offset_and_rejects_solved_starts(tmp_path) -> No
     # Same seed, same pairs.
     again = sample_pairs(ds, proto, env)
     assert [(p.episode_id, p.start_step) for p in again] == [(p.episode_id, p.start_step) for p in pairs]
+
+
+def test_sample_pairs_are_distinct_and_refused_beyond_what_the_data_has(tmp_path) -> None:
+    import envs
+    from benchmarks.protocol import pair_candidates, sample_pairs
+    from data import EpisodeWriter, collect, open_dataset
+
+    collect("wm/TwoRoom-v0", 2, tmp_path / "d.lance", resolution=16, max_steps=8)  # 9 rows: starts 0..3 at offset 5
+    ds = open_dataset(tmp_path / "d.lance")
+    env = envs.make("wm/TwoRoom-v0", resolution=16)
+    proto = PlanningProtocol(offset=5, episodes=8, seed=0)
+    assert sum(n for _, n in pair_candidates(ds, proto)) == 8
+    pairs = sample_pairs(ds, proto, env)
+    assert sorted((p.episode_id, p.start_step) for p in pairs) == [(e, t) for e in (0, 1) for t in range(4)]
+    with pytest.raises(ValueError, match=r"episodes=9 is more than the 8 distinct start/goal pairs .*--episodes 8 or fewer"):
+        sample_pairs(ds, PlanningProtocol(offset=5, episodes=9), env)
+
+    # an agent that never moves: every start is at its goal, so every pair is rejected
+    still = tmp_path / "still.lance"
+    with EpisodeWriter(still, codec="raw", env_id="wm/TwoRoom-v0", action_dim=2) as w:
+        for t in range(9):
+            w.add_step(np.zeros((16, 16, 3), np.uint8), np.array([0.25, 0.5]), None if t == 8 else np.zeros(2, np.float32))
+        w.save_episode(seed=0, factors=envs.factor_space("wm/TwoRoom-v0").defaults(), policy="none", success_step=0)
+    with pytest.raises(ValueError, match=r"no episode .* longer than offset=5 steps before its first success"):
+        sample_pairs(open_dataset(still), PlanningProtocol(offset=5, episodes=1), env)
+
+
+def test_sample_pairs_rejects_starts_at_the_goal_until_none_are_left(tmp_path) -> None:
+    import envs
+    from benchmarks.protocol import sample_pairs
+    from data import EpisodeWriter, open_dataset
+
+    path = tmp_path / "still.lance"
+    with EpisodeWriter(path, codec="raw", env_id="wm/TwoRoom-v0", action_dim=2) as w:
+        for t in range(9):
+            w.add_step(np.zeros((16, 16, 3), np.uint8), np.array([0.25, 0.5]), None if t == 8 else np.zeros(2, np.float32))
+        w.save_episode(seed=0, factors=envs.factor_space("wm/TwoRoom-v0").defaults(), policy="none")  # success not recorded
+    env = envs.make("wm/TwoRoom-v0", resolution=16)
+    with pytest.raises(ValueError, match=r"could only draw 0 of 2 .*4 of its 4 distinct pairs start already within the success radius"):
+        sample_pairs(open_dataset(path), PlanningProtocol(offset=5, episodes=2), env)
+    with pytest.raises(ValueError, match=r"states of size 2 .*PushT-v0 has states of size 10: the data comes from another environment"):
+        sample_pairs(open_dataset(path), PlanningProtocol(offset=5, episodes=2), envs.make("wm/PushT-v0", resolution=16))

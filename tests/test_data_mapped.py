@@ -164,3 +164,47 @@ def test_reader_follows_the_dataset_after_a_writer_compacts_it(tmp_path, mmap):
     write_episodes(path, [3], codec="raw", hw=HW, seed=9, mode="overwrite")
     with pytest.raises(DatasetError, match="no longer holds the same episodes"):
         wd.__getitems__([0])
+
+
+def _pinned_lance() -> str:
+    import tomllib
+
+    from tests.test_data_store import REPO
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    return next(d for d in deps if d.replace(" ", "").startswith("pylance"))
+
+
+@pytest.mark.parametrize("hw", [(10, 10), (16, 16), (64, 64)])
+def test_datasets_this_project_writes_are_read_through_the_maps(tmp_path, hw, caplog):
+    """With the pinned Lance, raw frames of 10x10 and larger (8x8 and 9x9 frames go to
+    Lance's mini-block layout and are read with take) must map: fresh (one fragment per
+    episode), appended, compacted and collected datasets. A quiet fallback to take would
+    lose the 5-10x window throughput `benchmarks/RESULTS.md` reports; this says why instead."""
+    import logging
+
+    import lance
+    from packaging.requirements import Requirement
+
+    from data import collect, compact_dataset
+
+    pin = Requirement(_pinned_lance())
+    assert lance.__version__ in pin.specifier, (
+        f"installed pylance {lance.__version__} is outside the pin {pin} in pyproject.toml: the page layouts "
+        f"data/mapped.py recognises were verified on the pinned range only (re-verify, then move the pin)"
+    )
+    caplog.set_level(logging.DEBUG, logger=M.__name__)
+    path = tmp_path / "ds"
+    write_episodes(path, [6, 9, 4], codec="raw", hw=hw)
+    write_episodes(path, [5, 7], codec="raw", hw=hw, seed=3)  # appended by a second writer
+    collected = tmp_path / "collected"
+    collect("wm/TwoRoom-v0", 2, collected, resolution=hw[0], max_steps=6)
+    for stage, where in (("fresh", path), ("collected", collected), ("compacted", path)):
+        if stage == "compacted":
+            compact_dataset(path)
+        caplog.clear()
+        ds = WindowDataset(where, 2, 1, 2)
+        assert ds.mapped, (
+            f"a {stage} {hw[0]}x{hw[1]} raw dataset written with pylance {lance.__version__} is read with take, not "
+            f"through the maps: {caplog.text.strip() or 'no reason logged'}"
+        )

@@ -70,19 +70,46 @@ def test_collect_train_eval_smoke(tmp_path: Path) -> None:
     assert (ckpt / "config.json").exists() and (ckpt / "model.safetensors").exists()
     assert (ckpt / "metrics.jsonl").read_text().strip()
 
-    out = tmp_path / "eval"
+    # goals 3 steps ahead and a 30-step budget: some episodes succeed, so the counts mean something
+    out, n, budget, offset = tmp_path / "eval", 6, 30, 3
     wm(
         "eval", "--ckpt", str(ckpt), "--data", str(heldout), "--out", str(out),
-        "--episodes", "3", "--budget", "5", "--offset", "5", "--num-samples", "16", "--iterations", "2",
+        "--episodes", str(n), "--budget", str(budget), "--offset", str(offset), "--num-samples", "16", "--iterations", "2",
         "--num-elites", "4", "--device", "cpu",
     )
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["episodes"] == 3
-    assert 0.0 <= summary["success_rate"] <= 1.0 and 0.0 <= summary["baseline_success_rate"] <= 1.0
+    assert summary["episodes"] == n and summary["env_id"] == "wm/TwoRoom-v0"
     lines = [json.loads(l) for l in (out / "episodes.jsonl").read_text().splitlines()]
-    assert len(lines) == 6 and {l["policy"] for l in lines} == {"cem", "random"}
+    assert len(lines) == 2 * n and [l["policy"] for l in lines] == ["cem"] * n + ["random"] * n
+    cem, rnd = lines[:n], lines[n:]
+    pair = ("episode_id", "start_step", "start_state", "goal_state", "factors", "env_seed")
+    assert [[l[k] for k in pair] for l in cem] == [[l[k] for k in pair] for l in rnd]  # same pairs, same order
+    assert len({(l["episode_id"], l["start_step"]) for l in cem}) == n  # no pair twice
+    # the summary's counts and rates are those of episodes.jsonl
+    for prefix, group in (("", cem), ("baseline_", rnd)):
+        k = sum(l["success"] for l in group)
+        assert summary[f"{prefix}successes"] == k and summary[f"{prefix}success_rate"] == k / n
+        low, high = summary[f"{prefix}success_ci95"]
+        assert low <= k / n <= high
+        steps = [l["steps"] for l in group if l["success"]]
+        assert summary[f"{prefix}mean_steps_to_success"] == (sum(steps) / len(steps) if steps else None)
+    # each line agrees with TwoRoom itself: the start is the recorded state, the goal the state
+    # `offset` rows later, the start is not already a success, success <=> final distance < 0.06,
+    # and an episode runs the whole budget unless it succeeds
+    import envs
+    from data import open_dataset
+    from envs.two_room import SUCCESS_RADIUS
+
+    ds, env = open_dataset(heldout), envs.make("wm/TwoRoom-v0")
     for line in lines:
-        assert set(line) >= {"success", "steps", "plan_seconds", "factors", "env_seed"}
+        states = ds.load_episode(line["episode_id"], columns=("state",))["state"]
+        assert line["start_state"] == states[line["start_step"]].tolist()
+        assert line["goal_state"] == states[line["start_step"] + offset].tolist()
+        _, info = env.reset(options={"factors": line["factors"], "state": line["start_state"], "goal_state": line["goal_state"]})
+        assert not info["success"] and info["goal_distance"] >= SUCCESS_RADIUS
+        assert line["success"] == (line["final_distance"] < SUCCESS_RADIUS)
+        assert 1 <= line["steps"] <= budget and (line["success"] or line["steps"] == budget)
+        assert line["plan_seconds"] >= 0 and (line["policy"] == "random" or line["plan_seconds"] > 0)
     assert (out / "planned_episode.mp4").stat().st_size > 0
 
 

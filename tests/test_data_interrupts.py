@@ -202,7 +202,7 @@ def damage_like_issue_9(path: Path) -> None:
     lance.write_dataset(partial, str(path / C.STEPS_TABLE), mode="append")
 
 
-def test_repair_mends_duplicated_and_partial_rows_keeping_every_whole_episode(tmp_path: Path) -> None:
+def test_repair_mends_duplicated_and_partial_rows_keeping_every_whole_episode(tmp_path: Path, capsys) -> None:
     import lance
 
     from worldmodel.cli import main
@@ -214,7 +214,10 @@ def test_repair_mends_duplicated_and_partial_rows_keeping_every_whole_episode(tm
     problems = validate_dataset(path)
     assert any("episode 4: 14 step rows, its length says 7" in p for p in problems), problems
     assert main(["data", "validate", str(path)]) == 1
+    assert f"`wm data repair {path}`" in capsys.readouterr().err  # validate points to the cure
     assert main(["data", "repair", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"REPAIRED: {path}: 5 whole episodes kept") and "7 duplicated step rows (episodes 4)" in err
     assert validate_dataset(path) == [] and snapshot(path) == before
     versions = [lance.dataset(str(path / t)).version for t in (C.STEPS_TABLE, C.EPISODES_TABLE)]
     result = data.repair_dataset(path)  # a sound dataset: nothing to do, nothing written

@@ -304,6 +304,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
         if problems:
             for problem in problems:
                 print(f"INVALID: {problem}", file=sys.stderr)
+            if any(" step rows, its length says " in p or " times in " in p for p in problems):
+                print(f"wm data validate: `wm data repair {args.path}` drops duplicated or partial rows, keeping every "
+                      f"whole episode", file=sys.stderr)
             return 1
         print(f"OK: {args.path} is a sound dataset")
         return 0

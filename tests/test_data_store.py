@@ -770,3 +770,21 @@ def test_a_truncated_data_file_is_named_by_info_validate_and_train(tmp_path, cap
     for argv in (["data", "info", str(path)], ["train", "--data", str(path), "--out", str(tmp_path / "ck"), "--steps", "1"]):
         rc, out, err = _main(capsys, *argv)
         assert rc == 2 and f"{path}: cannot read the dataset: steps.lance: data file data/" in err and "External error" not in err, err
+
+
+def test_an_overwrite_killed_between_its_renames_is_finished_by_the_next_writer(tmp_path):
+    """`mode="overwrite"` swaps PATH -> .PATH.old-PID, then .PATH.creating-PID -> PATH; a kill
+    between the two leaves no PATH: the next writer completes the swap instead of deleting both."""
+    path = tmp_path / "ds"
+    write_episodes(path, [3, 4])  # the old dataset
+    new = tmp_path / "new"
+    replacement = write_episodes(new, [5], seed=9)  # what the overwrite had finished building
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    path.rename(tmp_path / f".ds.old-{pid}")
+    new.rename(tmp_path / f".ds.creating-{pid}")
+    with EpisodeWriter(path) as w:
+        assert w.num_episodes == 1
+    ds = open_dataset(path)
+    np.testing.assert_array_equal(ds.load_episode(0)["pixels"], replacement[0][0])
+    assert validate_dataset(path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
@@ -27,7 +27,7 @@ class Terminated(KeyboardInterrupt):
 
 # Tests set this to a callable run at every point of the commit path (e.g. one that
 # raises KeyboardInterrupt at the k-th call) to check that no point leaves a double commit.
-commit_hook = None
+commit_hook: Callable[[str], None] | None = None
 
 
 def checkpoint(where: str) -> None:

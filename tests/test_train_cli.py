@@ -184,3 +184,26 @@ def test_non_finite_numbers_are_printed_as_json_null(dataset, tmp_path, capsys, 
     assert strict_json(capsys.readouterr().out)["val_pred_loss"] is None
     for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines():
         strict_json(line)
+
+
+def test_running_out_of_memory_is_a_clear_error(dataset, tmp_path, capsys, monkeypatch) -> None:
+    def no_memory(self, *args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 4000000000000 bytes")
+
+    monkeypatch.setattr(JEPA, "loss", no_memory)
+    assert wm_train(dataset, tmp_path / "run", "--steps", "3", "--no-progress") == 2
+    err = capsys.readouterr().err
+    assert "out of memory at step 1 on cpu with batch_size=8" in err and "lower --batch-size" in err, err
+    assert "no checkpoint was written" in err and "Traceback" not in err
+    # any other RuntimeError is a bug, not bad input: it keeps its traceback
+    monkeypatch.setattr(JEPA, "loss", lambda self, *a: (_ for _ in ()).throw(RuntimeError("shape mismatch")))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        wm_train(dataset, tmp_path / "run2", "--steps", "3", "--no-progress")
+    # a model too big to allocate (faked: a real one could be granted by overcommit, then OOM-killed)
+    from worldmodel import train
+
+    monkeypatch.setattr(train, "JEPA", no_memory)
+    assert wm_train(dataset, tmp_path / "big", "--embed-dim", "4000000000") == 2
+    err = capsys.readouterr().err
+    assert "the model does not fit in memory on cpu" in err and "embed_dim=4000000000" in err, err

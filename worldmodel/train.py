@@ -168,6 +168,19 @@ def nonfinite_tensors(model: torch.nn.Module) -> list[str]:
     return [k for (k, _), ok in zip(named, finite) if not ok]
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is torch (CPU or device) or Python running out of memory."""
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(err)
+    return "can't allocate memory" in text or "out of memory" in text.lower()
+
+
+def _sizes(cfg: ModelConfig) -> str:
+    return (f"image_size={cfg.image_size}, window={cfg.window} frames, embed_dim={cfg.embed_dim}, "
+            f"encoder_width={cfg.encoder_width}, predictor_width={cfg.predictor_width}")
+
+
 def _config_diff(saved: ModelConfig, given: ModelConfig) -> str:
     a, b = saved.to_dict(), given.to_dict()
     return ", ".join(f"{k}: saved {a[k]!r} vs given {b[k]!r}" for k in a if a[k] != b[k])
@@ -228,7 +241,13 @@ def train(
         raise ValueError(too_few_windows_message(len(dataset), train_cfg.batch_size, model_cfg,
                                                  getattr(dataset, "episode_lengths", None)))
 
-    model = JEPA(model_cfg).to(device)
+    try:
+        model = JEPA(model_cfg).to(device)
+    except (RuntimeError, MemoryError) as err:
+        if not is_out_of_memory(err):
+            raise
+        raise ValueError(f"the model does not fit in memory on {device} ({_sizes(model_cfg)}): "
+                         f"{str(err).splitlines()[0][:200]}; choose smaller sizes") from None
     optimizer = configure_optimizer(model, train_cfg, device)
     if start_step > 0:
         load_model_weights(out, model)
@@ -344,6 +363,11 @@ def train(
                 logger.log({"step": step, "val_pred_loss": val_loss, "seconds": time.perf_counter() - t_start})
             if step % train_cfg.ckpt_every == 0 or step == train_cfg.steps:
                 checkpoint()
+    except (RuntimeError, MemoryError) as err:
+        if not is_out_of_memory(err):
+            raise
+        raise ValueError(f"out of memory at step {step + 1} on {device} with batch_size={train_cfg.batch_size} "
+                         f"({_sizes(model_cfg)}); lower --batch-size; {kept()}") from None
     except KeyboardInterrupt:
         if step > start_step and step != saved_step:
             with contextlib.suppress(TrainingDiverged):

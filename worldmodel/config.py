@@ -179,7 +179,7 @@ class TrainConfig:
     num_threads: Optional[int] = _f(None, "torch CPU threads (default: leave torch's setting alone)")
     val_fraction: float = _f(0.1, "fraction of episodes (the last ones) held out for validation")
     cache: bool = _f(True, "keep decoded training windows in RAM")
-    progress: bool = _f(True, "show a progress bar (only when stderr is a terminal)")
+    progress: bool = _f(True, "show progress on stderr: a bar on a terminal, else a plain line every 15 s")
 
     def __post_init__(self) -> None:
         _require_finite(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,7 +72,8 @@ def test_a_run_prints_standard_json_and_progress_lines(dataset, tmp_path, capsys
     out, err = capsys.readouterr()
     summary = strict_json(out)
     assert summary["steps"] == 3 and summary["finished"] is True
-    lines = [line for line in err.splitlines() if line.startswith("train: ")]
+    assert f"train: reading windows of {dataset}" in err
+    lines = [line for line in err.splitlines() if re.match(r"train: \d+/3 ", line)]
     assert lines[0].startswith("train: 1/3 (33%)") and lines[-1].startswith("train: 3/3 (100%)"), err
     assert "loss=" in lines[-1]
 

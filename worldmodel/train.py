@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -181,6 +182,13 @@ def _sizes(cfg: ModelConfig) -> str:
             f"encoder_width={cfg.encoder_width}, predictor_width={cfg.predictor_width}")
 
 
+def _say(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (BrokenPipeError, ValueError):
+        pass
+
+
 def _config_diff(saved: ModelConfig, given: ModelConfig) -> str:
     a, b = saved.to_dict(), given.to_dict()
     return ", ".join(f"{k}: saved {a[k]!r} vs given {b[k]!r}" for k in a if a[k] != b[k])
@@ -235,8 +243,14 @@ def train(
         return torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
 
     if dataset is None:
+        if train_cfg.progress:
+            _say(f"train: reading windows of {train_cfg.data}" + (" into RAM (--no-cache reads them per batch)"
+                                                                  if train_cfg.cache else ""))
         dataset, built_val = build_datasets(model_cfg, train_cfg)
         val_dataset = val_dataset if val_dataset is not None else built_val
+        if train_cfg.progress:
+            _say(f"train: {len(dataset)} training windows, {0 if built_val is None else len(built_val)} held-out; "
+                 f"{train_cfg.steps} steps of {train_cfg.batch_size} on {device}")
     if len(dataset) < train_cfg.batch_size:
         raise ValueError(too_few_windows_message(len(dataset), train_cfg.batch_size, model_cfg,
                                                  getattr(dataset, "episode_lengths", None)))

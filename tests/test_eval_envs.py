@@ -156,3 +156,20 @@ def test_eval_progress_lines_while_planning_off_a_terminal(monkeypatch, capsys) 
     assert lines[-1].startswith("eval planner: 2/2 (100%)") and "successes=0/1" in lines[-1]
     run_episodes([env], [pair], lambda o, g: np.zeros((1, 2), np.float32), budget=2)  # progress=None: silent
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_expert_stays_near_the_goal_after_success(env_id: str, runs, tmp_path_factory, capsys) -> None:
+    """Default collection runs on past success: the (noisy) expert then stays close to the
+    goal (reward = -goal_distance), far closer than where it started."""
+    heldout, _ = run_for(runs, env_id, tmp_path_factory, capsys)
+    ds = open_dataset(heldout.parent / "train.lance")
+    first = ds.success_steps()
+    assert sum(s >= 0 for s in first.values()) >= 6  # the expert succeeds on most of its 8 episodes
+    for e in ds.episodes():
+        s = first[e["episode_id"]]
+        if s < 0:
+            continue
+        distance = -ds.load_episode(e["episode_id"], columns=("reward",))["reward"]
+        assert s < e["length"] - 1  # rows after the first success were recorded
+        assert np.median(distance[s:]) < 0.25 * distance[1]

@@ -113,6 +113,13 @@ def test_eval_refuses_another_envs_checkpoint_by_name(runs, tmp_path_factory, tm
         assert code == 0, err
         assert "does not record the env it was trained on" in err
         assert json.loads((tmp_path / "old" / "summary.json").read_text())["notes"]
+
+        # an older checkpoint whose training data is still there: its env is read from it
+        cfg["extra"]["train_config"]["data"] = str(two_room_heldout.parent / "train.lance")
+        cfg_path.write_text(json.dumps(cfg))
+        code, _, err = wm(capsys, "eval", "--ckpt", ckpt, "--data", cube_heldout, "--out", tmp_path / "e2", "--episodes", 1,
+                          "--device", "cpu", *TINY_PLANNER)
+        assert code == 2 and "trained on wm/TwoRoom-v0 data" in err and "wm/Cube-v0 episodes" in err
     finally:
         cfg_path.write_text(saved)
 

@@ -136,6 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     p = add("train", "train a JEPA world model on a dataset")
     add_dataclass_arguments(p.add_argument_group("training"), TrainConfig)
     add_dataclass_arguments(p.add_argument_group("model"), ModelConfig, exclude=("image_size", "action_dim", "in_channels"))
+    # The training window's old name, now the planning horizon's (`wm eval --horizon`): refused by _cmd_train.
+    p.add_argument("--horizon", dest="old_horizon", default=None, help=argparse.SUPPRESS)
 
     p = add("eval", "measure planning success of a checkpoint against a random baseline")
     p.add_argument("--ckpt", required=True, help="checkpoint folder (config.json + model.safetensors)")
@@ -354,7 +356,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     else:
         factors = info.pop("factors")
         for key, value in info.items():
-            print(f"{key:<16} {value}")
+            print(f"{key:<16} {_fmt(value) if isinstance(value, (dict, list, tuple)) else value}")
         for split, stats in factors.items():
             print(f"factors [{split}]")
             for name, st in stats.items():
@@ -367,6 +369,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from worldmodel.config import ModelConfig, TrainConfig
     from worldmodel.train import train
 
+    if args.old_horizon is not None:
+        raise ValueError(f"--horizon {args.old_horizon}: wm train calls the frames a training window predicts "
+                         f"--pred-steps (use --pred-steps {args.old_horizon}); --horizon is the planning horizon of wm eval")
     train_cfg = dataclass_from_args(TrainConfig, args)
     if not train_cfg.data:
         raise ValueError("wm train needs --data PATH (a dataset written by wm collect)")

@@ -120,7 +120,7 @@ def run_demo(out: str | Path, device: str = "auto", quick: bool = False, seed: i
     )
 
     t0 = time.perf_counter()
-    model_cfg = ModelConfig(horizon=cfg.predictor_horizon)
+    model_cfg = ModelConfig(pred_steps=cfg.predictor_horizon)
     train_cfg = TrainConfig(
         data=str(train_path),
         out=str(out / "ckpt"),

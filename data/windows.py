@@ -256,11 +256,16 @@ class WindowDataset(Dataset):
 
     @classmethod
     def from_config(cls, path: str | os.PathLike, config: Any, **kwargs: Any) -> "WindowDataset":
-        """Windows matching a model config (`config.context`, `.horizon`, `.frameskip`).
+        """Windows matching a model config (`config.context`, `.pred_steps`, `.frameskip`).
 
-        Checks `config.action_dim` and `config.image_size` against the dataset when present.
+        The window predicts `config.pred_steps` frames (a config object from before that
+        rename may carry `.horizon` instead). Checks `config.action_dim` and
+        `config.image_size` against the dataset when present.
         """
-        ds = cls(path, config.context, config.horizon, config.frameskip, **kwargs)
+        pred_steps = getattr(config, "pred_steps", None)
+        if pred_steps is None:
+            pred_steps = config.horizon
+        ds = cls(path, config.context, pred_steps, config.frameskip, **kwargs)
         a = getattr(config, "action_dim", None)
         if a is not None and int(a) != ds.action_dim:
             raise ValueError(f"model config action_dim={a} but dataset {path} has action_dim={ds.action_dim}")

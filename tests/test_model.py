@@ -34,7 +34,7 @@ def test_encode_accepts_non_contiguous_input():
 
 
 def test_predict_and_rollout_shapes():
-    model = tiny(context=2, horizon=2).eval()
+    model = tiny(context=2, pred_steps=2).eval()
     emb = model.encode(pixels(2, 3))
     assert model.predict(emb, torch.randn(2, 3, 4)).shape == (2, 3, 16)
     assert model.rollout(emb, torch.randn(2, 5, 4, 4)).shape == (2, 5, 4, 16)
@@ -49,7 +49,7 @@ def _perturb_gates(model: JEPA) -> None:
 
 
 def test_predict_is_causal():
-    model = tiny(context=3, horizon=1).eval()
+    model = tiny(context=3, pred_steps=1).eval()
     _perturb_gates(model)  # open the attention gates so later tokens could leak
     emb, actions = torch.randn(2, 4, 16), torch.randn(2, 4, 4)
     base = model.predict(emb, actions)
@@ -75,7 +75,7 @@ def test_predict_depends_on_actions_after_training_a_step():
 
 @pytest.mark.parametrize("context", [1, 2, 3])
 def test_rollout_equals_repeated_predict(context):
-    model = tiny(context=context, horizon=2).eval()
+    model = tiny(context=context, pred_steps=2).eval()
     _perturb_gates(model)
     B, S, H, T0 = 2, 3, 4, 3
     emb, past = torch.randn(B, T0, 16), torch.randn(B, T0 - 1, 4)
@@ -96,14 +96,14 @@ def test_rollout_equals_repeated_predict(context):
 
 
 def test_rollout_without_past_actions_uses_last_embedding():
-    model = tiny(context=2, horizon=1).eval()
+    model = tiny(context=2, pred_steps=1).eval()
     _perturb_gates(model)
     emb, actions = torch.randn(2, 3, 16), torch.randn(2, 2, 3, 4)
     torch.testing.assert_close(model.rollout(emb, actions), model.rollout(emb[:, -1:], actions))
 
 
 def test_loss_keys_and_gradients():
-    model = tiny(horizon=2)
+    model = tiny(pred_steps=2)
     out = model.loss(pixels(8, 3), torch.randn(8, 2, 4))
     assert set(out) == {"loss", "pred_loss", "sigreg_loss", "rollout_loss"}
     assert out["rollout_loss"] > 0  # 2 frames after the context: an open-loop rollout is scored
@@ -114,7 +114,7 @@ def test_loss_keys_and_gradients():
 
 
 def test_rollout_loss_scores_the_open_loop_rollout():
-    model = tiny(horizon=2).eval()  # eval: BatchNorm uses running statistics in both paths
+    model = tiny(pred_steps=2).eval()  # eval: BatchNorm uses running statistics in both paths
     px, act = pixels(4, 3), torch.randn(4, 2, 4)
     with torch.no_grad():
         out = model.loss(px, act)
@@ -122,15 +122,15 @@ def test_rollout_loss_scores_the_open_loop_rollout():
         rolled = model.rollout(emb[:, :1], act[:, None])[:, 0]  # (B, 2, D)
     torch.testing.assert_close(out["rollout_loss"], torch.nn.functional.mse_loss(rolled, emb[:, 1:]))
     # One frame after the context: nothing to roll out, the term is zero.
-    assert tiny(horizon=1).loss(pixels(4, 2), torch.randn(4, 1, 4))["rollout_loss"] == 0
+    assert tiny(pred_steps=1).loss(pixels(4, 2), torch.randn(4, 1, 4))["rollout_loss"] == 0
 
 
 def test_residual_predictor_predicts_changes():
-    model = tiny(horizon=2).eval()
+    model = tiny(pred_steps=2).eval()
     emb, act = torch.randn(3, 2, 16), torch.randn(3, 2, 4)
     with torch.no_grad():
         delta = model.predictor(emb, act) - emb
-        plain = tiny(horizon=2, predictor_residual=False).eval()
+        plain = tiny(pred_steps=2, predictor_residual=False).eval()
         plain.load_state_dict(model.state_dict())
         torch.testing.assert_close(plain.predictor(emb, act), delta)
 
@@ -143,7 +143,7 @@ def test_residual_predictor_predicts_changes():
         (lambda m: m.encode(torch.zeros(2, 1, 3, 32, 32)), r"uint8.*float32"),
         (lambda m: m.predict(torch.zeros(2, 2, 16), torch.zeros(2, 2, 3)), r"A_block = frameskip \* action_dim = 4"),
         (lambda m: m.predict(torch.zeros(2, 2, 8), torch.zeros(2, 2, 4)), r"emb must have shape \(B, T, 16\)"),
-        (lambda m: m.predict(torch.zeros(1, 3, 16), torch.zeros(1, 3, 4)), r"at most context \+ horizon = 2"),
+        (lambda m: m.predict(torch.zeros(1, 3, 16), torch.zeros(1, 3, 4)), r"at most context \+ pred_steps = 2"),
         (lambda m: m.rollout(torch.zeros(2, 1, 16), torch.zeros(2, 5, 4)), r"\(B, S, H, A_block\)"),
         (lambda m: m.rollout(torch.zeros(2, 2, 16), torch.zeros(2, 5, 3, 4), torch.zeros(2, 2, 4)), r"past_actions"),
         (lambda m: m.loss(torch.zeros(2, 2, 3, 32, 32, dtype=torch.uint8), torch.zeros(2, 2, 4)), r"\(B, n - 1, A_block\)"),

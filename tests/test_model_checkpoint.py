@@ -110,3 +110,24 @@ def test_corrupted_weights(tmp_path):
 
 def test_checkpoint_error_is_value_error():
     assert issubclass(CheckpointError, ValueError)
+
+
+def test_config_written_before_the_pred_steps_rename_loads(tmp_path):
+    """A config.json from before `horizon` became `pred_steps` (the training window's
+    predicted frames) loads with the same window and the same outputs."""
+    torch.manual_seed(0)
+    model = JEPA(ModelConfig(**TINY, context=2, pred_steps=3)).eval()
+    save_checkpoint(tmp_path, model)
+    config = json.loads((tmp_path / "config.json").read_text())
+    old_layout = {("horizon" if k == "pred_steps" else k): v for k, v in config["model"].items()}
+    assert "pred_steps" not in old_layout and old_layout["horizon"] == 3
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model": old_layout}))
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.config.pred_steps == 3 and loaded.config.window == 5 and loaded.config == model.config
+    emb, actions = torch.randn(2, 2, 16), torch.randn(2, 3, 3, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.rollout(emb, actions), model.rollout(emb, actions), rtol=0, atol=0)
+    both = {**old_layout, "pred_steps": 3}
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model": both}))
+    with pytest.raises(CheckpointError, match="both 'pred_steps' and its old name 'horizon'"):
+        load_checkpoint(tmp_path)

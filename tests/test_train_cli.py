@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: a tiny model on 16x16 frames: a few training steps take well under a second
 TINY_FLAGS = ["--encoder-width", "8", "--embed-dim", "16", "--projector-hidden", "32", "--predictor-width", "32",
               "--predictor-depth", "1", "--predictor-heads", "2", "--sigreg-projections", "16", "--frameskip", "2",
-              "--horizon", "1", "--device", "cpu", "--val-fraction", "0", "--batch-size", "8", "--num-threads", "1"]
+              "--pred-steps", "1", "--device", "cpu", "--val-fraction", "0", "--batch-size", "8", "--num-threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -129,11 +129,11 @@ def test_non_finite_weights_are_never_saved(dataset, tmp_path, capsys, monkeypat
 
 def test_episodes_too_short_for_the_window_say_so(dataset, tmp_path, capsys) -> None:
     # 11-row episodes; 4 frames at frameskip 5 span 16 rows: no window exists, whatever the batch size
-    assert wm_train(dataset, tmp_path / "run", "--frameskip", "5", "--horizon", "3", "--batch-size", "2") == 2
+    assert wm_train(dataset, tmp_path / "run", "--frameskip", "5", "--pred-steps", "3", "--batch-size", "2") == 2
     err = capsys.readouterr().err
     assert "longest training episode has 11 rows" in err and "spans 16 rows" in err, err
     assert "a smaller --batch-size cannot help" in err
-    assert "--frameskip 3 or less" in err and "--horizon 2 or less" in err and "collect longer episodes" in err
+    assert "--frameskip 3 or less" in err and "--pred-steps 2 or less" in err and "collect longer episodes" in err
 
 
 def test_out_under_a_file_is_refused_for_train_and_eval(dataset, tmp_path, capsys) -> None:
@@ -209,3 +209,15 @@ def test_running_out_of_memory_is_a_clear_error(dataset, tmp_path, capsys, monke
     assert wm_train(dataset, tmp_path / "big", "--embed-dim", "4000000000") == 2
     err = capsys.readouterr().err
     assert "the model does not fit in memory on cpu" in err and "embed_dim=4000000000" in err, err
+
+
+def test_old_training_horizon_flag_names_pred_steps(dataset, tmp_path, capsys) -> None:
+    """`wm train --horizon N` (the training window's old name; `horizon` is now only the
+    planning horizon of `wm eval`) is refused before training, naming `--pred-steps N`."""
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(dataset), "--out", str(run), *TINY_FLAGS, "--horizon", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "wm train: error: --horizon 3:" in err and "use --pred-steps 3" in err, err
+    assert len(err.strip().splitlines()) == 1 and not run.exists()
+    assert "--pred-steps" in subprocess.run([sys.executable, "-m", "worldmodel", "train", "--help"], capture_output=True,
+                                            text=True, cwd=REPO).stdout

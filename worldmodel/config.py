@@ -16,6 +16,9 @@ from typing import Any, Optional, TypeVar
 
 C = TypeVar("C")
 
+#: ModelConfig.pred_steps's name in configs written before it was renamed (config.json of older checkpoints)
+OLD_PRED_STEPS_KEY = "horizon"
+
 #: largest training seed (torch seeds are 64-bit; the resumed run seeds with seed + step)
 MAX_SEED = 2**63 - 1
 
@@ -82,7 +85,7 @@ class ModelConfig:
     action_dim: int = _f(2, "size of one raw environment action")
     frameskip: int = _f(5, "raw actions per action block (one model step)")
     context: int = _f(1, "past embeddings the predictor sees when rolling out")
-    horizon: int = _f(1, "extra frames in a training window beyond the context (window = context + horizon)")
+    pred_steps: int = _f(1, "frames a training window predicts beyond the context (window = context + pred_steps; formerly horizon)")
     embed_dim: int = _f(64, "size D of the latent embedding")
     encoder: str = _f("cnn", "encoder backbone: 'cnn' or 'vit'")
     encoder_width: int = _f(32, "CNN base channels (doubled at each of the 4 stride-2 blocks)")
@@ -99,7 +102,7 @@ class ModelConfig:
     dropout: float = _f(0.0, "dropout in the transformers")
     sigreg_weight: float = _f(0.1, "weight of the SIGReg term in the loss")
     rollout_weight: float = _f(
-        1.0, "weight of the open-loop rollout loss over the window's horizon (needs horizon >= 2)"
+        1.0, "weight of the open-loop rollout loss over the window's predicted steps (needs pred_steps >= 2)"
     )
     sigreg_projections: int = _f(512, "random 1-D projections per SIGReg evaluation")
     sigreg_knots: int = _f(17, "integration knots of the Epps-Pulley statistic on [0, 3]")
@@ -112,9 +115,9 @@ class ModelConfig:
             "predictor_width", "predictor_depth", "predictor_heads", "sigreg_projections",
         ):
             _require(getattr(self, name) >= 1, f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
-        _require(self.horizon >= 0, f"ModelConfig.horizon must be >= 0, got {self.horizon}")
-        _require(self.context + self.horizon >= 2,
-                 f"a training window needs >= 2 frames, got context={self.context} + horizon={self.horizon}")
+        _require(self.pred_steps >= 0, f"ModelConfig.pred_steps must be >= 0, got {self.pred_steps}")
+        _require(self.context + self.pred_steps >= 2,
+                 f"a training window needs >= 2 frames, got context={self.context} + pred_steps={self.pred_steps}")
         _require(self.sigreg_knots >= 2, f"ModelConfig.sigreg_knots must be >= 2, got {self.sigreg_knots}")
         _require(self.encoder in ("cnn", "vit"), f"ModelConfig.encoder must be 'cnn' or 'vit', got {self.encoder!r}")
         _require(0.0 <= self.dropout < 1.0, f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
@@ -138,8 +141,8 @@ class ModelConfig:
 
     @property
     def window(self) -> int:
-        """Frames in one training window: ``context + horizon``."""
-        return self.context + self.horizon
+        """Frames in one training window: ``context + pred_steps``."""
+        return self.context + self.pred_steps
 
     def to_dict(self) -> dict:
         """JSON-serialisable copy of every field."""
@@ -149,8 +152,14 @@ class ModelConfig:
     def from_dict(cls, values: dict, strict: bool = False) -> "ModelConfig":
         """Build from a dict; unknown keys or wrong types raise ``ValueError``.
 
-        With ``strict=True`` every field must be present (used for checkpoints).
+        With ``strict=True`` every field must be present (used for checkpoints). A config
+        written before the rename of ``horizon`` to ``pred_steps`` loads: its ``horizon``
+        key is read as ``pred_steps`` (both at once is a ``ValueError``).
         """
+        if isinstance(values, dict) and OLD_PRED_STEPS_KEY in values:
+            if "pred_steps" in values:
+                raise ValueError(f"ModelConfig has both 'pred_steps' and its old name {OLD_PRED_STEPS_KEY!r}; keep 'pred_steps'")
+            values = {("pred_steps" if k == OLD_PRED_STEPS_KEY else k): v for k, v in values.items()}
         return _from_dict(cls, values, strict)
 
 

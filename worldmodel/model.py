@@ -69,7 +69,7 @@ class JEPA(nn.Module):
         """emb (B, T, D), actions (B, T, A_block) -> predicted next embeddings (B, T, D).
 
         Causal: output t predicts embedding t+1 from emb[:, :t+1] and actions[:, :t+1].
-        T must not exceed ``context + horizon``.
+        T must not exceed ``context + pred_steps``.
         """
         self._check_emb(emb)
         B, T, _ = emb.shape
@@ -131,7 +131,7 @@ class JEPA(nn.Module):
         """Training loss on a batch of windows.
 
         Args:
-            pixels: uint8 (B, n, C, H, W), n = context + horizon frames (2 <= n).
+            pixels: uint8 (B, n, C, H, W), n = context + pred_steps frames (2 <= n).
             actions: (B, n - 1, A_block), block k taken between frames k and k+1.
 
         Returns:

@@ -57,12 +57,12 @@ class AdaLNBlock(nn.Module):
 
 
 class Predictor(nn.Module):
-    """Causal, action-conditioned predictor over at most ``context + horizon`` time steps."""
+    """Causal, action-conditioned predictor over at most ``context + pred_steps`` time steps."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         c, w = config, config.predictor_width
-        self.max_len = c.context + c.horizon
+        self.max_len = c.context + c.pred_steps
         self.action_encoder = ActionEncoder(c.block_dim, w)
         self.in_proj = nn.Linear(c.embed_dim, w)
         self.pos = nn.Parameter(torch.randn(1, self.max_len, w) * 0.02)
@@ -83,7 +83,7 @@ class Predictor(nn.Module):
         B, T, _ = emb.shape
         if T > self.max_len:
             raise ValueError(
-                f"the predictor handles at most context + horizon = {self.max_len} time steps, got T={T}"
+                f"the predictor handles at most context + pred_steps = {self.max_len} time steps, got T={T}"
             )
         x = self.in_proj(emb) + self.pos[:, :T]  # (B, T, W)
         c = self.action_encoder(actions)  # (B, T, W)

@@ -130,7 +130,7 @@ def estimate_val_loss(model: JEPA, loader: DataLoader, device: torch.device, aut
 
 
 def window_rows(cfg: ModelConfig) -> int:
-    """Dataset rows one training window spans: ``(context + horizon - 1) * frameskip + 1``."""
+    """Dataset rows one training window spans: ``(context + pred_steps - 1) * frameskip + 1``."""
     return (cfg.window - 1) * cfg.frameskip + 1
 
 
@@ -144,16 +144,16 @@ def too_few_windows_message(num_windows: int, batch_size: int, model_cfg: ModelC
     """
     if num_windows == 0 and episode_lengths is not None and len(episode_lengths) > 0:
         longest = int(max(episode_lengths))
-        c, h, f = model_cfg.context, model_cfg.horizon, model_cfg.frameskip
+        c, h, f = model_cfg.context, model_cfg.pred_steps, model_cfg.frameskip
         fixes = []
         if longest >= 2 and (longest - 1) // (model_cfg.window - 1) >= 1:
             fixes.append(f"--frameskip {(longest - 1) // (model_cfg.window - 1)} or less")
         max_h = (longest - 1) // f - c + 1
         if max_h >= max(0, 2 - c) and max_h < h:
-            fixes.append(f"--horizon {max_h} or less")
+            fixes.append(f"--pred-steps {max_h} or less")
         fixes.append("collect longer episodes (e.g. more --max-steps, or a policy that does not end early)")
         return (f"no training window fits in the episodes: the longest training episode has {longest} rows, but a "
-                f"window of context={c} + horizon={h} frames at frameskip={f} spans {window_rows(model_cfg)} rows "
+                f"window of context={c} + pred_steps={h} frames at frameskip={f} spans {window_rows(model_cfg)} rows "
                 f"(a smaller --batch-size cannot help); use " + ", or ".join(fixes))
     fix = f"lower --batch-size to {num_windows} or less, or " if num_windows >= 2 else ""
     return (f"the training set has {num_windows} windows, fewer than batch_size={batch_size}; "

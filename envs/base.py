@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -228,6 +228,81 @@ class WorldModelEnv(gym.Env):
     def set_goal(self, goal_state: Any) -> None:
         """Make `goal_state` (checked; layout in the class docstring) the goal."""
         self._write_goal(self._check_goal(goal_state, "goal_state"))
+
+    # -- batched simulation (the oracle planner's dynamics) ------------------------------------
+    def simulate(self, actions: Any, final_state: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Roll N raw-action sequences out from the current state and goal, leaving the env as it is.
+
+        Args:
+            actions: float (N, T, action_dim), N candidate sequences of T raw actions;
+                each action is clipped to [-1, 1] as `step` does; non-finite values are an error.
+            final_state: also return each sequence's last ``state``.
+
+        Returns:
+            float64 (N, T): ``info["goal_distance"]`` after each of the T steps of each
+            sequence, as `step` would report it from the current state (no frame is
+            rendered); with `final_state`, also float64 (N, state_dim), ``info["state"]``
+            after the last step.
+        """
+        out = type(self).simulate_many([self], np.asarray(actions)[None], final_state)
+        return (out[0][0], out[1][0]) if final_state else out[0]
+
+    @classmethod
+    def simulate_many(
+        cls, envs: Sequence[Any], actions: Any, final_state: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """`simulate` for B envs of this class at once, each from its own state, goal and factors.
+
+        Args:
+            envs: B environments (wrappers allowed) whose ``unwrapped`` is a `cls`.
+            actions: float (B, N, T, action_dim): N sequences of T raw actions per env.
+            final_state: also return the last states.
+
+        Returns:
+            float64 (B, N, T) goal distances after each step (with `final_state`, also the
+            last states float64 (B, N, state_dim)). No env changes state.
+
+        The default restores each env's state before each sequence and runs `_simulate`
+        (the dynamics `step` runs, bit for bit), one sequence after another; envs with a
+        faster batched engine override `_simulate_many` (MuJoCo's threaded rollouts,
+        vectorised NumPy).
+        """
+        bases = [getattr(e, "unwrapped", e) for e in envs]
+        for i, b in enumerate(bases):
+            if not isinstance(b, cls):
+                raise ValueError(f"envs[{i}] is a {type(b).__name__}, expected a {cls.__name__} (one env class per call)")
+        try:
+            a = np.array(actions, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"actions: expected a float array (B, N, T, {cls.action_dim}), got {type(actions).__name__}") from None
+        if a.ndim != 4 or a.shape[0] != len(bases) or a.shape[3] != cls.action_dim:
+            raise ValueError(
+                f"actions has shape {a.shape}: expected (B, N, T, action_dim) = ({len(bases)}, N, T, {cls.action_dim})"
+            )
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"actions (shape {a.shape}) hold non-finite values: expected finite raw actions")
+        np.clip(a, -1.0, 1.0, out=a)  # as `_check_action`
+        if a.shape[1] == 0 or a.shape[2] == 0:
+            raise ValueError(f"actions has shape {a.shape}: expected at least one sequence (N >= 1) of one step (T >= 1)")
+        distances, states = cls._simulate_many(bases, a)
+        return (distances, states) if final_state else distances
+
+    @classmethod
+    def _simulate_many(cls, envs: list[Any], actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Checked, clipped float64 actions (B, N, T, A) -> goal distances (B, N, T) and last
+        states (B, N, state_dim); see `simulate_many`."""
+        B, N, T, _ = actions.shape
+        out, last = np.empty((B, N, T)), np.empty((B, N, cls.state_dim))
+        for b, env in enumerate(envs):
+            saved = env.state
+            for n in range(N):
+                env._write_state(saved.copy())
+                for t, action in enumerate(actions[b, n].tolist()):
+                    env._simulate(action)
+                    out[b, n, t] = env._progress()[0]
+                last[b, n] = env.state
+            env._write_state(saved)
+        return out, last
 
     # -- internals -------------------------------------------------------------------------
     def _set_factors(self, factors: dict) -> None:

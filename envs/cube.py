@@ -349,6 +349,20 @@ class CubeEnv(MujocoEnv):
         dist = math.hypot(float(c[2] - g[2]), float(c[3] - g[3]))
         return dist, dist < SUCCESS_RADIUS
 
+    def _goal_distances(self, qpos: np.ndarray) -> np.ndarray:
+        """`_progress`'s cube xy distance for positions `qpos` (..., 9), float64 (...)."""
+        return np.hypot(qpos[..., 2] - self._goal[2], qpos[..., 3] - self._goal[3])
+
+    _control_needs_state = True  # `_simulate` gates the action on the pusher's position
+
+    def _controls(self, qpos: np.ndarray | None, actions: np.ndarray) -> np.ndarray:
+        """`_simulate`'s ctrl for clipped actions (N, 1, 2) at pusher positions ``qpos[:, :2]``."""
+        a = actions.copy()
+        p = qpos[:, None, :2]
+        a[(p >= PUSHER_RANGE) & (a > 0.0)] = 0.0  # don't drive into the joint limit
+        a[(p <= -PUSHER_RANGE) & (a < 0.0)] = 0.0
+        return a * self._speed
+
     def _write_goal(self, goal: np.ndarray) -> None:
         self._goal = goal
         self._put_state(self._goal_data, goal)

@@ -216,6 +216,64 @@ class MujocoEnv(WorldModelEnv):
         mj.mj_step(m, d, self.frame_skip)
         mj.mj_kinematics(m, d)
 
+    # -- batched simulation (see `WorldModelEnv.simulate_many`) ------------------------------
+    _control_needs_state: bool = False
+    """True when `_controls` reads the state at each env step (the rollout then goes one env step per call)."""
+
+    def _controls(self, qpos: np.ndarray | None, actions: np.ndarray) -> np.ndarray:
+        """``ctrl`` for clipped `actions` (N, T, A): the action itself (override for a scaled or gated one).
+
+        `qpos` (N, nq) is the state at the start of the step when `_control_needs_state`
+        (then T == 1), else None.
+        """
+        return actions
+
+    def _goal_distances(self, qpos: np.ndarray) -> np.ndarray:
+        """``goal_distance`` of positions `qpos` (..., nq) under the current goal, float64 (...)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _simulate_many(cls, envs: list["MujocoEnv"], actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every sequence of every env in MuJoCo's threaded ``mujoco.rollout``, nothing rendered.
+
+        Each rollout starts from the env's full physics state (``mjSTATE_FULLPHYSICS``) and
+        its solver warm start, with the env's own (factor-modified) model, so it computes
+        what `step` computes: bit for bit when the controls are fixed in advance (one call
+        of ``T * frame_skip`` steps); when `_controls` reads the state (`_control_needs_state`)
+        one call per env step, and the solver warm start is carried only within an env step
+        (like a `set_state` replay: differences of ~1e-8).
+        """
+        mj = envs[0]._mj
+        import mujoco.rollout as mj_rollout
+
+        B, N, T, _ = actions.shape
+        fs, spec = cls.frame_skip, mj.mjtState.mjSTATE_FULLPHYSICS
+        m0 = envs[0].model
+        nq, nstate = m0.nq, mj.mj_stateSize(m0, spec)
+        starts = np.empty((B, nstate))
+        for b, e in enumerate(envs):
+            mj.mj_getState(e.model, e.data, starts[b], spec)
+        init = np.repeat(starts, N, axis=0)  # (B*N, nstate)
+        warm = np.repeat(np.stack([e.data.qacc_warmstart for e in envs]), N, axis=0)  # (B*N, nv)
+        models = [e.model for e in envs for _ in range(N)]
+        datas = _rollout_datas(cls, m0)
+        run = lambda state0, ctrl, warm0: mj_rollout.rollout(  # noqa: E731
+            models, datas, state0, ctrl, initial_warmstart=warm0, persistent_pool=len(datas) > 1
+        )[0]
+        if not cls._control_needs_state:
+            ctrl = np.concatenate([e._controls(None, actions[b]) for b, e in enumerate(envs)])  # (B*N, T, nu)
+            states = run(init, np.repeat(ctrl, fs, axis=1), warm)[:, fs - 1 :: fs]  # (B*N, T, nstate)
+        else:
+            states = np.empty((B * N, T, nstate))
+            state = init
+            for t in range(T):
+                qpos = state[:, 1 : 1 + nq].reshape(B, N, nq)
+                ctrl = np.concatenate([e._controls(qpos[b], actions[b, :, t : t + 1]) for b, e in enumerate(envs)])
+                state = states[:, t] = run(state, np.repeat(ctrl, fs, axis=1), warm if t == 0 else None)[:, -1]
+        qpos = states[..., 1 : 1 + nq].reshape(B, N, T, nq)  # FULLPHYSICS: time, qpos, qvel, ...
+        last = states[:, -1, 1 : 1 + nq + m0.nv].reshape(B, N, nq + m0.nv)
+        return np.stack([e._goal_distances(qpos[b]) for b, e in enumerate(envs)]), last
+
     def _observe(self) -> np.ndarray:
         return self._render_data(self.data)
 
@@ -268,3 +326,21 @@ def apply_top_view(model: Any, light: int, camera: int, camera_distance: float, 
     tilt = math.radians(float(factors["camera_tilt"]))
     model.cam_pos[camera] = (0.0, -camera_distance * math.sin(tilt), camera_distance * math.cos(tilt))
     model.cam_quat[camera] = (math.cos(tilt / 2), math.sin(tilt / 2), 0.0, 0.0)
+
+
+
+_ROLLOUT_DATAS: dict[type, list] = {}
+
+
+def _rollout_datas(cls: type, model: Any) -> list:
+    """Scratch ``MjData`` of env class `cls` (built from its `model`), one per rollout thread:
+    one per available core, at most 16 (one: rollouts run on the calling thread)."""
+    datas = _ROLLOUT_DATAS.get(cls)
+    if datas is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        mj = import_mujoco()
+        datas = _ROLLOUT_DATAS[cls] = [mj.MjData(model) for _ in range(max(1, min(cores, 16)))]
+    return datas

@@ -433,6 +433,10 @@ class PointMazeEnv(MujocoEnv):
         d = math.hypot(float(pos[0] - self._goal[0]), float(pos[1] - self._goal[1]))
         return d, d < SUCCESS_RADIUS
 
+    def _goal_distances(self, qpos: np.ndarray) -> np.ndarray:
+        """`_progress`'s distance for positions `qpos` (..., 2), float64 (...)."""
+        return np.hypot(qpos[..., 0] - self._goal[0], qpos[..., 1] - self._goal[1])
+
     def _check_goal(self, value: Any, name: str) -> np.ndarray:
         p = check_vector(value, name, (2,), finite=False)
         self._check_free(p, name)

@@ -251,6 +251,13 @@ class ReacherEnv(MujocoEnv):
         d = float(np.linalg.norm(fingertip(self.data.qpos, *lengths) - fingertip(self._goal, *lengths)))
         return d, d < SUCCESS_RADIUS
 
+    def _goal_distances(self, qpos: np.ndarray) -> np.ndarray:
+        """`_progress`'s fingertip distance for joint angles `qpos` (..., 2), float64 (...)."""
+        l1, l2 = self.link_lengths
+        a, b = qpos[..., 0], qpos[..., 0] + qpos[..., 1]
+        goal = fingertip(self._goal, l1, l2)
+        return np.hypot(l1 * np.cos(a) + l2 * np.cos(b) - goal[0], l1 * np.sin(a) + l2 * np.sin(b) - goal[1])
+
     def _check_joints(self, value: Any, name: str, sizes: tuple[int, ...]) -> np.ndarray:
         s = check_vector(value, name, sizes)
         if abs(s[1]) > ELBOW_LIMIT + STATE_TOLERANCE:

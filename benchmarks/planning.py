@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -35,11 +35,39 @@ class PlannerConfig:
     iterations: int = field(default=30, metadata={"help": "CEM iterations per plan"})
     num_elites: int = field(default=30, metadata={"help": "CEM elites kept per iteration"})
     init_std: float = field(default=1.0, metadata={"help": "initial CEM standard deviation"})
-    objective: str = field(default="terminal_l2", metadata={"help": "planning objective"})
+    objective: str = field(
+        default="terminal_l2",
+        metadata={"help": "planning objective: a term or a weighted sum of terms, e.g. terminal_l2=1,effort=0.01 "
+                          "(terms: terminal_l2, all_steps_l2, terminal_l1, state, effort, effort_diff; planners/objectives.py)"},
+    )
+    step_weights: str = field(
+        default="", metadata={"help": "all_steps_l2's weight of each planned step, comma-separated, one per --horizon step "
+                                      "(default: all 1)"}
+    )
     hold_actions: bool = field(
         default=True, metadata={"help": "plan one raw action per block, held for frameskip steps"}
     )
     seed: int = field(default=0, metadata={"help": "planner seed"})
+
+    def __post_init__(self) -> None:
+        self.objective_terms()  # an unknown objective term, a bad weight or step weight is refused here
+
+    def objective_terms(self) -> dict[str, float]:
+        """``{term: weight}`` of ``objective``, with ``step_weights`` checked against ``horizon``.
+
+        Raises:
+            UnknownObjectiveError (closest term named) / ValueError: a malformed spec, a
+            weight that is not a finite number >= 0, no positive weight, step weights that
+            are not one finite number >= 0 per planned step.
+        """
+        from planners.objectives import parse_objective, parse_step_weights
+
+        terms = parse_objective(self.objective)
+        steps = parse_step_weights(self.step_weights)
+        if steps is not None and len(steps) != self.horizon:
+            raise ValueError(f"--step-weights {self.step_weights!r} has {len(steps)} values; expected one per planned "
+                             f"step (--horizon {self.horizon})")
+        return terms
 
     def to_dict(self) -> dict:
         """JSON-serialisable copy."""
@@ -176,9 +204,10 @@ def random_policy(action_space, batch_size: int, seed: int) -> ActFn:
     return act
 
 
-def build_mpc(model, planner_cfg: PlannerConfig, action_space, device: str = "cpu"):
-    """A batched CEM ``MPCPolicy`` for ``model`` with the env's action bounds."""
-    from planners import CEM, MPCPolicy
+def build_mpc(model, planner_cfg: PlannerConfig, action_space, device: str = "cpu", state_probe: Any = None):
+    """A batched CEM ``MPCPolicy`` for ``model`` with the env's action bounds; ``state_probe``
+    (a ``planners.StateProbe``) is what the objective's ``state`` term reads."""
+    from planners import CEM, MPCPolicy, get_objective
 
     block = model.config.action_dim
     if not planner_cfg.hold_actions:
@@ -200,7 +229,7 @@ def build_mpc(model, planner_cfg: PlannerConfig, action_space, device: str = "cp
     return MPCPolicy(
         model,
         cem,
-        objective=planner_cfg.objective,
+        objective=get_objective(planner_cfg.objective, planner_cfg.step_weights or None, state_probe),
         receding_horizon=planner_cfg.receding_horizon,
         action_low=low,
         action_high=high,
@@ -219,6 +248,7 @@ def evaluate_planning(
     log: Callable[[str], None] | None = None,
     trained_on: dict | None = None,
     progress: bool = False,
+    state_probe: Any = None,
 ) -> dict:
     """Evaluate planning success of ``model`` on ``dataset``'s episodes, with a random baseline.
 
@@ -234,6 +264,9 @@ def evaluate_planning(
         trained_on: what the checkpoint records about its training data (`checkpoint_data`);
             given, a checkpoint of another env is refused by name (`check_trained_on`).
         progress: progress bars on stderr while the planner and the baseline run.
+        state_probe: the ``planners.StateProbe`` of an objective with a ``state`` term
+            (`benchmarks.state_probe.load_or_fit_state_probe`); it is given each pair's
+            goal state.
 
     Returns:
         the summary dict (also written to ``summary.json``), with ``distinct_pairs`` (the
@@ -268,11 +301,15 @@ def evaluate_planning(
     if log:
         log(f"{len(pairs)} start/goal pairs (of {distinct} distinct ones in {dataset.path}), budget {protocol.budget} steps")
 
-    policy = build_mpc(model, planner_cfg, env_list[0].action_space, device)
+    policy = build_mpc(model, planner_cfg, env_list[0].action_space, device, state_probe=state_probe)
     policy.reset(len(pairs))
+    act: ActFn = policy.act
+    if state_probe is not None:  # the state term compares the probe's read-out with each pair's goal state
+        goal_states = np.stack([np.asarray(p.goal_state, np.float32).ravel() for p in pairs])
+        act = lambda obs, goal: policy.act(obs, goal, goal_state=goal_states)  # noqa: E731
     t0 = time.perf_counter()
     planned, frames = run_episodes(
-        env_list, pairs, policy.act, protocol.budget, record=0 if video else None, progress="eval planner" if progress else None
+        env_list, pairs, act, protocol.budget, record=0 if video else None, progress="eval planner" if progress else None
     )
     planner_seconds = time.perf_counter() - t0
     if log:

@@ -84,7 +84,13 @@ class WorldModel(Protocol):
 
 @runtime_checkable
 class Planner(Protocol):
-    """A batched trajectory optimiser, fully built by its constructor."""
+    """A batched trajectory optimiser, fully built by its constructor.
+
+    The registered solvers (``planners.get(NAME)``, ``planners/registry.py``) also have
+    ``requires_grad`` (``plan`` needs autograd through ``cost_fn``), ``reset()`` (forget
+    memory kept between plans), ``call_sizes()`` (S of each ``cost_fn`` call of a plan)
+    and ``settings()``; iCEM has ``shift(steps)``. ``MPCPolicy`` uses them when present.
+    """
 
     horizon: int
     """H, number of action blocks planned."""

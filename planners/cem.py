@@ -9,41 +9,20 @@ is the lowest-cost candidate seen over all iterations.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
 import torch
 
 from planners.base import CostFn, PlanResult
+from planners.solver import BestSoFar, Bound, Solver, finite_float, positive_int
 
 __all__ = ["CEM"]
 
-Bound = float | Sequence[float] | torch.Tensor
 
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _bound(name: str, value: Bound, action_dim: int) -> torch.Tensor:
-    """A scalar or (A,) bound -> float32 (A,) tensor."""
-    try:
-        t = torch.as_tensor(value, dtype=torch.float32).detach().cpu()
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be a float or a sequence of {action_dim} floats, got {value!r}") from e
-    if t.ndim == 0:
-        t = t.expand(action_dim)
-    if t.shape != (action_dim,):
-        raise ValueError(f"{name} must be a float or have shape ({action_dim},), got shape {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} must be finite, got {t.tolist()}")
-    return t.clone()
-
-
-class CEM:
+class CEM(Solver):
     """Cross-entropy method planner, batched over environments.
+
+    Defaults are those of DINO-WM's and stable-worldmodel's CEM planning configs
+    (``conf/planner/cem.yaml``, ``scripts/plan/config/solver/cem.yaml``: 300 samples,
+    30 iterations, top 30, var_scale 1).
 
     Args:
         horizon: H, number of planning steps (action blocks).
@@ -59,6 +38,8 @@ class CEM:
         device: where samples are drawn; ``cost_fn`` must accept tensors on it.
     """
 
+    name = "cem"
+
     def __init__(
         self,
         horizon: int,
@@ -73,50 +54,18 @@ class CEM:
         seed: int = 0,
         device: str | torch.device = "cpu",
     ) -> None:
-        self.horizon = _positive_int("horizon", horizon)
-        self.action_dim = _positive_int("action_dim", action_dim)
-        self.num_samples = _positive_int("num_samples", num_samples)
-        self.iterations = _positive_int("iterations", iterations)
-        self.num_elites = _positive_int("num_elites", num_elites)
+        super().__init__(horizon, action_dim, low, high, seed=seed, device=device)
+        self.num_samples = positive_int("num_samples", num_samples)
+        self.iterations = positive_int("iterations", iterations)
+        self.num_elites = positive_int("num_elites", num_elites)
         if self.num_elites > self.num_samples:
             raise ValueError(f"num_elites={num_elites} must be <= num_samples={num_samples}")
-        if not (isinstance(init_std, (int, float)) and math.isfinite(init_std) and init_std > 0):
-            raise ValueError(f"init_std must be a finite float > 0, got {init_std!r}")
-        if not (isinstance(min_std, (int, float)) and math.isfinite(min_std) and min_std >= 0):
-            raise ValueError(f"min_std must be a finite float >= 0, got {min_std!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
-        self.init_std = float(init_std)
-        self.min_std = float(min_std)
-        self.seed = seed
-        self.device = torch.device(device)
+        self.init_std = finite_float("init_std", init_std, low=0)
+        self.min_std = finite_float("min_std", min_std, low=0, strict=False)
 
-        low_t, high_t = _bound("low", low, self.action_dim), _bound("high", high, self.action_dim)
-        if not (low_t < high_t).all():
-            raise ValueError(f"low must be < high in every dimension, got low={low_t.tolist()}, high={high_t.tolist()}")
-        self.low = low_t.to(self.device)  # (A,)
-        self.high = high_t.to(self.device)  # (A,)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(seed)
-
-    def __repr__(self) -> str:
-        return (
-            f"CEM(horizon={self.horizon}, action_dim={self.action_dim}, num_samples={self.num_samples}, "
-            f"iterations={self.iterations}, num_elites={self.num_elites}, init_std={self.init_std}, "
-            f"min_std={self.min_std}, seed={self.seed}, device='{self.device}')"
-        )
-
-    def _initial_mean(self, batch_size: int, init: torch.Tensor | None) -> torch.Tensor:
-        """-> (B, H, A) starting mean: ``init`` clamped to the bounds, else the box centre."""
-        shape = (batch_size, self.horizon, self.action_dim)
-        if init is None:
-            return ((self.low + self.high) / 2).expand(shape).clone()
-        init = torch.as_tensor(init, dtype=torch.float32, device=self.device)
-        if init.shape == shape[1:]:
-            init = init.expand(shape)
-        if init.shape != shape:
-            raise ValueError(f"init must have shape {shape} (B, H, A) or {shape[1:]}, got {tuple(init.shape)}")
-        return init.clamp(self.low, self.high).clone()
+    def call_sizes(self) -> list[int]:
+        """S of each ``cost_fn`` call of one plan: ``num_samples`` for each iteration."""
+        return [self.num_samples] * self.iterations
 
     @torch.no_grad()
     def plan(self, cost_fn: CostFn, batch_size: int, init: torch.Tensor | None = None) -> PlanResult:
@@ -134,34 +83,29 @@ class CEM:
             (float, mean final std) and ``cost_history`` ((iterations, B) CPU tensor of
             each iteration's lowest cost per environment).
         """
-        B = _positive_int("batch_size", batch_size)
+        best, std, _, _ = self._iterate(cost_fn, positive_int("batch_size", batch_size), init)
+        return best.result(std_mean=std.mean().item())  # .item() syncs the device
+
+    def _iterate(
+        self, cost_fn: CostFn, B: int, init: torch.Tensor | None
+    ) -> tuple[BestSoFar, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The CEM loop -> (best seen, final std (B, H, A), last samples (B, S, H, A),
+        their costs (B, S))."""
         S, K, H, A = self.num_samples, self.num_elites, self.horizon, self.action_dim
         mean = self._initial_mean(B, init)  # (B, H, A)
         std = torch.full_like(mean, self.init_std)  # (B, H, A)
-        best_actions = mean.clone()  # (B, H, A)
-        best_cost = torch.full((B,), math.inf, device=self.device)  # (B,)
-        history = []
+        best = BestSoFar(mean)
         rows = torch.arange(B, device=self.device)
 
         for _ in range(self.iterations):
             # Sample around the mean; keep the mean itself as candidate 0.
-            noise = torch.randn((B, S, H, A), generator=self.generator, device=self.device)
-            samples = mean.unsqueeze(1) + std.unsqueeze(1) * noise  # (B, S, H, A)
+            samples = mean.unsqueeze(1) + std.unsqueeze(1) * self._randn(B, S, H, A)  # (B, S, H, A)
             samples[:, 0] = mean
-            samples = samples.clamp(self.low, self.high)
+            samples = self._clamp(samples)
 
-            # Score every environment's candidates in one call.
-            costs = cost_fn(samples)
-            if costs.shape != (B, S):
-                raise ValueError(f"cost_fn must return shape (B, S) = {(B, S)}, got {tuple(costs.shape)}")
-            costs = torch.nan_to_num(costs.to(self.device, torch.float32), nan=math.inf)
-
-            # Remember the best candidate seen so far.
-            it_cost, it_idx = costs.min(dim=1)  # (B,), (B,)
-            improved = it_cost < best_cost
-            best_cost = torch.where(improved, it_cost, best_cost)
-            best_actions = torch.where(improved[:, None, None], samples[rows, it_idx], best_actions)
-            history.append(it_cost)
+            # Score every environment's candidates in one call; remember the best seen.
+            costs = self._score(cost_fn, samples)  # (B, S)
+            best.update(samples, costs)
 
             # Refit the Gaussian to the elites.
             elite_idx = costs.topk(K, dim=1, largest=False).indices  # (B, K)
@@ -169,9 +113,4 @@ class CEM:
             mean = elites.mean(dim=1)
             std = elites.std(dim=1, unbiased=False).clamp_min(self.min_std)
 
-        stats = {
-            "iterations": self.iterations,
-            "std_mean": std.mean().item(),  # .item() syncs the device
-            "cost_history": torch.stack(history).cpu(),  # (iterations, B)
-        }
-        return PlanResult(actions=best_actions, cost=best_cost, stats=stats)
+        return best, std, samples, costs

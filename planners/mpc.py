@@ -44,6 +44,15 @@ def _accepts_past_actions(model: WorldModel) -> bool:
     return any(p.name == "past_actions" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
+def _accepts_goal_state(objective: object) -> bool:
+    """Whether an objective factory takes a ``goal_state`` argument (or **kwargs)."""
+    try:
+        params = inspect.signature(objective).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "goal_state" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
 class MPCPolicy:
     """Batched receding-horizon MPC over a latent world model.
 
@@ -53,8 +62,10 @@ class MPCPolicy:
         planner: a ``Planner`` whose ``action_dim`` equals the block size
             ``frameskip * action_dim`` and whose ``horizon`` is >= ``receding_horizon``.
             Tensors are put on ``planner.device`` (default CPU); the model must live there too.
-        objective: a name from ``planners.objectives.OBJECTIVES`` or an objective factory
-            ``(model, context_emb (B,T0,D), goal_emb (B,D), past_actions) -> CostFn``.
+        objective: an objective spec (``"terminal_l2"``, ``"terminal_l2=1,effort=0.01"``:
+            ``planners.objectives.get_objective``) or an objective factory
+            ``(model, context_emb (B,T0,D), goal_emb (B,D), past_actions[, goal_state]) -> CostFn``;
+            ``goal_state`` (B, G) from ``act`` is passed only to factories that take it.
         receding_horizon: r, action blocks executed from each plan before replanning.
         action_low, action_high: raw action bounds, floats or (action_dim,) sequences;
             returned actions are clipped to them.
@@ -113,6 +124,7 @@ class MPCPolicy:
         self.planner = planner
         self.device = torch.device(getattr(planner, "device", "cpu"))
         self._pass_past_actions = _accepts_past_actions(model)
+        self._pass_goal_state = _accepts_goal_state(self.objective)
         if hasattr(model, "eval"):
             model.eval()
         self.batch_size: int | None = None
@@ -142,6 +154,7 @@ class MPCPolicy:
         self._prev_plan: torch.Tensor | None = None  # (B, H, block_dim)
         self._goal_pixels: np.ndarray | None = None
         self._goal_emb: torch.Tensor | None = None  # (B, D)
+        self._goal_state: torch.Tensor | None = None  # (B, G), the env's goal layout when act() is given it
         self.last_result: PlanResult | None = None
         self.last_plan_seconds = 0.0
         self.plan_seconds = 0.0
@@ -185,7 +198,8 @@ class MPCPolicy:
         past = None
         if self._block_history and self._pass_past_actions:
             past = torch.stack(list(self._block_history), dim=1)  # (B, T0 - 1, block_dim)
-        cost_fn = self.objective(self.model, context_emb, goal_emb, past)
+        known = {"goal_state": self._goal_state} if self._goal_state is not None and self._pass_goal_state else {}
+        cost_fn = self.objective(self.model, context_emb, goal_emb, past, **known)
         if self.hold_actions:
             block_cost, f = cost_fn, self.frameskip
             # (B, S, H, A) -> (B, S, H, f*A): the block is the raw action repeated f times.
@@ -201,12 +215,14 @@ class MPCPolicy:
         self.num_plans += 1
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    def act(self, obs: np.ndarray, goal: np.ndarray, goal_state: np.ndarray | None = None) -> np.ndarray:
         """One raw action per environment.
 
         Args:
             obs: uint8 (B, H, W, 3) current observation of each environment.
             goal: uint8 (B, H, W, 3) goal image of each environment.
+            goal_state: optional float (B, G) goal layout of each environment (the env's
+                ``goal_state``), for objectives with a ``goal_state`` argument (``state``).
 
         Returns:
             float32 (B, action_dim) actions within [action_low, action_high]. The caller is
@@ -219,6 +235,11 @@ class MPCPolicy:
             raise ValueError(f"goal shape {goal.shape} must equal obs shape {obs.shape}")
         if self.batch_size is None:
             self.batch_size = obs.shape[0]
+        if goal_state is not None:
+            gs = np.asarray(goal_state, dtype=np.float32)
+            if gs.ndim != 2 or gs.shape[0] != obs.shape[0] or not np.isfinite(gs).all():
+                raise ValueError(f"goal_state must be finite float (B, G) with B={obs.shape[0]}, got shape {gs.shape}")
+            self._goal_state = torch.from_numpy(gs).to(self.device)
         if obs.shape[0] != self.batch_size:
             raise ValueError(f"obs holds {obs.shape[0]} envs but the policy was reset for {self.batch_size}; call reset({obs.shape[0]})")
 

@@ -109,14 +109,15 @@ def test_terminal_l2_matches_hand_computation():
     # env 0: sample 0 ends at (0.5, 0.5) -> 0.25 + 0.25; sample 1 stays at (0, 0) -> 2.
     # env 1: sample 0 ends at (0.75, -0.75) -> 1.125; sample 1 ends at (2, 0) -> 4.
     torch.testing.assert_close(cost, torch.tensor([[0.5, 2.0], [1.125, 4.0]]))
-    # all_steps_l2 averages over the horizon: env 0 sample 0 visits (0.5, 0) then (0.5, 0.5).
+    # all_steps_l2 sums over the horizon (issue 10: a true sum, not a mean): env 0 sample 0
+    # visits (0.5, 0) then (0.5, 0.5).
     cost_all = all_steps_l2(model, ctx, goal)(actions)
-    torch.testing.assert_close(cost_all[0, 0], torch.tensor((0.25 + 1.0 + 0.5) / 2))
+    torch.testing.assert_close(cost_all[0, 0], torch.tensor(0.25 + 1.0 + 0.5))
 
 
 def test_objectives_registry_and_errors():
     assert OBJECTIVES["terminal_l2"] is terminal_l2 and get_objective("all_steps_l2") is all_steps_l2
-    with pytest.raises(UnknownObjectiveError, match=r"unknown objective 'nope'.*'all_steps_l2', 'terminal_l2'"):
+    with pytest.raises(UnknownObjectiveError, match=r"unknown objective 'nope'.*terminal_l2, all_steps_l2"):
         get_objective("nope")
     model = PointModel()
     with pytest.raises(ValueError, match=r"goal_emb must have shape \(B, D\)"):

@@ -38,7 +38,8 @@ EPILOGS = {
     "eval": (
         "examples:\n"
         "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval\n"
-        "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --episodes 10 --iterations 10"
+        "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --episodes 10 --iterations 10\n"
+        "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --objective terminal_l2=1,effort=0.01"
     ),
     "demo": "examples:\n  wm demo --out runs/demo\n  wm demo --out runs/demo --quick   # a one-minute smoke run",
     "bench": (
@@ -391,12 +392,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from worldmodel.checkpoint import load_checkpoint
     from worldmodel.device import resolve_device
     from worldmodel.paths import check_output_dir
+    from planners.objectives import parse_objective, parse_step_weights
 
+    terms = parse_objective(args.objective)  # an unknown objective term or a bad weight: one line, before loading
+    parse_step_weights(args.step_weights)
     check_output_dir(args.out)
     device = resolve_device(args.device)
     model = load_checkpoint(args.ckpt, device=device).eval()
     protocol = dataclass_from_args(PlanningProtocol, args)
     planner_cfg = dataclass_from_args(PlannerConfig, args, seed=protocol.seed)
+    state_probe = None
+    if terms.get("state", 0) > 0:  # the state term reads a linear probe, fitted on the training data once
+        from benchmarks.state_probe import load_or_fit_state_probe
+
+        state_probe = load_or_fit_state_probe(args.ckpt, model, device=device, log=lambda line: print(line, file=sys.stderr))
     summary = evaluate_planning(
         model,
         open_dataset(args.data),
@@ -408,6 +417,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         log=lambda line: print(line, file=sys.stderr),
         trained_on=checkpoint_data(args.ckpt),  # a checkpoint of another env is refused by name
         progress=True,
+        state_probe=state_probe,
     )
     print(json.dumps(summary, indent=2))
     return 0

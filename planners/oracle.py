@@ -36,21 +36,27 @@ import torch
 
 from planners.base import Planner
 
-__all__ = ["OracleCost", "SimulatorModel", "oracle_objective", "oracle_policy", "REDUCTIONS"]
+__all__ = ["OracleCost", "SimulatorModel", "oracle_objective", "oracle_policy", "refuse_gradient_solver", "REDUCTIONS"]
 
 REDUCTIONS = ("final", "min")
 """How a candidate's per-step goal distances (T,) become its cost."""
 
 
-def _check_reduce(reduce: str) -> str:
+def check_reduce(reduce: str) -> str:
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce={reduce!r}: expected one of {list(REDUCTIONS)}")
     return reduce
 
 
-def _is_gradient_solver(planner: Any) -> bool:
-    """Whether `planner` optimises through gradients of the cost (``requires_grad``/``differentiable``)."""
-    return bool(getattr(planner, "requires_grad", False) or getattr(planner, "differentiable", False))
+def refuse_gradient_solver(planner: Any) -> None:
+    """ValueError if `planner` (a solver or its class) optimises through gradients of the cost
+    (``requires_grad``): the oracle's simulator has none."""
+    if getattr(planner, "requires_grad", False):
+        name = planner.__name__ if isinstance(planner, type) else type(planner).__name__
+        raise ValueError(
+            f"{name} is a gradient solver and the oracle cost (a simulator rollout) has no gradient: "
+            "use a sampling solver (cem, icem, mppi, random_shooting) with the oracle"
+        )
 
 
 class OracleCost:
@@ -87,7 +93,7 @@ class OracleCost:
         self.cls = cls
         self.frameskip = int(frameskip)
         self.action_dim = int(cls.action_dim)
-        self.reduce = _check_reduce(reduce)
+        self.reduce = check_reduce(reduce)
         self.skip_terminated = bool(skip_terminated)
         self.calls = 0
         self.simulated_steps = 0
@@ -183,11 +189,7 @@ def oracle_policy(
     """
     from planners.mpc import MPCPolicy
 
-    if _is_gradient_solver(planner):
-        raise ValueError(
-            f"{type(planner).__name__} is a gradient solver and the oracle cost has no gradient: "
-            "use a sampling solver (cem, icem, mppi, random_shooting) with the oracle"
-        )
+    refuse_gradient_solver(planner)
     if not envs:
         raise ValueError("envs is empty: expected the B environments to plan for")
     base = getattr(envs[0], "unwrapped", envs[0])

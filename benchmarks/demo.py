@@ -47,7 +47,7 @@ class DemoConfig:
     heldout_episodes: int = field(default=60, metadata={"help": "held-out episodes for start/goal pairs"})
     train_steps: int = field(default=3000, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=32, metadata={"help": "training windows per step"})
-    predictor_horizon: int = field(
+    pred_steps: int = field(
         default=3, metadata={"help": "frames predicted open-loop per window (rollout loss when > 1)"}
     )
     protocol: PlanningProtocol = field(default_factory=PlanningProtocol)
@@ -64,7 +64,7 @@ class DemoConfig:
             heldout_episodes=6,
             train_steps=20,
             batch_size=16,
-            predictor_horizon=2,
+            pred_steps=2,
             protocol=PlanningProtocol(episodes=4, budget=10),
             planner=PlannerConfig(num_samples=32, iterations=3, num_elites=8),
         )
@@ -120,7 +120,7 @@ def run_demo(out: str | Path, device: str = "auto", quick: bool = False, seed: i
     )
 
     t0 = time.perf_counter()
-    model_cfg = ModelConfig(pred_steps=cfg.predictor_horizon)
+    model_cfg = ModelConfig(pred_steps=cfg.pred_steps)
     train_cfg = TrainConfig(
         data=str(train_path),
         out=str(out / "ckpt"),

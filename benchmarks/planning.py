@@ -27,14 +27,29 @@ ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 @dataclass
 class PlannerConfig:
-    """CEM + MPC settings used by ``wm eval``."""
+    """Solver + MPC settings used by ``wm eval``.
+
+    ``num_samples``, ``iterations``, ``num_elites`` and ``init_std`` are shortcuts for the
+    solver options of those names (None: the solver's default); any other option goes in
+    ``planner_options`` (``wm eval --planner-opt KEY=VALUE``). Unknown solvers and options
+    are refused when the config is built.
+    """
 
     horizon: int = field(default=5, metadata={"help": "planning horizon in action blocks"})
     receding_horizon: int = field(default=1, metadata={"help": "action blocks executed before replanning"})
-    num_samples: int = field(default=300, metadata={"help": "CEM candidates per environment and iteration"})
-    iterations: int = field(default=30, metadata={"help": "CEM iterations per plan"})
-    num_elites: int = field(default=30, metadata={"help": "CEM elites kept per iteration"})
-    init_std: float = field(default=1.0, metadata={"help": "initial CEM standard deviation"})
+    planner: str = field(
+        default="cem",
+        metadata={"help": "solver: cem | icem | mppi | gd | cem_gd | random_shooting; its other options: --planner-opt KEY=VALUE"},
+    )
+    num_samples: int | None = field(
+        default=None, metadata={"help": "candidates (gd: restarts) per environment and iteration; None: the solver's (cem: 300)"}
+    )
+    iterations: int | None = field(default=None, metadata={"help": "solver iterations per plan; None: the solver's (cem: 30)"})
+    num_elites: int | None = field(default=None, metadata={"help": "elites per iteration (cem, icem, mppi, cem_gd); None: the solver's (cem: 30)"})
+    init_std: float | None = field(default=None, metadata={"help": "initial sampling std (cem, icem, gd, cem_gd); None: the solver's (1.0)"})
+    planner_options: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "other solver options by name (see planners.solver_options(NAME))"}
+    )
     objective: str = field(
         default="terminal_l2",
         metadata={"help": "planning objective: a term or a weighted sum of terms, e.g. terminal_l2=1,effort=0.01 "
@@ -50,7 +65,35 @@ class PlannerConfig:
     seed: int = field(default=0, metadata={"help": "planner seed"})
 
     def __post_init__(self) -> None:
-        self.objective_terms()  # an unknown objective term, a bad weight or step weight is refused here
+        self.solver_kwargs()  # an unknown solver or option is refused here, before any work
+        self.objective_terms()  # so is an unknown objective term, a bad weight or step weight
+
+    def solver_kwargs(self) -> dict[str, Any]:
+        """The solver options: the shortcuts that are set, then ``planner_options``.
+
+        Raises:
+            UnknownSolverError: unknown ``planner``; ValueError: a shortcut the solver does
+            not take, an option given both ways, or an unknown option.
+        """
+        from planners.registry import check_options, solver_options
+
+        known = solver_options(self.planner)
+        kwargs: dict[str, Any] = {}
+        for name in ("num_samples", "iterations", "num_elites", "init_std"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name not in known:
+                raise ValueError(
+                    f"--{name.replace('_', '-')}={value} does not apply to solver {self.planner!r} "
+                    f"(its options: {', '.join(sorted(known))})"
+                )
+            kwargs[name] = value
+        options = dict(self.planner_options or {})
+        for name in options.keys() & kwargs.keys():
+            raise ValueError(f"solver option {name!r} given both as --{name.replace('_', '-')} and in the planner options")
+        check_options(self.planner, options)
+        return {**kwargs, **options}
 
     def objective_terms(self) -> dict[str, float]:
         """``{term: weight}`` of ``objective``, with ``step_weights`` checked against ``horizon``.
@@ -205,30 +248,28 @@ def random_policy(action_space, batch_size: int, seed: int) -> ActFn:
 
 
 def build_mpc(model, planner_cfg: PlannerConfig, action_space, device: str = "cpu", state_probe: Any = None):
-    """A batched CEM ``MPCPolicy`` for ``model`` with the env's action bounds; ``state_probe``
-    (a ``planners.StateProbe``) is what the objective's ``state`` term reads."""
-    from planners import CEM, MPCPolicy, get_objective
+    """A batched ``MPCPolicy`` for ``model`` with the solver ``planner_cfg.planner`` and the env's action bounds;
+    ``state_probe`` (a ``planners.StateProbe``) is what the objective's ``state`` term reads."""
+    from planners import MPCPolicy, get, get_objective
 
     block = model.config.action_dim
     if not planner_cfg.hold_actions:
         block *= model.config.frameskip
     low = float(np.min(action_space.low))
     high = float(np.max(action_space.high))
-    cem = CEM(
+    solver = get(
+        planner_cfg.planner,
         horizon=planner_cfg.horizon,
         action_dim=block,
         low=low,
         high=high,
-        num_samples=planner_cfg.num_samples,
-        iterations=planner_cfg.iterations,
-        num_elites=planner_cfg.num_elites,
-        init_std=planner_cfg.init_std,
         seed=planner_cfg.seed,
         device=device,
+        **planner_cfg.solver_kwargs(),
     )
     return MPCPolicy(
         model,
-        cem,
+        solver,
         objective=get_objective(planner_cfg.objective, planner_cfg.step_weights or None, state_probe),
         receding_horizon=planner_cfg.receding_horizon,
         action_low=low,
@@ -322,7 +363,7 @@ def evaluate_planning(
         log(f"random baseline: {sum(o.success for o in baseline)}/{len(baseline)} successes")
 
     with open(out / "episodes.jsonl", "w") as f:
-        for name, outcomes in (("cem", planned), ("random", baseline)):
+        for name, outcomes in ((planner_cfg.planner, planned), ("random", baseline)):
             for pair, o in zip(pairs, outcomes):
                 f.write(
                     json.dumps(
@@ -357,8 +398,13 @@ def evaluate_planning(
         "planner_seconds_total": planner_seconds,
         # act() plans for all envs at once; each episode is charged an equal share.
         "plan_seconds_per_episode": planned[0].plan_seconds if planned else 0.0,
+        # one decision = one solver call planning every environment of the batch at once
+        "decisions": policy.num_plans,
+        "seconds_per_decision": policy.plan_seconds / policy.num_plans if policy.num_plans else None,
         "protocol": protocol.to_dict(),
         "planner": planner_cfg.to_dict(),
+        # the solver as built: its name and every setting, defaults included
+        "solver": {"name": planner_cfg.planner, "settings": policy.planner.settings()},
         "dataset": str(dataset.path),
         "trained_on": trained_on,
         "notes": notes,

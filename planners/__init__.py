@@ -1,4 +1,5 @@
-"""Planning in a world model's latent space: objectives, the CEM solver and batched MPC.
+"""Planning in a world model's latent space: objectives, solvers (``planners.get(NAME)``:
+cem, icem, mppi, gd, cem_gd, random_shooting) and batched MPC.
 
 ``planners`` sees a world model only through the ``WorldModel`` protocol (``encode``,
 ``rollout``, ``config.frameskip/action_dim/context``) and never reads files or datasets.
@@ -6,7 +7,11 @@
 
 from planners.base import CostFn, ModelConfigLike, Planner, PlanResult, WorldModel
 from planners.cem import CEM
+from planners.cem_gd import CEMGD
+from planners.gd import GD
+from planners.icem import ICEM
 from planners.mpc import MPCPolicy
+from planners.mppi import MPPI
 from planners.objectives import (
     OBJECTIVES,
     TERMS,
@@ -20,9 +25,34 @@ from planners.objectives import (
     get_objective,
     terminal_l2,
 )
+from planners.random_shooting import RandomShooting
+from planners.registry import (
+    SOLVERS,
+    UnknownSolverError,
+    available,
+    get,
+    parse_options,
+    solver_class,
+    solver_options,
+)
+from planners.solver import NonDifferentiableCostError, Solver
 
 __all__ = [
     "CEM",
+    "CEMGD",
+    "GD",
+    "ICEM",
+    "MPPI",
+    "NonDifferentiableCostError",
+    "RandomShooting",
+    "SOLVERS",
+    "Solver",
+    "UnknownSolverError",
+    "available",
+    "get",
+    "parse_options",
+    "solver_class",
+    "solver_options",
     "CostFn",
     "MPCPolicy",
     "ModelConfigLike",

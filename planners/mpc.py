@@ -15,6 +15,7 @@ Timeline for frameskip f and receding_horizon r (t counts act() calls since rese
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from collections import deque
@@ -62,6 +63,9 @@ class MPCPolicy:
         planner: a ``Planner`` whose ``action_dim`` equals the block size
             ``frameskip * action_dim`` and whose ``horizon`` is >= ``receding_horizon``.
             Tensors are put on ``planner.device`` (default CPU); the model must live there too.
+            Optional planner members: ``reset()`` (called by ``reset``), ``shift(r)`` (called
+            before each warm-started plan: r blocks of the last plan were executed) and
+            ``requires_grad`` (True: ``plan`` runs with autograd enabled, e.g. ``gd``).
         objective: an objective spec (``"terminal_l2"``, ``"terminal_l2=1,effort=0.01"``:
             ``planners.objectives.get_objective``) or an objective factory
             ``(model, context_emb (B,T0,D), goal_emb (B,D), past_actions[, goal_state]) -> CostFn``;
@@ -159,6 +163,8 @@ class MPCPolicy:
         self.last_plan_seconds = 0.0
         self.plan_seconds = 0.0
         self.num_plans = 0
+        if hasattr(self.planner, "reset"):  # a solver's memory across plans (iCEM's elites)
+            self.planner.reset()
 
     @staticmethod
     def _check_pixels(name: str, pixels: np.ndarray) -> np.ndarray:
@@ -187,6 +193,8 @@ class MPCPolicy:
         if self._prev_plan is None:
             return None
         r = self.receding_horizon
+        if hasattr(self.planner, "shift"):  # the solver's memory moves on by the r executed blocks
+            self.planner.shift(r)
         tail = self._prev_plan[:, r:]
         return torch.cat([tail, torch.zeros_like(self._prev_plan[:, :r])], dim=1)
 
@@ -204,7 +212,10 @@ class MPCPolicy:
             block_cost, f = cost_fn, self.frameskip
             # (B, S, H, A) -> (B, S, H, f*A): the block is the raw action repeated f times.
             cost_fn = lambda actions: block_cost(actions.repeat(1, 1, 1, f))  # noqa: E731
-        result = self.planner.plan(cost_fn, B, init=self._warm_start())
+        # act() runs without autograd; a gradient solver (requires_grad) gets it back for its plan.
+        grad = torch.enable_grad() if getattr(self.planner, "requires_grad", False) else contextlib.nullcontext()
+        with grad:
+            result = self.planner.plan(cost_fn, B, init=self._warm_start())
         self._prev_plan = result.actions
         plan = result.actions.repeat(1, 1, self.frameskip) if self.hold_actions else result.actions
         blocks = plan[:, : self.receding_horizon].detach().cpu().numpy()  # syncs the device

@@ -39,7 +39,9 @@ EPILOGS = {
         "examples:\n"
         "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval\n"
         "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --episodes 10 --iterations 10\n"
-        "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --objective terminal_l2=1,effort=0.01"
+        "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --objective terminal_l2=1,effort=0.01\n"
+        "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --planner icem --planner-opt beta=2.5\n"
+        "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --planner mppi --planner-opt temperature=0.1"
     ),
     "demo": "examples:\n  wm demo --out runs/demo\n  wm demo --out runs/demo --quick   # a one-minute smoke run",
     "bench": (
@@ -147,7 +149,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--no-video", dest="video", action="store_false", help="skip the MP4 of a planned episode")
     add_dataclass_arguments(p.add_argument_group("protocol"), PlanningProtocol)
-    add_dataclass_arguments(p.add_argument_group("planner"), PlannerConfig, exclude=("seed",))
+    g = p.add_argument_group("planner")
+    add_dataclass_arguments(g, PlannerConfig, exclude=("seed",))
+    g.add_argument("--planner-opt", dest="planner_opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a solver option (repeatable), e.g. --planner icem --planner-opt beta=2.5; "
+                        "each solver's options and defaults are in its docstring (planners/NAME.py)")
 
     p = add("bench", "measure the platform's speed")
     bsub = p.add_subparsers(dest="bench_command", required=True, metavar="SUBCOMMAND")
@@ -389,18 +395,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from benchmarks.planning import PlannerConfig, checkpoint_data, evaluate_planning
     from benchmarks.protocol import PlanningProtocol
     from data import open_dataset
+    from planners.registry import parse_options
     from worldmodel.checkpoint import load_checkpoint
     from worldmodel.device import resolve_device
     from worldmodel.paths import check_output_dir
     from planners.objectives import parse_objective, parse_step_weights
 
+    options = parse_options(args.planner, args.planner_opt)  # an unknown solver or option: one line, before loading
     terms = parse_objective(args.objective)  # an unknown objective term or a bad weight: one line, before loading
     parse_step_weights(args.step_weights)
     check_output_dir(args.out)
     device = resolve_device(args.device)
     model = load_checkpoint(args.ckpt, device=device).eval()
     protocol = dataclass_from_args(PlanningProtocol, args)
-    planner_cfg = dataclass_from_args(PlannerConfig, args, seed=protocol.seed)
+    planner_cfg = dataclass_from_args(PlannerConfig, args, seed=protocol.seed, planner_options=options)
     state_probe = None
     if terms.get("state", 0) > 0:  # the state term reads a linear probe, fitted on the training data once
         from benchmarks.state_probe import load_or_fit_state_probe

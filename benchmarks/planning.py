@@ -289,12 +289,17 @@ def evaluate_planning(
     log: Callable[[str], None] | None = None,
     trained_on: dict | None = None,
     progress: bool = False,
+    oracle: bool = False,
+    oracle_frameskip: int | None = None,
+    oracle_reduce: str = "final",
     state_probe: Any = None,
 ) -> dict:
-    """Evaluate planning success of ``model`` on ``dataset``'s episodes, with a random baseline.
+    """Evaluate planning success of ``model`` on ``dataset``'s episodes, with a random baseline
+    and, with ``oracle``, the same solver planning through the true simulator, on the same pairs.
 
     Args:
-        model: a world model (``encode``/``rollout``/``config``), in eval mode.
+        model: a world model (``encode``/``rollout``/``config``), in eval mode; None with
+            ``oracle`` evaluates the oracle alone (no ``success_rate`` keys).
         dataset: an opened ``data.EpisodeDataset`` whose episodes give start/goal pairs.
         out_dir: folder for ``episodes.jsonl``, ``summary.json`` and ``planned_episode.mp4``.
         protocol: start/goal protocol (defaults: offset 25, budget 50, 50 episodes).
@@ -305,6 +310,15 @@ def evaluate_planning(
         trained_on: what the checkpoint records about its training data (`checkpoint_data`);
             given, a checkpoint of another env is refused by name (`check_trained_on`).
         progress: progress bars on stderr while the planner and the baseline run.
+        oracle: also run the oracle (`planners.oracle`): the same solver settings, scoring
+            candidates by the env's own goal distance after rolling them out in the
+            simulator. Adds ``oracle_success_rate``, ``oracle_success_ci95``,
+            ``oracle_successes``, ``oracle_mean_steps_to_success``,
+            ``oracle_seconds_per_decision`` and ``oracle`` (its settings) to the summary and
+            ``"policy": "oracle"`` lines to ``episodes.jsonl``.
+        oracle_frameskip: raw actions per action block for the oracle (default: the
+            model's ``frameskip``, else `ORACLE_FRAMESKIP`).
+        oracle_reduce: ``"final"`` (goal distance at the end of a candidate) or ``"min"``.
         state_probe: the ``planners.StateProbe`` of an objective with a ``state`` term
             (`benchmarks.state_probe.load_or_fit_state_probe`); it is given each pair's
             goal state.
@@ -324,14 +338,22 @@ def evaluate_planning(
     for note in notes:
         if log:
             log(f"note: {note}")
+    if model is None and not oracle:
+        raise ValueError("evaluate_planning needs a model, or oracle=True to evaluate the oracle alone")
+    if oracle:  # refused before any planning: a gradient solver, an unknown reduction
+        from planners.oracle import check_reduce, refuse_gradient_solver
+        from planners.registry import solver_class
+
+        refuse_gradient_solver(solver_class(planner_cfg.planner))
+        check_reduce(oracle_reduce)
     resolution = int(dataset.meta["image_shape"][0])
-    if resolution != model.config.image_size:
+    if model is not None and resolution != model.config.image_size:
         raise ValueError(
             f"{dataset.path} has {resolution}x{resolution} frames ({env_id}) but the model expects "
             f"image_size={model.config.image_size}: it was trained on other data (another env or resolution)"
         )
     probe = envs.make(env_id, resolution=resolution)
-    if probe.action_space.shape[0] != model.config.action_dim:
+    if model is not None and probe.action_space.shape[0] != model.config.action_dim:
         raise ValueError(
             f"{env_id} has action_dim={probe.action_space.shape[0]} but the model "
             f"expects action_dim={model.config.action_dim}: it was trained on another environment's data"
@@ -342,19 +364,32 @@ def evaluate_planning(
     if log:
         log(f"{len(pairs)} start/goal pairs (of {distinct} distinct ones in {dataset.path}), budget {protocol.budget} steps")
 
-    policy = build_mpc(model, planner_cfg, env_list[0].action_space, device, state_probe=state_probe)
-    policy.reset(len(pairs))
-    act: ActFn = policy.act
-    if state_probe is not None:  # the state term compares the probe's read-out with each pair's goal state
-        goal_states = np.stack([np.asarray(p.goal_state, np.float32).ravel() for p in pairs])
-        act = lambda obs, goal: policy.act(obs, goal, goal_state=goal_states)  # noqa: E731
-    t0 = time.perf_counter()
-    planned, frames = run_episodes(
-        env_list, pairs, act, protocol.budget, record=0 if video else None, progress="eval planner" if progress else None
-    )
-    planner_seconds = time.perf_counter() - t0
-    if log:
-        log(f"planner: {sum(o.success for o in planned)}/{len(planned)} successes in {planner_seconds:.1f}s")
+    planned, frames, policy, planner_seconds = [], [], None, 0.0
+    if model is not None:
+        policy = build_mpc(model, planner_cfg, env_list[0].action_space, device, state_probe=state_probe)
+        policy.reset(len(pairs))
+        act: ActFn = policy.act
+        if state_probe is not None:  # the state term compares the probe's read-out with each pair's goal state
+            goal_states = np.stack([np.asarray(p.goal_state, np.float32).ravel() for p in pairs])
+            act = lambda obs, goal: policy.act(obs, goal, goal_state=goal_states)  # noqa: E731
+        t0 = time.perf_counter()
+        planned, frames = run_episodes(
+            env_list, pairs, act, protocol.budget, record=0 if video else None, progress="eval planner" if progress else None
+        )
+        planner_seconds = time.perf_counter() - t0
+        if log:
+            log(f"planner: {sum(o.success for o in planned)}/{len(planned)} successes in {planner_seconds:.1f}s")
+    oracle_run: dict | None = None
+    if oracle:
+        frameskip = oracle_frameskip or (model.config.frameskip if model is not None else ORACLE_FRAMESKIP)
+        oracle_run = run_oracle(
+            env_list, pairs, planner_cfg, protocol.budget, frameskip, device=device, reduce=oracle_reduce,
+            record=0 if video and model is None else None, progress="eval oracle" if progress else None,
+        )
+        frames = frames or oracle_run["frames"]
+        if log:
+            done = oracle_run["outcomes"]
+            log(f"oracle: {sum(o.success for o in done)}/{len(done)} successes in {oracle_run['seconds']:.1f}s")
     baseline, _ = run_episodes(
         env_list, pairs, random_policy(env_list[0].action_space, len(pairs), protocol.seed), protocol.budget,
         progress="eval random" if progress else None,
@@ -363,7 +398,9 @@ def evaluate_planning(
         log(f"random baseline: {sum(o.success for o in baseline)}/{len(baseline)} successes")
 
     with open(out / "episodes.jsonl", "w") as f:
-        for name, outcomes in ((planner_cfg.planner, planned), ("random", baseline)):
+        runs = [(planner_cfg.planner, planned)] if model is not None else []
+        runs += [("oracle", oracle_run["outcomes"])] if oracle_run else []
+        for name, outcomes in (*runs, ("random", baseline)):
             for pair, o in zip(pairs, outcomes):
                 f.write(
                     json.dumps(
@@ -393,29 +430,97 @@ def evaluate_planning(
         "env_id": env_id,
         "episodes": len(pairs),
         "distinct_pairs": distinct,
-        **_rates("", planned),
+        **(_rates("", planned) if model is not None else {}),
         **_rates("baseline_", baseline),
         "planner_seconds_total": planner_seconds,
         # act() plans for all envs at once; each episode is charged an equal share.
         "plan_seconds_per_episode": planned[0].plan_seconds if planned else 0.0,
         # one decision = one solver call planning every environment of the batch at once
-        "decisions": policy.num_plans,
-        "seconds_per_decision": policy.plan_seconds / policy.num_plans if policy.num_plans else None,
+        "decisions": policy.num_plans if policy else None,
+        "seconds_per_decision": policy.plan_seconds / policy.num_plans if policy and policy.num_plans else None,
         "protocol": protocol.to_dict(),
         "planner": planner_cfg.to_dict(),
         # the solver as built: its name and every setting, defaults included
-        "solver": {"name": planner_cfg.planner, "settings": policy.planner.settings()},
+        "solver": {"name": planner_cfg.planner, "settings": (policy or oracle_run["policy"]).planner.settings()},
         "dataset": str(dataset.path),
         "trained_on": trained_on,
         "notes": notes,
     }
+    if model is None:  # the oracle alone: no model keys
+        for key in ("planner_seconds_total", "plan_seconds_per_episode", "decisions", "seconds_per_decision"):
+            summary.pop(key)
+    if oracle_run:
+        summary.update(_oracle_summary(oracle_run))
     summary["success_ratio_vs_baseline"] = (
         summary["success_rate"] / summary["baseline_success_rate"]
-        if summary["baseline_success_rate"] > 0
+        if model is not None and summary["baseline_success_rate"] > 0
         else None
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+ORACLE_FRAMESKIP = 5
+"""The oracle's action block without a model to take it from: ``ModelConfig``'s default frameskip."""
+
+
+def build_oracle(envs: list, planner_cfg: PlannerConfig, frameskip: int, device: str = "cpu", reduce: str = "final"):
+    """The solver ``planner_cfg`` describes (built as `build_mpc` builds it), planning through the
+    simulator of `envs` (`planners.oracle.oracle_policy`) with action blocks of `frameskip` raw actions."""
+    from planners.oracle import SimulatorModel, oracle_policy
+
+    space = envs[0].action_space
+    # the objective is the simulator's goal distance: the model objective's settings are not used
+    latent = {f.name: f.default for f in dataclasses.fields(PlannerConfig) if f.name in ("objective", "step_weights")}
+    solver_cfg = dataclasses.replace(planner_cfg, **latent)
+    solver = build_mpc(SimulatorModel(frameskip, int(space.shape[0])), solver_cfg, space, device).planner
+    return oracle_policy(
+        envs, solver, frameskip, receding_horizon=planner_cfg.receding_horizon, hold_actions=planner_cfg.hold_actions,
+        reduce=reduce,
+    )
+
+
+def run_oracle(
+    envs: list,
+    pairs: list[StartGoalPair],
+    planner_cfg: PlannerConfig,
+    budget: int,
+    frameskip: int,
+    device: str = "cpu",
+    reduce: str = "final",
+    record: int | None = None,
+    progress: str | None = None,
+) -> dict:
+    """The oracle (`build_oracle`) on B envs and pairs, as `run_episodes` runs a model's policy.
+
+    Returns:
+        ``{"outcomes": [EpisodeOutcome] (B), "frames": [...], "seconds": float, "policy":
+        the MPCPolicy, "frameskip": int, "reduce": str}``.
+    """
+    policy = build_oracle(envs, planner_cfg, frameskip, device, reduce)
+    policy.reset(len(pairs))
+    t0 = time.perf_counter()
+    outcomes, frames = run_episodes(envs, pairs, policy.act, budget, record=record, progress=progress)
+    return {"outcomes": outcomes, "frames": frames, "seconds": time.perf_counter() - t0, "policy": policy,
+            "frameskip": frameskip, "reduce": reduce}
+
+
+def _oracle_summary(run: dict) -> dict:
+    """The oracle's keys of a summary: ``oracle_`` rates, time per decision, its settings."""
+    policy, cost = run["policy"], run["policy"].oracle_cost
+    return {
+        **_rates("oracle_", run["outcomes"]),
+        "oracle_seconds_total": run["seconds"],
+        # one decision = one solver call planning every environment of the batch at once
+        "oracle_decisions": policy.num_plans,
+        "oracle_seconds_per_decision": policy.plan_seconds / policy.num_plans if policy.num_plans else None,
+        "oracle": {
+            "frameskip": run["frameskip"],
+            "reduce": run["reduce"],
+            "simulated_steps": cost.simulated_steps,
+            "simulation_seconds": cost.seconds,
+        },
+    }
 
 
 def checkpoint_data(ckpt_dir: str | Path) -> dict:

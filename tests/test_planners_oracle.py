@@ -171,3 +171,63 @@ def test_the_cost_of_a_plan_is_what_executing_it_reaches(hold_actions: bool) -> 
         obs, _, _, _, info = env.step(policy.act(obs[None], goal[None])[0])
     assert policy.num_plans == 1
     assert info["goal_distance"] == pytest.approx(float(policy.last_result.cost[0]), rel=1e-6)
+
+
+def test_wm_eval_oracle_reports_model_oracle_and_random_side_by_side(tmp_path, capsys) -> None:
+    """``wm eval --oracle``: the oracle runs the same solver on the same pairs (``oracle_*`` keys and
+    ``"policy": "oracle"`` lines beside the model's and random's, action blocks of the model's
+    frameskip); ``--oracle-only`` needs no checkpoint and, same seed and frameskip, gives the same
+    oracle episodes; bad combinations are one-line errors."""
+    import json
+
+    from worldmodel.cli import main
+
+    def wm(*args) -> tuple[int, str]:
+        code = main([str(a) for a in args])
+        return code, capsys.readouterr().err
+
+    from worldmodel.checkpoint import dataset_identity, save_checkpoint
+    from worldmodel.config import ModelConfig
+    from worldmodel.model import JEPA
+
+    heldout, ckpt = tmp_path / "heldout.lance", tmp_path / "ckpt"
+    assert wm("collect", "--env", "wm/TwoRoom-v0", "--episodes", 2, "--out", heldout, "--resolution", 16, "--seed", 1_000_000)[0] == 0
+    torch.manual_seed(0)  # an untrained model: the oracle's numbers do not depend on it
+    model = JEPA(ModelConfig(image_size=16, action_dim=2, frameskip=2, embed_dim=32))
+    save_checkpoint(ckpt, model, extra={"dataset": dataset_identity(heldout)})
+    tiny = ("--episodes", 3, "--offset", 10, "--budget", 20, "--device", "cpu", "--no-video",
+            "--num-samples", 16, "--iterations", 2, "--num-elites", 4, "--horizon", 2)
+    code, err = wm("eval", "--ckpt", ckpt, "--data", heldout, "--out", tmp_path / "both", "--oracle", *tiny)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "both" / "summary.json").read_text())
+    lines = [json.loads(line) for line in (tmp_path / "both" / "episodes.jsonl").read_text().splitlines()]
+    assert [line["policy"] for line in lines] == ["cem"] * 3 + ["oracle"] * 3 + ["random"] * 3
+    key = ("episode_id", "start_step", "start_state", "goal_state", "factors", "env_seed")
+    assert [[x[k] for k in key] for x in lines[:3]] == [[x[k] for k in key] for x in lines[3:6]]  # same pairs
+    oracle = lines[3:6]
+    assert summary["oracle_successes"] == sum(x["success"] for x in oracle)
+    assert summary["oracle_success_rate"] == summary["oracle_successes"] / 3
+    low, high = summary["oracle_success_ci95"]
+    assert low <= summary["oracle_success_rate"] <= high
+    assert summary["oracle_seconds_per_decision"] > 0 and summary["oracle_decisions"] >= 1
+    assert summary["oracle"]["frameskip"] == 2 and summary["oracle"]["simulated_steps"] > 0  # the model's frameskip
+    for k in ("success_rate", "baseline_success_rate", "seconds_per_decision"):  # the existing keys stay
+        assert k in summary
+
+    code, err = wm("eval", "--oracle-only", "--data", heldout, "--out", tmp_path / "alone", "--oracle-frameskip", 2, *tiny)
+    assert code == 0, err
+    alone = json.loads((tmp_path / "alone" / "summary.json").read_text())
+    assert "success_rate" not in alone and alone["oracle_successes"] == summary["oracle_successes"]
+    again = [json.loads(line) for line in (tmp_path / "alone" / "episodes.jsonl").read_text().splitlines()]
+    assert [line["policy"] for line in again] == ["oracle"] * 3 + ["random"] * 3
+    same = ("success", "steps", "final_distance", *key)
+    assert [[x[k] for k in same] for x in again[:3]] == [[x[k] for k in same] for x in oracle]
+
+    for args, message in (
+        (("--oracle-only", "--ckpt", ckpt), "--oracle-only evaluates the oracle without a model"),
+        ((), "wm eval needs --ckpt PATH"),
+        (("--oracle-only", "--planner", "gd"), "is a gradient solver"),
+        (("--oracle-only", "--oracle-frameskip", 0), "--oracle-frameskip=0"),
+    ):
+        code, err = wm("eval", "--data", heldout, "--out", tmp_path / "bad", *args)
+        assert code == 2 and message in err and "Traceback" not in err, err

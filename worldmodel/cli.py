@@ -39,6 +39,8 @@ EPILOGS = {
         "examples:\n"
         "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval\n"
         "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --episodes 10 --iterations 10\n"
+        "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --oracle   # + the oracle, same pairs\n"
+        "  wm eval --oracle-only --data runs/heldout.lance --out runs/oracle --num-samples 100 --iterations 10\n"
         "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --objective terminal_l2=1,effort=0.01\n"
         "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --planner icem --planner-opt beta=2.5\n"
         "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --planner mppi --planner-opt temperature=0.1"
@@ -143,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--horizon", dest="old_horizon", default=None, help=argparse.SUPPRESS)
 
     p = add("eval", "measure planning success of a checkpoint against a random baseline")
-    p.add_argument("--ckpt", required=True, help="checkpoint folder (config.json + model.safetensors)")
+    p.add_argument("--ckpt", default=None, help="checkpoint folder (config.json + model.safetensors); not with --oracle-only")
     p.add_argument("--data", required=True, help="dataset whose (held-out) episodes give start/goal pairs")
     p.add_argument("--out", required=True, help="folder for episodes.jsonl and summary.json")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -154,6 +156,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--planner-opt", dest="planner_opt", action="append", default=[], metavar="KEY=VALUE",
                    help="a solver option (repeatable), e.g. --planner icem --planner-opt beta=2.5; "
                         "each solver's options and defaults are in its docstring (planners/NAME.py)")
+    g = p.add_argument_group("oracle (the same solver planning through the true simulator, planners/oracle.py)")
+    g.add_argument("--oracle", action="store_true", help="also run the oracle on the same pairs (oracle_* keys)")
+    g.add_argument("--oracle-only", action="store_true", help="run the oracle and the random baseline only, no --ckpt")
+    g.add_argument("--oracle-frameskip", type=int, default=None, metavar="INT",
+                   help="raw actions per oracle action block (default: the checkpoint's frameskip, else 5)")
+    g.add_argument("--oracle-reduce", default="final", choices=["final", "min"],
+                   help="oracle cost: goal distance at the end of a candidate (default) or its minimum along it")
 
     p = add("bench", "measure the platform's speed")
     bsub = p.add_subparsers(dest="bench_command", required=True, metavar="SUBCOMMAND")
@@ -404,13 +413,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     options = parse_options(args.planner, args.planner_opt)  # an unknown solver or option: one line, before loading
     terms = parse_objective(args.objective)  # an unknown objective term or a bad weight: one line, before loading
     parse_step_weights(args.step_weights)
+    if args.oracle_only and args.ckpt:
+        raise ValueError("--oracle-only evaluates the oracle without a model: drop --ckpt, or pass --oracle to run both")
+    if not args.oracle_only and not args.ckpt:
+        raise ValueError("wm eval needs --ckpt PATH (a checkpoint folder), or --oracle-only to evaluate the oracle alone")
+    if args.oracle_frameskip is not None and args.oracle_frameskip < 1:
+        raise ValueError(f"--oracle-frameskip={args.oracle_frameskip}: expected a positive integer")
     check_output_dir(args.out)
     device = resolve_device(args.device)
-    model = load_checkpoint(args.ckpt, device=device).eval()
+    model = None if args.oracle_only else load_checkpoint(args.ckpt, device=device).eval()
     protocol = dataclass_from_args(PlanningProtocol, args)
     planner_cfg = dataclass_from_args(PlannerConfig, args, seed=protocol.seed, planner_options=options)
     state_probe = None
-    if terms.get("state", 0) > 0:  # the state term reads a linear probe, fitted on the training data once
+    if terms.get("state", 0) > 0 and model is not None:  # the state term reads a linear probe, fitted on the training data once
         from benchmarks.state_probe import load_or_fit_state_probe
 
         state_probe = load_or_fit_state_probe(args.ckpt, model, device=device, log=lambda line: print(line, file=sys.stderr))
@@ -423,8 +438,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         device=str(device),
         video=args.video,
         log=lambda line: print(line, file=sys.stderr),
-        trained_on=checkpoint_data(args.ckpt),  # a checkpoint of another env is refused by name
+        trained_on=None if model is None else checkpoint_data(args.ckpt),  # a checkpoint of another env is refused by name
         progress=True,
+        oracle=args.oracle or args.oracle_only,
+        oracle_frameskip=args.oracle_frameskip,
+        oracle_reduce=args.oracle_reduce,
         state_probe=state_probe,
     )
     print(json.dumps(summary, indent=2))

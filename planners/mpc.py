@@ -225,6 +225,8 @@ class MPCPolicy:
         self.last_result = result
         self.num_plans += 1
 
+    # no_grad, not inference_mode: a gradient solver's plan turns autograd back on in _replan,
+    # which inference mode (and its inference tensors) would forbid.
     @torch.no_grad()
     def act(self, obs: np.ndarray, goal: np.ndarray, goal_state: np.ndarray | None = None) -> np.ndarray:
         """One raw action per environment.

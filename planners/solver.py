@@ -153,6 +153,8 @@ class Solver:
             init = init.expand(shape)
         if init.shape != shape:
             raise ValueError(f"init must have shape {shape} (B, H, A) or {shape[1:]}, got {tuple(init.shape)}")
+        if not torch.isfinite(init).all():
+            raise ValueError(f"init must be finite, got {int((~torch.isfinite(init)).sum())} NaN/inf values")
         return init.clamp(self.low, self.high).clone()
 
     def _clamp(self, actions: torch.Tensor) -> torch.Tensor:

@@ -216,6 +216,10 @@ def test_batch_size_and_init_shape_are_checked(name):
         make(name).plan(quadratic(make_target()), 0)
     with pytest.raises(ValueError, match=r"init must have shape \(3, 5, 2\)"):
         make(name).plan(quadratic(make_target()), B, init=torch.zeros(B, H + 1, A))
+    init = torch.zeros(B, H, A)
+    init[1, 2, 0] = math.nan
+    with pytest.raises(ValueError, match=r"init must be finite, got 1 NaN/inf values"):
+        make(name).plan(quadratic(make_target()), B, init=init)
 
 
 # --- the registry ------------------------------------------------------------------------

@@ -74,7 +74,9 @@ class OracleCost:
 
     Call: candidates (B, S, H, f * action_dim) action blocks (each block is f raw actions,
     flattened) -> float32 (B, S) costs on the candidates' device. One call simulates all
-    B x S candidates (``simulate_many``), each for H * f env steps.
+    B x S candidates (``simulate_many``), each for H * f env steps. ``rows`` (B',) indices
+    into `envs` scores candidates (B', S, H, f * action_dim) for those envs only (what
+    `MPCPolicy` asks when some episodes have ended).
 
     Attributes:
         calls, simulated_steps, seconds: totals since construction (env steps are counted
@@ -99,14 +101,16 @@ class OracleCost:
         self.simulated_steps = 0
         self.seconds = 0.0
 
-    def __call__(self, actions: torch.Tensor) -> torch.Tensor:
-        """candidates (B, S, H, frameskip * action_dim) -> costs (B, S), lower is better."""
+    def __call__(self, actions: torch.Tensor, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """candidates (B, S, H, frameskip * action_dim) -> costs (B, S), lower is better; with
+        `rows`, candidates (len(rows), S, H, frameskip * action_dim) of the envs ``envs[rows]``."""
         if actions.requires_grad:
             raise ValueError(
                 "the oracle cost is computed by a simulator and has no gradient: use a sampling solver "
                 "(cem, icem, mppi, random_shooting), not a gradient one"
             )
-        B = len(self.envs)
+        batch = self.envs if rows is None else [self.envs[int(r)] for r in rows]
+        B = len(batch)
         block = self.frameskip * self.action_dim
         if actions.ndim != 4 or actions.shape[0] != B or actions.shape[3] != block:
             raise ValueError(
@@ -117,9 +121,9 @@ class OracleCost:
         _, S, H, _ = actions.shape
         raw = actions.detach().to("cpu", torch.float64).numpy().reshape(B, S, H * self.frameskip, self.action_dim)
         costs = np.zeros((B, S))
-        active = [b for b, e in enumerate(self.envs) if not (self.skip_terminated and self._ended(e))]
+        active = [b for b, e in enumerate(batch) if not (self.skip_terminated and self._ended(e))]
         if active:
-            dist = self.cls.simulate_many([self.envs[b] for b in active], raw[active])  # (B', S, H*f)
+            dist = self.cls.simulate_many([batch[b] for b in active], raw[active])  # (B', S, H*f)
             costs[active] = dist[..., -1] if self.reduce == "final" else dist.min(-1)
             self.simulated_steps += len(active) * S * H * self.frameskip
         self.calls += 1
@@ -135,16 +139,19 @@ class SimulatorModel:
     """The true simulator in a `WorldModel`'s place, so that `MPCPolicy` plans with it unchanged.
 
     It has the config `MPCPolicy` reads (``frameskip``, ``action_dim``, ``context = 1``);
-    `encode` returns a constant (the oracle's objective reads the envs, not embeddings);
-    `rollout` is refused (there is no latent space).
+    `encode` returns each frame's row in the batch as its "embedding", so that the oracle's
+    objective (`oracle_objective`), handed the embeddings of a subset of the envs (episodes
+    that ended are not planned for), knows which envs it scores; `rollout` is refused (there
+    is no latent space).
     """
 
     def __init__(self, frameskip: int, action_dim: int) -> None:
         self.config = SimpleNamespace(frameskip=int(frameskip), action_dim=int(action_dim), context=1)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """pixels (B, T, 3, H, W) -> zeros (B, T, 1)."""
-        return torch.zeros(pixels.shape[0], pixels.shape[1], 1)
+        """pixels (B, T, 3, H, W) -> (B, T, 1): the row index b of each frame, as a float."""
+        B, T = pixels.shape[:2]
+        return torch.arange(B, dtype=torch.float32, device=pixels.device).view(B, 1, 1).expand(B, T, 1)
 
     def rollout(self, emb: torch.Tensor, actions: torch.Tensor, past_actions: torch.Tensor | None = None) -> torch.Tensor:
         """Refused: the oracle has no latent rollout (its cost is `OracleCost`)."""
@@ -152,12 +159,17 @@ class SimulatorModel:
 
 
 def oracle_objective(envs: Sequence[Any], frameskip: int, reduce: str = "final") -> Any:
-    """An `MPCPolicy` objective factory ``(model, context_emb, goal_emb, past) -> OracleCost``
-    that ignores the embeddings and scores candidates in `envs` (see `OracleCost`)."""
+    """An `MPCPolicy` objective factory ``(model, context_emb (B', T0, 1), goal_emb, past) -> CostFn``
+    scoring candidates in the envs whose rows `SimulatorModel.encode` wrote into
+    ``context_emb`` (all of `envs`, or those `MPCPolicy` still plans for); see `OracleCost`."""
     cost = OracleCost(envs, frameskip, reduce)
 
-    def objective(model: Any, context_emb: torch.Tensor, goal_emb: torch.Tensor, past: torch.Tensor | None) -> OracleCost:
-        return cost
+    def objective(model: Any, context_emb: torch.Tensor, goal_emb: torch.Tensor, past: torch.Tensor | None = None,
+                  **known: Any) -> Any:
+        rows = context_emb[:, -1, 0].round().long().tolist()
+        if rows == list(range(len(cost.envs))):
+            return cost
+        return lambda actions: cost(actions, rows)
 
     objective.cost = cost  # type: ignore[attr-defined]
     return objective

@@ -118,6 +118,25 @@ def test_oracle_cost_scores_every_env_and_candidate_in_one_call(monkeypatch) -> 
         OracleCost(batch, frameskip=f, reduce="mean")
 
 
+def test_oracle_objective_scores_the_envs_mpc_still_plans_for() -> None:
+    """`MPCPolicy` hands the objective the embeddings of the envs still running only; the
+    simulator stand-in's embedding is the env's row, so the cost scores exactly those envs."""
+    from planners.oracle import SimulatorModel, oracle_objective
+
+    batch = [envs.make("wm/TwoRoom-v0", resolution=16) for _ in range(3)]
+    for seed, e in enumerate(batch):
+        e.reset(seed=seed)
+    objective = oracle_objective(batch, frameskip=2)
+    model = SimulatorModel(2, 2)
+    emb = model.encode(torch.zeros(3, 1, 3, 16, 16, dtype=torch.uint8))  # (B, T, 1)
+    blocks = torch.rand(3, 4, 2, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    full = objective(model, emb, emb[:, 0])(blocks)
+    rows = torch.tensor([0, 2])
+    part = objective(model, emb[rows], emb[rows, 0])(blocks[rows])
+    assert part.shape == (2, 4)
+    assert torch.equal(part, full[rows])
+
+
 def test_cem_with_the_oracle_solves_an_easy_tworoom_pair() -> None:
     """CEM planning through the simulator brings the agent to a goal a few steps away, in the other
     direction than it would drift by chance."""

@@ -9,6 +9,7 @@ baseline. It writes one JSON line per episode to ``episodes.jsonl`` and a
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import threading
 import time
@@ -63,8 +64,15 @@ class PlannerConfig:
         default=True, metadata={"help": "plan one raw action per block, held for frameskip steps"}
     )
     seed: int = field(default=0, metadata={"help": "planner seed"})
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "planning precision of the model rollouts: float32 | bfloat16 (a bf16 copy of the model; "
+                          "costs stay float32)"},
+    )
 
     def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"PlannerConfig.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
         self.solver_kwargs()  # an unknown solver or option is refused here, before any work
         self.objective_terms()  # so is an unknown objective term, a bad weight or step weight
 
@@ -160,6 +168,7 @@ def run_episodes(
         obs.append(o)
         goals.append(env.unwrapped.render_goal())
     obs_b, goal_b = np.stack(obs), np.stack(goals)
+    takes_active = _takes_active(act)
     done = np.zeros(B, bool)
     success = np.zeros(B, bool)
     steps = np.zeros(B, np.int64)
@@ -173,7 +182,9 @@ def run_episodes(
             if done.all():
                 break
             t0 = time.perf_counter()
-            actions = np.asarray(act(obs_b, goal_b), np.float32)
+            # an ActFn that takes `active` (MPCPolicy.act) does not plan for envs already done
+            kw = {"active": ~done} if takes_active else {}
+            actions = np.asarray(act(obs_b, goal_b, **kw), np.float32)
             plan_seconds += time.perf_counter() - t0
             _step_all(envs, actions, obs_b, done, success, steps, distance)
             bar.update(1, successes=f"{int(success.sum())}/{B}", running=int((~done).sum()))
@@ -184,6 +195,15 @@ def run_episodes(
         for i in range(B)
     ]
     return outcomes, frames
+
+
+def _takes_active(act: ActFn) -> bool:
+    """Whether ``act`` accepts an ``active`` keyword ((B,) bool: envs not done), like ``MPCPolicy.act``."""
+    try:
+        params = inspect.signature(act).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "active" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def _step_all(envs: list, actions: np.ndarray, obs_b: np.ndarray, done: np.ndarray, success: np.ndarray,
@@ -267,8 +287,10 @@ def build_mpc(model, planner_cfg: PlannerConfig, action_space, device: str = "cp
         device=device,
         **planner_cfg.solver_kwargs(),
     )
+    from worldmodel.model import planning_model
+
     return MPCPolicy(
-        model,
+        planning_model(model, planner_cfg.dtype),
         solver,
         objective=get_objective(planner_cfg.objective, planner_cfg.step_weights or None, state_probe),
         receding_horizon=planner_cfg.receding_horizon,
@@ -371,7 +393,7 @@ def evaluate_planning(
         act: ActFn = policy.act
         if state_probe is not None:  # the state term compares the probe's read-out with each pair's goal state
             goal_states = np.stack([np.asarray(p.goal_state, np.float32).ravel() for p in pairs])
-            act = lambda obs, goal: policy.act(obs, goal, goal_state=goal_states)  # noqa: E731
+            act = lambda obs, goal, **kw: policy.act(obs, goal, goal_state=goal_states, **kw)  # noqa: E731
         t0 = time.perf_counter()
         planned, frames = run_episodes(
             env_list, pairs, act, protocol.budget, record=0 if video else None, progress="eval planner" if progress else None

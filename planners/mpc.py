@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from planners.base import Planner, PlanResult, WorldModel
+from planners.base import CostFn, Planner, PlanResult, WorldModel
 from planners.objectives import Objective, get_objective
 
 __all__ = ["MPCPolicy"]
@@ -52,6 +52,27 @@ def _accepts_goal_state(objective: object) -> bool:
     except (TypeError, ValueError):
         return False
     return any(p.name == "goal_state" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _active_rows_cost(objective: Objective, model: WorldModel, active: torch.Tensor, context_emb: torch.Tensor,
+                      goal_emb: torch.Tensor, past: torch.Tensor | None, known: dict) -> CostFn:
+    """A cost over all B envs that rolls the model out for the ``active`` (B,) rows only.
+
+    The returned CostFn maps (B, S, H, A) -> (B, S): the objective's costs on active rows,
+    0 on the others (differentiable: gradient solvers see no gradient there).
+    """
+    rows = active.nonzero().squeeze(1)  # (B',)
+    if len(rows) == 0:
+        return lambda actions: actions.new_zeros(actions.shape[:2])  # noqa: E731
+    sub_known = {k: v[rows] for k, v in known.items()}
+    sub_past = None if past is None else past[rows]
+    sub_cost = objective(model, context_emb[rows], goal_emb[rows], sub_past, **sub_known)
+
+    def cost_fn(actions: torch.Tensor) -> torch.Tensor:
+        sub = sub_cost(actions[rows])  # (B', S)
+        return actions.new_zeros(actions.shape[:2], dtype=sub.dtype).index_copy(0, rows, sub)
+
+    return cost_fn
 
 
 class MPCPolicy:
@@ -159,6 +180,7 @@ class MPCPolicy:
         self._goal_pixels: np.ndarray | None = None
         self._goal_emb: torch.Tensor | None = None  # (B, D)
         self._goal_state: torch.Tensor | None = None  # (B, G), the env's goal layout when act() is given it
+        self._active: torch.Tensor | None = None  # (B,) bool from act(): envs still running (None: all)
         self.last_result: PlanResult | None = None
         self.last_plan_seconds = 0.0
         self.plan_seconds = 0.0
@@ -207,7 +229,11 @@ class MPCPolicy:
         if self._block_history and self._pass_past_actions:
             past = torch.stack(list(self._block_history), dim=1)  # (B, T0 - 1, block_dim)
         known = {"goal_state": self._goal_state} if self._goal_state is not None and self._pass_goal_state else {}
-        cost_fn = self.objective(self.model, context_emb, goal_emb, past, **known)
+        active = self._active
+        if active is None or active.all():
+            cost_fn = self.objective(self.model, context_emb, goal_emb, past, **known)
+        else:  # envs whose episode ended: the solver still runs for all B, the model only for the others
+            cost_fn = _active_rows_cost(self.objective, self.model, active, context_emb, goal_emb, past, known)
         if self.hold_actions:
             block_cost, f = cost_fn, self.frameskip
             # (B, S, H, A) -> (B, S, H, f*A): the block is the raw action repeated f times.
@@ -228,7 +254,8 @@ class MPCPolicy:
     # no_grad, not inference_mode: a gradient solver's plan turns autograd back on in _replan,
     # which inference mode (and its inference tensors) would forbid.
     @torch.no_grad()
-    def act(self, obs: np.ndarray, goal: np.ndarray, goal_state: np.ndarray | None = None) -> np.ndarray:
+    def act(self, obs: np.ndarray, goal: np.ndarray, goal_state: np.ndarray | None = None,
+            active: np.ndarray | None = None) -> np.ndarray:
         """One raw action per environment.
 
         Args:
@@ -236,6 +263,10 @@ class MPCPolicy:
             goal: uint8 (B, H, W, 3) goal image of each environment.
             goal_state: optional float (B, G) goal layout of each environment (the env's
                 ``goal_state``), for objectives with a ``goal_state`` argument (``state``).
+            active: optional bool (B,), False for envs whose episode has ended: the model is
+                not rolled out for them (their actions are returned but meaningless). The
+                solver still runs for all B, so its memory and random draws, hence the
+                plans of the active envs, are those of planning every env.
 
         Returns:
             float32 (B, action_dim) actions within [action_low, action_high]. The caller is
@@ -255,6 +286,12 @@ class MPCPolicy:
             self._goal_state = torch.from_numpy(gs).to(self.device)
         if obs.shape[0] != self.batch_size:
             raise ValueError(f"obs holds {obs.shape[0]} envs but the policy was reset for {self.batch_size}; call reset({obs.shape[0]})")
+        if active is not None:
+            active = np.asarray(active)
+            if active.dtype != np.bool_ or active.shape != (self.batch_size,):
+                raise ValueError(f"active must be a bool array of shape ({self.batch_size},), got {active.dtype} {active.shape}")
+            active = torch.from_numpy(active.copy()).to(self.device)
+        self._active = active
 
         f = self.frameskip
         if self._t % f == 0:  # block boundary

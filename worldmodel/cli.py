@@ -51,7 +51,9 @@ EPILOGS = {
         "  wm bench envs --resolution 224 --json\n"
         "  wm bench envs --env wm/TwoRoom-v0 --resolution 64\n"
         "  wm bench data --resolution 224 --json\n"
-        "  wm bench data --resolution 64 --quick"
+        "  wm bench data --resolution 64 --quick\n"
+        "  wm bench solvers --json\n"
+        "  wm bench solvers --solver cem --dtype bfloat16 --json"
     ),
     "gallery": "example:\n  wm gallery --out docs/gallery --resolution 128",
 }
@@ -140,7 +142,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("train", "train a JEPA world model on a dataset")
     add_dataclass_arguments(p.add_argument_group("training"), TrainConfig)
-    add_dataclass_arguments(p.add_argument_group("model"), ModelConfig, exclude=("image_size", "action_dim", "in_channels"))
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", default=None, metavar="NAME",
+                   help="start from a named architecture (lewm: LeWorldModel's, lewm-tiny: the same, small; "
+                        "worldmodel/config.py MODEL_PRESETS); model options given override it")
+    add_dataclass_arguments(g, ModelConfig, exclude=("image_size", "action_dim", "in_channels"), unset_default=True)
     # The training window's old name, now the planning horizon's (`wm eval --horizon`): refused by _cmd_train.
     p.add_argument("--horizon", dest="old_horizon", default=None, help=argparse.SUPPRESS)
 
@@ -187,6 +193,21 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--env", action="append", default=None, help="env id (repeatable; default: all)")
     q.add_argument("--episodes", type=int, default=50, help="seeded episodes per env and noise level")
     q.add_argument("--json", action="store_true", help="print JSON {env_id: {clean: {...}, noisy: {...}}}")
+
+    q = bsub.add_parser(
+        "solvers", help="seconds and FLOPs per plan of every solver on a random LeWorldModel-scale model",
+        description="Plans with each solver for 1 and for 8 environments batched on a randomly initialised "
+                    "LeWorldModel-scale model (ModelConfig.preset('lewm')), counting FLOPs with "
+                    "torch.utils.flop_counter and measuring this machine's GEMM rate per precision in the same "
+                    "run; the protocol is in benchmarks/solvers.py.",
+    )
+    q.add_argument("--solver", action="append", default=None, help="solver name (repeatable; default: all)")
+    q.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="planning precision")
+    q.add_argument("--envs", type=int, default=8, help="environments planned in one batched call (also 1)")
+    q.add_argument("--repeats", type=int, default=1, help="timed plans per solver and env count (the best counts)")
+    q.add_argument("--quick", action="store_true", help="tiny model and budgets: a smoke run, numbers meaningless")
+    q.add_argument("--json", action="store_true",
+                   help='print JSON {"gemm_gflops": {...}, "solvers": {NAME: {"seconds_per_env_plan", ...}}}')
 
     p = add("gallery", "render every env under train and OOD factors into PNGs")
     p.add_argument("--out", default="docs/gallery", help="output folder (one PNG per env)")
@@ -381,6 +402,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from data import open_dataset
     from worldmodel.config import ModelConfig, TrainConfig
     from worldmodel.train import train
@@ -391,10 +414,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     train_cfg = dataclass_from_args(TrainConfig, args)
     if not train_cfg.data:
         raise ValueError("wm train needs --data PATH (a dataset written by wm collect)")
+    if args.preset is not None:
+        ModelConfig.preset(args.preset)  # an unknown name: one line naming the closest, before reading data
     meta = open_dataset(train_cfg.data).meta
-    model_cfg = dataclass_from_args(
-        ModelConfig, args, image_size=int(meta["image_shape"][0]), action_dim=int(meta["action_dim"])
-    )
+    data_sizes = {"image_size": int(meta["image_shape"][0]), "action_dim": int(meta["action_dim"])}
+    if args.preset is None:
+        model_cfg = dataclass_from_args(ModelConfig, args, **data_sizes)
+    else:  # the preset, then the model options given on the command line (unset ones parse as None)
+        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ModelConfig)
+                 if getattr(args, f.name, None) is not None}
+        model_cfg = ModelConfig.preset(args.preset, **{**given, **data_sizes})
     summary = train(model_cfg, train_cfg)
     print(_json(summary, default=str))
     return 0
@@ -466,6 +495,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         _check_resolution(args.resolution, MAX_DATA_RESOLUTION)
         result = bench_data(args.resolution, quick=args.quick, seconds=args.seconds, log=_log)
         print(_json(result, indent=2) if args.json else "\n" + data_table(result))
+        return 0
+    if args.bench_command == "solvers":
+        from benchmarks.solvers import bench_solvers, markdown_table as solver_table
+
+        for flag, value in (("--envs", args.envs), ("--repeats", args.repeats)):
+            if value < 1:
+                raise ValueError(f"{flag}={value}: expected a positive integer")
+        result = bench_solvers(quick=args.quick, solvers=args.solver, envs=(1, args.envs), dtype=args.dtype,
+                               repeats=args.repeats, log=_log)
+        print(_json(result, indent=2) if args.json else "\n" + solver_table(result))
         return 0
     if args.bench_command == "experts":
         from benchmarks.experts import bench_experts, markdown_table as expert_table

@@ -8,6 +8,7 @@ torch, so ``wm --help`` stays fast.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -97,6 +98,10 @@ class ModelConfig:
     predictor_width: int = _f(128, "predictor transformer width")
     predictor_depth: int = _f(3, "predictor transformer blocks")
     predictor_heads: int = _f(4, "predictor attention heads")
+    predictor_head_dim: Optional[int] = _f(
+        None, "predictor attention width per head (default: predictor_width / predictor_heads)"
+    )
+    predictor_mlp_dim: Optional[int] = _f(None, "predictor MLP hidden size (default: mlp_ratio * predictor_width)")
     predictor_residual: bool = _f(True, "predict the change of the embedding (output = input + predictor)")
     mlp_ratio: float = _f(4.0, "transformer MLP hidden size as a multiple of the width")
     dropout: float = _f(0.0, "dropout in the transformers")
@@ -124,8 +129,12 @@ class ModelConfig:
         _require(self.mlp_ratio > 0, f"ModelConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
         _require(self.sigreg_weight >= 0, f"ModelConfig.sigreg_weight must be >= 0, got {self.sigreg_weight}")
         _require(self.rollout_weight >= 0, f"ModelConfig.rollout_weight must be >= 0, got {self.rollout_weight}")
-        _require(self.predictor_width % self.predictor_heads == 0,
-                 f"predictor_width={self.predictor_width} must be divisible by predictor_heads={self.predictor_heads}")
+        for name in ("predictor_head_dim", "predictor_mlp_dim"):
+            value = getattr(self, name)
+            _require(value is None or value >= 1, f"ModelConfig.{name} must be >= 1 or None, got {value}")
+        _require(self.predictor_head_dim is not None or self.predictor_width % self.predictor_heads == 0,
+                 f"predictor_width={self.predictor_width} must be divisible by predictor_heads={self.predictor_heads} "
+                 f"(or set predictor_head_dim)")
         if self.encoder == "cnn":
             _require(self.image_size >= 16, f"the CNN encoder needs image_size >= 16, got {self.image_size}")
         else:
@@ -160,7 +169,58 @@ class ModelConfig:
             if "pred_steps" in values:
                 raise ValueError(f"ModelConfig has both 'pred_steps' and its old name {OLD_PRED_STEPS_KEY!r}; keep 'pred_steps'")
             values = {("pred_steps" if k == OLD_PRED_STEPS_KEY else k): v for k, v in values.items()}
+        if isinstance(values, dict):  # configs written before these fields existed load as before
+            values = {**ADDED_MODEL_FIELDS, **values}
         return _from_dict(cls, values, strict)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
+        """A named architecture from ``MODEL_PRESETS`` with some fields ``overrides``.
+
+        Raises ``UnknownPresetError`` (a ``ValueError``) naming the closest preset on a typo.
+        """
+        if not isinstance(name, str) or name not in MODEL_PRESETS:
+            close = difflib.get_close_matches(str(name), list(MODEL_PRESETS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UnknownPresetError(f"unknown model preset {name!r}{hint} (presets: {', '.join(MODEL_PRESETS)})")
+        return cls.from_dict({**MODEL_PRESETS[name], **overrides})
+
+
+class UnknownPresetError(ValueError):
+    """A model preset name that is not in ``MODEL_PRESETS``."""
+
+
+#: ModelConfig fields added after checkpoints were first written, with the value that
+#: reproduces the older architecture (a config.json without them loads with these).
+ADDED_MODEL_FIELDS: dict[str, Any] = {"predictor_head_dim": None, "predictor_mlp_dim": None}
+
+#: Named architectures (``ModelConfig.preset(name)``, ``wm train --preset NAME``); fields
+#: not named keep ModelConfig's defaults.
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    # LeWorldModel (Maes et al. 2026, github.com/lucas-maes/le-wm, config/train/model/lewm.yaml
+    # and config/train/lewm.yaml): ViT-Tiny encoder (patch 14, 224x224, width 192, 12 blocks,
+    # 3 heads) -> CLS -> BatchNorm projector (hidden 2048) -> 192-d embedding; a 6-block
+    # AdaLN-zero causal predictor of width 192 with 16 heads of 64 and MLP 2048 over a
+    # history of 3 embeddings, output through a BatchNorm projector (not residual);
+    # frameskip 5; SIGReg weight 0.09 with 1024 projections, 17 knots; one predicted step
+    # per window, no rollout loss. Not reproduced: its 0.1 predictor dropout (our
+    # ``dropout`` would also apply to the encoder) and its action encoder (Conv1d + MLP).
+    "lewm": dict(
+        image_size=224, frameskip=5, context=3, pred_steps=1, embed_dim=192, encoder="vit",
+        patch_size=14, vit_width=192, vit_depth=12, vit_heads=3, mlp_ratio=4.0, projector_hidden=2048,
+        predictor_width=192, predictor_depth=6, predictor_heads=16, predictor_head_dim=64,
+        predictor_mlp_dim=2048, predictor_residual=False, sigreg_weight=0.09, sigreg_projections=1024,
+        sigreg_knots=17, rollout_weight=0.0,
+    ),
+    # The same structure, small enough for tests and quick benchmarks.
+    "lewm-tiny": dict(
+        image_size=28, frameskip=5, context=3, pred_steps=1, embed_dim=32, encoder="vit",
+        patch_size=14, vit_width=32, vit_depth=2, vit_heads=2, mlp_ratio=4.0, projector_hidden=64,
+        predictor_width=32, predictor_depth=2, predictor_heads=4, predictor_head_dim=16,
+        predictor_mlp_dim=64, predictor_residual=False, sigreg_weight=0.09, sigreg_projections=64,
+        sigreg_knots=17, rollout_weight=0.0,
+    ),
+}
 
 
 @dataclass

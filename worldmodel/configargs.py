@@ -20,12 +20,15 @@ def add_dataclass_arguments(
     cls: type,
     exclude: tuple[str, ...] = (),
     defaults: dict[str, Any] | None = None,
+    unset_default: bool = False,
 ) -> None:
     """Add a ``--field-name`` option for every scalar field of dataclass ``cls``.
 
     The option's type and default come from the field; its help from
     ``field(metadata={"help": ...})``. Booleans take ``--x/--no-x``. ``defaults``
     overrides the dataclass defaults shown and used (e.g. a demo's smaller budget).
+    ``unset_default``: options not given parse as None (the help still shows the
+    default), so a caller can tell given options from defaults (``wm train --preset``).
     """
     hints = typing.get_type_hints(cls)
     defaults = defaults or {}
@@ -40,6 +43,8 @@ def add_dataclass_arguments(
         default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else None)
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{_field_help(f)} (default: {default})"
+        if unset_default:
+            default = None
         if typ is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif typ in (int, float, str):

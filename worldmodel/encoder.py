@@ -29,30 +29,37 @@ class Projector(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention via ``scaled_dot_product_attention``: (B, L, W) -> (B, L, W)."""
+    """Multi-head self-attention via ``scaled_dot_product_attention``: (B, L, W) -> (B, L, W).
 
-    def __init__(self, width: int, heads: int, dropout: float = 0.0, causal: bool = False):
+    ``heads`` heads of ``head_dim`` each (default ``W / heads``); the attention width
+    ``I = heads * head_dim`` may differ from W (LeWorldModel: W=192, 16 heads of 64).
+    """
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.0, causal: bool = False,
+                 head_dim: int | None = None):
         super().__init__()
         self.heads, self.causal, self.dropout = heads, causal, dropout
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
+        self.head_dim = width // heads if head_dim is None else head_dim
+        self.inner = heads * self.head_dim  # I, the attention width (W unless head_dim is given)
+        self.qkv = nn.Linear(width, 3 * self.inner)
+        self.proj = nn.Linear(self.inner, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, L, W) -> (B, L, W); causal if built so (token i sees tokens <= i)."""
         B, L, W = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, h, L, W/h)
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, h, L, I/h)
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
         )
-        return self.proj(y.transpose(1, 2).reshape(B, L, W))
+        return self.proj(y.transpose(1, 2).reshape(B, L, self.inner))
 
 
 class FeedForward(nn.Module):
-    """Transformer MLP: (..., W) -> (..., W) with hidden size ``mlp_ratio * W``."""
+    """Transformer MLP: (..., W) -> (..., W) with hidden size ``hidden`` (default ``mlp_ratio * W``)."""
 
-    def __init__(self, width: int, mlp_ratio: float, dropout: float = 0.0):
+    def __init__(self, width: int, mlp_ratio: float, dropout: float = 0.0, hidden: int | None = None):
         super().__init__()
-        hidden = int(width * mlp_ratio)
+        hidden = int(width * mlp_ratio) if hidden is None else hidden
         self.net = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

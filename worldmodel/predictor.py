@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from worldmodel.config import ModelConfig
 from worldmodel.encoder import Attention, FeedForward, Projector
@@ -39,12 +40,13 @@ class AdaLNBlock(nn.Module):
     block starts as the identity.
     """
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float,
+                 head_dim: int | None = None, mlp_dim: int | None = None):
         super().__init__()
         self.ln1 = nn.LayerNorm(width, elementwise_affine=False)
         self.ln2 = nn.LayerNorm(width, elementwise_affine=False)
-        self.attn = Attention(width, heads, dropout, causal=True)
-        self.mlp = FeedForward(width, mlp_ratio, dropout)
+        self.attn = Attention(width, heads, dropout, causal=True, head_dim=head_dim)
+        self.mlp = FeedForward(width, mlp_ratio, dropout, hidden=mlp_dim)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
         nn.init.zeros_(self.ada[1].weight)
         nn.init.zeros_(self.ada[1].bias)
@@ -63,11 +65,13 @@ class Predictor(nn.Module):
         super().__init__()
         c, w = config, config.predictor_width
         self.max_len = c.context + c.pred_steps
+        self.context = c.context
         self.action_encoder = ActionEncoder(c.block_dim, w)
         self.in_proj = nn.Linear(c.embed_dim, w)
         self.pos = nn.Parameter(torch.randn(1, self.max_len, w) * 0.02)
         self.blocks = nn.ModuleList(
-            AdaLNBlock(w, c.predictor_heads, c.mlp_ratio, c.dropout) for _ in range(c.predictor_depth)
+            AdaLNBlock(w, c.predictor_heads, c.mlp_ratio, c.dropout, c.predictor_head_dim, c.predictor_mlp_dim)
+            for _ in range(c.predictor_depth)
         )
         self.ln = nn.LayerNorm(w)
         self.out_proj = nn.Linear(w, c.embed_dim)
@@ -93,3 +97,139 @@ class Predictor(nn.Module):
         out = self.projector(x.reshape(B * T, -1)).view(B, T, -1)
         # Residual: the network only has to model how the embedding moves.
         return emb + out if self.residual else out
+
+    # ------------------------------------------------------------ fast rollout
+    # Planning rolls the predictor out over a sliding window of at most ``context`` tokens.
+    # Token j of the sequence pairs embedding e_j (a context embedding for j < k, else the
+    # prediction p_{j-k}) with action a_j (a past block for j < k - 1, else the candidate's
+    # block f_{j-k+1}); step h feeds tokens [s_h, k + h - 1] (s_h = max(0, k + h - context))
+    # at positions 0.. and reads the last output. ``forward`` on that window, repeated for
+    # every step, computes all tokens of all layers for all B * S candidates. Causality lets
+    # ``rollout`` do less for the same result:
+    #   * the window's leading tokens j <= k - 2 depend on no candidate: they are computed
+    #     for B (not B * S), once per step, and only their keys/values are kept
+    #     (``rollout_prefix``; reusable across calls with the same context);
+    #   * the AdaLN modulation ada(action_encoder(f_i)) of each candidate block is computed
+    #     once, not once per window that holds it (it does not depend on the position);
+    #     likewise in_proj of each embedding;
+    #   * in the last block, the non-last tokens are needed only as keys/values, and the
+    #     final norm, out_proj and projector only for the last token.
+    # Tokens that do depend on the candidate change position as the window slides (learned
+    # absolute positions), so they are recomputed at each step: that is the remaining work.
+
+    def rollout_prefix(self, ctx: torch.Tensor, ctx_actions: torch.Tensor, steps: int) -> list:
+        """Keys/values of the candidate-independent leading tokens of each step's window.
+
+        Args:
+            ctx: (B, k, D) context embeddings (k <= context), ctx_actions: (B, k - 1, A_block).
+            steps: H, the rollout length.
+
+        Returns:
+            one entry per step h: None when the window has no such token, else a list over
+            blocks of (keys, values), each (B, heads, n_h, head_dim).
+        """
+        B, k, _ = ctx.shape
+        out: list = []
+        for h in range(steps):
+            s = max(0, k + h - self.context)
+            n = max(0, k - 1 - s)
+            if n == 0:
+                out.append(None)
+                continue
+            x = self.in_proj(ctx[:, s : k - 1]) + self.pos[:, :n]  # (B, n, W)
+            c = self.action_encoder(ctx_actions[:, s : k - 1])  # (B, n, W)
+            kvs = []
+            for i, block in enumerate(self.blocks):
+                shift1, scale1, gate1, shift2, scale2, gate2 = block.ada(c).chunk(6, dim=-1)
+                attn = block.attn
+                q, kk, v = _heads(attn.qkv(modulate(block.ln1(x), shift1, scale1)), 3, attn.heads, attn.head_dim)
+                kvs.append((kk, v))
+                if i < len(self.blocks) - 1:  # the last block's outputs are never read
+                    y = F.scaled_dot_product_attention(q, kk, v, is_causal=True)  # (B, heads, n, hd)
+                    x = x + gate1 * attn.proj(y.transpose(1, 2).reshape(B, n, attn.inner))
+                    x = x + gate2 * block.mlp(modulate(block.ln2(x), shift2, scale2))
+            out.append(kvs)
+        return out
+
+    def rollout(
+        self,
+        ctx: torch.Tensor,
+        ctx_actions: torch.Tensor,
+        future: torch.Tensor,
+        prefix: list | None = None,
+    ) -> torch.Tensor:
+        """Predict H embeddings per candidate, equal to sliding ``forward`` over the window.
+
+        Args:
+            ctx: (B, k, D) context embeddings, k <= context, oldest first.
+            ctx_actions: (B, k - 1, A_block) blocks executed between them.
+            future: (B, S, H, A_block) candidate blocks.
+            prefix: ``rollout_prefix(ctx, ctx_actions, H)`` if already computed.
+
+        Returns:
+            (B, S, H, D) predicted embeddings. Eval-mode semantics (BatchNorm running
+            statistics, no dropout): use it only when ``not self.training``.
+        """
+        B, k, D = ctx.shape
+        S, H, A = future.shape[1:]
+        BS, depth = B * S, len(self.blocks)
+        if prefix is None:
+            prefix = self.rollout_prefix(ctx, ctx_actions, H)
+        c = self.action_encoder(future.reshape(BS, H, A))  # (BS, H, W)
+        mods = [block.ada(c) for block in self.blocks]  # depth x (BS, H, 6W), one per candidate block
+        current = ctx[:, k - 1].unsqueeze(1).expand(B, S, D).reshape(BS, D)  # e_{k-1} per candidate
+        embs = [current]  # e_j for j >= k - 1: the current embedding, then the predictions
+        inputs = [self.in_proj(ctx[:, k - 1]).unsqueeze(1).expand(B, S, -1).reshape(BS, -1)]  # in_proj(e_j)
+        preds = []
+        for h in range(H):
+            s = max(0, k + h - self.context)
+            n = max(0, k - 1 - s)  # candidate-independent tokens, in the prefix
+            j0 = max(s, k - 1)  # first candidate-dependent token
+            m = k + h - j0  # candidate-dependent tokens, positions n .. n + m - 1
+            a0 = j0 - (k - 1)  # their first action/embedding index into mods/inputs
+            x = torch.stack(inputs[a0 : h + 1], dim=1) + self.pos[:, n : n + m]  # (BS, m, W)
+            for i, block in enumerate(self.blocks):
+                attn, last = block.attn, i == depth - 1
+                shift1, scale1, gate1, shift2, scale2, gate2 = mods[i][:, a0 : h + 1].chunk(6, dim=-1)
+                hmod = modulate(block.ln1(x), shift1, scale1)  # (BS, m, W)
+                if last and m > 1:  # only the last token's output is read: the others give keys/values
+                    inner = attn.inner
+                    q = _heads(F.linear(hmod[:, -1:], attn.qkv.weight[:inner], attn.qkv.bias[:inner]),
+                               1, attn.heads, attn.head_dim)[0]  # (BS, heads, 1, hd)
+                    kk, v = _heads(F.linear(hmod, attn.qkv.weight[inner:], attn.qkv.bias[inner:]),
+                                   2, attn.heads, attn.head_dim)
+                else:
+                    q, kk, v = _heads(attn.qkv(hmod), 3, attn.heads, attn.head_dim)  # (BS, heads, m, hd)
+                if n:
+                    pk, pv = prefix[h][i]  # (B, heads, n, hd)
+                    kk = torch.cat([_expand(pk, S), kk], dim=2)  # (BS, heads, n + m, hd)
+                    v = torch.cat([_expand(pv, S), v], dim=2)
+                mq = q.shape[2]
+                if mq == 1:  # the last token sees every key
+                    y = F.scaled_dot_product_attention(q, kk, v)
+                elif n == 0:
+                    y = F.scaled_dot_product_attention(q, kk, v, is_causal=True)
+                else:  # query i sits at position n + i
+                    mask = torch.ones(mq, n + m, dtype=torch.bool, device=x.device).tril(n)
+                    y = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask)
+                if last:
+                    x, gate1, shift2, scale2, gate2 = (t[:, -1:] for t in (x, gate1, shift2, scale2, gate2))
+                x = x + gate1 * attn.proj(y.transpose(1, 2).reshape(BS, mq, attn.inner))
+                x = x + gate2 * block.mlp(modulate(block.ln2(x), shift2, scale2))
+            out = self.projector(self.out_proj(self.ln(x[:, -1])))  # (BS, D)
+            pred = embs[h] + out if self.residual else out
+            preds.append(pred)
+            embs.append(pred)
+            inputs.append(self.in_proj(pred))
+        return torch.stack(preds, dim=1).view(B, S, H, D)
+
+
+def _heads(qkv: torch.Tensor, parts: int, heads: int, head_dim: int) -> tuple[torch.Tensor, ...]:
+    """(N, L, parts * heads * head_dim) -> ``parts`` tensors (N, heads, L, head_dim)."""
+    N, L, _ = qkv.shape
+    return tuple(qkv.view(N, L, parts, heads, head_dim).permute(2, 0, 3, 1, 4))
+
+
+def _expand(t: torch.Tensor, S: int) -> torch.Tensor:
+    """(B, ...) -> (B * S, ...), each row repeated S times (sample-major within each b)."""
+    return t.unsqueeze(1).expand(t.shape[0], S, *t.shape[1:]).reshape(t.shape[0] * S, *t.shape[1:])

@@ -1,0 +1,271 @@
+"""`wm bench solvers`: seconds and FLOPs per plan of every solver at LeWorldModel scale.
+
+Protocol (one process, this machine's torch threads):
+
+1. Model: ``ModelConfig.preset("lewm")`` (``--quick``: ``"lewm-tiny"``), randomly
+   initialised (seed 0), eval mode, in the planning precision ``dtype``
+   (``worldmodel.model.planning_model``). Planning problem: a full history of
+   ``context`` (3) random embeddings and ``context - 1`` executed blocks, a random goal
+   embedding, horizon 5 blocks of ``frameskip * action_dim`` = 10 values in [-1, 1],
+   objective ``terminal_l2``: what ``MPCPolicy`` hands a solver in the middle of an episode.
+2. GEMM rate per precision (float32 and bfloat16): ``F.linear`` with the predictor's own
+   weight shapes (qkv, attention output, MLP in and out, AdaLN modulation) on as many rows
+   as the batched plan feeds them (envs x samples x context tokens), best of several
+   timed rounds. Measured before and after the solvers (the machine's speed drifts); the
+   higher of the two is the bound.
+3. Each solver (``planners.get(name)`` with its defaults: CEM 300 samples x 30
+   iterations; ``--quick``: 16 samples x 2 iterations), for 1 environment and for
+   ``max(envs)`` environments in one batched ``plan`` call: wall time of the plan (best of
+   ``repeats``), run under ``torch.inference_mode`` (gradient solvers: autograd on), with
+   ``torch.utils.flop_counter.FlopCounterMode`` counting every matmul, attention and
+   convolution FLOP of the plan (backward passes included) in the same run. The counter's
+   own cost is a Python hook per op: a few hundred ops per ``cost_fn`` call of seconds,
+   i.e. well under 1%.
+
+Result (``bench_solvers``; ``wm bench solvers --json``)::
+
+    {"gemm_gflops": {"float32": .., "bfloat16": ..},
+     "solvers": {NAME: {"seconds_per_env_plan": .., "flops_per_env_plan": ..,
+                        "flop_bound_fraction": .., "dtype": "float32",
+                        "envs": {"1": {...}, "8": {...}}, "options": {...}}},
+     "model": {...}, "machine": {...}}
+
+The top-level figures of a solver are those of the batched run (max(envs) environments);
+``flop_bound_fraction = flops_per_env_plan / (seconds_per_env_plan * gemm_gflops[dtype] * 1e9)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+#: solver options that shrink each solver for ``--quick`` (only those a solver takes are passed)
+QUICK_OPTIONS: dict[str, Any] = {
+    "num_samples": 16, "iterations": 2, "num_elites": 4, "num_refine": 2, "gd_iterations": 2,
+}
+
+#: planning horizon in blocks (LeWorldModel's evaluation: 5)
+HORIZON = 5
+
+
+def _log(log: Callable[[str], None] | None, line: str) -> None:
+    if log is not None:
+        log(line)
+
+
+def gemm_gflops(config: Any, rows: int, dtype: torch.dtype, seconds: float = 1.0, rounds: int = 3) -> float:
+    """This machine's matrix-product rate in GFLOP/s for the predictor's weight shapes.
+
+    Args:
+        config: the ``ModelConfig`` whose predictor shapes are measured.
+        rows: rows of the activations (tokens in one batched predictor call).
+        dtype: torch.float32 or torch.bfloat16.
+        seconds: minimum timed seconds per round; rounds: rounds, the best one counts.
+
+    Returns:
+        2 * rows * sum(in * out) / seconds of the best round, in GFLOP/s.
+    """
+    W = config.predictor_width
+    heads = config.predictor_heads
+    inner = heads * (config.predictor_head_dim or W // heads)
+    hidden = config.predictor_mlp_dim or int(W * config.mlp_ratio)
+    shapes = [(W, 3 * inner), (inner, W), (W, hidden), (hidden, W), (W, 6 * W)]  # (in, out)
+    gen = torch.Generator().manual_seed(0)
+    xs = {n_in: torch.randn(rows, n_in, generator=gen).to(dtype) for n_in in {s[0] for s in shapes}}
+    ws = [torch.randn(n_out, n_in, generator=gen).to(dtype) * n_in**-0.5 for n_in, n_out in shapes]
+    flop = 2.0 * rows * sum(n_in * n_out for n_in, n_out in shapes)
+    with torch.inference_mode():
+        for (n_in, _), w in zip(shapes, ws):  # warm-up
+            F.linear(xs[n_in], w)
+        best = 0.0
+        for _ in range(rounds):
+            n, t0 = 0, time.perf_counter()
+            while True:
+                for (n_in, _), w in zip(shapes, ws):
+                    F.linear(xs[n_in], w)
+                n += 1
+                elapsed = time.perf_counter() - t0
+                if elapsed >= seconds:
+                    break
+            best = max(best, n * flop / elapsed / 1e9)
+    return best
+
+
+def _solver_factory(quick: bool) -> tuple[Callable[..., Any], list[str], Callable[[str], dict]]:
+    """(build(name, **problem), names, options(name)) from the registry, else CEM alone."""
+    try:
+        from planners import available, get, solver_options
+    except ImportError:  # an older planners package: CEM only
+        from planners import CEM
+
+        def build(name: str, **kwargs: Any) -> Any:
+            return CEM(**kwargs)
+
+        def options(name: str) -> dict:
+            return {k: v for k, v in QUICK_OPTIONS.items() if k in ("num_samples", "iterations", "num_elites")} if quick else {}
+
+        return build, ["cem"], options
+
+    def options(name: str) -> dict:
+        known = solver_options(name)
+        return {k: v for k, v in QUICK_OPTIONS.items() if k in known} if quick else {}
+
+    return get, available(), options
+
+
+def _problem(model: Any, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random planning inputs: context (B, context, D), past blocks (B, context - 1, A), goal (B, D)."""
+    c = model.config
+    D = c.embed_dim
+    ctx = torch.randn(batch, c.context, D, generator=gen)
+    past = torch.rand(batch, c.context - 1, c.block_dim, generator=gen) * 2 - 1
+    goal = torch.randn(batch, D, generator=gen)
+    return ctx, past, goal
+
+
+def time_plan(solver: Any, cost_fn: Callable, batch: int, repeats: int) -> tuple[list[float], float]:
+    """Plan ``repeats`` times -> (wall seconds of each plan, FLOPs of the first).
+
+    Runs in inference mode, or with autograd for a solver with ``requires_grad``.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    grad = bool(getattr(solver, "requires_grad", False))
+    times, flops = [], 0.0
+    for r in range(repeats):
+        mode = torch.enable_grad() if grad else torch.inference_mode()
+        counter = FlopCounterMode(display=False) if r == 0 else contextlib.nullcontext()
+        with mode, counter:
+            t0 = time.perf_counter()
+            solver.plan(cost_fn, batch)
+            times.append(time.perf_counter() - t0)
+        if r == 0:
+            flops = float(counter.get_total_flops())
+    return times, flops
+
+
+def bench_solvers(
+    quick: bool = False,
+    solvers: Sequence[str] | None = None,
+    envs: Sequence[int] = (1, 8),
+    dtype: str = "float32",
+    repeats: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Seconds and FLOPs per environment-plan of each solver, and the fraction of the FLOP bound.
+
+    Args:
+        quick: the ``lewm-tiny`` model and tiny solver budgets (a smoke run; numbers meaningless).
+        solvers: solver names (default: every registered solver).
+        envs: environment counts to plan for in one batched call; the largest is the headline.
+        dtype: planning precision, 'float32' or 'bfloat16'.
+        repeats: timed plans per solver and env count (the best counts).
+        log: optional callable for progress lines.
+
+    Returns:
+        the dict described in the module docstring.
+    """
+    from worldmodel.config import ModelConfig
+    from worldmodel.model import JEPA, PLANNING_DTYPES, planning_model
+    from planners.objectives import get_objective
+
+    if dtype not in PLANNING_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(PLANNING_DTYPES)}, got {dtype!r}")
+    envs = sorted({int(n) for n in envs})
+    if not envs or envs[0] < 1:
+        raise ValueError(f"envs must be positive environment counts, got {list(envs)}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    build, names, options = _solver_factory(quick)
+    if solvers:
+        unknown = [s for s in solvers if s not in names]
+        if unknown:
+            build(unknown[0], horizon=1, action_dim=1, low=-1.0, high=1.0)  # raises, naming the closest
+            raise ValueError(f"unknown solver(s) {unknown}; available: {', '.join(names)}")
+        names = list(solvers)
+
+    preset = "lewm-tiny" if quick else "lewm"
+    config = ModelConfig.preset(preset)
+    torch.manual_seed(0)
+    model = JEPA(config).eval()
+    planner_model = planning_model(model, dtype)
+    objective = get_objective("terminal_l2")
+    tokens = max(envs) * (QUICK_OPTIONS["num_samples"] if quick else 300) * config.context
+    gemm_seconds = 0.05 if quick else 1.0
+
+    def measure_gemm() -> dict[str, float]:
+        return {name: gemm_gflops(config, tokens, getattr(torch, name), seconds=gemm_seconds)
+                for name in ("float32", "bfloat16")}
+
+    gemm_before = measure_gemm()
+    _log(log, f"GEMM GFLOP/s (predictor shapes, {tokens} rows): " + ", ".join(f"{k} {v:.0f}" for k, v in gemm_before.items()))
+    results: dict[str, Any] = {}
+    gen = torch.Generator().manual_seed(0)
+    warm = _problem(model, 1, gen)
+    with torch.inference_mode():  # first-call allocations out of the timings
+        objective(planner_model, warm[0], warm[2], warm[1])(torch.zeros(1, 2, HORIZON, config.block_dim))
+    for name in names:
+        opts = options(name)
+        per_envs: dict[str, dict] = {}
+        for n in envs:
+            ctx, past, goal = _problem(model, n, torch.Generator().manual_seed(n))
+            solver = build(name, horizon=HORIZON, action_dim=config.block_dim, low=-1.0, high=1.0, seed=0, **opts)
+            cost_fn = objective(planner_model, ctx, goal, past)
+            times, flops = time_plan(solver, cost_fn, n, repeats)
+            best = min(times)
+            per_envs[str(n)] = {
+                "seconds_per_plan": best,
+                "seconds_per_env_plan": best / n,
+                "flops_per_env_plan": flops / n,
+                "times": times,
+            }
+            _log(log, f"{name}: {n} env(s) {best:.2f} s per plan, {best / n:.2f} s per env-plan, "
+                      f"{flops / n / 1e12:.3f} TFLOP per env-plan, {flops / best / 1e9:.0f} GFLOP/s")
+        results[name] = {"envs": per_envs, "options": opts, "dtype": dtype}
+    gemm_after = measure_gemm()
+    gemm = {k: max(gemm_before[k], gemm_after[k]) for k in gemm_before}
+    _log(log, "GEMM GFLOP/s after: " + ", ".join(f"{k} {v:.0f}" for k, v in gemm_after.items()))
+    for entry in results.values():
+        for row in entry["envs"].values():
+            row["flop_bound_fraction"] = row["flops_per_env_plan"] / (row["seconds_per_env_plan"] * gemm[dtype] * 1e9)
+        head = entry["envs"][str(envs[-1])]
+        entry.update({k: head[k] for k in ("seconds_per_env_plan", "flops_per_env_plan", "flop_bound_fraction")})
+    predictor_params = sum(p.numel() for p in model.predictor.parameters())
+    return {
+        "gemm_gflops": gemm,
+        "solvers": {name: {k: results[name][k] for k in (
+            "seconds_per_env_plan", "flops_per_env_plan", "flop_bound_fraction", "dtype", "envs", "options")}
+            for name in names},
+        "gemm_gflops_runs": {"before": gemm_before, "after": gemm_after, "rows": tokens},
+        "model": {
+            "preset": preset, "predictor_params": predictor_params, "context": config.context,
+            "horizon": HORIZON, "block_dim": config.block_dim, "objective": "terminal_l2", "quick": quick,
+        },
+        "machine": {
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+        },
+    }
+
+
+def markdown_table(result: dict) -> str:
+    """A RESULTS.md table of ``bench_solvers``' result."""
+    dtype_rates = result["gemm_gflops"]
+    lines = [
+        f"GEMM rate: float32 {dtype_rates['float32']:.0f} GFLOP/s, bfloat16 {dtype_rates['bfloat16']:.0f} GFLOP/s",
+        "",
+        "| solver | dtype | envs | s per env-plan | TFLOP per env-plan | fraction of FLOP bound |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in result["solvers"].items():
+        for n, row in entry["envs"].items():
+            lines.append(f"| {name} | {entry['dtype']} | {n} | {row['seconds_per_env_plan']:.2f} | "
+                         f"{row['flops_per_env_plan'] / 1e12:.3f} | {row['flop_bound_fraction']:.0%} |")
+    return "\n".join(lines)

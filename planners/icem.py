@@ -21,7 +21,6 @@ std as this platform's reference for the same models, stable-worldmodel's
 
 from __future__ import annotations
 
-import math
 
 import torch
 

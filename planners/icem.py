@@ -21,7 +21,6 @@ std as this platform's reference for the same models, stable-worldmodel's
 
 from __future__ import annotations
 
-
 import torch
 
 from planners.base import CostFn, PlanResult

@@ -257,19 +257,24 @@ class MujocoEnv(WorldModelEnv):
         warm = np.repeat(np.stack([e.data.qacc_warmstart for e in envs]), N, axis=0)  # (B*N, nv)
         models = [e.model for e in envs for _ in range(N)]
         datas = _rollout_datas(cls, m0)
-        run = lambda state0, ctrl, warm0: mj_rollout.rollout(  # noqa: E731
-            models, datas, state0, ctrl, initial_warmstart=warm0, persistent_pool=len(datas) > 1
+        run = lambda rows, state0, ctrl, warm0: mj_rollout.rollout(  # noqa: E731
+            models[rows], datas, state0, ctrl, initial_warmstart=warm0, persistent_pool=len(datas) > 1
         )[0]
         if not cls._control_needs_state:
             ctrl = np.concatenate([e._controls(None, actions[b]) for b, e in enumerate(envs)])  # (B*N, T, nu)
-            states = run(init, np.repeat(ctrl, fs, axis=1), warm)[:, fs - 1 :: fs]  # (B*N, T, nstate)
+            states = np.empty((B * N, T, nstate))
+            # every physics step's state comes back: chunks of candidates keep that buffer small
+            chunk = max(1, ROLLOUT_BUFFER_BYTES // (T * fs * nstate * 8))
+            for lo in range(0, B * N, chunk):
+                rows = slice(lo, lo + chunk)
+                states[rows] = run(rows, init[rows], np.repeat(ctrl[rows], fs, axis=1), warm[rows])[:, fs - 1 :: fs]
         else:
             states = np.empty((B * N, T, nstate))
             state = init
             for t in range(T):
                 qpos = state[:, 1 : 1 + nq].reshape(B, N, nq)
                 ctrl = np.concatenate([e._controls(qpos[b], actions[b, :, t : t + 1]) for b, e in enumerate(envs)])
-                state = states[:, t] = run(state, np.repeat(ctrl, fs, axis=1), warm if t == 0 else None)[:, -1]
+                state = states[:, t] = run(slice(None), state, np.repeat(ctrl, fs, axis=1), warm if t == 0 else None)[:, -1]
         qpos = states[..., 1 : 1 + nq].reshape(B, N, T, nq)  # FULLPHYSICS: time, qpos, qvel, ...
         last = states[:, -1, 1 : 1 + nq + m0.nv].reshape(B, N, nq + m0.nv)
         return np.stack([e._goal_distances(qpos[b]) for b, e in enumerate(envs)]), last
@@ -328,6 +333,9 @@ def apply_top_view(model: Any, light: int, camera: int, camera_distance: float, 
     model.cam_quat[camera] = (math.cos(tilt / 2), math.sin(tilt / 2), 0.0, 0.0)
 
 
+
+ROLLOUT_BUFFER_BYTES = 64 << 20
+"""Most bytes of per-physics-step states one ``mujoco.rollout`` call returns (`MujocoEnv.simulate_many` chunks candidates)."""
 
 _ROLLOUT_DATAS: dict[type, list] = {}
 

@@ -54,6 +54,19 @@ def test_simulate_many_equals_stepping_the_env(env_id: str) -> None:
     assert np.array_equal(batch[0].unwrapped.state, twin.unwrapped.state)
 
 
+def test_mujoco_rollouts_in_chunks_give_the_same_numbers(monkeypatch) -> None:
+    """Candidates split over several mujoco.rollout calls (a small state buffer) are scored as in one call."""
+    import envs.mujoco_common as mc
+
+    batch = [_started("wm/PointMaze-v0", seed, np.zeros((2, 2))) for seed in range(2)]
+    actions = np.random.default_rng(0).uniform(-1, 1, (2, 5, 6, 2))
+    whole = type(batch[0].unwrapped).simulate_many(batch, actions, final_state=True)
+    monkeypatch.setattr(mc, "ROLLOUT_BUFFER_BYTES", 3 * 6 * 20 * 5 * 8)  # 3 candidates per call
+    parts = type(batch[0].unwrapped).simulate_many(batch, actions, final_state=True)
+    for a, b in zip(whole, parts):
+        assert np.array_equal(a, b)
+
+
 def test_cube_rollout_gates_pushes_at_the_pusher_limit() -> None:
     """At its slide limit the pusher's outward command is zeroed by step; the rollout does the same."""
     env = envs.make("wm/Cube-v0", resolution=16)

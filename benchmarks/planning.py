@@ -492,8 +492,9 @@ def build_oracle(envs: list, planner_cfg: PlannerConfig, frameskip: int, device:
     from planners.oracle import SimulatorModel, oracle_policy
 
     space = envs[0].action_space
-    # the objective is the simulator's goal distance: the model objective's settings are not used
-    latent = {f.name: f.default for f in dataclasses.fields(PlannerConfig) if f.name in ("objective", "step_weights")}
+    # the objective is the simulator's goal distance: the model-side settings (objective, precision) are not used
+    model_side = ("objective", "step_weights", "dtype", "compile")
+    latent = {f.name: f.default for f in dataclasses.fields(PlannerConfig) if f.name in model_side}
     solver_cfg = dataclasses.replace(planner_cfg, **latent)
     solver = build_mpc(SimulatorModel(frameskip, int(space.shape[0])), solver_cfg, space, device).planner
     return oracle_policy(

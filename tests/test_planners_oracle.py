@@ -263,3 +263,17 @@ def test_wm_eval_oracle_reports_model_oracle_and_random_side_by_side(tmp_path, c
     ):
         code, err = wm("eval", "--data", heldout, "--out", tmp_path / "bad", *args)
         assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_build_oracle_ignores_the_model_side_settings() -> None:
+    """`wm eval --oracle` with a model objective or planning precision builds the same solver on the
+    simulator: those settings are the model's (the oracle's cost is the env's goal distance)."""
+    from benchmarks.planning import PlannerConfig, build_oracle
+
+    env = envs.make("wm/TwoRoom-v0", resolution=16)
+    obs, _ = env.reset(seed=0)
+    cfg = PlannerConfig(dtype="bfloat16", objective="terminal_l1", num_samples=8, iterations=1, num_elites=2, horizon=2)
+    policy = build_oracle([env], cfg, frameskip=2)
+    policy.reset(1)
+    assert policy.act(obs[None], env.unwrapped.render_goal()[None]).shape == (1, 2)
+    assert policy.oracle_cost.calls == 1 and policy.planner.settings()["num_samples"] == 8

@@ -69,6 +69,10 @@ class PlannerConfig:
         metadata={"help": "planning precision of the model rollouts: float32 | bfloat16 (a bf16 copy of the model; "
                           "costs stay float32)"},
     )
+    compile: bool = field(
+        default=False,
+        metadata={"help": "roll the model out through torch.compile (the first plan compiles: minutes on a 2-core CPU)"},
+    )
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16"):
@@ -290,7 +294,7 @@ def build_mpc(model, planner_cfg: PlannerConfig, action_space, device: str = "cp
     from worldmodel.model import planning_model
 
     return MPCPolicy(
-        planning_model(model, planner_cfg.dtype),
+        planning_model(model, planner_cfg.dtype, compile=planner_cfg.compile),
         solver,
         objective=get_objective(planner_cfg.objective, planner_cfg.step_weights or None, state_probe),
         receding_horizon=planner_cfg.receding_horizon,

@@ -158,6 +158,7 @@ def bench_solvers(
     dtype: str = "float32",
     repeats: int = 1,
     log: Callable[[str], None] | None = None,
+    compile: bool = False,
 ) -> dict:
     """Seconds and FLOPs per environment-plan of each solver, and the fraction of the FLOP bound.
 
@@ -168,6 +169,8 @@ def bench_solvers(
         dtype: planning precision, 'float32' or 'bfloat16'.
         repeats: timed plans per solver and env count (the best counts).
         log: optional callable for progress lines.
+        compile: roll out through ``torch.compile`` (``PlanningModel``); compiling happens in
+            a warm-up before any timing and is reported as ``compile_seconds``.
 
     Returns:
         the dict described in the module docstring.
@@ -195,7 +198,7 @@ def bench_solvers(
     config = ModelConfig.preset(preset)
     torch.manual_seed(0)
     model = JEPA(config).eval()
-    planner_model = planning_model(model, dtype)
+    planner_model = planning_model(model, dtype, compile=compile)
     objective = get_objective("terminal_l2")
     tokens = max(envs) * (QUICK_OPTIONS["num_samples"] if quick else 300) * config.context
     gemm_seconds = 0.05 if quick else 1.0
@@ -209,8 +212,16 @@ def bench_solvers(
     results: dict[str, Any] = {}
     gen = torch.Generator().manual_seed(0)
     warm = _problem(model, 1, gen)
-    with torch.inference_mode():  # first-call allocations out of the timings
-        objective(planner_model, warm[0], warm[2], warm[1])(torch.zeros(1, 2, HORIZON, config.block_dim))
+    t0 = time.perf_counter()
+    with torch.inference_mode():  # first-call allocations (and compilation) out of the timings
+        warm_cost = objective(planner_model, warm[0], warm[2], warm[1])
+        warm_cost(torch.zeros(1, 2, HORIZON, config.block_dim))
+        if compile:  # a second shape: torch.compile then marks the sizes dynamic, no recompiling per solver
+            ctx, past, goal = _problem(model, max(envs), gen)
+            objective(planner_model, ctx, goal, past)(torch.zeros(max(envs), 3, HORIZON, config.block_dim))
+    compile_seconds = time.perf_counter() - t0
+    if compile:
+        _log(log, f"compiled the rollout in {compile_seconds:.0f} s")
     for name in names:
         opts = options(name)
         per_envs: dict[str, dict] = {}
@@ -247,6 +258,7 @@ def bench_solvers(
         "model": {
             "preset": preset, "predictor_params": predictor_params, "context": config.context,
             "horizon": HORIZON, "block_dim": config.block_dim, "objective": "terminal_l2", "quick": quick,
+            "compile": compile, "compile_seconds": compile_seconds if compile else 0.0,
         },
         "machine": {
             "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),

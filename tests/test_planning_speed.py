@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from worldmodel.config import MODEL_PRESETS, ModelConfig, UnknownPresetError
-from worldmodel.model import JEPA, LowPrecisionPlanner, planning_model
+from worldmodel.model import JEPA, PlanningModel, planning_model
 
 
 def _model(context: int, residual: bool = True, seed: int = 0) -> JEPA:
@@ -118,7 +118,7 @@ def test_train_mode_rollout_is_the_sliding_window() -> None:
 def test_bf16_planning_model_is_close_and_float32_outside() -> None:
     model = _model(3)
     bf16 = planning_model(model, "bfloat16")
-    assert isinstance(bf16, LowPrecisionPlanner) and planning_model(model, "float32") is model
+    assert isinstance(bf16, PlanningModel) and planning_model(model, "float32") is model
     assert next(model.parameters()).dtype == torch.float32  # the original is untouched
     emb, actions, past = _inputs(model, B=2, T0=3, S=8, H=5)
     with torch.inference_mode():
@@ -149,6 +149,20 @@ def test_bf16_cem_plan_costs_about_what_the_float32_plan_costs() -> None:
     gain32, gain16 = random_cost - costs["float32"], random_cost - costs["bfloat16"]
     assert (gain32 > 0).all()
     assert (gain16 > 0.8 * gain32).all(), (costs, random_cost)
+
+
+@pytest.mark.slow
+def test_compiled_planning_rollout_equals_eager() -> None:
+    """torch.compile of the fast rollout (minutes to compile on 2 cores): same predictions."""
+    model = _model(3)
+    compiled = planning_model(model, "float32", compile=True)
+    emb, actions, past = _inputs(model, B=2, T0=3, S=4, H=3)
+    with torch.inference_mode():
+        torch.testing.assert_close(compiled.rollout(emb, actions, past), model.rollout(emb, actions, past),
+                                   rtol=1e-4, atol=1e-5)
+    a = actions.clone().requires_grad_(True)  # with a gradient: the eager rollout, gradients reach the actions
+    compiled.rollout(emb, a, past).sum().backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
 
 
 # ------------------------------------------------------------------ presets

@@ -206,6 +206,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--envs", type=int, default=8, help="environments planned in one batched call (also 1)")
     q.add_argument("--repeats", type=int, default=1, help="timed plans per solver and env count (the best counts)")
     q.add_argument("--quick", action="store_true", help="tiny model and budgets: a smoke run, numbers meaningless")
+    q.add_argument("--compile", action="store_true",
+                   help="roll out through torch.compile (compiled in a warm-up, reported as compile_seconds)")
     q.add_argument("--json", action="store_true",
                    help='print JSON {"gemm_gflops": {...}, "solvers": {NAME: {"seconds_per_env_plan", ...}}}')
 
@@ -503,7 +505,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             if value < 1:
                 raise ValueError(f"{flag}={value}: expected a positive integer")
         result = bench_solvers(quick=args.quick, solvers=args.solver, envs=(1, args.envs), dtype=args.dtype,
-                               repeats=args.repeats, log=_log)
+                               repeats=args.repeats, log=_log, compile=args.compile)
         print(_json(result, indent=2) if args.json else "\n" + solver_table(result))
         return 0
     if args.bench_command == "experts":

@@ -229,25 +229,34 @@ def _versions(module: nn.Module) -> tuple:
 PLANNING_DTYPES = ("float32", "bfloat16")
 
 
-class LowPrecisionPlanner(nn.Module):
-    """A world model for planning whose weights and activations are in a lower precision.
+class PlanningModel(nn.Module):
+    """A world model as planning runs it: in a chosen precision, optionally compiled.
 
     ``encode`` and ``rollout`` take and return float32 tensors, so objectives and solvers
-    keep float32 costs; inside, a copy of the model runs in ``dtype``. The whole copy is
-    cast (rather than ``torch.autocast``): on CPU, autocast's per-op casts of activations
-    cost as much as the bf16 matrix products save (measured: 15.6 s vs 15.2 s float32 for
-    one CEM iteration of 8 x 300 candidates at LeWorldModel scale). Gradients flow through
-    the casts (gradient solvers).
+    keep float32 costs. For ``dtype`` bfloat16 a copy of the model runs in bf16 (weights
+    and activations): on CPU, ``torch.autocast``'s per-op casts of activations cost as much
+    as the bf16 matrix products save (measured: 15.6 s vs 15.2 s float32 for one CEM
+    iteration of 8 x 300 candidates at LeWorldModel scale). For float32 the model itself
+    is used. Gradients flow through the casts (gradient solvers).
+
+    ``compile``: the eval-mode fast rollout (``Predictor.rollout``) goes through
+    ``torch.compile`` when no gradient is needed; the first call of each new input shape
+    compiles (minutes on a 2-core CPU), later ones run fused kernels. Gradient solvers
+    and train mode keep the eager rollout.
     """
 
-    def __init__(self, model: JEPA, dtype: torch.dtype):
+    def __init__(self, model: JEPA, dtype: torch.dtype = torch.float32, compile: bool = False):
         super().__init__()
         import copy
 
-        with torch.inference_mode(False):  # normal tensors even when built inside inference mode
-            self.inner = copy.deepcopy(model).to(dtype)
+        if dtype == torch.float32:
+            self.inner = model
+        else:
+            with torch.inference_mode(False):  # normal tensors even when built inside inference mode
+                self.inner = copy.deepcopy(model).to(dtype)
         self.config = model.config
         self.dtype = dtype
+        self._compiled = torch.compile(self.inner.predictor.rollout) if compile else None
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels uint8 (B, T, C, H, W) -> float32 embeddings (B, T, D)."""
@@ -257,20 +266,27 @@ class LowPrecisionPlanner(nn.Module):
         self, emb: torch.Tensor, actions: torch.Tensor, past_actions: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``JEPA.rollout`` in ``dtype``: float32 (B, T0, D), (B, S, H, A) -> float32 (B, S, H, D)."""
+        emb, actions = emb.to(self.dtype), actions.to(self.dtype)
         past = None if past_actions is None else past_actions.to(self.dtype)
-        return self.inner.rollout(emb.to(self.dtype), actions.to(self.dtype), past_actions=past).float()
+        inner = self.inner
+        if self._compiled is None or inner.training or torch.is_grad_enabled():
+            return inner.rollout(emb, actions, past_actions=past).float()
+        ctx, ctx_actions, future = inner._rollout_inputs(emb, actions, past)
+        prefix = inner._cached_prefix(ctx, ctx_actions, future.shape[2])
+        return self._compiled(ctx, ctx_actions, future, prefix=prefix).float()
 
 
-def planning_model(model: nn.Module, dtype: str = "float32") -> nn.Module:
-    """The model a planner should roll out in precision ``dtype`` ('float32' or 'bfloat16').
+def planning_model(model: nn.Module, dtype: str = "float32", compile: bool = False) -> nn.Module:
+    """The model a planner should roll out, in precision ``dtype`` ('float32' or 'bfloat16').
 
-    float32 returns ``model`` itself (any world model); bfloat16 a ``LowPrecisionPlanner``
-    (a bf16 copy of the model, a ``JEPA`` or other module, float32 in and out), in eval mode.
+    float32 without ``compile`` returns ``model`` itself (any world model); otherwise a
+    ``PlanningModel`` around a ``JEPA`` (a bf16 copy for bfloat16; float32 in and out),
+    in eval mode.
     """
     if dtype not in PLANNING_DTYPES:
         raise ValueError(f"planning dtype must be one of {', '.join(PLANNING_DTYPES)}, got {dtype!r}")
-    if dtype == "float32":
+    if dtype == "float32" and not compile:
         return model
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"planning in {dtype} needs a torch module to copy, got {type(model).__name__}")
-    return LowPrecisionPlanner(model, getattr(torch, dtype)).eval()
+    if not isinstance(model, JEPA):
+        raise ValueError(f"planning in {dtype}{' compiled' if compile else ''} needs a JEPA, got {type(model).__name__}")
+    return PlanningModel(model, getattr(torch, dtype), compile=compile).eval()

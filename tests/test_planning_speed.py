@@ -66,7 +66,8 @@ def test_fast_rollout_does_less_work_for_the_same_result() -> None:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             fn(emb, actions, past)
         counts.append(counter.get_total_flops())
-    assert counts[0] < 0.8 * counts[1], counts
+    # 0.514 here (0.665 at LeWorldModel scale); 0.569 if the last block computed every token's output
+    assert counts[0] < 0.54 * counts[1], counts
 
 
 def test_prefix_is_reused_across_calls_and_recomputed_when_inputs_or_weights_change(monkeypatch) -> None:

@@ -225,9 +225,10 @@ def test_wm_eval_oracle_reports_model_oracle_and_random_side_by_side(tmp_path, c
     heldout, ckpt = tmp_path / "heldout.lance", tmp_path / "ckpt"
     assert wm("collect", "--env", "wm/TwoRoom-v0", "--episodes", 2, "--out", heldout, "--resolution", 16, "--seed", 1_000_000)[0] == 0
     torch.manual_seed(0)  # an untrained model: the oracle's numbers do not depend on it
-    model = JEPA(ModelConfig(image_size=16, action_dim=2, frameskip=2, embed_dim=32))
+    model = JEPA(ModelConfig(image_size=16, action_dim=2, frameskip=2, embed_dim=16, encoder_width=8,
+                             projector_hidden=16, predictor_width=16, predictor_depth=1, predictor_heads=2))
     save_checkpoint(ckpt, model, extra={"dataset": dataset_identity(heldout)})
-    tiny = ("--episodes", 3, "--offset", 10, "--budget", 20, "--device", "cpu", "--no-video",
+    tiny = ("--episodes", 3, "--offset", 10, "--budget", 12, "--device", "cpu", "--no-video",
             "--num-samples", 16, "--iterations", 2, "--num-elites", 4, "--horizon", 2)
     code, err = wm("eval", "--ckpt", ckpt, "--data", heldout, "--out", tmp_path / "both", "--oracle", *tiny)
     assert code == 0, err

@@ -19,10 +19,14 @@ simulate_many`): MuJoCo's threaded ``mujoco.rollout`` for PointMaze, Reacher and
 vectorised NumPy for TwoRoom, restored pymunk states for PushT; nothing is rendered.
 
 Cost: the goal distance at the end of the candidate (``reduce="final"``, the default,
-matching the latent ``terminal`` objectives), or the smallest goal distance along it
-(``reduce="min"``; the success test is applied after every env step, so reaching the
-goal mid-sequence also counts). The cost is not differentiable: gradient solvers are
-refused.
+matching the latent ``terminal`` objectives, so that the oracle is the model's planner
+with a perfect model), or the smallest goal distance along it (``reduce="min"``, matching
+the success test, which is applied after every env step). The two differ where the agent
+carries momentum: with "final" the plan only has to be at the goal when its horizon ends,
+and that end moves on at every replan, so on PointMaze and Reacher the agent passes near
+the goal, or circles it, without entering the success radius; "min" rewards entering it
+(the measured sweep is in ``benchmarks/RESULTS.md``). The cost is not differentiable:
+gradient solvers are refused.
 """
 
 from __future__ import annotations

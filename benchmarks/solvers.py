@@ -16,11 +16,12 @@ Protocol (one process, this machine's torch threads):
 3. Each solver (``planners.get(name)`` with its defaults: CEM 300 samples x 30
    iterations; ``--quick``: 16 samples x 2 iterations), for 1 environment and for
    ``max(envs)`` environments in one batched ``plan`` call: wall time of the plan (best of
-   ``repeats``), run under ``torch.inference_mode`` (gradient solvers: autograd on), with
-   ``torch.utils.flop_counter.FlopCounterMode`` counting every matmul, attention and
-   convolution FLOP of the plan (backward passes included) in the same run. The counter's
-   own cost is a Python hook per op: a few hundred ops per ``cost_fn`` call of seconds,
-   i.e. well under 1%.
+   ``repeats``), run under ``torch.inference_mode`` (gradient solvers: autograd on). FLOPs:
+   ``torch.utils.flop_counter.FlopCounterMode`` counts every matmul, attention and
+   convolution FLOP (backward passes included) of a separate 1-environment plan; every op
+   is batched over the environments, so a B-environment plan does B times that. No timed
+   plan runs under the counter: on CPU it halves the speed of bf16 matmuls (measured 7.2 s
+   vs 14.3 s for one 8 x 300-candidate rollout; float32 13.4 s vs 13.8 s).
 
 Result (``bench_solvers``; ``wm bench solvers --json``)::
 
@@ -130,25 +131,29 @@ def _problem(model: Any, batch: int, gen: torch.Generator) -> tuple[torch.Tensor
     return ctx, past, goal
 
 
-def time_plan(solver: Any, cost_fn: Callable, batch: int, repeats: int) -> tuple[list[float], float]:
-    """Plan ``repeats`` times -> (wall seconds of each plan, FLOPs of the first).
+def _grad_mode(solver: Any) -> Any:
+    """Autograd on for a solver with ``requires_grad``, else inference mode."""
+    return torch.enable_grad() if getattr(solver, "requires_grad", False) else torch.inference_mode()
 
-    Runs in inference mode, or with autograd for a solver with ``requires_grad``.
-    """
+
+def count_plan_flops(solver: Any, cost_fn: Callable, batch: int) -> float:
+    """FLOPs of one ``solver.plan(cost_fn, batch)`` (matmuls, attention, convolutions; backward included)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    grad = bool(getattr(solver, "requires_grad", False))
-    times, flops = [], 0.0
-    for r in range(repeats):
-        mode = torch.enable_grad() if grad else torch.inference_mode()
-        counter = FlopCounterMode(display=False) if r == 0 else contextlib.nullcontext()
-        with mode, counter:
+    with _grad_mode(solver), FlopCounterMode(display=False) as counter:
+        solver.plan(cost_fn, batch)
+    return float(counter.get_total_flops())
+
+
+def time_plan(solver: Any, cost_fn: Callable, batch: int, repeats: int) -> list[float]:
+    """Wall seconds of each of ``repeats`` plans (inference mode, autograd for ``requires_grad``)."""
+    times = []
+    for _ in range(repeats):
+        with _grad_mode(solver):
             t0 = time.perf_counter()
             solver.plan(cost_fn, batch)
             times.append(time.perf_counter() - t0)
-        if r == 0:
-            flops = float(counter.get_total_flops())
-    return times, flops
+    return times
 
 
 def bench_solvers(
@@ -208,7 +213,7 @@ def bench_solvers(
                 for name in ("float32", "bfloat16")}
 
     gemm_before = measure_gemm()
-    _log(log, f"GEMM GFLOP/s (predictor shapes, {tokens} rows): " + ", ".join(f"{k} {v:.0f}" for k, v in gemm_before.items()))
+    _log(log, f"GEMM GFLOP/s (predictor shapes, {tokens} rows): " + ", ".join(f"{k} {v:.1f}" for k, v in gemm_before.items()))
     results: dict[str, Any] = {}
     gen = torch.Generator().manual_seed(0)
     warm = _problem(model, 1, gen)
@@ -225,24 +230,31 @@ def bench_solvers(
     for name in names:
         opts = options(name)
         per_envs: dict[str, dict] = {}
-        for n in envs:
+
+        def problem(n: int) -> tuple[Any, Callable]:
             ctx, past, goal = _problem(model, n, torch.Generator().manual_seed(n))
             solver = build(name, horizon=HORIZON, action_dim=config.block_dim, low=-1.0, high=1.0, seed=0, **opts)
-            cost_fn = objective(planner_model, ctx, goal, past)
-            times, flops = time_plan(solver, cost_fn, n, repeats)
+            return solver, objective(planner_model, ctx, goal, past)
+
+        # Every op is batched over the envs, so a plan's FLOPs are B times one env's: counted once,
+        # on a 1-env plan of its own (FlopCounterMode halves the speed of bf16 matmuls on CPU, so
+        # no timed plan runs under it).
+        flops_per_env = count_plan_flops(*problem(1), 1)
+        for n in envs:
+            times = time_plan(*problem(n), n, repeats)
             best = min(times)
             per_envs[str(n)] = {
                 "seconds_per_plan": best,
                 "seconds_per_env_plan": best / n,
-                "flops_per_env_plan": flops / n,
+                "flops_per_env_plan": flops_per_env,
                 "times": times,
             }
             _log(log, f"{name}: {n} env(s) {best:.2f} s per plan, {best / n:.2f} s per env-plan, "
-                      f"{flops / n / 1e12:.3f} TFLOP per env-plan, {flops / best / 1e9:.0f} GFLOP/s")
+                      f"{flops_per_env / 1e12:.3f} TFLOP per env-plan, {flops_per_env * n / best / 1e9:.1f} GFLOP/s")
         results[name] = {"envs": per_envs, "options": opts, "dtype": dtype}
     gemm_after = measure_gemm()
     gemm = {k: max(gemm_before[k], gemm_after[k]) for k in gemm_before}
-    _log(log, "GEMM GFLOP/s after: " + ", ".join(f"{k} {v:.0f}" for k, v in gemm_after.items()))
+    _log(log, "GEMM GFLOP/s after: " + ", ".join(f"{k} {v:.1f}" for k, v in gemm_after.items()))
     for entry in results.values():
         for row in entry["envs"].values():
             row["flop_bound_fraction"] = row["flops_per_env_plan"] / (row["seconds_per_env_plan"] * gemm[dtype] * 1e9)

@@ -269,3 +269,20 @@ def test_bench_solvers_unknown_solver_is_one_line(capsys) -> None:
     assert main(["bench", "solvers", "--quick", "--solver", "cme"]) != 0
     err = capsys.readouterr().err
     assert "cme" in err and "'cem'" in err and "Traceback" not in err
+
+
+def test_plan_flops_are_linear_in_the_number_of_envs() -> None:
+    """What `wm bench solvers` relies on to count FLOPs once, on a 1-env plan."""
+    import planners
+    from benchmarks.solvers import _problem, count_plan_flops
+    from planners.objectives import get_objective
+
+    model = JEPA(ModelConfig.preset("lewm-tiny")).eval()
+    for name in ("cem", "gd"):
+        flops = {}
+        for n in (1, 3):
+            ctx, past, goal = _problem(model, n, torch.Generator().manual_seed(n))
+            opts = {"num_samples": 8, "iterations": 2, **({"num_elites": 2} if name == "cem" else {})}
+            solver = planners.get(name, horizon=3, action_dim=10, low=-1.0, high=1.0, **opts)
+            flops[n] = count_plan_flops(solver, get_objective("terminal_l2")(model, ctx, goal, past), n)
+        assert flops[1] > 0 and flops[3] == 3 * flops[1], (name, flops)

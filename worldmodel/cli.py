@@ -208,6 +208,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--quick", action="store_true", help="tiny model and budgets: a smoke run, numbers meaningless")
     q.add_argument("--compile", action="store_true",
                    help="roll out through torch.compile (compiled in a warm-up, reported as compile_seconds)")
+    q.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for the GEMM rate and the plans alike (default: torch's setting)")
     q.add_argument("--json", action="store_true",
                    help='print JSON {"gemm_gflops": {...}, "solvers": {NAME: {"seconds_per_env_plan", ...}}}')
 
@@ -501,9 +503,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "solvers":
         from benchmarks.solvers import bench_solvers, markdown_table as solver_table
 
-        for flag, value in (("--envs", args.envs), ("--repeats", args.repeats)):
+        for flag, value in (("--envs", args.envs), ("--repeats", args.repeats), ("--threads", 1 if args.threads is None else args.threads)):
             if value < 1:
                 raise ValueError(f"{flag}={value}: expected a positive integer")
+        if args.threads is not None:
+            import torch
+
+            torch.set_num_threads(args.threads)
         result = bench_solvers(quick=args.quick, solvers=args.solver, envs=(1, args.envs), dtype=args.dtype,
                                repeats=args.repeats, log=_log, compile=args.compile)
         print(_json(result, indent=2) if args.json else "\n" + solver_table(result))

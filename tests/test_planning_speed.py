@@ -130,6 +130,21 @@ def test_bf16_planning_model_is_close_and_float32_outside() -> None:
         planning_model(model, "float16")
 
 
+@pytest.mark.parametrize("encoder", ["cnn", "vit"])
+def test_bf16_planning_model_encodes_with_any_encoder(encoder: str) -> None:
+    """The demo's CNN encoder too: encoding runs in float32, equal to the model's own."""
+    from worldmodel.config import ModelConfig
+    from worldmodel.model import JEPA
+
+    cfg = ModelConfig(image_size=32, action_dim=2, encoder=encoder, embed_dim=16, context=2, frameskip=2)
+    model = JEPA(cfg).eval()
+    pixels = torch.randint(0, 256, (2, 1, 3, 32, 32), dtype=torch.uint8)
+    with torch.inference_mode():
+        emb = planning_model(model, "bfloat16").encode(pixels)
+        torch.testing.assert_close(emb, model.encode(pixels))
+    assert emb.dtype == torch.float32
+
+
 def test_bf16_cem_plan_costs_about_what_the_float32_plan_costs() -> None:
     from planners import CEM
     from planners.objectives import terminal_l2

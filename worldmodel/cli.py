@@ -441,10 +441,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from worldmodel.checkpoint import load_checkpoint
     from worldmodel.device import resolve_device
     from worldmodel.paths import check_output_dir
-    from planners.objectives import parse_objective, parse_step_weights
 
     options = parse_options(args.planner, args.planner_opt)  # an unknown solver or option: one line, before loading
-    terms = parse_objective(args.objective)  # an unknown objective term or a bad weight: one line, before loading
+    from planners.objectives import parse_objective, parse_step_weights
+
+    terms = parse_objective(args.objective)  # so is an unknown objective term or a bad weight
     parse_step_weights(args.step_weights)
     if args.oracle_only and args.ckpt:
         raise ValueError("--oracle-only evaluates the oracle without a model: drop --ckpt, or pass --oracle to run both")

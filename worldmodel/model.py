@@ -249,6 +249,7 @@ class PlanningModel(nn.Module):
         super().__init__()
         import copy
 
+        self.model = model  # float32: encodes observations (once per step; any encoder, CNN included)
         if dtype == torch.float32:
             self.inner = model
         else:
@@ -259,8 +260,10 @@ class PlanningModel(nn.Module):
         self._compiled = torch.compile(self.inner.predictor.rollout) if compile else None
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """pixels uint8 (B, T, C, H, W) -> float32 embeddings (B, T, D)."""
-        return self.inner.encode(pixels).float()
+        """pixels uint8 (B, T, C, H, W) -> float32 embeddings (B, T, D), by the float32 model:
+        encoding runs once per observation, not per candidate, so bf16 would save little there
+        (and the CNN encoder's convolutions take float32 input)."""
+        return self.model.encode(pixels).float()
 
     def rollout(
         self, emb: torch.Tensor, actions: torch.Tensor, past_actions: torch.Tensor | None = None

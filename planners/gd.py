@@ -109,8 +109,7 @@ class GD(Solver):
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__(horizon, action_dim, low, high, seed=seed, device=device)
-        self.num_samples = positive_int("num_samples", num_samples)
-        self.iterations = positive_int("iterations", iterations)
+        self._set_population(num_samples, iterations)
         self.lr = finite_float("lr", lr, low=0)
         self.init_std = finite_float("init_std", init_std, low=0, strict=False)
         self.action_noise = finite_float("action_noise", action_noise, low=0, strict=False)

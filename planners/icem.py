@@ -93,11 +93,7 @@ class ICEM(Solver):
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__(horizon, action_dim, low, high, seed=seed, device=device)
-        self.num_samples = positive_int("num_samples", num_samples)
-        self.iterations = positive_int("iterations", iterations)
-        self.num_elites = positive_int("num_elites", num_elites)
-        if self.num_elites > self.num_samples:
-            raise ValueError(f"num_elites={num_elites} must be <= num_samples={num_samples}")
+        self._set_population(num_samples, iterations, num_elites)
         self.init_std = finite_float("init_std", init_std, low=0)
         self.min_std = finite_float("min_std", min_std, low=0, strict=False)
         self.beta = finite_float("beta", beta, low=0, strict=False)

@@ -67,11 +67,7 @@ class MPPI(Solver):
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__(horizon, action_dim, low, high, seed=seed, device=device)
-        self.num_samples = positive_int("num_samples", num_samples)
-        self.iterations = positive_int("iterations", iterations)
-        self.num_elites = positive_int("num_elites", num_elites)
-        if self.num_elites > self.num_samples:
-            raise ValueError(f"num_elites={num_elites} must be <= num_samples={num_samples}")
+        self._set_population(num_samples, iterations, num_elites)
         self.temperature = finite_float("temperature", temperature, low=0)
         self.noise_std = finite_float("noise_std", noise_std, low=0)
 

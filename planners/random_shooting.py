@@ -37,7 +37,7 @@ class RandomShooting(Solver):
         device: str | torch.device = "cpu",
     ) -> None:
         super().__init__(horizon, action_dim, low, high, seed=seed, device=device)
-        self.num_samples = positive_int("num_samples", num_samples)
+        self._set_population(num_samples)
 
     def call_sizes(self) -> list[int]:
         """One call of ``num_samples`` candidates."""

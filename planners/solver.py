@@ -143,6 +143,17 @@ class Solver:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ helpers
+    def _set_population(self, num_samples: object, iterations: object | None = None,
+                        num_elites: object | None = None) -> None:
+        """Check and set ``num_samples`` (and ``iterations``, ``num_elites <= num_samples`` when given)."""
+        self.num_samples = positive_int("num_samples", num_samples)
+        if iterations is not None:
+            self.iterations = positive_int("iterations", iterations)
+        if num_elites is not None:
+            self.num_elites = positive_int("num_elites", num_elites)
+            if self.num_elites > self.num_samples:
+                raise ValueError(f"num_elites={num_elites} must be <= num_samples={num_samples}")
+
     def _initial_mean(self, batch_size: int, init: torch.Tensor | None) -> torch.Tensor:
         """-> (B, H, A) starting mean: ``init`` clamped to the bounds, else the box centre."""
         shape = (batch_size, self.horizon, self.action_dim)

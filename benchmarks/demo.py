@@ -261,11 +261,9 @@ def demo_folder_not_ours(path: Path) -> str | None:
 def _clear_demo_folder(out: Path) -> None:
     """Remove an earlier demo run at `out`; refuse (ValueError) anything the demo did not
     write. A missing or empty folder is fine."""
-    from data.owned import file_in_the_way
+    from worldmodel.paths import check_output_dir
 
-    blocker = file_in_the_way(out)
-    if blocker is not None:
-        raise ValueError(f"--out {out}: {blocker} is a file, so no folder can be made under it")
+    check_output_dir(out)
     if not out.exists() and not out.is_symlink():
         return
     if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):

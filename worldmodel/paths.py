@@ -12,11 +12,13 @@ def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
     A folder cannot be made when ``path`` itself, or any folder above it, exists as a
     file; the error names the option, the path and the file in the way. Nothing is created.
     """
+    from data.owned import file_in_the_way
+
     out = Path(path)
-    for p in (out, *out.parents):
-        if p.exists():
-            if not p.is_dir():
-                where = "is a file" if p == out else f"is under {p}, which is a file"
-                raise ValueError(f"{option}={str(out)!r} {where}: expected a folder (or a path where one can be made)")
-            break
-    return out
+    if out.exists() and not out.is_dir():
+        where = "is a file"
+    elif (blocker := file_in_the_way(out)) is not None:
+        where = f"is under {blocker}, which is a file"
+    else:
+        return out
+    raise ValueError(f"{option}={str(out)!r} {where}: expected a folder (or a path where one can be made)")

@@ -319,6 +319,7 @@ def evaluate_planning(
     oracle_frameskip: int | None = None,
     oracle_reduce: str = "final",
     state_probe: Any = None,
+    condition: dict | None = None,
 ) -> dict:
     """Evaluate planning success of ``model`` on ``dataset``'s episodes, with a random baseline
     and, with ``oracle``, the same solver planning through the true simulator, on the same pairs.
@@ -348,6 +349,9 @@ def evaluate_planning(
         state_probe: the ``planners.StateProbe`` of an objective with a ``state`` term
             (`benchmarks.state_probe.load_or_fit_state_probe`); it is given each pair's
             goal state.
+        condition: the condition the pairs' episodes were collected for
+            (`benchmarks.conditions.EvalCondition.to_dict`), recorded as the summary's
+            ``condition``; None (pairs from a given dataset): its episodes' own factors.
 
     Returns:
         the summary dict (also written to ``summary.json``), with ``distinct_pairs`` (the
@@ -469,6 +473,7 @@ def evaluate_planning(
         # the solver as built: its name and every setting, defaults included
         "solver": {"name": planner_cfg.planner, "settings": (policy or oracle_run["policy"]).planner.settings()},
         "dataset": str(dataset.path),
+        "condition": condition,
         "trained_on": trained_on,
         "notes": notes,
     }

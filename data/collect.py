@@ -79,6 +79,7 @@ def collect(
     noise: float | None = None,
     commit_every: int = 1,
     stop_on_success: bool = False,
+    factors: dict | None = None,
     **kwargs: Any,
 ) -> dict:
     """Collect `episodes` episodes of `env_id` with `envs.make_policy(policy)` into `out`.
@@ -99,7 +100,9 @@ def collect(
     Episodes run on past success to the env's time limit (or `max_steps`), as fixed-length
     datasets are recorded, through the env's ``terminate_on_success=False`` switch (a
     terminated env is never stepped; an env without the switch still ends at termination).
-    `stop_on_success` ends each episode at its first success instead. Either way the
+    `stop_on_success` ends each episode at its first success instead. `factors` (``{name:
+    value}``) fixes those factors in every episode, on top of the `split`'s draw of the others
+    (the env validates them; each episode records the values it ran with). Either way the
     first success row is recorded per episode (``success_step``, -1 if none; see
     `EpisodeDataset.success_summary`).
 
@@ -129,7 +132,7 @@ def collect(
         seed = next_seed(out) if mode == "append" else 0
     seed = check_seed(seed, episodes)
     make_kwargs = {**(env_kwargs or {}), **kwargs}
-    options = _reset_options(split, severity)
+    options = _reset_options(split, severity, factors)
     envs.env_class(env_id)  # an id this project does not register: UnknownEnvError naming it
 
     # One env in the parent: checks the id, the policy and the options before any work
@@ -165,7 +168,9 @@ def collect(
         with EpisodeWriter(out, mode=mode, codec=codec, env_id=env_id, action_dim=action_dim, fps=fps,
                            commit_every=commit_every) as writer:
             before = writer.committed_episodes
-            rows = _write_episodes(writer, job, episodes, workers, start_method, split, bar)
+            # fixed factors are part of the episode's condition: 'default+factors', 'ood_visual+factors'
+            label = (split or "default") + ("+factors" if factors else "")
+            rows = _write_episodes(writer, job, episodes, workers, start_method, label, bar)
         bar.close()
     except BaseException as e:
         if not bar.is_tty:
@@ -190,9 +195,9 @@ def collect(
 
 
 def _write_episodes(writer: Any, job: dict, episodes: int, workers: int, start_method: str | None,
-                    split: str | None, bar: Any) -> int:
+                    split: str, bar: Any) -> int:
     """Roll episodes 0..episodes-1 (in this process or in workers) and save each to `writer`
-    in order; returns the rows saved."""
+    in order, each recorded with the condition label `split`; returns the rows saved."""
     rows = 0
     source = _episodes_in_process(job, episodes) if workers == 1 else _episodes_in_workers(job, episodes, workers, start_method)
     for i, ep in source:
@@ -207,18 +212,23 @@ def _write_episodes(writer: Any, job: dict, episodes: int, workers: int, start_m
                 bool(last and ep["truncated"]),
             )
         rows += writer.buffered_steps
-        writer.save_episode(seed=job["seed"] + i, factors=ep["factors"], policy=job["policy"], split=split or "default",
+        writer.save_episode(seed=job["seed"] + i, factors=ep["factors"], policy=job["policy"], split=split,
                             success_step=ep["success_step"])
         bar.update(1, steps=rows)
     return rows
 
 
-def _reset_options(split: str | None, severity: int | None) -> dict | None:
+def _reset_options(split: str | None, severity: int | None, factors: dict | None = None) -> dict | None:
     if severity is not None and split is None:
         raise ValueError(f"severity={severity!r} needs an OOD split (e.g. split='ood')")
-    if split is None:
-        return None
-    return {"split": split} if severity is None else {"split": split, "severity": severity}
+    options: dict[str, Any] = {}
+    if split is not None:
+        options["split"] = split
+    if severity is not None:
+        options["severity"] = severity
+    if factors:
+        options["factors"] = dict(factors)
+    return options or None
 
 
 def _time_limit(env: Any) -> int | None:

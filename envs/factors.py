@@ -372,3 +372,47 @@ def factors_from_options(space: FactorSpace, options: Mapping[str, Any], rng: np
         raise ValueError(f"options['factors'] must be a dict of name -> value, got {type(explicit).__name__}")
     space.validate(explicit)
     return space.validate({**base, **explicit})
+
+
+def parse_factor_value(text: str) -> Value:
+    """One ``--factor`` value as text: a number (``0.5``), or a vector as a JSON list
+    (``[0.9,0.1,0.1]``) or comma-separated numbers (``0.9,0.1,0.1``).
+
+    Raises:
+        ValueError: text that is none of these, naming it.
+    """
+    import json
+
+    s = text.strip()
+    try:
+        value = json.loads(s)
+    except json.JSONDecodeError:
+        try:
+            value = [float(x) for x in s.split(",")]
+        except ValueError:
+            raise ValueError(f"factor value {text!r}: expected a number, or numbers separated by commas") from None
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) or (
+            isinstance(value, list) and value and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value))):
+        raise ValueError(f"factor value {text!r}: expected a number, or numbers separated by commas")
+    return float(value) if isinstance(value, (int, float)) else tuple(float(x) for x in value)
+
+
+def parse_factor_args(space: FactorSpace, items: Sequence[str] | None) -> dict[str, Value]:
+    """``["NAME=VALUE", ...]`` (``--factor``, repeatable) -> validated ``{name: value}``.
+
+    Every name must be a factor of `space` (the error suggests the closest) and every value
+    inside one of its ranges (`Factor.validate`: train or OOD); only the given names are returned.
+
+    Raises:
+        ValueError / UnknownFactorError / FactorOutOfRange: naming the item and what was expected.
+    """
+    out: dict[str, Value] = {}
+    for item in items or ():
+        name, sep, text = str(item).partition("=")
+        name = name.strip()
+        if not sep or not name or not text.strip():
+            raise ValueError(f"--factor {item!r}: expected NAME=VALUE, e.g. agent_size=0.08 or bg_color=0.9,0.9,0.9")
+        if name in out:
+            raise ValueError(f"--factor {name} given twice")
+        out[name] = space[name].validate(parse_factor_value(text))
+    return out

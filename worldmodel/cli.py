@@ -95,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="append", choices=["append", "overwrite", "error"], help="what to do if --out exists")
     p.add_argument("--workers", type=int, default=1, help="env worker processes (episodes are written in seed order either way)")
     p.add_argument("--severity", type=int, default=None, help="OOD severity 1..3 for an OOD --split")
+    p.add_argument("--factor", action="append", default=None, metavar="NAME=VALUE",
+                   help="fix a factor in every episode (repeatable; vectors as 0.9,0.1,0.1); the others follow --split")
     p.add_argument("--noise", type=float, default=None, help="expert action-noise std (default: the policy's)")
     p.add_argument("--commit-every", type=int, default=1,
                    help="whole episodes per Lance commit (default 1; larger is faster, a crash loses the uncommitted ones)")
@@ -152,8 +154,20 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("eval", "measure planning success of a checkpoint against a random baseline")
     p.add_argument("--ckpt", default=None, help="checkpoint folder (config.json + model.safetensors); not with --oracle-only")
-    p.add_argument("--data", required=True, help="dataset whose (held-out) episodes give start/goal pairs")
+    p.add_argument("--data", default=None, help="dataset whose (held-out) episodes give start/goal pairs; or --env")
     p.add_argument("--out", required=True, help="folder for episodes.jsonl and summary.json")
+    g = p.add_argument_group(
+        "condition (instead of --data: start/goal episodes collected for the condition, benchmarks/conditions.py)")
+    g.add_argument("--env", default=None, help="environment id: collect the pairs' episodes into OUT/pairs.lance")
+    g.add_argument("--split", default=None, help="factor split of those episodes (train, ood_visual, ...; default: "
+                                                  "default factors)")
+    g.add_argument("--severity", type=int, default=None, help="OOD severity 1..3 for an OOD --split")
+    g.add_argument("--factor", action="append", default=None, metavar="NAME=VALUE",
+                   help="fix a factor in every episode (repeatable; vectors as 0.9,0.1,0.1)")
+    g.add_argument("--goal-source", default="expert", choices=["expert", "random"],
+                   help="policy whose episodes give the start/goal pairs (default: expert)")
+    g.add_argument("--resolution", type=int, default=None,
+                   help="frame size of the collected episodes (default: the checkpoint's image size, else 64)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--no-video", dest="video", action="store_false", help="skip the MP4 of a planned episode")
     add_dataclass_arguments(p.add_argument_group("protocol"), PlanningProtocol)
@@ -306,8 +320,10 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
+    import envs
     from data import collect
     from data.collect import next_seed
+    from envs.factors import parse_factor_args
 
     if args.episodes < 1:
         raise ValueError(f"--episodes={args.episodes}: expected a positive integer")
@@ -334,6 +350,7 @@ def _collect(args: argparse.Namespace) -> int:
         noise=args.noise,
         commit_every=args.commit_every,
         stop_on_success=args.stop_on_success,
+        factors=parse_factor_args(envs.factor_space(args.env), args.factor),
     )
     print(json.dumps(result))
     return 0
@@ -454,9 +471,23 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.oracle_frameskip is not None and args.oracle_frameskip < 1:
         raise ValueError(f"--oracle-frameskip={args.oracle_frameskip}: expected a positive integer")
     check_output_dir(args.out)
+    condition = _eval_condition(args)  # a bad --env/--split/--severity/--factor: one line, before loading
     device = resolve_device(args.device)
     model = None if args.oracle_only else load_checkpoint(args.ckpt, device=device).eval()
     protocol = dataclass_from_args(PlanningProtocol, args)
+    trained_on = None if model is None else checkpoint_data(args.ckpt)
+    if condition is not None:
+        from benchmarks.conditions import collect_condition_pairs
+
+        if trained_on and trained_on.get("env_id") not in (None, args.env):
+            raise ValueError(f"--ckpt {args.ckpt} was trained on {trained_on['env_id']} data, not {args.env}: "
+                             f"evaluate it with --env {trained_on['env_id']}")
+        resolution = args.resolution or (model.config.image_size if model is not None else 64)
+        _check_resolution(resolution)
+        dataset = collect_condition_pairs(args.env, condition, os.path.join(args.out, "pairs.lance"), protocol.episodes,
+                                          resolution, progress=True, log=_log)
+    else:
+        dataset = open_dataset(args.data)
     planner_cfg = dataclass_from_args(PlannerConfig, args, seed=protocol.seed, planner_options=options)
     state_probe = None
     if terms.get("state", 0) > 0 and model is not None:  # the state term reads a linear probe, fitted on the training data once
@@ -465,22 +496,46 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         state_probe = load_or_fit_state_probe(args.ckpt, model, device=device, log=lambda line: print(line, file=sys.stderr))
     summary = evaluate_planning(
         model,
-        open_dataset(args.data),
+        dataset,
         args.out,
         protocol=protocol,
         planner_cfg=planner_cfg,
         device=str(device),
         video=args.video,
         log=lambda line: print(line, file=sys.stderr),
-        trained_on=None if model is None else checkpoint_data(args.ckpt),  # a checkpoint of another env is refused by name
+        trained_on=trained_on,  # a checkpoint of another env is refused by name
         progress=True,
         oracle=args.oracle or args.oracle_only,
         oracle_frameskip=args.oracle_frameskip,
         oracle_reduce=args.oracle_reduce,
         state_probe=state_probe,
+        condition=None if condition is None else condition.to_dict(),
     )
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _eval_condition(args: argparse.Namespace) -> Any:
+    """``wm eval``'s condition (`benchmarks.conditions.EvalCondition`) from --env and its options,
+    None with --data; refuses both or neither, and condition options without --env."""
+    from benchmarks.conditions import EvalCondition
+    from envs.factors import parse_factor_args
+
+    given = [f"--{name.replace('_', '-')}" for name in ("split", "severity", "factor", "resolution")
+             if getattr(args, name) is not None] + (["--goal-source"] if args.goal_source != "expert" else [])
+    if args.data and args.env:
+        raise ValueError("pass either --data (pairs from a dataset) or --env (pairs collected for a condition), not both")
+    if not args.data and not args.env:
+        raise ValueError("wm eval needs --data PATH (a dataset of held-out episodes) or --env ID (with --split, "
+                         "--severity, --factor: pairs collected for that condition)")
+    if args.data:
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply to --env (pairs collected for a condition), not to --data")
+        return None
+    import envs
+
+    factors = parse_factor_args(envs.factor_space(args.env), args.factor)
+    return EvalCondition(args.split, args.severity, factors, args.goal_source).check(args.env)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

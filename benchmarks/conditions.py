@@ -1,0 +1,175 @@
+"""Evaluation conditions: the factors (and goal source) under which start/goal pairs are drawn.
+
+``wm eval --env ID --split NAME --severity K --factor NAME=VALUE --goal-source random``
+evaluates a checkpoint under a condition instead of on a given dataset: it collects the
+start/goal episodes for that condition itself (`collect_condition_pairs`) and plans on
+them under the standard protocol. The episodes:
+
+- come from the env's scripted expert (``goal_source="expert"``, the default) or from
+  uniformly random actions (``"random"``: stable-worldmodel's goal-source shift, where
+  goals are states a random walk reaches rather than states an expert passes through);
+- use seeds from `EVAL_SEED_BASE` on, disjoint from the seeds training data is collected
+  with (0.., and the held-out 1,000,000.. of ``wm demo``), the same seeds for every
+  condition, so conditions differ in their factors and not in their start layouts;
+- record the factors each episode ran with, which every planned episode restores
+  exactly at reset (`benchmarks.planning.run_episodes` resets with the pair's factors).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: the first seed of condition episodes (training data: 0.., held-out data of ``wm demo``: 1,000,000..)
+EVAL_SEED_BASE = 2_000_000
+
+#: the policies start/goal episodes can come from
+GOAL_SOURCES = ("expert", "random")
+
+#: the file beside a pairs dataset that says which condition it was collected for
+CONDITION_FILE = "condition.json"
+
+
+@dataclass(frozen=True)
+class EvalCondition:
+    """A factor condition for start/goal pairs.
+
+    Args:
+        split: factor split sampled per episode (``envs.factors.SPLITS``: train, ood,
+            ood_visual, ood_geometry, ood_physics, ood_all); None: the env's default factors.
+        severity: OOD severity 1..3 (OOD splits only).
+        factors: factors fixed in every episode on top of the split's draw, ``{name: value}``.
+        goal_source: ``"expert"`` or ``"random"``: the policy whose episodes give the pairs.
+    """
+
+    split: str | None = None
+    severity: int | None = None
+    factors: Mapping[str, Any] = field(default_factory=dict)
+    goal_source: str = "expert"
+
+    def check(self, env_id: str) -> "EvalCondition":
+        """This condition with its factors validated for `env_id`, or a clear error.
+
+        Raises:
+            UnknownSplitError (closest split named), ValueError (severity not 1..3, or
+            without an OOD split; unknown goal source), UnknownFactorError (closest
+            factor named), FactorOutOfRange (a value outside every range of its factor).
+        """
+        import envs
+        from envs.factors import SPLITS, UnknownSplitError, _suggest, check_severity
+
+        if self.split is not None and self.split not in SPLITS:
+            raise UnknownSplitError(
+                f"unknown split {self.split!r}; valid splits: {list(SPLITS)}{_suggest(str(self.split), SPLITS)}"
+            )
+        if self.severity is not None:
+            check_severity(self.severity)
+            if self.split is None or self.split == "train":
+                raise ValueError(f"severity={self.severity!r} needs an OOD split (e.g. --split ood_visual), "
+                                 f"got split={self.split!r}")
+        if self.goal_source not in GOAL_SOURCES:
+            raise ValueError(f"goal source {self.goal_source!r}: expected one of {', '.join(GOAL_SOURCES)}")
+        space = envs.factor_space(env_id)
+        fixed = {name: space[name].validate(value) for name, value in dict(self.factors).items()}
+        return EvalCondition(self.split, self.severity, fixed, self.goal_source)
+
+    def label(self) -> str:
+        """A short name: ``default``, ``train``, ``ood_visual@2``, ``door_width=0.3``,
+        ``goal_source:random``, or several joined by ``+``."""
+        parts = []
+        if self.split is not None:
+            parts.append(self.split + (f"@{self.severity}" if self.severity is not None else ""))
+        for name, value in self.factors.items():
+            parts.append(f"{name}={_fmt(value)}")
+        if self.goal_source != "expert":
+            parts.append(f"goal_source:{self.goal_source}")
+        return "+".join(parts) or "default"
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form (vectors as lists)."""
+        return {
+            "split": self.split,
+            "severity": self.severity,
+            "factors": {k: list(v) if isinstance(v, tuple) else v for k, v in self.factors.items()},
+            "goal_source": self.goal_source,
+            "label": self.label(),
+        }
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(f"{float(x):g}" for x in value)
+    return f"{float(value):g}"
+
+
+def pair_episodes(episodes: int) -> int:
+    """Episodes collected for `episodes` start/goal pairs: one pair per episode, plus a margin
+    (20%, at least 2) for starts already within the success radius, which are rejected."""
+    return episodes + max(2, math.ceil(0.2 * episodes))
+
+
+def collect_condition_pairs(
+    env_id: str,
+    condition: EvalCondition,
+    out: str | os.PathLike,
+    episodes: int,
+    resolution: int,
+    seed: int = EVAL_SEED_BASE,
+    workers: int = 1,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Any:
+    """Collect (or reuse) the start/goal episodes of `condition` into the dataset `out`.
+
+    Collects `pair_episodes(episodes)` episodes of `env_id` at `resolution` with the
+    condition's policy, split, severity and fixed factors, seeds ``seed..``, running to the
+    env's time limit, and writes `CONDITION_FILE` beside them. A dataset already at `out`
+    that was collected for the same env, condition, resolution and seed with at least as
+    many episodes is reused as it is.
+
+    Returns:
+        the opened `data.EpisodeDataset`.
+
+    Raises:
+        ValueError: `out` holds another condition's episodes or anything else (nothing is
+            overwritten), `episodes` < 1; the errors of `EvalCondition.check`.
+    """
+    from data import collect, open_dataset
+
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes={episodes!r}: expected a positive integer")
+    condition = condition.check(env_id)
+    out = Path(out)
+    want = {"env_id": env_id, "condition": condition.to_dict(), "resolution": int(resolution), "seed": int(seed)}
+    n = pair_episodes(episodes)
+    marker = out.parent / f"{out.name}.{CONDITION_FILE}"
+    if out.exists():
+        have = json.loads(marker.read_text()) if marker.is_file() else None
+        if have is None or {k: have.get(k) for k in want} != want:
+            raise ValueError(
+                f"{out} exists but was not collected for condition {condition.label()!r} of {env_id} "
+                f"(resolution {resolution}, seeds {seed}..): choose another --out, or remove it"
+            )
+        ds = open_dataset(out)
+        if len(ds.episodes()) >= n:
+            if log:
+                log(f"reusing the {len(ds.episodes())} episodes of condition {condition.label()!r} in {out}")
+            return ds
+        raise ValueError(f"{out} holds {len(ds.episodes())} episodes of condition {condition.label()!r}, "
+                         f"fewer than the {n} needed for {episodes} pairs: choose another --out, or remove it")
+    if log:
+        log(f"collecting {n} {condition.goal_source} episodes of {env_id} under condition {condition.label()!r} "
+            f"(seeds {seed}..) into {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    collect(
+        env_id, n, out, policy=condition.goal_source, split=condition.split, severity=condition.severity,
+        factors=dict(condition.factors) or None, seed=seed, mode="error", progress=progress, workers=workers,
+        resolution=int(resolution),
+    )
+    marker.write_text(json.dumps({**want, "episodes": n}, indent=2) + "\n")
+    return open_dataset(out)

@@ -1,0 +1,121 @@
+"""``wm eval --env ID --split/--severity/--factor/--goal-source``: start/goal pairs collected for a
+condition, factors restored exactly, reuse of the pairs, and clear refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import envs
+from benchmarks.conditions import EVAL_SEED_BASE, EvalCondition, collect_condition_pairs, pair_episodes
+from data import open_dataset
+from envs.factors import FactorOutOfRange, UnknownFactorError, UnknownSplitError, parse_factor_args
+from worldmodel.cli import main
+
+ENV = "wm/TwoRoom-v0"
+TINY = ("--num-samples", "8", "--iterations", "1", "--num-elites", "2", "--horizon", "2", "--no-video")
+
+
+def wm(capsys, *args: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+
+
+def test_split_severity_and_factor_are_the_factors_every_episode_runs_with(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "eval"
+    code, stdout, err = wm(capsys, "eval", "--oracle-only", "--env", ENV, "--split", "ood_visual", "--severity", 2,
+                           "--factor", "door_width=0.3", "--factor", "agent_speed=0.045", "--out", out,
+                           "--episodes", 3, "--budget", 10, "--resolution", 32, *TINY)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["condition"] == {
+        "split": "ood_visual", "severity": 2, "factors": {"door_width": 0.3, "agent_speed": 0.045},
+        "goal_source": "expert", "label": "ood_visual@2+door_width=0.3+agent_speed=0.045",
+    }
+    space = envs.factor_space(ENV)
+    ds = open_dataset(out / "pairs.lance")
+    eps = {e["episode_id"]: e for e in ds.episodes()}
+    assert len(eps) == pair_episodes(3)
+    assert sorted(e["seed"] for e in eps.values()) == list(range(EVAL_SEED_BASE, EVAL_SEED_BASE + pair_episodes(3)))
+    assert {e["policy"] for e in eps.values()} == {"expert"}
+    rows = lines(out)
+    assert {r["policy"] for r in rows} == {"oracle", "random"} and len(rows) == 6
+    env = envs.make(ENV, resolution=32)
+    for row in rows:
+        f = row["factors"]
+        assert f["door_width"] == 0.3 and f["agent_speed"] == 0.045  # fixed, exactly
+        for name in ("agent_color", "background_color", "wall_color"):  # visual: drawn from the severity-2 slice
+            assert space[name].is_ood(f[name])
+            assert any(space[name]._in_box(f[name], space[name].severity_box(box, 2)) for box in space[name].ood)
+        assert not space["door_position"].is_ood(f["door_position"])  # the others from the train split
+        # the pair's factors are the episode's recorded ones, and a reset with them runs exactly them
+        recorded = {k: list(v) if isinstance(v, tuple) else v for k, v in eps[row["episode_id"]]["factors"].items()}
+        assert f == recorded
+        _, info = env.reset(seed=row["env_seed"], options={"factors": f, "state": np.asarray(row["start_state"]),
+                                                           "goal_state": np.asarray(row["goal_state"])})
+        assert {k: list(v) if isinstance(v, tuple) else v for k, v in info["factors"].items()} == f
+
+
+def test_goal_source_random_draws_pairs_from_random_episodes(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "eval"
+    code, _, err = wm(capsys, "eval", "--oracle-only", "--env", ENV, "--goal-source", "random", "--out", out,
+                      "--episodes", 2, "--budget", 5, "--resolution", 32, *TINY)
+    assert code == 0, err
+    assert {e["policy"] for e in open_dataset(out / "pairs.lance").episodes()} == {"random"}
+    assert json.loads((out / "summary.json").read_text())["condition"]["label"] == "goal_source:random"
+    assert {r["factors"]["door_width"] for r in lines(out)} == {envs.factor_space(ENV)["door_width"].default}
+
+
+def test_pairs_are_reused_and_never_mixed_with_another_condition(tmp_path: Path) -> None:
+    out = tmp_path / "pairs.lance"
+    cond = EvalCondition(split="ood_geometry", severity=1)
+    ds = collect_condition_pairs(ENV, cond, out, 2, 16)
+    first = [e["factors"] for e in ds.episodes()]
+    again = collect_condition_pairs(ENV, cond, out, 2, 16)  # reused as it is
+    assert [e["factors"] for e in again.episodes()] == first
+    with pytest.raises(ValueError, match="not collected for condition 'ood_geometry@2'"):
+        collect_condition_pairs(ENV, EvalCondition(split="ood_geometry", severity=2), out, 2, 16)
+    with pytest.raises(ValueError, match="fewer than the"):
+        collect_condition_pairs(ENV, cond, out, 20, 16)
+    assert [e["factors"] for e in open_dataset(out).episodes()] == first  # nothing damaged
+
+
+def test_bad_conditions_are_refused_by_name(tmp_path: Path, capsys) -> None:
+    space = envs.factor_space(ENV)
+    with pytest.raises(UnknownFactorError, match="did you mean 'door_width'"):
+        parse_factor_args(space, ["door_widht=0.3"])
+    with pytest.raises(FactorOutOfRange, match=r"door_width=2 outside its ranges"):
+        parse_factor_args(space, ["door_width=2"])
+    with pytest.raises(ValueError, match="expected NAME=VALUE"):
+        parse_factor_args(space, ["door_width"])
+    with pytest.raises(ValueError, match="numbers separated by commas"):
+        parse_factor_args(space, ["agent_color=red"])
+    with pytest.raises(FactorOutOfRange, match="3 components"):
+        parse_factor_args(space, ["agent_color=0.1,0.9"])
+    with pytest.raises(UnknownSplitError, match="did you mean 'ood_visual'"):
+        EvalCondition(split="ood_visal").check(ENV)
+    with pytest.raises(ValueError, match="severity=4"):
+        EvalCondition(split="ood", severity=4).check(ENV)
+    with pytest.raises(ValueError, match="needs an OOD split"):
+        EvalCondition(severity=1).check(ENV)
+    cases = [
+        (("--env", ENV, "--split", "ood_visal"), "did you mean 'ood_visual'"),
+        (("--env", ENV, "--factor", "door_width=0.5"), "door_width=0.5 outside its ranges"),
+        (("--env", "wm/TwoRom-v0"), "did you mean 'wm/TwoRoom-v0'"),
+        (("--env", ENV, "--data", tmp_path / "x.lance"), "either --data"),
+        (("--data", tmp_path / "x.lance", "--split", "train"), "--split only apply to --env"),
+        ((), "needs --data PATH"),
+    ]
+    for args, message in cases:
+        code, _, err = wm(capsys, "eval", "--oracle-only", "--out", tmp_path / "e", *args)
+        assert code == 2 and message in err, (args, err)
+        assert "Traceback" not in err
+    assert not (tmp_path / "e").exists()  # refused before any work

@@ -44,6 +44,8 @@ class EvalCondition:
             ood_visual, ood_geometry, ood_physics, ood_all); None: the env's default factors.
         severity: OOD severity 1..3 (OOD splits only).
         factors: factors fixed in every episode on top of the split's draw, ``{name: value}``.
+        ood_factors: factors drawn from their OOD ranges (at `severity`) in every episode,
+            the others following `split` (a one-factor-at-a-time shift).
         goal_source: ``"expert"`` or ``"random"``: the policy whose episodes give the pairs.
     """
 
@@ -51,6 +53,7 @@ class EvalCondition:
     severity: int | None = None
     factors: Mapping[str, Any] = field(default_factory=dict)
     goal_source: str = "expert"
+    ood_factors: tuple[str, ...] = ()
 
     def check(self, env_id: str) -> "EvalCondition":
         """This condition with its factors validated for `env_id`, or a clear error.
@@ -69,21 +72,26 @@ class EvalCondition:
             )
         if self.severity is not None:
             check_severity(self.severity)
-            if self.split is None or self.split == "train":
-                raise ValueError(f"severity={self.severity!r} needs an OOD split (e.g. --split ood_visual), "
-                                 f"got split={self.split!r}")
+            if (self.split is None or self.split == "train") and not self.ood_factors:
+                raise ValueError(f"severity={self.severity!r} needs an OOD split (e.g. --split ood_visual) or "
+                                 f"--ood-factor, got split={self.split!r}")
         if self.goal_source not in GOAL_SOURCES:
             raise ValueError(f"goal source {self.goal_source!r}: expected one of {', '.join(GOAL_SOURCES)}")
         space = envs.factor_space(env_id)
         fixed = {name: space[name].validate(value) for name, value in dict(self.factors).items()}
-        return EvalCondition(self.split, self.severity, fixed, self.goal_source)
+        shifted = tuple(space[name].name for name in self.ood_factors)  # UnknownFactorError naming the closest
+        if len(set(shifted)) != len(shifted) or set(shifted) & set(fixed):
+            raise ValueError(f"ood_factors {list(shifted)}: each factor at most once, and not also fixed by --factor")
+        return EvalCondition(self.split, self.severity, fixed, self.goal_source, shifted)
 
     def label(self) -> str:
-        """A short name: ``default``, ``train``, ``ood_visual@2``, ``door_width=0.3``,
-        ``goal_source:random``, or several joined by ``+``."""
+        """A short name: ``default``, ``train``, ``ood_visual@2``, ``factor:door_width@2`` (an OOD
+        factor), ``door_width=0.3``, ``goal_source:random``, or several joined by ``+``."""
         parts = []
+        sev = f"@{self.severity}" if self.severity is not None else ""
         if self.split is not None:
-            parts.append(self.split + (f"@{self.severity}" if self.severity is not None else ""))
+            parts.append(self.split + (sev if self.split != "train" else ""))
+        parts += [f"factor:{name}{sev}" for name in self.ood_factors]
         for name, value in self.factors.items():
             parts.append(f"{name}={_fmt(value)}")
         if self.goal_source != "expert":
@@ -97,6 +105,7 @@ class EvalCondition:
             "severity": self.severity,
             "factors": {k: list(v) if isinstance(v, tuple) else v for k, v in self.factors.items()},
             "goal_source": self.goal_source,
+            "ood_factors": list(self.ood_factors),
             "label": self.label(),
         }
 
@@ -168,7 +177,7 @@ def collect_condition_pairs(
     out.parent.mkdir(parents=True, exist_ok=True)
     collect(
         env_id, n, out, policy=condition.goal_source, split=condition.split, severity=condition.severity,
-        factors=dict(condition.factors) or None, seed=seed, mode="error", progress=progress, workers=workers,
+        factors=dict(condition.factors) or None, ood_factors=list(condition.ood_factors) or None, seed=seed, mode="error", progress=progress, workers=workers,
         resolution=int(resolution),
     )
     marker.write_text(json.dumps({**want, "episodes": n}, indent=2) + "\n")

@@ -18,7 +18,7 @@ import queue
 import sys
 import time
 import traceback
-from typing import Any
+from typing import Any, Sequence
 
 WORKER_POLL_SECONDS = 1.0
 SEED_LIMIT = 2**63  # seeds are stored as int64: seed + episodes - 1 must stay below this
@@ -80,6 +80,7 @@ def collect(
     commit_every: int = 1,
     stop_on_success: bool = False,
     factors: dict | None = None,
+    ood_factors: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> dict:
     """Collect `episodes` episodes of `env_id` with `envs.make_policy(policy)` into `out`.
@@ -102,7 +103,9 @@ def collect(
     terminated env is never stepped; an env without the switch still ends at termination).
     `stop_on_success` ends each episode at its first success instead. `factors` (``{name:
     value}``) fixes those factors in every episode, on top of the `split`'s draw of the others
-    (the env validates them; each episode records the values it ran with). Either way the
+    (the env validates them; each episode records the values it ran with). `ood_factors`
+    (names) draws those factors from their OOD ranges in every episode (at `severity` if
+    given), the others following `split` (a one-factor-at-a-time shift). Either way the
     first success row is recorded per episode (``success_step``, -1 if none; see
     `EpisodeDataset.success_summary`).
 
@@ -132,7 +135,7 @@ def collect(
         seed = next_seed(out) if mode == "append" else 0
     seed = check_seed(seed, episodes)
     make_kwargs = {**(env_kwargs or {}), **kwargs}
-    options = _reset_options(split, severity, factors)
+    options = _reset_options(split, severity, factors, ood_factors)
     envs.env_class(env_id)  # an id this project does not register: UnknownEnvError naming it
 
     # One env in the parent: checks the id, the policy and the options before any work
@@ -169,7 +172,7 @@ def collect(
                            commit_every=commit_every) as writer:
             before = writer.committed_episodes
             # fixed factors are part of the episode's condition: 'default+factors', 'ood_visual+factors'
-            label = (split or "default") + ("+factors" if factors else "")
+            label = (split or "default") + ("+ood_factors" if ood_factors else "") + ("+factors" if factors else "")
             rows = _write_episodes(writer, job, episodes, workers, start_method, label, bar)
         bar.close()
     except BaseException as e:
@@ -218,9 +221,10 @@ def _write_episodes(writer: Any, job: dict, episodes: int, workers: int, start_m
     return rows
 
 
-def _reset_options(split: str | None, severity: int | None, factors: dict | None = None) -> dict | None:
-    if severity is not None and split is None:
-        raise ValueError(f"severity={severity!r} needs an OOD split (e.g. split='ood')")
+def _reset_options(split: str | None, severity: int | None, factors: dict | None = None,
+                   ood_factors: Sequence[str] | None = None) -> dict | None:
+    if severity is not None and split is None and not ood_factors:
+        raise ValueError(f"severity={severity!r} needs an OOD split (e.g. split='ood') or ood_factors")
     options: dict[str, Any] = {}
     if split is not None:
         options["split"] = split
@@ -228,6 +232,8 @@ def _reset_options(split: str | None, severity: int | None, factors: dict | None
         options["severity"] = severity
     if factors:
         options["factors"] = dict(factors)
+    if ood_factors:
+        options["ood_factors"] = list(ood_factors)
     return options or None
 
 

@@ -44,7 +44,7 @@ KINDS: tuple[str, ...] = ("visual", "geometric", "physical")
 SPLITS: tuple[str, ...] = ("train", "ood", "ood_visual", "ood_geometry", "ood_physics", "ood_all")
 SEVERITY_LEVELS = 3
 """OOD severity levels: 1 (just outside the train range) .. 3 (farthest)."""
-RESET_OPTION_KEYS: tuple[str, ...] = ("factors", "split", "severity", "state", "goal_state")
+RESET_OPTION_KEYS: tuple[str, ...] = ("factors", "split", "severity", "ood_factors", "state", "goal_state")
 """Keys every ``wm/`` env accepts in ``reset(options=...)``."""
 _SPLIT_KIND = {"ood_visual": "visual", "ood_geometry": "geometric", "ood_physics": "physical"}
 
@@ -358,15 +358,29 @@ def check_reset_options(options: Any) -> dict[str, Any]:
 
 def factors_from_options(space: FactorSpace, options: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Value]:
     """Validated factor values for a reset: defaults, or a sample of ``options["split"]``
-    (at ``options["severity"]`` if given), overridden by the explicit ``options["factors"]``.
+    (at ``options["severity"]`` if given), then the factors named in ``options["ood_factors"]``
+    drawn from their OOD ranges (at that severity; a one-factor-at-a-time shift), overridden
+    by the explicit ``options["factors"]``.
 
     Explicit values are checked before anything is merged, so the error names the
     offending key and value.
     """
     split, severity = options.get("split"), options.get("severity")
-    if severity is not None and split is None:
-        raise ValueError(f"severity={severity!r} needs an OOD split, e.g. options={{'split': 'ood', 'severity': 2}}")
-    base = space.defaults() if split is None else space.sample(rng, split, severity)
+    shifted = options.get("ood_factors") or ()
+    if isinstance(shifted, str) or not isinstance(shifted, (list, tuple)):
+        raise ValueError(f"options['ood_factors'] must be a list of factor names, got {shifted!r}")
+    for name in shifted:
+        space[name]  # UnknownFactorError naming the closest
+    if severity is not None and (split is None or split == "train") and not shifted:
+        raise ValueError(f"severity={severity!r} needs an OOD split, e.g. options={{'split': 'ood', 'severity': 2}}, "
+                         f"or ood_factors")
+    if severity is not None:
+        check_severity(severity)
+    split_severity = severity if split not in (None, "train") else None
+    base = space.defaults() if split is None else space.sample(rng, split, split_severity)
+    for f in space:  # in the space's order, from the same generator: reproducible
+        if f.name in shifted:
+            base[f.name] = f.sample(rng, ood=True, severity=severity)
     explicit = options.get("factors") or {}
     if not isinstance(explicit, Mapping):
         raise ValueError(f"options['factors'] must be a dict of name -> value, got {type(explicit).__name__}")

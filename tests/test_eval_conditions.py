@@ -38,7 +38,7 @@ def test_split_severity_and_factor_are_the_factors_every_episode_runs_with(tmp_p
     summary = json.loads(stdout)
     assert summary["condition"] == {
         "split": "ood_visual", "severity": 2, "factors": {"door_width": 0.3, "agent_speed": 0.045},
-        "goal_source": "expert", "label": "ood_visual@2+door_width=0.3+agent_speed=0.045",
+        "goal_source": "expert", "ood_factors": [], "label": "ood_visual@2+door_width=0.3+agent_speed=0.045",
     }
     space = envs.factor_space(ENV)
     ds = open_dataset(out / "pairs.lance")
@@ -119,3 +119,27 @@ def test_bad_conditions_are_refused_by_name(tmp_path: Path, capsys) -> None:
         assert code == 2 and message in err, (args, err)
         assert "Traceback" not in err
     assert not (tmp_path / "e").exists()  # refused before any work
+
+
+def test_ood_factor_shifts_one_factor_and_keeps_the_others(tmp_path: Path) -> None:
+    space = envs.factor_space(ENV)
+    ds = collect_condition_pairs(ENV, EvalCondition(severity=3, ood_factors=("door_width",)), tmp_path / "p.lance", 4, 16)
+    for ep in ds.episodes():
+        f = ep["factors"]
+        assert any(space["door_width"]._in_box(f["door_width"], space["door_width"].severity_box(b, 3))
+                   for b in space["door_width"].ood)
+        assert {k: v for k, v in f.items() if k != "door_width"} == {
+            k: v for k, v in space.defaults().items() if k != "door_width"}
+    assert len({ep["factors"]["door_width"] for ep in ds.episodes()}) > 1  # drawn per episode
+    assert EvalCondition(severity=3, ood_factors=("door_width",)).label() == "factor:door_width@3"
+    on_train = EvalCondition(split="train", severity=1, ood_factors=("agent_speed",)).check(ENV)
+    assert on_train.label() == "train+factor:agent_speed@1"
+    with pytest.raises(UnknownFactorError, match="did you mean 'door_width'"):
+        EvalCondition(severity=1, ood_factors=("door_widht",)).check(ENV)
+    with pytest.raises(ValueError, match="not also fixed"):
+        EvalCondition(severity=1, ood_factors=("door_width",), factors={"door_width": 0.2}).check(ENV)
+    # the env's own reset option, reproducible from the seed
+    env = envs.make(ENV, resolution=16)
+    a = env.reset(seed=5, options={"ood_factors": ["agent_speed"], "severity": 2})[1]["factors"]
+    b = env.reset(seed=5, options={"ood_factors": ["agent_speed"], "severity": 2})[1]["factors"]
+    assert a == b and space["agent_speed"].is_ood(a["agent_speed"])

@@ -164,6 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--severity", type=int, default=None, help="OOD severity 1..3 for an OOD --split")
     g.add_argument("--factor", action="append", default=None, metavar="NAME=VALUE",
                    help="fix a factor in every episode (repeatable; vectors as 0.9,0.1,0.1)")
+    g.add_argument("--ood-factor", action="append", default=None, metavar="NAME",
+                   help="draw this factor from its OOD ranges (at --severity) in every episode, the others following "
+                        "--split (repeatable; a one-factor-at-a-time shift)")
     g.add_argument("--goal-source", default="expert", choices=["expert", "random"],
                    help="policy whose episodes give the start/goal pairs (default: expert)")
     g.add_argument("--resolution", type=int, default=None,
@@ -521,7 +524,7 @@ def _eval_condition(args: argparse.Namespace) -> Any:
     from benchmarks.conditions import EvalCondition
     from envs.factors import parse_factor_args
 
-    given = [f"--{name.replace('_', '-')}" for name in ("split", "severity", "factor", "resolution")
+    given = [f"--{name.replace('_', '-')}" for name in ("split", "severity", "factor", "ood_factor", "resolution")
              if getattr(args, name) is not None] + (["--goal-source"] if args.goal_source != "expert" else [])
     if args.data and args.env:
         raise ValueError("pass either --data (pairs from a dataset) or --env (pairs collected for a condition), not both")
@@ -535,7 +538,7 @@ def _eval_condition(args: argparse.Namespace) -> Any:
     import envs
 
     factors = parse_factor_args(envs.factor_space(args.env), args.factor)
-    return EvalCondition(args.split, args.severity, factors, args.goal_source).check(args.env)
+    return EvalCondition(args.split, args.severity, factors, args.goal_source, tuple(args.ood_factor or ())).check(args.env)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

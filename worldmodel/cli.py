@@ -97,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--severity", type=int, default=None, help="OOD severity 1..3 for an OOD --split")
     p.add_argument("--factor", action="append", default=None, metavar="NAME=VALUE",
                    help="fix a factor in every episode (repeatable; vectors as 0.9,0.1,0.1); the others follow --split")
+    p.add_argument("--ood-factor", action="append", default=None, metavar="NAME",
+                   help="draw this factor from its OOD ranges (at --severity) in every episode (repeatable)")
     p.add_argument("--noise", type=float, default=None, help="expert action-noise std (default: the policy's)")
     p.add_argument("--commit-every", type=int, default=1,
                    help="whole episodes per Lance commit (default 1; larger is faster, a crash loses the uncommitted ones)")
@@ -354,6 +356,7 @@ def _collect(args: argparse.Namespace) -> int:
         commit_every=args.commit_every,
         stop_on_success=args.stop_on_success,
         factors=parse_factor_args(envs.factor_space(args.env), args.factor),
+        ood_factors=args.ood_factor,
     )
     print(json.dumps(result))
     return 0

@@ -189,6 +189,23 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--oracle-reduce", default="final", choices=["final", "min"],
                    help="oracle cost: goal distance at the end of a candidate (default) or its minimum along it")
 
+    from benchmarks.ood import OOD_SPLITS, SEVERITIES, OODConfig
+
+    p = add("ood", "planning success of a checkpoint in and out of distribution, condition by condition, with a report")
+    p.add_argument("--ckpt", required=True, help="checkpoint folder")
+    p.add_argument("--env", required=True, help="environment id the checkpoint was trained on")
+    p.add_argument("--out", required=True, help="folder for conditions/, results.jsonl, report.md, heatmap.png")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    g = p.add_argument_group("suite (benchmarks/ood.py)")
+    add_dataclass_arguments(g, OODConfig)
+    g.add_argument("--severities", type=int, nargs="+", default=list(SEVERITIES), help="OOD severities (default: 1 2 3)")
+    g.add_argument("--splits", nargs="+", default=list(OOD_SPLITS), help=f"OOD splits (default: {' '.join(OOD_SPLITS)})")
+    add_dataclass_arguments(p.add_argument_group("protocol"), PlanningProtocol, exclude=("episodes",))
+    g = p.add_argument_group("planner")
+    add_dataclass_arguments(g, PlannerConfig, exclude=("seed",))
+    g.add_argument("--planner-opt", dest="planner_opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a solver option (repeatable), as in wm eval")
+
     p = add("bench", "measure the platform's speed")
     bsub = p.add_subparsers(dest="bench_command", required=True, metavar="SUBCOMMAND")
     q = bsub.add_parser("envs", help="single-process steps/s of every env, a frame rendered every step")
@@ -544,6 +561,27 @@ def _eval_condition(args: argparse.Namespace) -> Any:
     return EvalCondition(args.split, args.severity, factors, args.goal_source, tuple(args.ood_factor or ())).check(args.env)
 
 
+def _cmd_ood(args: argparse.Namespace) -> int:
+    from benchmarks.ood import OODConfig, run_ood
+    from benchmarks.planning import PlannerConfig
+    from benchmarks.protocol import PlanningProtocol
+    from planners.registry import parse_options
+    from worldmodel.device import resolve_device
+    from worldmodel.paths import check_output_dir
+    import envs
+
+    options = parse_options(args.planner, args.planner_opt)
+    envs.env_class(args.env)  # an unknown id: the closest named, before any work
+    cfg = dataclass_from_args(OODConfig, args, severities=tuple(args.severities), splits=tuple(args.splits))
+    protocol = dataclass_from_args(PlanningProtocol, args, episodes=cfg.episodes)
+    planner_cfg = dataclass_from_args(PlannerConfig, args, seed=protocol.seed, planner_options=options)
+    check_output_dir(args.out)
+    device = resolve_device(args.device)
+    rows = run_ood(args.ckpt, args.env, args.out, cfg, protocol, planner_cfg, device=str(device), log=_log, progress=True)
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from benchmarks.demo import run_demo
 
@@ -617,6 +655,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": _cmd_train,
     "eval": _cmd_eval,
     "demo": _cmd_demo,
+    "ood": _cmd_ood,
 }
 
 

@@ -1,0 +1,328 @@
+"""``wm ood``: a checkpoint's planning success in and out of distribution, condition by condition.
+
+Conditions (`suite_conditions`), each planned on its own start/goal pairs collected for it
+(`benchmarks.conditions.collect_condition_pairs`: expert episodes, seeds 2,000,000.., the
+same seeds in every condition, so conditions differ in their factors only):
+
+- ``id``: the condition the checkpoint trained on, read from the split labels its training
+  dataset recorded per episode (``default`` factors, or the ``train`` split);
+- ``train``: the train split (every factor drawn from its train range);
+- each OOD split (``ood_visual``, ``ood_geometry``, ``ood_physics``, ``ood_all``) at
+  severities 1..3 (``ood_visual@2``);
+- one factor at a time (``factor:NAME@K``): that factor drawn from its OOD ranges at
+  severity K, the others as in ``id``;
+- ``goal_source:random``: the ``id`` factors with start/goal pairs from random-action
+  episodes instead of expert ones.
+
+Every condition runs the model's planner and the random baseline on the same pairs (the
+oracle too with ``oracle=True``). Outputs in ``OUT/``: ``conditions/<name>/`` (the
+``wm eval`` folder of each condition, reused when re-run with the same settings),
+``results.jsonl`` (a line per condition: ``condition``, ``kind``, ``split``, ``severity``,
+``factor``, ``episodes``, ``successes``, ``success_rate``, ``success_ci95``,
+``baseline_success_rate``, ``oracle_success_rate``, ``retained`` = success ÷ ``id``'s
+success, ``seconds_per_decision``, ``env_id``, ``ckpt``, ``training``), ``report.md``
+(ID-vs-OOD table) and ``heatmap.png`` (retained success, split/factor × severity).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.conditions import EvalCondition
+
+OOD_SPLITS: tuple[str, ...] = ("ood_visual", "ood_geometry", "ood_physics", "ood_all")
+SEVERITIES: tuple[int, ...] = (1, 2, 3)
+
+
+@dataclass
+class OODConfig:
+    """What ``wm ood`` evaluates (the planner and protocol are ``wm eval``'s)."""
+
+    episodes: int = field(default=50, metadata={
+        "help": "start/goal pairs per condition (50: a Wilson interval of at most +-14 points)"})
+    severities: tuple[int, ...] = field(default=SEVERITIES, metadata={"help": "OOD severities to evaluate (1..3)"})
+    splits: tuple[str, ...] = field(default=OOD_SPLITS, metadata={"help": "OOD splits to evaluate"})
+    factor_sweeps: bool = field(default=True, metadata={"help": "one-factor-at-a-time conditions for every factor"})
+    goal_source: bool = field(default=True, metadata={"help": "the goal-source shift (pairs from random episodes)"})
+    oracle: bool = field(default=False, metadata={"help": "also plan each condition through the true simulator"})
+    training: str | None = field(default=None, metadata={
+        "help": "label of the checkpoint's training data in the results (default: 'default' or 'randomised', "
+                "from its dataset)"})
+    id_split: str | None = field(default=None, metadata={
+        "help": "the condition the checkpoint trained on: 'default' or 'train' (default: read from its dataset)"})
+
+    def __post_init__(self) -> None:
+        from envs.factors import SPLITS, check_severity
+
+        if isinstance(self.episodes, bool) or not isinstance(self.episodes, int) or self.episodes < 1:
+            raise ValueError(f"episodes={self.episodes!r}: expected a positive integer")
+        self.severities = tuple(check_severity(k) for k in self.severities)
+        for split in self.splits:
+            if split not in SPLITS or split == "train":
+                raise ValueError(f"split {split!r}: expected OOD splits among {[s for s in SPLITS if s != 'train']}")
+        if self.id_split not in (None, "default", "train"):
+            raise ValueError(f"id_split={self.id_split!r}: expected 'default' or 'train'")
+
+
+@dataclass(frozen=True)
+class SuiteCondition:
+    """One condition of the suite: its result name, kind and factor condition."""
+
+    name: str
+    kind: str  # "id" | "split" | "factor" | "goal_source"
+    condition: EvalCondition
+    split: str | None = None
+    severity: int | None = None
+    factor: str | None = None
+
+
+def id_condition_of(trained_on: dict, id_split: str | None = None) -> tuple[EvalCondition, str]:
+    """The condition a checkpoint trained on, and its training label (``default`` / ``randomised``).
+
+    Args:
+        trained_on: `benchmarks.planning.checkpoint_data` of the checkpoint (its dataset's path).
+        id_split: ``"default"`` or ``"train"`` to state it instead of reading the dataset.
+
+    Raises:
+        ValueError: the dataset is not readable and `id_split` is not given; the dataset
+            mixes default-factor and train-split episodes.
+    """
+    if id_split is None:
+        from data import open_dataset
+
+        path = trained_on.get("path")
+        try:
+            labels = {str(ep["split"]).split("+")[0] for ep in open_dataset(path).episodes()}
+        except Exception as e:  # noqa: BLE001 - any unreadable dataset gets the same advice
+            raise ValueError(
+                f"cannot read the checkpoint's training dataset {path!r} to find the condition it trained on ({e}); "
+                "pass --id-split default|train"
+            ) from None
+        if labels <= {"default"}:
+            id_split = "default"
+        elif labels <= {"train"}:
+            id_split = "train"
+        else:
+            raise ValueError(f"the training dataset {path} mixes episodes of splits {sorted(labels)}: pass "
+                             "--id-split default|train to say which condition is in distribution")
+    if id_split == "default":
+        return EvalCondition(), "default"
+    return EvalCondition(split="train"), "randomised"
+
+
+def suite_conditions(env_id: str, cfg: OODConfig, id_cond: EvalCondition) -> list[SuiteCondition]:
+    """The conditions of the suite, in report order (see the module docstring)."""
+    import envs
+
+    out = [SuiteCondition("id", "id", id_cond, split=id_cond.split)]
+    if id_cond.split != "train":
+        out.append(SuiteCondition("train", "split", EvalCondition(split="train"), split="train"))
+    for split in cfg.splits:
+        for k in cfg.severities:
+            out.append(SuiteCondition(f"{split}@{k}", "split", EvalCondition(split=split, severity=k), split, k))
+    if cfg.factor_sweeps:
+        for f in envs.factor_space(env_id):
+            for k in cfg.severities:
+                cond = EvalCondition(split=id_cond.split, severity=k, ood_factors=(f.name,))
+                out.append(SuiteCondition(f"factor:{f.name}@{k}", "factor", cond, id_cond.split, k, f.name))
+    if cfg.goal_source:
+        out.append(SuiteCondition("goal_source:random", "goal_source",
+                                  dataclasses.replace(id_cond, goal_source="random"), id_cond.split))
+    return out
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.@=-]+", "_", name)
+
+
+def run_ood(
+    ckpt: str | Path,
+    env_id: str,
+    out: str | Path,
+    cfg: OODConfig | None = None,
+    protocol: Any = None,
+    planner_cfg: Any = None,
+    device: str = "cpu",
+    log: Callable[[str], None] | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Run the suite for a checkpoint and write ``results.jsonl``, ``report.md`` and ``heatmap.png``.
+
+    Args:
+        ckpt: checkpoint folder; env_id: its environment (refused if it trained on another).
+        out: output folder; a condition whose ``summary.json`` is there with the same
+            settings is not run again.
+        cfg: the suite (`OODConfig`); protocol: `PlanningProtocol` (its ``episodes`` is
+            replaced by ``cfg.episodes``); planner_cfg: `PlannerConfig`.
+
+    Returns:
+        the result lines, as written to ``results.jsonl``.
+    """
+    from benchmarks.conditions import collect_condition_pairs
+    from benchmarks.planning import PlannerConfig, checkpoint_data, evaluate_planning
+    from benchmarks.protocol import PlanningProtocol
+    from worldmodel.checkpoint import load_checkpoint
+
+    cfg = cfg or OODConfig()
+    protocol = dataclasses.replace(protocol or PlanningProtocol(), episodes=cfg.episodes)
+    planner_cfg = planner_cfg or PlannerConfig()
+    out = Path(out)
+    trained_on = checkpoint_data(ckpt)
+    if trained_on.get("env_id") not in (None, env_id):
+        raise ValueError(f"{ckpt} was trained on {trained_on['env_id']} data, not {env_id}: "
+                         f"run wm ood --env {trained_on['env_id']}")
+    id_cond, label = id_condition_of(trained_on, cfg.id_split)
+    training = cfg.training or label
+    model = load_checkpoint(ckpt, device=device).eval()
+    conditions = suite_conditions(env_id, cfg, id_cond)
+    settings = {"protocol": protocol.to_dict(), "planner": planner_cfg.to_dict(), "oracle": cfg.oracle,
+                "ckpt": str(Path(ckpt).resolve())}
+    say = log or (lambda line: None)
+    say(f"wm ood: {len(conditions)} conditions of {env_id}, {cfg.episodes} pairs each, training '{training}', "
+        f"in-distribution = {id_cond.label()}")
+    rows: list[dict] = []
+    out.mkdir(parents=True, exist_ok=True)
+    for i, sc in enumerate(conditions):
+        folder = out / "conditions" / _slug(sc.name)
+        summary_path = folder / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+        if summary is None or summary.get("ood_settings") != settings:
+            t0 = time.perf_counter()
+            pairs = collect_condition_pairs(env_id, sc.condition, folder / "pairs.lance", cfg.episodes,
+                                            model.config.image_size, progress=progress)
+            summary = evaluate_planning(
+                model, pairs, folder, protocol=protocol, planner_cfg=planner_cfg, device=device, video=False,
+                trained_on=trained_on, progress=progress, oracle=cfg.oracle, condition=sc.condition.to_dict(),
+            )
+            summary["ood_settings"] = settings
+            summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+            say(f"[{i + 1}/{len(conditions)}] {sc.name}: {summary['successes']}/{summary['episodes']} "
+                f"(random {summary['baseline_successes']}/{summary['episodes']}) in {time.perf_counter() - t0:.0f} s")
+        else:
+            say(f"[{i + 1}/{len(conditions)}] {sc.name}: reused {summary['successes']}/{summary['episodes']}")
+        rows.append(_row(sc, summary, env_id, str(ckpt), training))
+    id_rate = rows[0]["success_rate"]
+    for row in rows:
+        row["retained"] = row["success_rate"] / id_rate if id_rate > 0 else None
+    if id_cond.split == "train":  # the train split is the id condition: one line for each name
+        rows.insert(1, {**rows[0], "condition": "train", "kind": "split", "split": "train"})
+    _write_jsonl(out / "results.jsonl", rows)
+    heatmap = write_heatmap(rows, out / "heatmap.png")
+    (out / "report.md").write_text(report_markdown(rows, heatmap.name if heatmap else None))
+    say(f"wm ood: results in {out / 'results.jsonl'}, report {out / 'report.md'}")
+    return rows
+
+
+def _row(sc: SuiteCondition, summary: dict, env_id: str, ckpt: str, training: str) -> dict:
+    return {
+        "env_id": env_id,
+        "ckpt": ckpt,
+        "training": training,
+        "condition": sc.name,
+        "kind": sc.kind,
+        "split": sc.split,
+        "severity": sc.severity,
+        "factor": sc.factor,
+        "episodes": summary["episodes"],
+        "successes": summary["successes"],
+        "success_rate": summary["success_rate"],
+        "success_ci95": summary["success_ci95"],
+        "baseline_success_rate": summary["baseline_success_rate"],
+        "baseline_success_ci95": summary["baseline_success_ci95"],
+        "oracle_success_rate": summary.get("oracle_success_rate"),
+        "oracle_success_ci95": summary.get("oracle_success_ci95"),
+        "retained": None,
+        "seconds_per_decision": summary.get("seconds_per_decision"),
+        "condition_label": (summary.get("condition") or {}).get("label"),
+    }
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
+
+def retained_grid(rows: Sequence[dict]) -> tuple[list[str], list[int], list[list[float]]]:
+    """(row names, severities, retained[row][severity] with NaN where missing) of the split and factor rows."""
+    names: list[str] = []
+    sevs = sorted({r["severity"] for r in rows if r["severity"] is not None})
+    cells: dict[tuple[str, int], float] = {}
+    for r in rows:
+        if r["kind"] not in ("split", "factor") or r["severity"] is None:
+            continue
+        name = r["split"] if r["kind"] == "split" else r["factor"]
+        if name not in names:
+            names.append(name)
+        cells[(name, r["severity"])] = math.nan if r["retained"] is None else float(r["retained"])
+    grid = [[cells.get((n, k), math.nan) for k in sevs] for n in names]
+    return names, sevs, grid
+
+
+def write_heatmap(rows: Sequence[dict], path: Path) -> Path | None:
+    """A PNG heatmap of retained success (rows: OOD splits then factors; columns: severity); None if no cell."""
+    names, sevs, grid = retained_grid(rows)
+    if not names:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    data = np.array(grid, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 * len(sevs) + 3.2, 0.38 * len(names) + 1.6))
+    cmap = plt.get_cmap("viridis").copy()
+    cmap = cmap.with_extremes(bad="#bbbbbb")
+    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0.0, vmax=max(1.0, float(np.nanmax(data)) if
+                                                                             np.isfinite(data).any() else 1.0),
+                   aspect="auto")
+    ax.set_xticks(range(len(sevs)), [f"severity {k}" for k in sevs])
+    ax.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(sevs)):
+            v = data[i, j]
+            ax.text(j, i, "n/a" if not np.isfinite(v) else f"{v:.2f}", ha="center", va="center",
+                    color="white" if np.isfinite(v) and v < 0.6 else "black", fontsize=8)
+    first = rows[0]
+    ax.set_title(f"{first['env_id']} ({first['training']}): success retained OOD / ID", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.05)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+def report_markdown(rows: Sequence[dict], heatmap: str | None = None) -> str:
+    """``report.md``: the ID-vs-OOD table of a suite's result lines."""
+    first = rows[0]
+    lines = [
+        f"# OOD suite: {first['env_id']}, training '{first['training']}'",
+        "",
+        f"Checkpoint `{first['ckpt']}`; {first['episodes']} start/goal pairs per condition; retained = success ÷ "
+        f"the `id` condition's success ({_pct(first['success_rate'])}).",
+        "",
+        "| condition | success | 95% Wilson | random | oracle | retained | s per decision |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lo, hi = r["success_ci95"]
+        ret = "n/a" if r["retained"] is None else f"{r['retained']:.2f}"
+        spd = "n/a" if r["seconds_per_decision"] is None else f"{r['seconds_per_decision']:.2f}"
+        lines.append(f"| {r['condition']} | {r['successes']}/{r['episodes']} | {_pct(lo)}–{_pct(hi)} | "
+                     f"{_pct(r['baseline_success_rate'])} | {_pct(r['oracle_success_rate'])} | {ret} | {spd} |")
+    if heatmap:
+        lines += ["", f"![retained success]({heatmap})"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,133 @@
+"""``wm ood``: the conditions of the suite, its result lines, report and heatmap, reuse of
+finished conditions, and the in-distribution condition read from the training data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import envs
+from benchmarks.conditions import EvalCondition
+from benchmarks.ood import OODConfig, id_condition_of, report_markdown, retained_grid, suite_conditions
+from worldmodel.cli import main
+
+ENV = "wm/TwoRoom-v0"
+TINY = ("--num-samples", "8", "--iterations", "1", "--num-elites", "2", "--horizon", "2")
+
+
+def wm(capsys, *args: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny TwoRoom checkpoints: trained on default factors and on the train split."""
+    tmp = tmp_path_factory.mktemp("ood")
+    out = {}
+    for name, split in (("default", ()), ("randomised", ("--split", "train"))):
+        data, ckpt = tmp / f"{name}.lance", tmp / f"{name}_ckpt"
+        assert main(["collect", "--env", ENV, "--episodes", "6", "--out", str(data), "--resolution", "16", *split]) == 0
+        assert main(["train", "--data", str(data), "--out", str(ckpt), "--steps", "3", "--batch-size", "4",
+                     "--device", "cpu", "--embed-dim", "16", "--no-progress"]) == 0
+        out[name] = ckpt
+    return out
+
+
+def test_suite_conditions_cover_splits_severities_factors_and_goal_source() -> None:
+    cfg = OODConfig(severities=(1, 3), splits=("ood_visual", "ood_all"))
+    conds = suite_conditions(ENV, cfg, EvalCondition())
+    names = [c.name for c in conds]
+    factors = envs.factor_space(ENV).names
+    assert names == (["id", "train", "ood_visual@1", "ood_visual@3", "ood_all@1", "ood_all@3"]
+                     + [f"factor:{f}@{k}" for f in factors for k in (1, 3)] + ["goal_source:random"])
+    by = {c.name: c for c in conds}
+    assert by["factor:door_width@3"].condition == EvalCondition(severity=3, ood_factors=("door_width",))
+    assert by["goal_source:random"].condition.goal_source == "random"
+    # a factor-randomised model: id is the train split, factor shifts keep the others on it
+    conds = suite_conditions(ENV, cfg, EvalCondition(split="train"))
+    assert [c.name for c in conds][:2] == ["id", "ood_visual@1"]
+    assert {c.condition.split for c in conds if c.kind == "factor"} == {"train"}
+    with pytest.raises(ValueError, match="severity=4"):
+        OODConfig(severities=(4,))
+    with pytest.raises(ValueError, match="split 'train'"):
+        OODConfig(splits=("train",))
+
+
+def test_id_condition_is_read_from_the_training_data(ckpts: dict[str, Path], tmp_path: Path) -> None:
+    from benchmarks.planning import checkpoint_data
+
+    assert id_condition_of(checkpoint_data(ckpts["default"])) == (EvalCondition(), "default")
+    assert id_condition_of(checkpoint_data(ckpts["randomised"])) == (EvalCondition(split="train"), "randomised")
+    assert id_condition_of({"path": str(tmp_path / "gone")}, "train") == (EvalCondition(split="train"), "randomised")
+    with pytest.raises(ValueError, match="pass --id-split"):
+        id_condition_of({"path": str(tmp_path / "gone")})
+
+
+def test_wm_ood_writes_results_report_and_heatmap_and_reuses_finished_conditions(
+        ckpts: dict[str, Path], tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ood"
+    args = ("ood", "--ckpt", ckpts["default"], "--env", ENV, "--out", out, "--episodes", 2, "--severities", 1, 2,
+            "--splits", "ood_geometry", "--budget", 5, "--device", "cpu", *TINY)
+    code, stdout, err = wm(capsys, *args)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert rows == json.loads(stdout)
+    factors = envs.factor_space(ENV).names
+    assert [r["condition"] for r in rows] == (["id", "train", "ood_geometry@1", "ood_geometry@2"]
+                                             + [f"factor:{f}@{k}" for f in factors for k in (1, 2)]
+                                             + ["goal_source:random"])
+    for r in rows:
+        summary = json.loads((out / "conditions" / r["condition"].replace(":", "_") / "summary.json").read_text())
+        assert r["successes"] == summary["successes"] and r["episodes"] == 2
+        assert r["success_rate"] == summary["success_rate"] and r["training"] == "default"
+        assert r["baseline_success_rate"] == summary["baseline_success_rate"]
+        assert summary["condition"]["label"] == r["condition_label"]
+        id_rate = rows[0]["success_rate"]
+        assert r["retained"] == (r["success_rate"] / id_rate if id_rate else None)
+    # every factor condition ran with that factor OOD and the others at their defaults
+    space = envs.factor_space(ENV)
+    for line in (out / "conditions" / "factor_door_width@2" / "episodes.jsonl").read_text().splitlines():
+        f = json.loads(line)["factors"]
+        assert space["door_width"].is_ood(f["door_width"]) and f["door_position"] == space["door_position"].default
+    report = (out / "report.md").read_text()
+    assert "| factor:door_width@2 |" in report and "heatmap.png" in report
+    assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    code, _, err = wm(capsys, *args)  # again: every condition reused, nothing planned
+    assert code == 0 and err.count("reused") == len(rows) and "collecting" not in err
+
+
+def test_randomised_checkpoint_runs_with_the_train_split_in_distribution(ckpts, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ood"
+    code, _, err = wm(capsys, "ood", "--ckpt", ckpts["randomised"], "--env", ENV, "--out", out, "--episodes", 2,
+                      "--severities", 1, "--splits", "ood_physics", "--no-factor-sweeps", "--no-goal-source",
+                      "--budget", 5, "--device", "cpu", *TINY)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["condition"] for r in rows] == ["id", "train", "ood_physics@1"]
+    assert rows[0]["training"] == "randomised" and rows[0]["condition_label"] == "train"
+    code, _, err = wm(capsys, "ood", "--ckpt", ckpts["randomised"], "--env", "wm/PushT-v0", "--out", tmp_path / "x",
+                      "--episodes", 2, "--device", "cpu")
+    assert code == 2 and "trained on wm/TwoRoom-v0 data, not wm/PushT-v0" in err
+
+
+def test_retained_grid_and_report_from_result_lines() -> None:
+    base = {"env_id": ENV, "ckpt": "c", "training": "default", "episodes": 10, "success_ci95": [0.1, 0.9],
+            "baseline_success_rate": 0.0, "oracle_success_rate": None, "seconds_per_decision": 1.0}
+    rows = [
+        {**base, "condition": "id", "kind": "id", "split": None, "severity": None, "factor": None, "successes": 8,
+         "success_rate": 0.8, "retained": 1.0},
+        {**base, "condition": "ood_visual@1", "kind": "split", "split": "ood_visual", "severity": 1, "factor": None,
+         "successes": 4, "success_rate": 0.4, "retained": 0.5},
+        {**base, "condition": "factor:door_width@2", "kind": "factor", "split": None, "severity": 2,
+         "factor": "door_width", "successes": 2, "success_rate": 0.2, "retained": 0.25},
+    ]
+    names, sevs, grid = retained_grid(rows)
+    assert names == ["ood_visual", "door_width"] and sevs == [1, 2]
+    assert grid[0][0] == 0.5 and grid[1][1] == 0.25 and grid[0][1] != grid[0][1]  # NaN where not run
+    md = report_markdown(rows)
+    assert "| ood_visual@1 | 4/10 | 10%–90% | 0% | n/a | 0.50 | 1.00 |" in md

@@ -249,6 +249,21 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true",
                    help='print JSON {"gemm_gflops": {...}, "solvers": {NAME: {"seconds_per_env_plan", ...}}}')
 
+    q = bsub.add_parser(
+        "planning", help="collect -> train -> evaluate each env's versioned recipe (benchmarks/recipes.py)",
+        description="Runs the recipe of each env (benchmarks/recipes.py): data, training, planning evaluation with "
+                    "the random baseline and the oracle on the same held-out pairs. Finished stages are reused on a "
+                    "re-run; the recipe's hash is in every result. Layout and keys: benchmarks/bench_planning.py.",
+    )
+    q.add_argument("--env", action="append", default=None, help="env id (repeatable), or 'all'")
+    q.add_argument("--out", required=True, help="output folder (one folder per env, results.jsonl)")
+    q.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (pooled, with mean and spread)")
+    q.add_argument("--split", default=None, choices=["train"],
+                   help="run each recipe's factor-randomised variant (data over the train ranges)")
+    q.add_argument("--recipe", default=None, help="a recipe JSON file (as written to OUT/ENV/recipe.json) instead")
+    q.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    q.add_argument("--json", action="store_true", help="print the result lines as JSON")
+
     p = add("gallery", "render every env under train and OOD factors into PNGs")
     p.add_argument("--out", default="docs/gallery", help="output folder (one PNG per env)")
     p.add_argument("--resolution", type=int, default=128, help="tile size in pixels")
@@ -613,6 +628,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         result = bench_solvers(quick=args.quick, solvers=args.solver, envs=(1, args.envs), dtype=args.dtype,
                                repeats=args.repeats, log=_log, compile=args.compile)
         print(_json(result, indent=2) if args.json else "\n" + solver_table(result))
+        return 0
+    if args.bench_command == "planning":
+        from benchmarks.bench_planning import markdown_table as planning_table, run_planning_bench
+        from worldmodel.device import resolve_device
+
+        if (args.recipe is None) == (args.env is None):
+            raise ValueError("wm bench planning needs --env ID (repeatable, or all) or --recipe FILE, not both")
+        if args.recipe is not None and args.split:
+            raise ValueError("--split applies to the registered recipes (--env), not to --recipe: set data.split in the file")
+        results = run_planning_bench(args.env or [], args.out, seeds=args.seeds, split=args.split, recipe_file=args.recipe,
+                                     device=str(resolve_device(args.device)), log=_log, progress=True)
+        print(_json(results, indent=2) if args.json else "\n" + planning_table(results))
         return 0
     if args.bench_command == "experts":
         from benchmarks.experts import bench_experts, markdown_table as expert_table

@@ -43,6 +43,76 @@ def even_frame(frame: np.ndarray) -> np.ndarray:
     return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
+def _check_fps(fps: object, who: str) -> Fraction:
+    if isinstance(fps, bool) or not (isinstance(fps, (int, float, np.integer, np.floating, Fraction)) and 0 < float(fps) < 1e4):
+        raise ValueError(f"{who}: fps={fps!r}; expected a number > 0")
+    return Fraction(float(fps)).limit_denominator(1001)
+
+
+class Mp4Writer:
+    """An H.264 MP4 written frame by frame: ``write(frame)`` for each uint8 RGB ``(H, W, 3)``
+    frame, then ``close()``; as a context manager it closes on success and removes the
+    partial file on an error. Frames of odd H or W are padded to even (`even_frame`)."""
+
+    def __init__(self, path: str | Path, fps: float, height: int, width: int, crf: int = CRF):
+        import av
+
+        self.path, self.shape = Path(path), (int(height), int(width), 3)
+        if height < 1 or width < 1:
+            raise ValueError(f"{self.path}: frame size {height}x{width}; expected at least 1x1 pixels")
+        rate = _check_fps(fps, str(self.path))
+        self._container = av.open(str(self.path), mode="w", format="mp4", container_options={"movflags": "+faststart"})
+        try:
+            self._stream = self._container.add_stream("libx264", rate=rate)
+            self._stream.width, self._stream.height = width + width % 2, height + height % 2
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.options = {"crf": str(int(crf))}
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one uint8 RGB frame ``(H, W, 3)`` of the writer's shape."""
+        import av
+
+        f = np.asarray(frame)
+        if f.shape != self.shape or f.dtype != np.uint8:
+            raise ValueError(f"{self.path}: a frame of shape {f.shape} {f.dtype}; expected uint8 {self.shape}")
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(even_frame(f)), format="rgb24")
+        self._container.mux(self._stream.encode(picture))
+
+    def close(self) -> None:
+        """Flush the encoder's delayed frames and finish the file (moov moved to the front)."""
+        if self._container is None:
+            return
+        try:
+            self._container.mux(self._stream.encode(None))
+        finally:
+            container, self._container = self._container, None
+            container.close()
+
+    def abort(self) -> None:
+        """Stop writing and remove the partial file."""
+        container, self._container = self._container, None
+        try:
+            if container is not None:
+                container.close()
+        except Exception:  # noqa: BLE001 - the file is being thrown away; its trailer does not matter
+            pass
+        finally:
+            if self.path.is_file():
+                os.unlink(self.path)
+
+    def __enter__(self) -> "Mp4Writer":
+        return self
+
+    def __exit__(self, kind: type | None, *_: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def write_mp4(path: str | Path, frames: list[np.ndarray], fps: float = 10, scale: int = 4) -> Path:
     """Write RGB frames ``(H, W, 3)`` uint8 to a browser-playable H.264 MP4, upscaled ``scale``x (nearest).
 
@@ -60,32 +130,15 @@ def write_mp4(path: str | Path, frames: list[np.ndarray], fps: float = 10, scale
         ValueError: no frames, a frame that is not ``(H, W, 3)`` uint8, frames of mixed
             shapes, or a bad `fps` / `scale`.
     """
-    import av
-
     h, w = check_frames(frames, "write_mp4")
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
         raise ValueError(f"write_mp4: scale={scale!r}; expected an integer >= 1")
-    if not (isinstance(fps, (int, float, np.integer, np.floating, Fraction)) and 0 < float(fps) < 1e4):
-        raise ValueError(f"write_mp4: fps={fps!r}; expected a number > 0")
-    path = Path(path)
-    height, width = even_frame(np.zeros((h * scale, w * scale, 3), np.uint8)).shape[:2]
-    try:
-        with av.open(str(path), mode="w", format="mp4", container_options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"crf": str(CRF)}
-            for frame in frames:
-                big = np.asarray(frame)
-                if scale > 1:
-                    big = big.repeat(scale, axis=0).repeat(scale, axis=1)
-                picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(even_frame(big)), format="rgb24")
-                container.mux(stream.encode(picture))
-            container.mux(stream.encode(None))  # flush the encoder's delayed frames
-    except BaseException:
-        if path.is_file():
-            os.unlink(path)
-        raise
-    return path
+    _check_fps(fps, "write_mp4")
+    with Mp4Writer(path, fps, h * scale, w * scale) as writer:
+        for frame in frames:
+            big = np.asarray(frame)
+            writer.write(big.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else big)
+    return Path(path)
 
 
 def probe_mp4(path: str | Path) -> dict:

@@ -45,7 +45,7 @@ def even_frame(frame: np.ndarray) -> np.ndarray:
 
 def _check_fps(fps: object, who: str) -> Fraction:
     if isinstance(fps, bool) or not (isinstance(fps, (int, float, np.integer, np.floating, Fraction)) and 0 < float(fps) < 1e4):
-        raise ValueError(f"{who}: fps={fps!r}; expected a number > 0")
+        raise ValueError(f"{who}: fps={fps!r}; expected a number of frames per second in (0, 10000)")
     return Fraction(float(fps)).limit_denominator(1001)
 
 

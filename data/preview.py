@@ -1,4 +1,4 @@
-"""``wm data preview``: a video grid of a dataset's episodes (MP4, or GIF when OpenCV can write one).
+"""``wm data preview``: a video grid of a dataset's episodes (H.264 MP4, or GIF when OpenCV can write one).
 
 Episodes play side by side in a grid, frame t of each at grid frame t; an episode that
 has ended holds its last frame. Each tile carries its episode id and split.
@@ -24,7 +24,7 @@ from .dataset import open_dataset
 from .owned import file_in_the_way
 
 PREVIEW_MARK = b"worldmodel-preview v1"
-MAX_SIDE = 4096  # pixels per side of the grid (MPEG-4 part 2 refuses 8192)
+MAX_SIDE = 4096  # pixels per side of the grid (H.264 level 5.2 tops out near 4096x2304)
 SUFFIXES = (".mp4", ".gif")
 
 
@@ -150,15 +150,9 @@ def write_preview(
                 raise ValueError(f"{out}: OpenCV wrote a GIF without its trailer")
             tmp.write_bytes(body[:-1] + _gif_mark())
         else:
-            h, w = frames[0].shape[:2]
-            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
-            if not writer.isOpened():
-                raise ValueError(f"{out}: OpenCV could not open an MP4 writer for {w}x{h} frames")
-            try:
-                for f in frames:
-                    writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-            finally:
-                writer.release()
+            from .video_file import write_mp4
+
+            write_mp4(tmp, frames, fps=float(fps), scale=1)  # H.264, playable in a browser
             with open(tmp, "ab") as f:
                 f.write(_mp4_mark())
         check_preview_out(out)  # again: something may have appeared there meanwhile

@@ -163,6 +163,9 @@ def test_video_round_trip_is_exact_but_for_frames(png_ds: Path, tmp_path: Path, 
         assert (tmp_path / "vid" / "episodes.jsonl").is_file()
     else:
         assert (tmp_path / "vid" / "videos" / "observation.image" / "chunk-000" / "file-000.mp4").is_file()
+    from data.video_file import probe_mp4
+
+    assert {probe_mp4(v)["codec"] for v in (tmp_path / "vid").rglob("*.mp4")} == {"h264"}  # plays in a browser
     back = convert(tmp_path / "vid", tmp_path / "back.lance", "lance")
     assert any("lossy" in note for note in back["lossy"])
     assert_same_episodes(png_ds, tmp_path / "back.lance", frames=False)

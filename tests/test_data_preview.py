@@ -66,6 +66,9 @@ def test_replaces_only_its_own_preview(ds: Path, tmp_path: Path, suffix: str, ca
         ok, frame = cap.read()
         cap.release()
         assert ok and frame.shape == (32, 2 * 32, 3)  # the marker box leaves the video readable
+        from data.video_file import probe_mp4
+
+        assert probe_mp4(out)["codec"] == "h264"  # playable in a browser
     theirs = tmp_path / f"theirs{suffix}"
     theirs.write_bytes(first[:-40])  # a video this module did not write (no marker at its end)
     (tmp_path / "folder.mp4").mkdir()

@@ -56,6 +56,11 @@ EPILOGS = {
         "  wm bench solvers --solver cem --dtype bfloat16 --json"
     ),
     "gallery": "example:\n  wm gallery --out docs/gallery --resolution 128",
+    "report": (
+        "examples:\n"
+        "  wm report runs/eval --out runs/report.md                  # images in runs/report_files/\n"
+        "  wm report runs/eval runs/oracle runs/ood runs/bench --out docs/results.md"
+    ),
 }
 
 
@@ -269,6 +274,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=128, help="tile size in pixels")
     p.add_argument("--env", action="append", default=None, help="env id (repeatable; default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first tile")
+
+    p = add("report", "one Markdown page with plots from result folders (wm eval, wm ood, wm bench planning)")
+    p.add_argument("dirs", nargs="+", metavar="DIR",
+                   help="result folders, searched recursively for summary.json (wm eval) and results.jsonl (wm ood, "
+                        "wm bench planning)")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="the Markdown page to write (.md); its images go in a folder PATH_STEM_files/ beside it")
 
     p = add("demo", "collect -> train -> eval on TwoRoom, end to end")
     p.add_argument("--out", default="runs/demo", help="output folder")
@@ -672,6 +684,14 @@ def _cmd_gallery(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from benchmarks.report import build_report
+
+    result = build_report(args.dirs, args.out, log=_log)
+    print(result["report"])
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bench": _cmd_bench,
     "gallery": _cmd_gallery,
@@ -683,6 +703,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "eval": _cmd_eval,
     "demo": _cmd_demo,
     "ood": _cmd_ood,
+    "report": _cmd_report,
 }
 
 

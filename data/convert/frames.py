@@ -1,11 +1,13 @@
-"""Frames in foreign containers: sniffing PNG/JPEG bytes, MP4 video through OpenCV."""
+"""Frames in foreign containers: sniffing PNG/JPEG bytes, MP4 video (written as H.264 through PyAV, read through OpenCV)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
+
+from ..video_file import Mp4Writer
 
 
 def sniff_codec(data: bytes, where: str) -> str:
@@ -71,20 +73,15 @@ def read_video(path: Path, start: int, count: int, where: str) -> np.ndarray:
         cursor.close()
 
 
-def video_writer(path: Path, fps: float, shape: Sequence[int], where: Path) -> Any:
-    """An OpenCV MPEG-4 writer for frames of `shape` (H, W, 3); `where` names it in errors."""
-    import cv2
-
+def video_writer(path: Path, fps: float, shape: Sequence[int], where: Path) -> Mp4Writer:
+    """An H.264 writer (`data.video_file.Mp4Writer`) for frames of `shape` (H, W, 3); `where` names it in errors."""
     h, w = int(shape[0]), int(shape[1])
     if h % 2 or w % 2:
         raise ValueError(f"{where}: MP4 needs even frame sizes, got {h}x{w}; export with --to hdf5 or --to lerobot --codec png instead")
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
-    if not writer.isOpened():
-        raise ValueError(f"{where}: OpenCV could not open an MP4 writer")
-    return writer
+    return Mp4Writer(path, fps, h, w)
 
 
-def write_frames(writer: Any, pixels: np.ndarray) -> None:
-    """Append uint8 RGB frames (T, H, W, 3) to an OpenCV writer."""
+def write_frames(writer: Mp4Writer, pixels: np.ndarray) -> None:
+    """Append uint8 RGB frames (T, H, W, 3) to an MP4 writer."""
     for frame in pixels:
-        writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+        writer.write(frame)

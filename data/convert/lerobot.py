@@ -193,7 +193,7 @@ def write_lerobot(episodes: Iterator[Episode], dst: Path, src: Source, mode: str
                 total += n
         finally:
             for video in videos.values():
-                video.release()
+                video.close()
         if not written:
             raise ValueError("no episodes to write")
         data_file = tmp / DATA_PATH.format(chunk_index=0, file_index=0)
@@ -210,7 +210,7 @@ def write_lerobot(episodes: Iterator[Episode], dst: Path, src: Source, mode: str
             h, w, c = (int(s) for s in shape)
             feat: dict[str, Any] = {"dtype": "video" if use_video else "image", "shape": [h, w, c], "names": ["height", "width", "channels"]}
             if use_video:
-                feat["info"] = {"video.height": h, "video.width": w, "video.codec": "mpeg4", "video.pix_fmt": "yuv420p",
+                feat["info"] = {"video.height": h, "video.width": w, "video.codec": "h264", "video.pix_fmt": "yuv420p",
                                 "video.is_depth_map": False, "video.fps": fps_out, "video.channels": c, "has_audio": False}
             return feat
 

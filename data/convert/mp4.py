@@ -9,7 +9,7 @@
                               {name: (T, *shape)} for the extras that are not cameras;
                               extra_files {name: file} for the extra cameras
                               (JSON numbers: exact for every float and int dtype)
-      DST/episode_<id:06d>.mp4          the frames (MPEG-4 part 2 via OpenCV: lossy)
+      DST/episode_<id:06d>.mp4          the frames (H.264 yuv420p via PyAV: lossy)
       DST/episode_<id:06d>.<name>.mp4   each extra camera, likewise
 
 Files written before ``action_dtype`` existed read back as float32 actions.
@@ -81,11 +81,8 @@ def write_mp4(episodes: Iterator[Episode], dst: Path, src: Source, mode: str, lo
 
 
 def _write_video(path: Path, fps: float, frames: np.ndarray, where: Path) -> None:
-    writer = video_writer(path, fps, frames.shape[1:], where)
-    try:
+    with video_writer(path, fps, frames.shape[1:], where) as writer:
         write_frames(writer, frames)
-    finally:
-        writer.release()
 
 
 def mp4_source(path: Path) -> Source:

@@ -110,6 +110,8 @@ def check_train_episodes(record: dict | None, dataset: Any, episode_ids: Sequenc
         TrainEpisodesError: some item comes from a seen episode and ``allow`` is False; the
         message names the episode ids (the first few and their count) and ``--allow-train-episodes``.
     """
+    from worldmodel.episode_record import seen_episodes
+
     ids = [int(i) for i in episode_ids]
     if record is None:
         note = ("the checkpoint does not record the episodes it trained on (an older checkpoint): evaluation on "
@@ -131,8 +133,6 @@ def check_train_episodes(record: dict | None, dataset: Any, episode_ids: Sequenc
     if hits:
         notes.append(f"{len(hits)} of the {len(ids)} {what} come from episodes the checkpoint trained or validated "
                      f"on (episodes {_ids_text(overlap)}), evaluated anyway ({ALLOW_FLAG})")
-    from worldmodel.episode_record import seen_episodes
-
     recorded_here = any(s.realpath == os.path.realpath(dataset.path) for s in seen_episodes(record))
     if not recorded_here:  # in a dataset training read, an unseeded episode is still compared by id
         seeds = {int(e["episode_id"]): e.get("seed") for e in dataset.episodes()}

@@ -3,7 +3,10 @@
 ``evaluate_planning`` runs the standard protocol (``benchmarks.protocol``) for a
 checkpoint and, in the same run and on the same start/goal pairs, a random-action
 baseline. It writes one JSON line per episode to ``episodes.jsonl`` and a
-``summary.json`` with success rates and 95% Wilson intervals.
+``summary.json`` with success rates and 95% Wilson intervals. Pairs from episodes the
+checkpoint trained or validated on are refused before any planning (``benchmarks.leaks``);
+pairs run in chunks of ``batch_envs`` environments (`run_chunked`), each pair with its own
+random streams, and planning time is charged per environment (`run_episodes`).
 """
 
 from __future__ import annotations
@@ -285,8 +288,8 @@ class RandomChunks(ChunkPolicy):
 
 class MPCChunks(ChunkPolicy):
     """An ``MPCPolicy`` run chunk by chunk: before each chunk its solver is reseeded with one
-    stream per pair (`pair_seed` of ``seed`` and the pair's index, `planners.Solver.reseed`)
-    and the policy reset for the chunk's envs; ``num_plans`` and ``plan_seconds`` sum its
+    stream per pair (`pair_seed` of ``seed`` and the pair's index, `planners.Solver.reseed`;
+    a solver without ``reseed`` keeps its one stream) and the policy reset for the chunk's envs; ``num_plans`` and ``plan_seconds`` sum its
     planning calls and their times over all chunks.
 
     Args:

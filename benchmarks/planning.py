@@ -188,8 +188,8 @@ def run_episodes(
     Returns:
         (outcomes, frames): one outcome per env; frames ``(H, 2W, 3)`` uint8 if ``record``.
         An outcome's ``plan_seconds`` is measured per environment: every ``act`` call is
-        timed and its time divided equally among the envs still running in it (finished
-        envs are not planned for), so the outcomes' ``plan_seconds`` add up to the time of
+        timed and its time divided equally among the envs still running in it (the model
+        is not rolled out for finished ones), so the outcomes' ``plan_seconds`` add up to the time of
         all ``act`` calls, and an env that finishes early is charged only for the calls it
         took part in. ``decisions`` counts the decisions it took part in.
     """

@@ -3,7 +3,10 @@
 ``evaluate_planning`` runs the standard protocol (``benchmarks.protocol``) for a
 checkpoint and, in the same run and on the same start/goal pairs, a random-action
 baseline. It writes one JSON line per episode to ``episodes.jsonl`` and a
-``summary.json`` with success rates and 95% Wilson intervals.
+``summary.json`` with success rates and 95% Wilson intervals. Pairs from episodes the
+checkpoint trained or validated on are refused before any planning (``benchmarks.leaks``);
+pairs run in chunks of ``batch_envs`` environments (`run_chunked`), each pair with its own
+random streams, and planning time is charged per environment (`run_episodes`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -131,12 +134,32 @@ class PlannerConfig:
 
 @dataclass
 class EpisodeOutcome:
-    """What happened on one start/goal pair under one policy."""
+    """What happened on one start/goal pair under one policy.
+
+    ``plan_seconds``: the time of the action-source calls this env took part in, each
+    call's time divided among the envs still running in it (`run_episodes`);
+    ``decisions``: the calls that decided its actions (for an MPC policy the planning
+    calls, for other action sources every call).
+    """
 
     success: bool
     steps: int
     final_distance: float
     plan_seconds: float
+    decisions: int = 0
+
+
+DEFAULT_BATCH_ENVS = 50
+"""Environments ``wm eval`` runs at once (``--batch-envs``): pairs beyond it run in later chunks."""
+
+
+def pair_seed(seed: int, index: int) -> int:
+    """The seed of pair ``index``'s own random stream in a run seeded ``seed`` (64-bit,
+    `numpy.random.SeedSequence` of ``[seed, index]``): what makes a pair's random draws
+    independent of the pairs planned beside it."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed={seed!r}: expected an integer >= 0")
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint64)[0])
 
 
 def run_episodes(
@@ -146,6 +169,7 @@ def run_episodes(
     budget: int,
     record: int | None = None,
     progress: str | None = None,
+    plans: Callable[[], int] | None = None,
 ) -> tuple[list[EpisodeOutcome], list[np.ndarray]]:
     """Run ``act`` on B environments at once, each from its start towards its goal.
 
@@ -158,11 +182,28 @@ def run_episodes(
         progress: label of a progress bar over the ``budget`` steps on stderr (a tqdm bar
             on a terminal, else a line at least every 15 s, also while one slow ``act``
             call plans); None: silent.
+        plans: a counter of the planning calls ``act`` made (``lambda: policy.num_plans``
+            for an ``MPCPolicy``): a call is a decision when it grows; None: every call is.
 
     Returns:
         (outcomes, frames): one outcome per env; frames ``(H, 2W, 3)`` uint8 if ``record``.
+        An outcome's ``plan_seconds`` is measured per environment: every ``act`` call is
+        timed and its time divided equally among the envs still running in it (the model
+        is not rolled out for finished ones), so the outcomes' ``plan_seconds`` add up to the time of
+        all ``act`` calls, and an env that finishes early is charged only for the calls it
+        took part in. ``decisions`` counts the decisions it took part in.
     """
-    B = len(envs)
+    with _Heartbeat(budget, progress) as bar:
+        return _run_batch(envs, pairs, act, budget, bar, record=record, plans=plans)
+
+
+def _run_batch(envs: list, pairs: list[StartGoalPair], act: ActFn, budget: int, bar: "_Heartbeat",
+               record: int | None = None, plans: Callable[[], int] | None = None,
+               before: tuple[int, int] = (0, 0)) -> tuple[list[EpisodeOutcome], list[np.ndarray]]:
+    """`run_episodes` on one batch, updating ``bar`` by ``budget`` steps in all; ``before``:
+    (successes, pairs) of earlier chunks, for the bar's ``successes`` count."""
+    B = len(pairs)
+    envs = envs[:B]
     obs, goals = [], []
     for env, pair in zip(envs, pairs):
         o, _ = env.reset(
@@ -177,27 +218,168 @@ def run_episodes(
     success = np.zeros(B, bool)
     steps = np.zeros(B, np.int64)
     distance = np.full(B, np.nan)
-    plan_seconds = 0.0
+    charged = np.zeros(B)  # (B,) seconds of act calls charged to each env
+    decisions = np.zeros(B, np.int64)
     frames: list[np.ndarray] = []
     if record is not None:
         frames.append(np.concatenate([obs_b[record], goal_b[record]], axis=1))
-    with _Heartbeat(budget, progress) as bar:
-        for _ in range(budget):
-            if done.all():
-                break
-            t0 = time.perf_counter()
-            # an ActFn that takes `active` (MPCPolicy.act) does not plan for envs already done
-            kw = {"active": ~done} if takes_active else {}
-            actions = np.asarray(act(obs_b, goal_b, **kw), np.float32)
-            plan_seconds += time.perf_counter() - t0
-            _step_all(envs, actions, obs_b, done, success, steps, distance)
-            bar.update(1, successes=f"{int(success.sum())}/{B}", running=int((~done).sum()))
-            if record is not None:
-                frames.append(np.concatenate([obs_b[record], goal_b[record]], axis=1))
+    taken = 0
+    for _ in range(budget):
+        if done.all():
+            break
+        running = ~done
+        count = plans() if plans is not None else 0
+        t0 = time.perf_counter()
+        # an ActFn that takes `active` (MPCPolicy.act) does not plan for envs already done
+        kw = {"active": running.copy()} if takes_active else {}
+        actions = np.asarray(act(obs_b, goal_b, **kw), np.float32)
+        charged[running] += (time.perf_counter() - t0) / running.sum()
+        if plans is None or plans() > count:
+            decisions[running] += 1
+        _step_all(envs, actions, obs_b, done, success, steps, distance)
+        taken += 1
+        bar.update(1, successes=f"{before[0] + int(success.sum())}/{before[1] + B}", running=int((~done).sum()))
+        if record is not None:
+            frames.append(np.concatenate([obs_b[record], goal_b[record]], axis=1))
+    if taken < budget:
+        bar.update(budget - taken)  # every episode ended early: the chunk's remaining steps are not needed
     outcomes = [
-        EpisodeOutcome(bool(success[i]), int(steps[i]), float(distance[i]), plan_seconds / B)
+        EpisodeOutcome(bool(success[i]), int(steps[i]), float(distance[i]), float(charged[i]), int(decisions[i]))
         for i in range(B)
     ]
+    return outcomes, frames
+
+
+class ChunkPolicy:
+    """An action source that `run_chunked` starts once per chunk of pairs.
+
+    ``start(indices)`` prepares it for the pairs ``indices`` (a ``range`` of positions in
+    the whole pair list, one env each) and returns the ``ActFn`` for them; ``plans()``,
+    where given, counts its planning calls (see `run_episodes`).
+    """
+
+    def start(self, indices: range) -> ActFn:
+        """Prepare for ``pairs[indices]`` and return their action source."""
+        raise NotImplementedError
+
+    plans: Callable[[], int] | None = None
+
+
+class ActChunks(ChunkPolicy):
+    """`ChunkPolicy` from a function ``make(indices) -> ActFn`` (tests, simple action sources)."""
+
+    def __init__(self, make: Callable[[range], ActFn]) -> None:
+        self.make = make
+
+    def start(self, indices: range) -> ActFn:
+        return self.make(indices)
+
+
+class RandomChunks(ChunkPolicy):
+    """The random baseline by chunks: pair i draws from its own stream (`random_policy` with
+    ``pair_indices``), so its actions do not depend on the chunking."""
+
+    def __init__(self, action_space, seed: int) -> None:
+        self.action_space, self.seed = action_space, seed
+
+    def start(self, indices: range) -> ActFn:
+        return random_policy(self.action_space, len(indices), self.seed, pair_indices=indices)
+
+
+class MPCChunks(ChunkPolicy):
+    """An ``MPCPolicy`` run chunk by chunk: before each chunk its solver is reseeded with one
+    stream per pair (`pair_seed` of ``seed`` and the pair's index, `planners.Solver.reseed`;
+    a solver without ``reseed`` keeps its one stream) and the policy reset for the chunk's envs; ``num_plans`` and ``plan_seconds`` sum its
+    planning calls and their times over all chunks.
+
+    Args:
+        policy: the ``MPCPolicy`` (a model's, or the oracle's over the env pool).
+        seed: the planner seed.
+        goal_states: optional (P, G) goal layout of every pair, for a ``state`` objective.
+    """
+
+    def __init__(self, policy, seed: int, goal_states: np.ndarray | None = None) -> None:
+        self.policy, self.seed, self.goal_states = policy, seed, goal_states
+        self._done_plans, self._done_seconds = 0, 0.0
+        self.plans = lambda: policy.num_plans
+
+    def start(self, indices: range) -> ActFn:
+        policy = self.policy
+        self._done_plans += policy.num_plans  # the previous chunk's, before reset() zeroes them
+        self._done_seconds += policy.plan_seconds
+        reseed = getattr(policy.planner, "reseed", None)
+        if reseed is not None:
+            reseed([pair_seed(self.seed, i) for i in indices])
+        policy.reset(len(indices))
+        if self.goal_states is None:
+            return policy.act
+        goal_states = self.goal_states[indices.start:indices.stop]
+        return lambda obs, goal, **kw: policy.act(obs, goal, goal_state=goal_states, **kw)
+
+    @property
+    def num_plans(self) -> int:
+        """Planning calls over every chunk so far."""
+        return self._done_plans + self.policy.num_plans
+
+    @property
+    def plan_seconds(self) -> float:
+        """Seconds of those planning calls (as ``MPCPolicy.plan_seconds`` measures them)."""
+        return self._done_seconds + self.policy.plan_seconds
+
+
+def run_chunked(
+    envs: list,
+    pairs: list[StartGoalPair],
+    policy: ChunkPolicy,
+    budget: int,
+    batch_envs: int = DEFAULT_BATCH_ENVS,
+    record: int | None = None,
+    progress: str | None = None,
+) -> tuple[list[EpisodeOutcome], list[np.ndarray]]:
+    """`run_episodes` over P pairs in chunks of at most ``batch_envs`` environments.
+
+    Chunk k holds pairs ``k * batch_envs ..`` and runs in ``envs[:len(chunk)]``: the same
+    envs serve every chunk (each is reset to its next pair), so no more than
+    ``batch_envs`` environments (and renderers) ever exist.
+
+    What the chunking changes: nothing for an action source whose actions for an env
+    depend only on that env's pair and observations (the random baseline draws one
+    stream per pair; `MPCChunks` gives the solver one stream per pair, so its random
+    draws for a pair are those of any chunking). A model's batched rollouts may still
+    differ in the last bits with the batch they are computed in (BLAS blocking, device
+    kernels), which can change a plan. Time: each chunk's ``act`` calls are charged to
+    its envs as `run_episodes` says; the outcomes' ``plan_seconds`` add up to the time of
+    every ``act`` call of every chunk.
+
+    Args:
+        envs: at least ``min(batch_envs, P)`` environments of the pairs' env id.
+        pairs: the P start/goal pairs.
+        policy: started once per chunk (`ChunkPolicy`).
+        budget: maximum env steps per episode.
+        batch_envs: environments per chunk (>= 1).
+        record: index of a pair whose frames are returned.
+        progress: label of one progress bar over all chunks (``budget`` steps each; a
+            chunk whose episodes all end early skips its remaining steps); None: silent.
+
+    Returns:
+        (outcomes (P, in pair order), frames of ``record``).
+    """
+    if isinstance(batch_envs, bool) or not isinstance(batch_envs, (int, np.integer)) or batch_envs < 1:
+        raise ValueError(f"batch_envs={batch_envs!r}: expected a positive integer (environments run at once)")
+    size = min(int(batch_envs), len(pairs))
+    if len(envs) < size:
+        raise ValueError(f"{len(envs)} environments for chunks of {size}: expected at least {size}")
+    chunks = [range(k, min(k + size, len(pairs))) for k in range(0, len(pairs), size)]
+    outcomes: list[EpisodeOutcome] = []
+    frames: list[np.ndarray] = []
+    with _Heartbeat(budget * len(chunks), progress) as bar:
+        for indices in chunks:
+            act = policy.start(indices)
+            here = record - indices.start if record is not None and record in indices else None
+            done, got = _run_batch(envs, [pairs[i] for i in indices], act, budget, bar, record=here,
+                                   plans=policy.plans, before=(sum(o.success for o in outcomes), indices.start))
+            outcomes += done
+            frames = got if here is not None else frames
     return outcomes, frames
 
 
@@ -259,16 +441,31 @@ class _Heartbeat:
         self.bar.close()
 
 
-def random_policy(action_space, batch_size: int, seed: int) -> ActFn:
-    """Uniform random actions for ``batch_size`` envs from a seeded generator."""
-    rng = np.random.default_rng(seed)
+def random_policy(action_space, batch_size: int, seed: int, pair_indices: Sequence[int] | None = None) -> ActFn:
+    """Uniform random actions (B, A) float32 for ``batch_size`` envs from a seeded generator.
+
+    With ``pair_indices`` (B,), env b draws from its own generator, seeded ``[seed,
+    pair_indices[b]]``, one action per call: its actions are then the same whichever
+    envs it runs beside (what ``wm eval`` uses, so that ``--batch-envs`` does not change
+    the baseline).
+    """
     low = np.broadcast_to(action_space.low, action_space.shape)
     high = np.broadcast_to(action_space.high, action_space.shape)
+    if pair_indices is None:
+        rng = np.random.default_rng(seed)
 
-    def act(obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        return rng.uniform(low, high, size=(batch_size, *action_space.shape)).astype(np.float32)
+        def act(obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+            return rng.uniform(low, high, size=(batch_size, *action_space.shape)).astype(np.float32)
 
-    return act
+        return act
+    if len(pair_indices) != batch_size:
+        raise ValueError(f"pair_indices has {len(pair_indices)} entries for batch_size={batch_size}: expected one per env")
+    rngs = [np.random.default_rng([seed, int(i)]) for i in pair_indices]
+
+    def act_per_pair(obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        return np.stack([r.uniform(low, high) for r in rngs]).astype(np.float32)
+
+    return act_per_pair
 
 
 def build_mpc(model, planner_cfg: PlannerConfig, action_space, device: str = "cpu", state_probe: Any = None):
@@ -320,9 +517,17 @@ def evaluate_planning(
     oracle_reduce: str = "final",
     state_probe: Any = None,
     condition: dict | None = None,
+    batch_envs: int = DEFAULT_BATCH_ENVS,
+    allow_train_episodes: bool = False,
 ) -> dict:
     """Evaluate planning success of ``model`` on ``dataset``'s episodes, with a random baseline
     and, with ``oracle``, the same solver planning through the true simulator, on the same pairs.
+
+    Pairs run in chunks of ``batch_envs`` environments (`run_chunked`), the same envs
+    serving every chunk. Every pair has its own random streams, derived from the seed and
+    its index (`pair_seed`): the solver's draws (``MPCChunks``) and the baseline's actions
+    (`RandomChunks`), so the chunking changes neither; only a model's batched float
+    arithmetic may differ in the last bits with the batch (see `run_chunked`).
 
     Args:
         model: a world model (``encode``/``rollout``/``config``), in eval mode; None with
@@ -335,8 +540,12 @@ def evaluate_planning(
         video: write an MP4 of the first planned episode (agent | goal).
         log: optional callable for progress lines.
         trained_on: what the checkpoint records about its training data (`checkpoint_data`);
-            given, a checkpoint of another env is refused by name (`check_trained_on`).
-        progress: progress bars on stderr while the planner and the baseline run.
+            given, a checkpoint of another env is refused by name (`check_trained_on`) and
+            pairs from episodes it trained or validated on are refused
+            (`benchmarks.leaks.check_train_episodes`; a checkpoint without that record
+            gives a note instead).
+        progress: progress bars on stderr while the planner and the baseline run (one
+            bar over all chunks each).
         oracle: also run the oracle (`planners.oracle`): the same solver settings, scoring
             candidates by the env's own goal distance after rolling them out in the
             simulator. Adds ``oracle_success_rate``, ``oracle_success_ci95``,
@@ -352,22 +561,34 @@ def evaluate_planning(
         condition: the condition the pairs' episodes were collected for
             (`benchmarks.conditions.EvalCondition.to_dict`), recorded as the summary's
             ``condition``; None (pairs from a given dataset): its episodes' own factors.
+        batch_envs: environments run at once (>= 1; ``wm eval --batch-envs``).
+        allow_train_episodes: evaluate pairs from episodes the checkpoint has seen anyway
+            (``--allow-train-episodes``); the summary's ``allow_train_episodes`` and
+            ``train_overlap_pairs`` say so.
 
     Returns:
         the summary dict (also written to ``summary.json``), with ``distinct_pairs`` (the
-        pairs the dataset can give) and ``notes`` (what could not be checked).
+        pairs the dataset can give), ``notes`` (what could not be checked), ``batch_envs``,
+        ``plan_seconds_total`` (the time of every planner call, which the episodes'
+        ``plan_seconds`` add up to), ``allow_train_episodes``, ``train_overlap_pairs`` and
+        ``train_overlap_episode_ids`` (None: the checkpoint records no episodes).
+
+    Raises:
+        benchmarks.leaks.TrainEpisodesError: pairs come from episodes the checkpoint has
+        seen (without ``allow_train_episodes``), found before any planning.
     """
     import envs
+    from benchmarks.leaks import check_train_episodes, checkpoint_record
 
     protocol = protocol or PlanningProtocol()
     planner_cfg = planner_cfg or PlannerConfig()
+    if isinstance(batch_envs, bool) or not isinstance(batch_envs, (int, np.integer)) or batch_envs < 1:
+        raise ValueError(f"batch_envs={batch_envs!r}: expected a positive integer (environments run at once)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     env_id = dataset.meta["env_id"]
     notes = [] if trained_on is None else check_trained_on(trained_on, dataset)
-    for note in notes:
-        if log:
-            log(f"note: {note}")
+    seen_record = checkpoint_record(trained_on) if model is not None else None  # a missing/altered record: refused
     if model is None and not oracle:
         raise ValueError("evaluate_planning needs a model, or oracle=True to evaluate the oracle alone")
     if oracle:  # refused before any planning: a gradient solver, an unknown reduction
@@ -390,23 +611,35 @@ def evaluate_planning(
         )
     distinct = sum(n for _, n in pair_candidates(dataset, protocol))
     pairs = sample_pairs(dataset, protocol, probe)
-    env_list = [probe] + [envs.make(env_id, resolution=resolution) for _ in range(len(pairs) - 1)]
+    # before any planning: pairs from episodes the checkpoint trained or validated on are refused
+    leak_keys = {"allow_train_episodes": bool(allow_train_episodes), "train_overlap_pairs": None,
+                 "train_overlap_episode_ids": None}
+    if model is not None and trained_on is not None:
+        leak_keys, leak_notes = check_train_episodes(seen_record, dataset, [p.episode_id for p in pairs],
+                                                     allow=allow_train_episodes)
+        notes += leak_notes
+    for note in notes:
+        if log:
+            log(f"note: {note}")
+    n_envs = min(int(batch_envs), len(pairs))
+    env_list = [probe] + [envs.make(env_id, resolution=resolution) for _ in range(n_envs - 1)]
     if log:
-        log(f"{len(pairs)} start/goal pairs (of {distinct} distinct ones in {dataset.path}), budget {protocol.budget} steps")
+        chunks = -(-len(pairs) // n_envs)
+        log(f"{len(pairs)} start/goal pairs (of {distinct} distinct ones in {dataset.path}), budget {protocol.budget} steps"
+            + (f", in {chunks} chunks of up to {n_envs} environments" if chunks > 1 else ""))
 
-    planned, frames, policy, planner_seconds = [], [], None, 0.0
+    planned, frames, chunked, planner_seconds, act_seconds = [], [], None, 0.0, 0.0
     if model is not None:
         policy = build_mpc(model, planner_cfg, env_list[0].action_space, device, state_probe=state_probe)
-        policy.reset(len(pairs))
-        act: ActFn = policy.act
+        goal_states = None
         if state_probe is not None:  # the state term compares the probe's read-out with each pair's goal state
             goal_states = np.stack([np.asarray(p.goal_state, np.float32).ravel() for p in pairs])
-            act = lambda obs, goal, **kw: policy.act(obs, goal, goal_state=goal_states, **kw)  # noqa: E731
+        chunked = MPCChunks(policy, planner_cfg.seed, goal_states)
         t0 = time.perf_counter()
-        planned, frames = run_episodes(
-            env_list, pairs, act, protocol.budget, record=0 if video else None, progress="eval planner" if progress else None
-        )
+        planned, frames = run_chunked(env_list, pairs, chunked, protocol.budget, n_envs, record=0 if video else None,
+                                      progress="eval planner" if progress else None)
         planner_seconds = time.perf_counter() - t0
+        act_seconds = sum(o.plan_seconds for o in planned)
         if log:
             log(f"planner: {sum(o.success for o in planned)}/{len(planned)} successes in {planner_seconds:.1f}s")
     oracle_run: dict | None = None
@@ -415,18 +648,20 @@ def evaluate_planning(
         oracle_run = run_oracle(
             env_list, pairs, planner_cfg, protocol.budget, frameskip, device=device, reduce=oracle_reduce,
             record=0 if video and model is None else None, progress="eval oracle" if progress else None,
+            batch_envs=n_envs,
         )
         frames = frames or oracle_run["frames"]
         if log:
             done = oracle_run["outcomes"]
             log(f"oracle: {sum(o.success for o in done)}/{len(done)} successes in {oracle_run['seconds']:.1f}s")
-    baseline, _ = run_episodes(
-        env_list, pairs, random_policy(env_list[0].action_space, len(pairs), protocol.seed), protocol.budget,
+    baseline, _ = run_chunked(
+        env_list, pairs, RandomChunks(env_list[0].action_space, protocol.seed), protocol.budget, n_envs,
         progress="eval random" if progress else None,
     )
     if log:
         log(f"random baseline: {sum(o.success for o in baseline)}/{len(baseline)} successes")
 
+    overlap = set(leak_keys["train_overlap_episode_ids"] or [])
     with open(out / "episodes.jsonl", "w") as f:
         runs = [(planner_cfg.planner, planned)] if model is not None else []
         runs += [("oracle", oracle_run["outcomes"])] if oracle_run else []
@@ -440,6 +675,7 @@ def evaluate_planning(
                             "steps": o.steps,
                             "final_distance": o.final_distance,
                             "plan_seconds": o.plan_seconds,
+                            "decisions": o.decisions,
                             "episode_id": pair.episode_id,
                             "start_step": pair.start_step,
                             "start_state": pair.start_state.tolist(),
@@ -447,6 +683,8 @@ def evaluate_planning(
                             "factors": pair.factors,
                             "env_seed": pair.seed,
                             "protocol_seed": protocol.seed,
+                            "seen_in_training": (pair.episode_id in overlap
+                                                 if leak_keys["train_overlap_pairs"] is not None else None),
                         }
                     )
                     + "\n"
@@ -456,6 +694,7 @@ def evaluate_planning(
 
         write_mp4(out / "planned_episode.mp4", frames, fps=10)
 
+    num_plans = chunked.num_plans if chunked else 0
     summary = {
         "env_id": env_id,
         "episodes": len(pairs),
@@ -463,22 +702,27 @@ def evaluate_planning(
         **(_rates("", planned) if model is not None else {}),
         **_rates("baseline_", baseline),
         "planner_seconds_total": planner_seconds,
-        # act() plans for all envs at once; each episode is charged an equal share.
-        "plan_seconds_per_episode": planned[0].plan_seconds if planned else 0.0,
-        # one decision = one solver call planning every environment of the batch at once
-        "decisions": policy.num_plans if policy else None,
-        "seconds_per_decision": policy.plan_seconds / policy.num_plans if policy and policy.num_plans else None,
+        # the planner calls' time, each call's time divided among the envs running in it (run_episodes)
+        "plan_seconds_total": act_seconds,
+        "plan_seconds_per_episode": act_seconds / len(planned) if planned else 0.0,
+        # one decision = one solver call planning every environment of a chunk at once
+        "decisions": num_plans if chunked else None,
+        "seconds_per_decision": chunked.plan_seconds / num_plans if chunked and num_plans else None,
+        "batch_envs": int(batch_envs),  # as asked; min(batch_envs, episodes) ran at once
         "protocol": protocol.to_dict(),
         "planner": planner_cfg.to_dict(),
         # the solver as built: its name and every setting, defaults included
-        "solver": {"name": planner_cfg.planner, "settings": (policy or oracle_run["policy"]).planner.settings()},
+        "solver": {"name": planner_cfg.planner,
+                   "settings": (chunked.policy if chunked else oracle_run["policy"]).planner.settings()},
         "dataset": str(dataset.path),
         "condition": condition,
         "trained_on": trained_on,
+        **leak_keys,
         "notes": notes,
     }
     if model is None:  # the oracle alone: no model keys
-        for key in ("planner_seconds_total", "plan_seconds_per_episode", "decisions", "seconds_per_decision"):
+        for key in ("planner_seconds_total", "plan_seconds_total", "plan_seconds_per_episode", "decisions",
+                    "seconds_per_decision"):
             summary.pop(key)
     if oracle_run:
         summary.update(_oracle_summary(oracle_run))
@@ -522,30 +766,43 @@ def run_oracle(
     reduce: str = "final",
     record: int | None = None,
     progress: str | None = None,
+    batch_envs: int | None = None,
 ) -> dict:
-    """The oracle (`build_oracle`) on B envs and pairs, as `run_episodes` runs a model's policy.
+    """The oracle (`build_oracle`) on P pairs, as `run_chunked` runs a model's policy.
+
+    One oracle policy is built over ``envs`` and runs every chunk in ``envs[:len(chunk)]``,
+    its solver reseeded per pair (`MPCChunks`).
+
+    Args:
+        envs: at least ``min(batch_envs, P)`` environments.
+        batch_envs: environments per chunk (None: ``len(envs)``).
 
     Returns:
-        ``{"outcomes": [EpisodeOutcome] (B), "frames": [...], "seconds": float, "policy":
-        the MPCPolicy, "frameskip": int, "reduce": str}``.
+        ``{"outcomes": [EpisodeOutcome] (P), "frames": [...], "seconds": float, "policy":
+        the MPCPolicy, "decisions": planning calls over all chunks, "plan_seconds": their
+        time, "frameskip": int, "reduce": str}``.
     """
-    policy = build_oracle(envs, planner_cfg, frameskip, device, reduce)
-    policy.reset(len(pairs))
+    batch_envs = len(envs) if batch_envs is None else batch_envs
+    pool = envs[: min(batch_envs, len(pairs))]
+    policy = build_oracle(pool, planner_cfg, frameskip, device, reduce)
+    chunked = MPCChunks(policy, planner_cfg.seed)
     t0 = time.perf_counter()
-    outcomes, frames = run_episodes(envs, pairs, policy.act, budget, record=record, progress=progress)
+    outcomes, frames = run_chunked(pool, pairs, chunked, budget, batch_envs, record=record, progress=progress)
     return {"outcomes": outcomes, "frames": frames, "seconds": time.perf_counter() - t0, "policy": policy,
-            "frameskip": frameskip, "reduce": reduce}
+            "decisions": chunked.num_plans, "plan_seconds": chunked.plan_seconds, "frameskip": frameskip,
+            "reduce": reduce}
 
 
 def _oracle_summary(run: dict) -> dict:
     """The oracle's keys of a summary: ``oracle_`` rates, time per decision, its settings."""
-    policy, cost = run["policy"], run["policy"].oracle_cost
+    cost, decisions = run["policy"].oracle_cost, run["decisions"]
     return {
         **_rates("oracle_", run["outcomes"]),
         "oracle_seconds_total": run["seconds"],
-        # one decision = one solver call planning every environment of the batch at once
-        "oracle_decisions": policy.num_plans,
-        "oracle_seconds_per_decision": policy.plan_seconds / policy.num_plans if policy.num_plans else None,
+        "oracle_plan_seconds_total": sum(o.plan_seconds for o in run["outcomes"]),
+        # one decision = one solver call planning every environment of a chunk at once
+        "oracle_decisions": decisions,
+        "oracle_seconds_per_decision": run["plan_seconds"] / decisions if decisions else None,
         "oracle": {
             "frameskip": run["frameskip"],
             "reduce": run["reduce"],
@@ -559,15 +816,19 @@ def checkpoint_data(ckpt_dir: str | Path) -> dict:
     """What a checkpoint says about its training data: its recorded ``dataset`` identity
     (`worldmodel.checkpoint.dataset_identity`), else (older checkpoints) the identity of the
     dataset its ``train_config.data`` names, when still readable, marked ``"source":
-    "train_config"``; ``{}`` when neither is known."""
+    "train_config"``; ``{}`` when neither is known. With a known identity come
+    ``"checkpoint"`` (the folder) and, when training recorded its episodes,
+    ``"episodes"`` (``{"file", "sha256", "train", "val"}``: where, and how many trained
+    and validated on), which `benchmarks.leaks.checkpoint_record` reads."""
     from worldmodel.checkpoint import dataset_identity, load_extra
 
     extra = load_extra(ckpt_dir)
+    seen = {"checkpoint": str(ckpt_dir), **({"episodes": extra["episodes"]} if isinstance(extra.get("episodes"), dict) else {})}
     if isinstance(extra.get("dataset"), dict) and extra["dataset"].get("env_id"):
-        return {**extra["dataset"], "source": "checkpoint"}
+        return {**extra["dataset"], "source": "checkpoint", **seen}
     path = (extra.get("train_config") or {}).get("data")
     found = dataset_identity(path)
-    return {**found, "source": "train_config"} if found and found.get("env_id") else {}
+    return {**found, "source": "train_config", **seen} if found and found.get("env_id") else {}
 
 
 def check_trained_on(trained_on: dict, dataset) -> list[str]:

@@ -15,6 +15,8 @@ platform's choice, about 40% of CEM 300 x 30's model evaluations.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from planners.base import CostFn, PlanResult
@@ -70,6 +72,11 @@ class CEMGD(Solver):
         self.gd_iterations = positive_int("gd_iterations", gd_iterations)
         self.lr = finite_float("lr", lr, low=0)
         self.action_noise = finite_float("action_noise", action_noise, low=0, strict=False)
+
+    def reseed(self, seed: int | Sequence[int]) -> None:
+        """As `Solver.reseed`, for both phases (they share one random stream)."""
+        super().reseed(seed)
+        self._cem._row_generators = self._row_generators
 
     def call_sizes(self) -> list[int]:
         """``num_samples`` for each CEM iteration, then ``num_refine`` for each gradient one."""

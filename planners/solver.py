@@ -111,6 +111,7 @@ class Solver:
         self.high = high_t.to(self.device)  # (A,)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
+        self._row_generators: list[torch.Generator] | None = None  # per-environment streams (`reseed`)
 
     # ------------------------------------------------------------------ description
     def settings(self) -> dict[str, Any]:
@@ -172,13 +173,44 @@ class Solver:
         """(..., A) -> the same clamped into [low, high]."""
         return actions.clamp(self.low, self.high)
 
+    def reseed(self, seed: int | Sequence[int]) -> None:
+        """Restart the random draws.
+
+        Args:
+            seed: an int seeds the one generator the whole batch draws from (what the
+                constructor does); a sequence of B ints gives each environment row its own
+                generator: row b of every draw (B, ...) then comes from ``seed[b]``, so an
+                environment's plans do not depend on which environments share its batch
+                (``wm eval --batch-envs``). Every ``plan`` must then be for B environments.
+        """
+        if isinstance(seed, bool) or not isinstance(seed, (int, Sequence)) or isinstance(seed, str):
+            raise ValueError(f"seed must be an int or a sequence of ints (one per environment), got {seed!r}")
+        if isinstance(seed, int):
+            self.generator.manual_seed(seed)
+            self._row_generators = None
+            return
+        seeds = list(seed)
+        if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**64 for s in seeds):
+            raise ValueError(f"per-environment seeds must be a non-empty sequence of ints in [0, 2**64), got {seeds!r}")
+        self._row_generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
+
+    def _draw(self, fn: Any, shape: tuple[int, ...]) -> torch.Tensor:
+        """``fn(shape)`` from this solver's generator, or row by row from the per-environment ones."""
+        rows = self._row_generators
+        if rows is None:
+            return fn(shape, generator=self.generator, device=self.device)
+        if not shape or shape[0] != len(rows):
+            raise ValueError(f"a draw of shape {tuple(shape)} with {len(rows)} per-environment random streams "
+                             f"(reseed): expected {len(rows)} rows, one per environment")
+        return torch.stack([fn(shape[1:], generator=g, device=self.device) for g in rows])
+
     def _randn(self, *shape: int) -> torch.Tensor:
-        """Standard normal samples from this solver's generator."""
-        return torch.randn(shape, generator=self.generator, device=self.device)
+        """Standard normal samples from this solver's generator(s)."""
+        return self._draw(torch.randn, shape)
 
     def _rand(self, *shape: int) -> torch.Tensor:
-        """Uniform [0, 1) samples from this solver's generator."""
-        return torch.rand(shape, generator=self.generator, device=self.device)
+        """Uniform [0, 1) samples from this solver's generator(s)."""
+        return self._draw(torch.rand, shape)
 
     @staticmethod
     def _check_costs(costs: object, batch: int, samples: int) -> torch.Tensor:

@@ -6,6 +6,9 @@
       train_state.safetensors   optimizer (and scheduler) tensors, for resuming   (optional)
       train_state.json          step, the non-tensor optimizer/scheduler state and
                                 the caller's ``train_state`` dict                 (optional)
+      episodes.<sha>.json       the episodes training and validation read (`worldmodel.episode_record`),
+                                named by its content's SHA-256 and referenced from config.json's
+                                ``extra["episodes"]``                             (optional)
 
 Each file is written to a temporary name in DIR and moved into place with
 ``os.replace``; ``train_state.json`` goes last, so its presence marks a complete
@@ -15,6 +18,7 @@ two replacements is detected on resume instead of mixing two steps.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -200,13 +204,84 @@ def _check_dir(directory: str | os.PathLike) -> Path:
 def load_extra(directory: str | os.PathLike) -> dict:
     """The ``extra`` metadata stored in ``directory/config.json`` (``{}`` if there is none).
 
-    Training stores ``train_config`` and, since it was added, ``dataset`` (see
-    `dataset_identity`): what ``wm eval`` compares with the evaluation data.
+    Training stores ``train_config`` and, since they were added, ``dataset`` (see
+    `dataset_identity`) and ``episodes`` (see `save_episode_record`): what ``wm eval``
+    compares with the evaluation data.
     """
     path = _check_dir(directory)
     cfg = _read_json(path / CONFIG_FILE)
     extra = cfg.get("extra") if isinstance(cfg, dict) else None
     return extra if isinstance(extra, dict) else {}
+
+
+EPISODES_PREFIX, EPISODES_SUFFIX = "episodes.", ".json"
+
+
+def save_episode_record(directory: str | os.PathLike, record: dict) -> dict:
+    """Write an episode record (`worldmodel.episode_record`) into ``directory``, compactly.
+
+    The file is named by its content (``episodes.<sha256[:12]>.json``), so writing a new
+    record never replaces the one a saved ``config.json`` refers to; pass the returned
+    dict as ``save_checkpoint(extra={"episodes": ...})``, then `prune_episode_records`.
+
+    Returns:
+        ``{"file", "sha256", "train", "val"}``: the file name, its digest and the number
+        of training and validation episodes recorded.
+    """
+    from worldmodel.episode_record import record_counts
+
+    text = json.dumps(record, separators=(",", ":")) + "\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    name = f"{EPISODES_PREFIX}{digest[:12]}{EPISODES_SUFFIX}"
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+
+    if not (out / name).is_file() or hashlib.sha256((out / name).read_bytes()).hexdigest() != digest:
+        _replace_atomically(out / name, write)
+    return {"file": name, "sha256": digest, **record_counts(record)}
+
+
+def prune_episode_records(directory: str | os.PathLike, keep: str) -> None:
+    """Delete the episode record files in ``directory`` other than ``keep`` (left by earlier runs)."""
+    for path in Path(directory).glob(f"{EPISODES_PREFIX}*{EPISODES_SUFFIX}"):
+        if path.name != keep:
+            path.unlink(missing_ok=True)
+
+
+def load_episode_record(directory: str | os.PathLike) -> dict | None:
+    """The episode record a checkpoint refers to, or None when it has none (a checkpoint
+    written before records existed, or by a caller that gave no dataset to record).
+
+    Raises:
+        CheckpointError: config.json names a record that is missing, altered (its SHA-256
+        differs) or not a valid record.
+    """
+    from worldmodel.episode_record import seen_episodes
+
+    path = _check_dir(directory)
+    info = load_extra(path).get("episodes")
+    if not isinstance(info, dict) or not info.get("file"):
+        return None
+    name = str(info["file"])
+    if Path(name).name != name:
+        raise CheckpointError(f"{path / CONFIG_FILE} names episode record {name!r}: expected a file name in {path}")
+    file = path / name
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing: {path / CONFIG_FILE} says the episodes training read are recorded "
+                              "there (copy it with the checkpoint)")
+    data = file.read_bytes()
+    if hashlib.sha256(data).hexdigest() != info.get("sha256"):
+        raise CheckpointError(f"{file} does not match the SHA-256 that {path / CONFIG_FILE} records: it was altered "
+                              "or belongs to another run")
+    try:
+        record = json.loads(data)
+        seen_episodes(record)  # decodes, or names what is malformed
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{file} is not a valid episode record: {e}") from None
+    return record
 
 
 def dataset_identity(path: str | os.PathLike | None) -> dict | None:

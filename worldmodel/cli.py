@@ -43,7 +43,8 @@ EPILOGS = {
         "  wm eval --oracle-only --data runs/heldout.lance --out runs/oracle --num-samples 100 --iterations 10\n"
         "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --objective terminal_l2=1,effort=0.01\n"
         "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --planner icem --planner-opt beta=2.5\n"
-        "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --planner mppi --planner-opt temperature=0.1"
+        "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --planner mppi --planner-opt temperature=0.1\n"
+        "  wm eval --ckpt runs/ckpt --data runs/heldout.lance --out runs/eval --episodes 500 --batch-envs 50"
     ),
     "demo": "examples:\n  wm demo --out runs/demo\n  wm demo --out runs/demo --quick   # a one-minute smoke run",
     "bench": (
@@ -186,6 +187,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--planner-opt", dest="planner_opt", action="append", default=[], metavar="KEY=VALUE",
                    help="a solver option (repeatable), e.g. --planner icem --planner-opt beta=2.5; "
                         "each solver's options and defaults are in its docstring (planners/NAME.py)")
+    p.add_argument("--batch-envs", type=int, default=None, metavar="N",
+                   help="environments run at once; more pairs run in chunks of N in the same N environments "
+                        "(default 50; every pair plans from its own random stream, so N does not change the draws)")
+    p.add_argument("--allow-train-episodes", action="store_true",
+                   help="evaluate on pairs from episodes the checkpoint trained or validated on (refused by default; "
+                        "the summary then records allow_train_episodes and train_overlap_pairs)")
     g = p.add_argument_group("oracle (the same solver planning through the true simulator, planners/oracle.py)")
     g.add_argument("--oracle", action="store_true", help="also run the oracle on the same pairs (oracle_* keys)")
     g.add_argument("--oracle-only", action="store_true", help="run the oracle and the random baseline only, no --ckpt")
@@ -501,7 +508,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from benchmarks.planning import PlannerConfig, checkpoint_data, evaluate_planning
+    from benchmarks.planning import DEFAULT_BATCH_ENVS, PlannerConfig, checkpoint_data, evaluate_planning
     from benchmarks.protocol import PlanningProtocol
     from data import open_dataset
     from planners.registry import parse_options
@@ -520,6 +527,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("wm eval needs --ckpt PATH (a checkpoint folder), or --oracle-only to evaluate the oracle alone")
     if args.oracle_frameskip is not None and args.oracle_frameskip < 1:
         raise ValueError(f"--oracle-frameskip={args.oracle_frameskip}: expected a positive integer")
+    batch_envs = DEFAULT_BATCH_ENVS if args.batch_envs is None else args.batch_envs
+    if batch_envs < 1:
+        raise ValueError(f"--batch-envs={batch_envs}: expected a positive integer (environments run at once)")
     check_output_dir(args.out)
     condition = _eval_condition(args)  # a bad --env/--split/--severity/--factor: one line, before loading
     device = resolve_device(args.device)
@@ -560,6 +570,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         oracle_reduce=args.oracle_reduce,
         state_probe=state_probe,
         condition=None if condition is None else condition.to_dict(),
+        batch_envs=batch_envs,
+        allow_train_episodes=args.allow_train_episodes,  # else pairs from episodes it trained on are refused
     )
     print(json.dumps(summary, indent=2))
     return 0

@@ -5,6 +5,8 @@
       metrics.jsonl         one line per log_every steps: step, loss, pred_loss, sigreg_loss, rollout_loss,
                             lr, seconds, samples_per_s; and {step, val_pred_loss, seconds} lines
       config.json, model.safetensors, train_state.{json,safetensors}   (see checkpoint.py)
+      episodes.<sha>.json   the training and validation episodes' ids and identities (seed, policy,
+                            split, factors; worldmodel/episode_record.py), so that `wm eval` refuses them
 
 Rerunning with the same ``out`` resumes from the saved step; a finished run is a no-op.
 A run whose loss (or weights) become NaN or infinite stops with ``TrainingDiverged``
@@ -29,11 +31,15 @@ from worldmodel.checkpoint import (
     dataset_identity,
     has_train_state,
     load_config,
+    load_episode_record,
     load_model_weights,
     load_train_state,
+    prune_episode_records,
     read_train_state,
     save_checkpoint,
+    save_episode_record,
 )
+from worldmodel.episode_record import merge_records, record_of_datasets
 from worldmodel.config import ModelConfig, TrainConfig
 from worldmodel.device import resolve_device
 from worldmodel.model import JEPA
@@ -287,6 +293,12 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     resolved = {**train_cfg.to_dict(), "device": str(device)}
     trained_on = dataset_identity(train_cfg.data)  # env id etc., checked by `wm eval`
+    # the episodes this run trains and validates on (with those of the run it resumes), refused by `wm eval`
+    seen = record_of_datasets(dataset, val_dataset)
+    if start_step > 0:
+        earlier = load_episode_record(out)
+        seen = merge_records(earlier, seen) if seen else earlier
+    seen_info = save_episode_record(out, seen) if seen else None
     (out / "train_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
     logger = JsonlLogger(out / "metrics.jsonl")
     bar = ProgressBar(train_cfg.steps, desc="train", initial=start_step, enabled=train_cfg.progress)
@@ -330,8 +342,10 @@ def train(
     def checkpoint() -> None:
         nonlocal saved_step
         check_finite(weights=True)  # a NaN step is never saved over a good checkpoint
-        save_checkpoint(out, model, train_state={"last": last}, optimizer=optimizer, step=step,
-                        extra={"train_config": resolved, "dataset": trained_on})
+        extra = {"train_config": resolved, "dataset": trained_on, **({"episodes": seen_info} if seen_info else {})}
+        save_checkpoint(out, model, train_state={"last": last}, optimizer=optimizer, step=step, extra=extra)
+        if seen_info:  # config.json now names this run's record: drop older ones (a glob, cheap)
+            prune_episode_records(out, keep=seen_info["file"])
         saved_step = step
 
     try:

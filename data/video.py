@@ -44,7 +44,9 @@ carries over from one group to the next, so a frame decodes to the same values
 whichever read path asks for it, whatever the decode thread count), decodes access
 units 0..j for the highest frame j asked for, and converts only the frames asked for.
 A blob whose magic, CRC, frame count, frame size or H.264 data is wrong raises
-`CorruptGroupError` naming where it came from (episode id, column, group index).
+`CorruptGroupError` naming where it came from (episode id, column, group index): the
+CRC-32 catches bytes changed on disk, and the decoder runs with ``err_detect=explode``
+so a damaged access unit is an error rather than a concealed, silently wrong picture.
 
 Default group length: the frames one training window spans, ``(frames - 1) *
 frameskip + 1``. A dataset does not know the window it will be trained with (its rows
@@ -116,8 +118,10 @@ class VideoOptions:
 
     gop: int = DEFAULT_GOP
     """frames per group of pictures (each group starts with a keyframe and decodes on its own)"""
-    crf: int = 23
-    """libx264 constant rate factor, 0-51 (lower: better quality, more bytes); unused when lossless"""
+    crf: int = 20
+    """libx264 constant rate factor, 0-51 (lower: better quality, more bytes); unused when lossless.
+    20 (x264's own default is 23): at 64x64 every env's expert frames stay at >= 37.5 dB
+    PSNR (crf 23: 35.8 dB for Cube and Reacher) for ~15% more bytes"""
     preset: str = "veryfast"
     """libx264 speed preset (ultrafast .. placebo); slower presets save few bytes on rendered frames"""
     pix_fmt: str = "yuv444p"
@@ -361,7 +365,7 @@ def group_sizes(blob: bytes | np.ndarray | memoryview, where: str = "h264 group"
     Raises `CorruptGroupError` (naming `where`) on a bad magic, CRC or size."""
     buf = memoryview(blob).cast("B") if not isinstance(blob, bytes) else memoryview(blob)
     if len(buf) < _HEAD.size:
-        raise CorruptGroupError(f"{where}: corrupt h264 group ({len(buf)} bytes, no header; expected a group blob starting {MAGIC!r})")
+        raise CorruptGroupError(f"{where}: corrupt h264 group (holds {len(buf)} bytes, expected a group blob starting {MAGIC!r})")
     magic, crc, n = _HEAD.unpack_from(buf, 0)
     if magic != MAGIC:
         raise CorruptGroupError(f"{where}: corrupt h264 group (starts {bytes(magic)!r}, expected {MAGIC!r})")
@@ -415,6 +419,7 @@ def decode_group(
     data = bytes(blob) if not isinstance(blob, bytes) else blob
     ctx = av.CodecContext.create("h264", "r")
     ctx.thread_count = 1
+    ctx.options = {"err_detect": "explode"}  # a damaged access unit is an error, never a concealed picture
     decoded = 0
     expected = opts.stored_pix_fmt
     accepted = {expected, expected.replace("yuv", "yuvj")}  # FFmpeg names full-range YUV yuvj...
@@ -499,9 +504,11 @@ def check_layout(values: Sequence[bytes | np.ndarray], gop: int, where: str = "h
             raise CorruptGroupError(f"{where} group {k}: corrupt h264 group (row {t} holds {size} bytes, expected a group blob)")
         magic, _crc, n = _HEAD.unpack_from(memoryview(v).cast("B") if not isinstance(v, bytes) else v, 0)
         want = min(gop, t_len - t)
-        if magic != MAGIC or n != want:
-            raise CorruptGroupError(f"{where} group {k}: corrupt h264 group (header {bytes(magic)!r} with {n} frames, "
-                                    f"expected {MAGIC!r} with {want})")
+        if magic != MAGIC:
+            raise CorruptGroupError(f"{where} group {k}: corrupt h264 group (starts {bytes(magic)!r}, expected {MAGIC!r})")
+        if n != want:
+            raise CorruptGroupError(f"{where} group {k}: corrupt h264 group (header says {n} frames, the episode has "
+                                    f"{want} rows for it)")
 
 
 def episode_values(groups: Sequence[bytes], length: int, gop: int) -> list[bytes]:

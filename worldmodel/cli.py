@@ -234,16 +234,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_video_arguments(p: argparse.ArgumentParser, convert: bool = False) -> None:
     """The h264 codec's flags (`data.video.VideoOptions`); unset ones take the dataset's or the defaults."""
-    from data.video import DEFAULT_GOP, PIX_FMTS, PRESETS
+    from data.video import DEFAULT_GOP, PIX_FMTS, PRESETS, VideoOptions
 
     keep = ("the source's when it is h264, else " if convert else "the dataset's when appending, else ")
     g = p.add_argument_group("h264 codec (--codec h264)")
     g.add_argument("--gop", type=int, default=None,
                    help=f"frames per group of pictures (default: {keep}{DEFAULT_GOP} = one window of 4 frames at "
                         f"frameskip 5; for n frames at frameskip f use (n-1)*f+1)")
-    g.add_argument("--crf", type=int, default=None, help=f"libx264 quality 0-51, lower is better (default: {keep}23)")
-    g.add_argument("--preset", default=None, choices=PRESETS, help=f"libx264 speed preset (default: {keep}veryfast)")
-    g.add_argument("--pix-fmt", default=None, choices=PIX_FMTS, help=f"chroma sampling (default: {keep}yuv444p)")
+    d = VideoOptions()
+    g.add_argument("--crf", type=int, default=None, help=f"libx264 quality 0-51, lower is better (default: {keep}{d.crf})")
+    g.add_argument("--preset", default=None, choices=PRESETS, help=f"libx264 speed preset (default: {keep}{d.preset})")
+    g.add_argument("--pix-fmt", default=None, choices=PIX_FMTS, help=f"chroma sampling (default: {keep}{d.pix_fmt})")
     g.add_argument("--lossless", action="store_true", default=None, help="lossless RGB (libx264rgb, qp 0): bit-exact frames")
 
 

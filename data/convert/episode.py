@@ -53,6 +53,7 @@ class Episode:
     encoded: list[bytes] | None = None
     encoded_codec: str | None = None
     encoded_options: Any = None
+    encoded_extras: dict[str, list[bytes]] = field(default_factory=dict)  # h264 extra cameras' stored row values
     notes: list[str] = field(default_factory=list)  # ways this episode differs from its source
     _pixels: np.ndarray | None = None
 

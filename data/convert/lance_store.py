@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import columns as C
 from ..codecs import EncodedFrame
+from ..schema import EXTRA_PREFIX, is_camera
 from .episode import Episode, Source, make_episode
 
 
@@ -43,9 +44,14 @@ def lance_source(path: Path) -> Source:
                 k = idx.position(int(eid))
                 take = idx.rows[idx.start[k] : idx.start[k] + idx.count[k]]
                 uniq, inverse = np.unique(take, return_inverse=True)
-                blobs = ds._steps.take(uniq.tolist(), columns=[C.PIXELS]).column(C.PIXELS).to_pylist()
+                cams = [k for k in extras if is_camera(ds.extras[k])] if ds.video_options is not None else []
+                tbl = ds._steps.take(uniq.tolist(), columns=[C.PIXELS, *(EXTRA_PREFIX + k for k in cams)])
+                blobs = tbl.column(C.PIXELS).to_pylist()
                 frames = {"pixels": None, "encoded": [blobs[i] for i in inverse], "encoded_codec": ds.codec,
                           "image_shape": ds.image_shape, "encoded_options": ds.video_options}
+                if cams:  # h264 extra cameras: their groups can pass through as well
+                    values = {k: tbl.column(EXTRA_PREFIX + k).to_pylist() for k in cams}
+                    frames["encoded_extras"] = {k: [v[i] for i in inverse] for k, v in values.items()}
             yield make_episode(
                 f"{path} episode {eid}", **frames, action=arrays["action"], state=arrays["state"], reward=arrays["reward"],
                 terminated=arrays["terminated"], truncated=arrays["truncated"], extras={k: arrays[k] for k in extras},
@@ -83,13 +89,17 @@ def write_lance(episodes: Iterator[Episode], dst: Path, codec: str | None, mode:
             if ep.env_id is not None and env_id is not None and ep.env_id != env_id:
                 raise ValueError(f"{dst}: episode {ep.episode_id} has env_id {ep.env_id!r}, the others {env_id!r}; convert one env id at a time")
             target = w.codec  # None only before the first frame of a new dataset without a codec
+            passed: dict[str, list[EncodedFrame]] = {}  # extra cameras whose stored groups pass through
             if ep.encoded is not None and ep.encoded_codec in ("png", "jpeg") and target in (None, ep.encoded_codec):
                 # stored bytes pass through unchanged (an EncodedFrame also fixes a new dataset's codec)
                 frames = [EncodedFrame(b, ep.image_shape, ep.encoded_codec) for b in ep.encoded]  # type: ignore[arg-type]
             elif (ep.encoded is not None and ep.encoded_codec == "h264" and target in (None, "h264")
                   and w.codec_options in (None, ep.encoded_options)):
-                # H.264 groups encoded with the destination's settings pass through unchanged
+                # H.264 groups encoded with the destination's settings pass through unchanged, extra cameras' too
                 frames = [EncodedFrame(b, ep.image_shape, "h264", ep.encoded_options) for b in ep.encoded]  # type: ignore[arg-type]
+                shapes = {k: tuple(ep.extras[k].shape[1:]) for k in ep.encoded_extras}
+                passed = {k: [EncodedFrame(b, shapes[k], "h264", ep.encoded_options) for b in v]  # type: ignore[arg-type]
+                          for k, v in ep.encoded_extras.items()}
             else:
                 frames = list(ep.pixels)
                 _note(lossy, (target or codec) == "jpeg", "frames encoded as JPEG (lossy)")
@@ -97,8 +107,9 @@ def write_lance(episodes: Iterator[Episode], dst: Path, codec: str | None, mode:
             for t in range(ep.length):
                 last = t == ep.length - 1
                 w.add_step(frames[t], ep.state[t], ep.action[t], float(ep.reward[t]), bool(ep.terminated[t]) and last,
-                           bool(ep.truncated[t]) and last, extras={k: v[t] for k, v in ep.extras.items()})
-            cams = ep.cameras
+                           bool(ep.truncated[t]) and last,
+                           extras={k: passed[k][t] if k in passed else v[t] for k, v in ep.extras.items()})
+            cams = [k for k in ep.cameras if k not in passed]
             _note(lossy, bool(cams) and w.codec == "jpeg", f"extra cameras {cams} encoded as JPEG (lossy)")
             _note(lossy, bool(cams) and w.codec == "h264" and not _lossless(w), f"extra cameras {cams} encoded as H.264 (lossy)")
             keep = ep.episode_id is not None and ep.episode_id >= next_free

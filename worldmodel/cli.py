@@ -54,6 +54,7 @@ EPILOGS = {
         "  wm bench envs --env wm/TwoRoom-v0 --resolution 64\n"
         "  wm bench data --resolution 224 --json\n"
         "  wm bench data --resolution 64 --quick\n"
+        "  wm bench data --resolution 224 --codecs-only --json\n"
         "  wm bench solvers --json\n"
         "  wm bench solvers --solver cem --dtype bfloat16 --json"
     ),
@@ -184,15 +185,18 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print JSON {env_id: steps_per_s}")
 
     q = bsub.add_parser(
-        "data", help="window throughput per codec and loader, JPEG decode bound, write and collect speed",
+        "data", help="window throughput per codec and loader, JPEG decode bound, write and collect speed, codec comparison",
         description="Generates its own data in a temporary folder. windows_per_s is the best of three DataLoader "
                     "configurations (main, threads, workers) reading 4-frame windows (frameskip 5, batch 64) of JPEG "
-                    "frames at --resolution; the protocol is in benchmarks/data.py.",
+                    "frames at --resolution; 'codecs' compares jpeg and h264 on PushT expert frames (bytes per frame, "
+                    "PSNR, windows/s, write frames/s). The protocol is in benchmarks/data.py.",
     )
     q.add_argument("--resolution", type=int, default=224, help="frame size in pixels")
     q.add_argument("--seconds", type=float, default=None, help="timed seconds per loader configuration (default 3)")
     q.add_argument("--quick", action="store_true", help="tiny data and timings: a smoke run, numbers meaningless")
-    q.add_argument("--json", action="store_true", help="print the full result as JSON (windows_per_s, decode_bound_windows_per_s, ...)")
+    q.add_argument("--codecs-only", action="store_true",
+                   help="only the codec comparison on PushT expert frames (jpeg vs h264: bytes/frame, PSNR, windows/s, write frames/s)")
+    q.add_argument("--json", action="store_true", help="print the full result as JSON (windows_per_s, decode_bound_windows_per_s, codecs, ...)")
 
     q = bsub.add_parser("experts", help="success rate of every env's scripted expert (clean and noisy) on its train split")
     q.add_argument("--env", action="append", default=None, help="env id (repeatable; default: all)")
@@ -531,7 +535,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.seconds is not None and not (args.seconds > 0 and math.isfinite(args.seconds)):
             raise ValueError(f"--seconds={args.seconds}: expected a finite positive number")
         _check_resolution(args.resolution, MAX_DATA_RESOLUTION)
-        result = bench_data(args.resolution, quick=args.quick, seconds=args.seconds, log=_log)
+        result = bench_data(args.resolution, quick=args.quick, seconds=args.seconds, log=_log, codecs_only=args.codecs_only)
         print(_json(result, indent=2) if args.json else "\n" + data_table(result))
         return 0
     if args.bench_command == "solvers":

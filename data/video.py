@@ -145,6 +145,8 @@ class VideoOptions:
     def build(cls, options: "VideoOptions | Mapping[str, Any] | None" = None, **overrides: Any) -> "VideoOptions":
         """Options from a `VideoOptions`, a mapping of some of its fields (the rest default;
         unknown names raise ValueError with a suggestion) or None (all defaults)."""
+        if isinstance(options, VideoOptions) and not any(v is not None for v in overrides.values()):
+            return options  # already checked (the per-group read path calls this for every group)
         base = dict(options.fields() if isinstance(options, VideoOptions) else (options or {}))
         base.update({k: v for k, v in overrides.items() if v is not None})
         names = [f.name for f in fields(cls)]

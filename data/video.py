@@ -120,8 +120,8 @@ class VideoOptions:
     """frames per group of pictures (each group starts with a keyframe and decodes on its own)"""
     crf: int = 20
     """libx264 constant rate factor, 0-51 (lower: better quality, more bytes); unused when lossless.
-    20 (x264's own default is 23): at 64x64 every env's expert frames stay at >= 37.5 dB
-    PSNR (crf 23: 35.8 dB for Cube and Reacher) for ~15% more bytes"""
+    20 (x264's own default is 23): at 64x64 every env's expert frames stay at >= 38 dB
+    PSNR (crf 23: 35.9 dB for Cube) for ~15% more bytes (``python -m benchmarks.codec_quality``)"""
     preset: str = "veryfast"
     """libx264 speed preset (ultrafast .. placebo); slower presets save few bytes on rendered frames"""
     pix_fmt: str = "yuv444p"

@@ -118,3 +118,17 @@ def test_bench_data_quick_json_contract() -> None:
     for name in ("jpeg", "h264"):  # issue #13's contract
         assert {"bytes_per_frame", "psnr_db", "windows_per_s"} <= set(out["codecs"][name])
     assert out["codec_targets"]["h264_bytes_vs_jpeg"]["value"] < 1
+
+
+def test_codec_quality_probe_covers_every_env() -> None:
+    import envs
+    from benchmarks.codec_quality import probe, psnr
+
+    out = probe(16, frames=3, crfs=(20,), pix_fmts=("yuv444p",))
+    assert set(out) == set(envs.list_envs())
+    for row in out.values():
+        assert row["frames"] == 3 and row["jpeg_bytes"] > 0
+        cell = row["h264"]["yuv444p crf20"]
+        assert cell["bytes"] > 0 and 20 < cell["psnr_db"] < 80
+    a = np.zeros((2, 2), np.uint8)
+    assert psnr(a, a) == float("inf") and abs(psnr(a, a + 1) - 48.13) < 0.01

@@ -22,11 +22,11 @@ A group blob (little-endian)::
     access units            Annex-B H.264, frame after frame in display order
 
 Encoding (`encode_groups`, PyAV/FFmpeg): one libx264 encoder per episode, one thread
-(the same bytes on every machine), no B-frames (frame i is access unit i, so frame j of
+(the same bytes whatever the machine's core count, for one libx264 build), no B-frames (frame i is access unit i, so frame j of
 a group needs exactly the first j+1 units), an IDR forced every `gop` frames and no
 other keyframe (``keyint = min-keyint = gop``, ``scenecut=0``), ``tune=fastdecode``
 (no CABAC, no deblocking: decoding a 224² PushT frame takes 0.034 ms against 0.058 ms,
-for ~8% more bytes). x264's SEI (its version and options string, ~700 bytes in the
+for 7-9% more bytes). x264's SEI (its version and options string, 610 bytes in the
 first keyframe) is removed. Colour (`VideoOptions.pix_fmt`):
 
 - ``yuv444p`` (default, High 4:4:4 Predictive profile): full chroma resolution,

@@ -33,6 +33,21 @@ Protocol (one run, on data it makes itself under a temporary folder):
   one process and once with one env worker process per core; ``collect_steps_per_s``
   is the better of the two (``collect_config`` names it).
 
+- **codecs** (issue #13): rendered frames, not synthetic ones: `CODEC_EPISODES` expert
+  episodes of wm/PushT-v0 at the resolution, rolled as ``wm collect`` records them
+  (the expert with its default action noise, seeds 0.., run on past success to the
+  env's 300-step limit: 301 frames each; 3 × 41 with ``quick``), written once per
+  entry of `CODECS_COMPARED` (jpeg q95, h264 with the defaults of
+  `data.video.VideoOptions`, h264 with 4:2:0 chroma, lossless h264) and read with the
+  same three loaders as above. Per codec: ``bytes_per_frame`` (bytes Lance stores for
+  the pixels column per frame, read from the data files' metadata: what the codec
+  costs), ``dataset_bytes_per_frame`` (the whole folder per frame), ``psnr_db`` of every
+  decoded frame against the raw frames (MSE over all frames; null when bit-exact, with
+  ``exact`` true), ``windows_per_s`` (best loader, named by ``windows_per_s_config``;
+  each loader under ``loaders``) and ``write_frames_per_s`` (`EpisodeWriter`: encoding
+  and commits). ``codec_targets`` holds the issue's three targets for h264 against jpeg
+  in the same run. ``--codecs-only`` runs this part alone.
+
 ``windows_per_s`` is the best of the three loader configurations on the **jpeg**
 dataset at the run's resolution; ``windows_per_s_config`` names it.
 ``raw_windows_per_s`` is the better single-process loader (``main`` or ``threads``)
@@ -58,6 +73,17 @@ CODECS_WRITTEN = ("raw", "jpeg", "png")
 CODECS_READ = ("jpeg", "raw")
 LOADERS = ("main", "threads", "workers")
 COLLECT_ENV = "wm/TwoRoom-v0"
+CODEC_ENV = "wm/PushT-v0"
+CODEC_EPISODES = 10
+CODECS_COMPARED: dict[str, tuple[str, dict | None]] = {
+    "jpeg": ("jpeg", None),
+    "h264": ("h264", {}),
+    "h264_yuv420p": ("h264", {"pix_fmt": "yuv420p"}),
+    "h264_lossless": ("h264", {"lossless": True}),
+}
+"""Name -> (codec, h264 settings) of each dataset the codec comparison writes and reads."""
+CODEC_TARGETS = {"h264_bytes_vs_jpeg": ("<=", 0.1), "h264_psnr_db": (">=", 35.0), "h264_windows_vs_jpeg": (">=", 0.5)}
+"""Issue #13's targets for the default h264 against jpeg q95 in the same run (reported, never asserted)."""
 #: largest resolution measured: 3,000 raw frames are held in memory (2.4 GB at 512)
 MAX_RESOLUTION = 512
 
@@ -110,9 +136,11 @@ def _dir_bytes(path: Path) -> int:
 
 
 def bench_write(
-    path: Path, codec: str, episodes: list[np.ndarray], actions: list[np.ndarray], seed: int = 0
+    path: Path, codec: str, episodes: list[np.ndarray], actions: list[np.ndarray], seed: int = 0,
+    codec_options: dict | None = None,
 ) -> dict[str, Any]:
-    """Write `episodes` (each frames (T, H, W, 3) with actions (T, 2)) as a `codec` dataset.
+    """Write `episodes` (each frames (T, H, W, 3) with actions (T, 2)) as a `codec` dataset
+    (`codec_options`: h264 settings).
 
     Returns ``{"frames", "seconds", "frames_per_s", "bytes", "bytes_per_frame"}``.
     """
@@ -120,7 +148,8 @@ def bench_write(
 
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    with EpisodeWriter(path, mode="overwrite", codec=codec, env_id="bench/Synthetic-v0", action_dim=2) as w:
+    with EpisodeWriter(path, mode="overwrite", codec=codec, env_id="bench/Synthetic-v0", action_dim=2,
+                       codec_options=codec_options) as w:
         for e, (frames, acts) in enumerate(zip(episodes, actions)):
             state = np.zeros(2)
             for t in range(len(frames)):
@@ -253,18 +282,128 @@ def bench_collect(
             "commit_every": commit_every}
 
 
+def expert_episodes(resolution: int, episodes: int, max_steps: int | None = None, seed: int = 0,
+                    env_id: str = CODEC_ENV) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Frames uint8 (T, H, W, 3) and actions float32 (T, A) of `episodes` expert episodes of
+    `env_id` (seeds seed, seed+1, ...), rolled as ``wm collect`` rolls them: the expert
+    with its default noise, actions clipped to the box, on past success to the time limit
+    (or `max_steps` actions); the last row's action is zeros."""
+    import envs
+
+    env = envs.make(env_id, resolution=int(resolution))
+    if hasattr(env.unwrapped, "terminate_on_success"):
+        env.unwrapped.terminate_on_success = False
+    policy = envs.make_policy("expert", env, None)
+    low, high = env.action_space.low, env.action_space.high
+    frames_out, actions_out = [], []
+    try:
+        for i in range(int(episodes)):
+            obs, info = env.reset(seed=seed + i)
+            policy.reset(seed + i)
+            frames, actions = [np.array(obs, np.uint8)], []
+            done = False
+            while not done and (max_steps is None or len(actions) < max_steps):
+                action = np.clip(np.asarray(policy(obs, info), np.float32), low, high)
+                obs, _, terminated, truncated, info = env.step(action)
+                frames.append(np.array(obs, np.uint8))
+                actions.append(action)
+                done = terminated or truncated
+            actions.append(np.zeros_like(actions[0]) if actions else np.zeros(low.shape, np.float32))
+            frames_out.append(np.stack(frames))
+            actions_out.append(np.stack(actions).astype(np.float32))
+    finally:
+        env.close()
+    return frames_out, actions_out
+
+
+def codec_quality(path: Path, episodes: list[np.ndarray]) -> dict[str, Any]:
+    """PSNR of every frame the dataset at `path` decodes (episode i = `episodes[i]`, raw
+    frames) against the raw frames: ``{"psnr_db" (None when bit-exact), "exact",
+    "max_abs_error"}``."""
+    from data import open_dataset
+
+    ds = open_dataset(path)
+    sq, count, worst = 0.0, 0, 0
+    for eid, raw in zip(sorted(e["episode_id"] for e in ds.episodes()), episodes):
+        got = ds.load_episode(eid, columns=["pixels"])["pixels"]
+        diff = got.astype(np.int16) - raw.astype(np.int16)
+        sq += float(np.square(diff, dtype=np.int64).sum())
+        count += diff.size
+        worst = max(worst, int(np.abs(diff).max()))
+    mse = sq / max(count, 1)
+    return {"psnr_db": None if mse == 0 else float(10 * np.log10(255.0**2 / mse)), "exact": mse == 0,
+            "max_abs_error": worst}
+
+
+def bench_codecs(
+    root: Path, resolution: int, episodes: int = CODEC_EPISODES, max_steps: int | None = None, seconds: float = 3.0,
+    loaders: tuple[str, ...] = LOADERS, log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The codec comparison (module docstring): `episodes` expert episodes of `CODEC_ENV`
+    written once per entry of `CODECS_COMPARED` under `root`, then measured. Returns
+    ``{"codecs": {NAME: {"bytes_per_frame", "psnr_db", "windows_per_s", ...}},
+    "codec_targets": {...}, "codec_data": {...}}``."""
+    from data.dataset import column_bytes, open_dataset
+
+    say = log or (lambda _msg: None)
+    frames, actions = expert_episodes(resolution, episodes, max_steps=max_steps)
+    n_frames = sum(len(f) for f in frames)
+    codecs: dict[str, Any] = {}
+    for name, (codec, options) in CODECS_COMPARED.items():
+        path = root / f"codec_{name}"
+        w = bench_write(path, codec, frames, actions, codec_options=options)
+        ds = open_dataset(path)
+        pixel_bytes = column_bytes(ds._steps, "pixels")
+        codecs[name] = r = {
+            "codec": codec, "codec_options": ds.meta.get("codec_options"),
+            "bytes_per_frame": None if pixel_bytes is None else pixel_bytes / n_frames,
+            "dataset_bytes_per_frame": w["bytes_per_frame"], "write_frames_per_s": w["frames_per_s"],
+            **codec_quality(path, frames),
+        }
+        say(f"codec {name:<14} {r['bytes_per_frame'] or 0:>9,.0f} bytes/frame  "
+            f"{'exact' if r['exact'] else format(r['psnr_db'], '.2f') + ' dB'}  write {w['frames_per_s']:,.0f} frames/s")
+    for name in CODECS_COMPARED:
+        runs = {loader: bench_windows(root / f"codec_{name}", loader, seconds) for loader in loaders}
+        best = max(runs, key=lambda k: runs[k]["windows_per_s"])
+        codecs[name].update(windows_per_s=runs[best]["windows_per_s"], windows_per_s_config=best, loaders=runs)
+        say(f"windows {name:<14} " + "  ".join(f"{k} {v['windows_per_s']:,.0f}" for k, v in runs.items()) + " windows/s")
+    return {"codecs": codecs, "codec_targets": codec_targets_met(codecs),
+            "codec_data": {"env_id": CODEC_ENV, "episodes": int(episodes), "frames": n_frames, "policy": "expert"}}
+
+
+def codec_targets_met(codecs: dict[str, Any]) -> dict[str, Any]:
+    """Issue #13's targets for ``codecs["h264"]`` against ``codecs["jpeg"]``: ``{name: {"target", "value", "met"}}``."""
+    h, j = codecs.get("h264"), codecs.get("jpeg")
+    if not h or not j:
+        return {}
+    values = {
+        "h264_bytes_vs_jpeg": h["bytes_per_frame"] / j["bytes_per_frame"] if h["bytes_per_frame"] and j["bytes_per_frame"] else None,
+        "h264_psnr_db": h["psnr_db"] if not h["exact"] else float("inf"),
+        "h264_windows_vs_jpeg": h["windows_per_s"] / j["windows_per_s"] if j.get("windows_per_s") else None,
+    }
+    out = {}
+    for name, (op, target) in CODEC_TARGETS.items():
+        v = values[name]
+        met = v is not None and (v <= target if op == "<=" else v >= target)
+        out[name] = {"target": f"{op} {target}", "value": v, "met": bool(met)}
+    return out
+
+
 def bench_data(
     resolution: int = 224,
     quick: bool = False,
     seconds: float | None = None,
     workdir: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
+    codecs_only: bool = False,
 ) -> dict[str, Any]:
     """Run the whole protocol (module docstring) at `resolution`; returns the nested result dict.
 
     quick: tiny data and short timings (a smoke run, numbers meaningless). seconds:
     timed seconds per loader configuration (default 3, quick 0.2). workdir: keep the
-    generated datasets there instead of a deleted temporary folder.
+    generated datasets there instead of a deleted temporary folder. codecs_only: run the
+    codec comparison alone (``resolution``, ``codecs``, ``codec_targets``, ``codec_data``,
+    ``window``, ``cores``, ``quick``, ``seconds`` in the result).
     """
     if int(resolution) != resolution or not 8 <= resolution <= MAX_RESOLUTION:
         raise ValueError(f"resolution={resolution!r}: expected an integer in [8, {MAX_RESOLUTION}] "
@@ -282,6 +421,17 @@ def bench_data(
         root = Path(workdir)
         root.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
+    window = {"context": CONTEXT, "horizon": HORIZON, "frameskip": FRAMESKIP, "frames": CONTEXT + HORIZON,
+              "batch_size": BATCH_SIZE}
+    if codecs_only:
+        try:
+            part = bench_codecs(root, resolution, episodes=3 if quick else CODEC_EPISODES, max_steps=40 if quick else None,
+                                seconds=seconds, log=say)
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return {"resolution": resolution, **part, "window": window, "cores": cores, "quick": bool(quick),
+                "start_method": start_method(), "seconds": time.perf_counter() - t_all}
     try:
         rng = np.random.default_rng(0)
         frames = [synthetic_episode(rng, length, resolution) for _ in range(n_episodes)]
@@ -316,6 +466,8 @@ def bench_data(
             collects[f"workers={w}"] = c = bench_collect(
                 root / f"collect{w}", resolution, episodes=2 if quick else 400, max_steps=20 if quick else None, workers=w)
             say(f"collect {COLLECT_ENV} workers={w} {c['steps_per_s']:>9,.0f} steps/s ({c['codec']}, {c['steps']} steps)")
+        codec_part = bench_codecs(root, resolution, episodes=3 if quick else CODEC_EPISODES,
+                                  max_steps=40 if quick else None, seconds=seconds, log=say)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -338,8 +490,7 @@ def bench_data(
         "ram_gather_windows_per_s": ram["windows_per_s"],
         "collect_steps_per_s": collects[collect_best]["steps_per_s"],
         "collect_config": collect_best,
-        "window": {"context": CONTEXT, "horizon": HORIZON, "frameskip": FRAMESKIP, "frames": frames_per_window,
-                   "batch_size": BATCH_SIZE},
+        "window": window,
         "cores": cores,
         "quick": bool(quick),
         "loaders": loaders,
@@ -352,6 +503,7 @@ def bench_data(
         "write": write,
         "dataset": {"episodes": n_episodes, "rows_per_episode": length, "frames": n_episodes * length},
         "start_method": start_method(),
+        **codec_part,
         "seconds": time.perf_counter() - t_all,
     }
     result["targets"] = targets_met(result)
@@ -367,9 +519,37 @@ def targets_met(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def codec_table(result: dict[str, Any]) -> list[str]:
+    """Markdown lines of the codec comparison of a `bench_data` result (empty without one)."""
+    codecs = result.get("codecs")
+    if not codecs:
+        return []
+    d = result.get("codec_data", {})
+    jpeg = codecs.get("jpeg", {})
+    loaders = list(next(iter(codecs.values()))["loaders"])
+    lines = ["", f"Codecs on {d.get('episodes', '?')} {d.get('policy', 'expert')} episodes of {d.get('env_id', CODEC_ENV)} "
+             f"({d.get('frames', '?')} frames) at {result['resolution']}²; windows of {result['window']['frames']} frames "
+             f"(frameskip {result['window']['frameskip']}), batch {result['window']['batch_size']}",
+             "", "| codec | bytes/frame | vs jpeg | PSNR dB | " + " | ".join(f"windows/s {k}" for k in loaders)
+             + " | best vs jpeg | write frames/s |", "|---" * (6 + len(loaders)) + "|"]
+    for name, c in codecs.items():
+        ratio = c["bytes_per_frame"] / jpeg["bytes_per_frame"] if jpeg.get("bytes_per_frame") and c["bytes_per_frame"] else None
+        speed = c["windows_per_s"] / jpeg["windows_per_s"] if jpeg.get("windows_per_s") else None
+        quality = "exact" if c["exact"] else f"{c['psnr_db']:.2f}"
+        lines.append(f"| {name} | {c['bytes_per_frame']:,.0f} | {'' if ratio is None else f'{ratio:.3f}'} | {quality} | "
+                     + " | ".join(f"{c['loaders'][k]['windows_per_s']:,.0f}" for k in loaders)
+                     + f" | {'' if speed is None else f'{speed:.2f}'} | {c['write_frames_per_s']:,.0f} |")
+    for name, t in result.get("codec_targets", {}).items():
+        value = "n/a" if t["value"] is None else f"{t['value']:,.3f}"
+        lines.append(f"target {name} {t['target']}: {value} ({'met' if t['met'] else 'not met'})")
+    return lines
+
+
 def markdown_table(result: dict[str, Any]) -> str:
-    """Markdown tables of a `bench_data` result: window loaders, then write/collect."""
+    """Markdown tables of a `bench_data` result: window loaders, then write/collect, then codecs."""
     res = result["resolution"]
+    if "loaders" not in result:  # --codecs-only
+        return "\n".join(codec_table(result)).lstrip("\n")
     lines = [f"Windows of {result['window']['frames']} frames (frameskip {result['window']['frameskip']}), "
              f"batch {result['window']['batch_size']}, {res}², {result['cores']} cores",
              "", "| codec | loader | windows/s | start-up s |", "|---|---|---|---|"]
@@ -390,4 +570,5 @@ def markdown_table(result: dict[str, Any]) -> str:
         lines.append(f"collect {c['env_id']} at {res}² ({c['codec']}) {name}: {c['steps_per_s']:,.0f} steps/s")
     for name, t in result["targets"].items():
         lines.append(f"target {name} >= {t['target']:,}: {t['value']:,.2f} ({'met' if t['met'] else 'not met'})")
+    lines += codec_table(result)
     return "\n".join(lines)

@@ -2,18 +2,24 @@
 
 `raw` frames are stored as a fixed-size list of H*W*3 bytes and need no codec call;
 `jpeg` (quality 95) and `png` go through OpenCV, which works in BGR order, so every
-encode/decode here swaps channels to keep the public convention RGB.
+encode/decode here swaps channels to keep the public convention RGB. `h264` is not a
+per-frame codec: an episode's frames are encoded together in groups of pictures
+(`data/video.py`); `encode_frames` encodes a whole episode with any codec.
 """
 
 from __future__ import annotations
 
+import difflib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-CODECS = ("raw", "jpeg", "png")
+CODECS = ("raw", "jpeg", "png", "h264")
+GROUPED_CODECS = ("h264",)
+"""Codecs that encode an episode's frames together (groups of pictures, `data/video.py`),
+not one frame at a time."""
 JPEG_QUALITY = 95
 RAW_MAX_PIXELS = 64 * 64  # default codec: raw up to 64x64, jpeg above
 
@@ -23,17 +29,38 @@ class EncodedFrame:
     """A frame already encoded with `codec` (e.g. in a collection worker process).
 
     `EpisodeWriter.add_step` takes one in place of a pixel array and stores `data` as
-    is, after checking `codec` and `shape` (H, W, 3) against the dataset's.
+    is, after checking `codec` and `shape` (H, W, 3) against the dataset's. For `h264`
+    (made by `encode_frames` for a whole episode) `data` is the row's value: the group
+    blob on a group's first row, ``b""`` on the others, and `options` the
+    `data.video.VideoOptions` it was encoded with (checked against the dataset's).
     """
 
     data: bytes
     shape: tuple[int, int, int]
     codec: str
+    options: Any = None
 
     @classmethod
     def encode(cls, frame: np.ndarray, codec: str) -> "EncodedFrame":
-        """Encode a uint8 RGB frame (H, W, 3) with `codec` (raw, jpeg or png)."""
+        """Encode a uint8 RGB frame (H, W, 3) with `codec` (raw, jpeg or png; h264 encodes
+        whole episodes: `encode_frames`)."""
         return cls(encode_frame(frame, codec), tuple(int(s) for s in frame.shape), codec)  # type: ignore[arg-type]
+
+
+def encode_frames(frames: np.ndarray | Sequence[np.ndarray], codec: str, options: Any = None) -> list[EncodedFrame]:
+    """Encode the frames of one episode, uint8 (T, H, W, 3), with `codec`: one
+    `EncodedFrame` per row, ready for `EpisodeWriter.add_step`. `options`: the
+    `data.video.VideoOptions` (or a mapping of some of its fields) for h264; unused otherwise."""
+    check_codec(codec)
+    if codec not in GROUPED_CODECS:
+        return [EncodedFrame.encode(np.asarray(f), codec) for f in frames]
+    from .video import VideoOptions, encode_groups, episode_values
+
+    opts = VideoOptions.build(options)
+    frames = np.asarray(frames)
+    shape = tuple(int(s) for s in frames.shape[1:])
+    values = episode_values(encode_groups(frames, opts), len(frames), opts.gop)
+    return [EncodedFrame(v, shape, codec, opts) for v in values]  # type: ignore[arg-type]
 
 
 def default_codec(image_shape: Sequence[int]) -> str:
@@ -43,10 +70,19 @@ def default_codec(image_shape: Sequence[int]) -> str:
 
 
 def check_codec(codec: str) -> str:
-    """Return `codec` if known, else raise ValueError listing the known codecs."""
+    """Return `codec` if known, else raise ValueError listing the known codecs (and the closest name)."""
     if codec not in CODECS:
-        raise ValueError(f"unknown codec {codec!r}; expected one of {', '.join(CODECS)}")
+        close = difflib.get_close_matches(str(codec), CODECS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown codec {codec!r}; expected one of {', '.join(CODECS)}{hint}")
     return codec
+
+
+def _not_per_frame(codec: str) -> None:
+    if codec in GROUPED_CODECS:
+        raise ValueError(f"codec {codec!r} stores an episode's frames in groups, not one by one: encode with "
+                         f"encode_frames(episode_frames, {codec!r}) and read with EpisodeDataset.load_episode, "
+                         f"WindowDataset or data.video.decode_group")
 
 
 def encode_frame(frame: np.ndarray, codec: str) -> bytes:
@@ -54,6 +90,7 @@ def encode_frame(frame: np.ndarray, codec: str) -> bytes:
     import cv2
 
     check_codec(codec)
+    _not_per_frame(codec)
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"frame must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
     if codec == "raw":
@@ -77,6 +114,7 @@ def decode_frame(
     import cv2
 
     check_codec(codec)
+    _not_per_frame(codec)
     shape = tuple(int(s) for s in shape)
     bgr = False
     if codec == "raw":

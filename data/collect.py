@@ -81,6 +81,7 @@ def collect(
     stop_on_success: bool = False,
     factors: dict | None = None,
     ood_factors: Sequence[str] | None = None,
+    codec_options: Any = None,
     **kwargs: Any,
 ) -> dict:
     """Collect `episodes` episodes of `env_id` with `envs.make_policy(policy)` into `out`.
@@ -95,7 +96,9 @@ def collect(
     with `start_method` (default ``forkserver``); `noise` is the expert's action-noise
     std (None: the policy default). `commit_every` > 1 commits that many whole episodes
     at once (faster for short episodes; a crash loses at most the uncommitted ones, see
-    `EpisodeWriter`). `env_kwargs` (and any other keyword, e.g.
+    `EpisodeWriter`). `codec_options`: settings of the ``h264`` codec (gop, crf, preset,
+    pix_fmt, lossless; see `EpisodeWriter`); h264 episodes are encoded whole, in the
+    worker that rolled them. `env_kwargs` (and any other keyword, e.g.
     ``resolution=32``) go to `envs.make`.
 
     Episodes run on past success to the env's time limit (or `max_steps`), as fixed-length
@@ -169,8 +172,9 @@ def collect(
     bar = ProgressBar(episodes, desc=f"collect {env_id}", unit="episodes", enabled=bool(progress))
     try:
         with EpisodeWriter(out, mode=mode, codec=codec, env_id=env_id, action_dim=action_dim, fps=fps,
-                           commit_every=commit_every) as writer:
+                           commit_every=commit_every, codec_options=codec_options) as writer:
             before = writer.committed_episodes
+            job["codec_options"] = writer.codec_options  # h264: the dataset's settings (new or on disk)
             # fixed factors are part of the episode's condition: 'default+factors', 'ood_visual+factors'
             label = (split or "default") + ("+ood_factors" if ood_factors else "") + ("+factors" if factors else "")
             rows = _write_episodes(writer, job, episodes, workers, start_method, label, bar)
@@ -270,13 +274,19 @@ class _Roller:
         factors and ``success_step`` (first row with ``info["success"]``; -1 never, None if the env reports none)."""
         import numpy as np
 
-        from .codecs import EncodedFrame
+        from .codecs import GROUPED_CODECS, EncodedFrame, encode_frames
 
         job, env, pol = self.job, self.env, self.policy
+        codec = job["codec"]
+        whole = codec in GROUPED_CODECS  # h264: the episode's frames are encoded together at its end
+
+        def keep(frame: np.ndarray) -> Any:
+            return np.array(frame, np.uint8, copy=True) if whole else EncodedFrame.encode(frame, codec)
+
         ep_seed = job["seed"] + i
         obs, info = env.reset(seed=ep_seed, options=job["options"])
         pol.reset(ep_seed)
-        frames, states, actions, rewards = [EncodedFrame.encode(obs, job["codec"])], [info["state"]], [], [0.0]
+        frames, states, actions, rewards = [keep(obs)], [info["state"]], [], [0.0]
         terminated = truncated = False
         max_steps = job["max_steps"]
         success_step = None if "success" not in info else (0 if info["success"] else -1)
@@ -287,11 +297,13 @@ class _Roller:
             action = np.clip(np.asarray(pol(obs, info), np.float32), self.low, self.high)
             obs, reward, terminated, truncated, info = env.step(action)
             actions.append(action)
-            frames.append(EncodedFrame.encode(obs, job["codec"]))
+            frames.append(keep(obs))
             states.append(info["state"])
             rewards.append(float(reward))
             if success_step == -1 and info.get("success"):
                 success_step = len(actions)
+        if whole:
+            frames = encode_frames(np.stack(frames), codec, job["codec_options"])
         return {
             "frames": frames,
             "states": np.stack(states),

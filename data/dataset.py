@@ -7,12 +7,17 @@ On-disk layout of a dataset directory::
     │                      {schema_version, format, codec, image_shape [H, W, 3],
     │                       action_dim, action_dtype, state_dim, state_shape, state_dtype,
     │                       extras, env_id,
-    │                       frameskip (env steps per row: 1), fps, created_by}
+    │                       frameskip (env steps per row: 1), fps, created_by,
+    │                       codec_options (h264 only: gop, crf, preset, pix_fmt,
+    │                       lossless, encoder, profile, ...; data/video.py)}
     ├── steps.lance/       one row per observation (an episode of N actions = N+1 rows)
     │     episode_id  int64
     │     step        int32                      0 .. length-1 within the episode
     │     pixels      fixed_size_list<uint8>[H*W*3]   (codec "raw")
     │                 binary, one JPEG/PNG per frame  (codec "jpeg" / "png")
+    │                 binary, codec "h264": an H.264 group of codec_options.gop
+    │                   frames in the row of its first frame (step k*gop), empty
+    │                   values on the group's other rows (data/video.py)
     │     action      fixed_size_list<float32 (or the native dtype)>[A]  action taken at this row (zeros on the last)
     │     state       fixed_size_list<float64|float32|float16>[S]  flat; meta state_shape gives its shape
     │     reward      float32                    received on arriving here (0 on row 0)
@@ -47,7 +52,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import columns as C
-from .codecs import decode_arrow
+from .codecs import GROUPED_CODECS, arrow_frames, decode_arrow
 from .errors import DatasetError
 from .schema import EXTRA_PREFIX, SCHEMA_VERSION, FORMAT, factors_from_row, is_camera, meta_steps_schema, schema_differences
 
@@ -78,6 +83,21 @@ def read_meta(path: str | os.PathLike) -> dict:
             f"{path}: schema_version {meta['schema_version']!r} is not supported by this code (supports {SCHEMA_VERSION})"
         )
     return meta
+
+
+def read_video_options(meta: dict, path: str | os.PathLike) -> Any:
+    """The `data.video.VideoOptions` of an h264 dataset's meta (None for other codecs);
+    DatasetError naming the path when ``codec_options`` is missing or invalid."""
+    if meta.get("codec") not in GROUPED_CODECS:
+        return None
+    from .video import VideoOptions
+
+    if "codec_options" not in meta:
+        raise DatasetError(f"{path}: {C.META_FILE} of an {meta['codec']} dataset has no codec_options (gop, crf, ...)")
+    try:
+        return VideoOptions.from_meta(meta["codec_options"])
+    except ValueError as e:
+        raise DatasetError(f"{path}: {C.META_FILE}: invalid codec_options ({e})") from None
 
 
 def _open_table(path: Path, name: str):
@@ -200,6 +220,8 @@ class EpisodeDataset:
         diffs = schema_differences(expected, self._steps.schema)
         if diffs:
             raise DatasetError(f"{self.path}: table {C.STEPS_TABLE} does not match {C.META_FILE}: " + "; ".join(diffs))
+        self.video_options = read_video_options(self.meta, self.path)
+        """`data.video.VideoOptions` of an h264 dataset (meta ``codec_options``), None for other codecs."""
 
     def __repr__(self) -> str:
         return f"EpisodeDataset({str(self.path)!r}, episodes={self.num_episodes}, codec={self.codec!r}, image_shape={tuple(self.image_shape)})"
@@ -282,14 +304,15 @@ class EpisodeDataset:
         """Rows (observations) of the committed episodes; orphan rows are not counted."""
         return int(self.index.count.sum())
 
-    def load_episode(self, episode_id: int, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def load_episode(self, episode_id: int, columns: Sequence[str] | None = None, decode_threads: int = 1) -> dict[str, np.ndarray]:
         """All rows of one committed episode as numpy arrays (T rows = N actions + 1).
 
         Returns `pixels (T, H, W, 3) uint8`, `action (T, A)` in its stored dtype (float32
         for collected data), `state (T, *state_shape)` in its stored float dtype, `reward
         (T,) float32`, `terminated (T,) bool`, `truncated (T,) bool`, and every extra
         observation under its name (T, *shape); only the keys in ``columns`` when given
-        (e.g. ``("state",)`` decodes no frames).
+        (e.g. ``("state",)`` decodes no frames). `decode_threads`: h264 groups decoded in
+        parallel (the frames do not depend on it).
         """
         idx = self.index
         try:
@@ -297,7 +320,7 @@ class EpisodeDataset:
         except KeyError:
             raise KeyError(f"episode {episode_id} is not in {self.path} ({self.num_episodes} episodes)") from None
         rows = idx.rows[idx.start[k] : idx.start[k] + idx.count[k]]
-        return self._take(rows, columns)
+        return self._take(rows, columns, episode_id=int(episode_id), decode_threads=decode_threads)
 
     @property
     def extras(self) -> dict[str, dict]:
@@ -309,7 +332,10 @@ class EpisodeDataset:
         """Shape of one state (stored flat; ``(state_dim,)`` for most envs)."""
         return tuple(int(x) for x in (self.meta.get("state_shape") or [self.state_dim]))
 
-    def _take(self, rows: np.ndarray, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def _take(self, rows: np.ndarray, columns: Sequence[str] | None = None, episode_id: int | None = None,
+              decode_threads: int = 1) -> dict[str, np.ndarray]:
+        """Columns of table `rows`; h264 frames need `rows` to be one whole episode
+        (`episode_id`) in step order."""
         extras = self.extras
         all_cols = [C.PIXELS, C.ACTION, C.STATE, C.REWARD, C.TERMINATED, C.TRUNCATED, *extras]
         cols = all_cols if columns is None else list(columns)
@@ -319,14 +345,20 @@ class EpisodeDataset:
         uniq, inverse = np.unique(rows, return_inverse=True)
         tbl = self._steps.take(uniq.tolist(), columns=[EXTRA_PREFIX + c if c in extras else c for c in cols])
         out: dict[str, np.ndarray] = {}
-        if C.PIXELS in cols:
+        grouped: dict[str, np.ndarray] = {}  # h264 frames, decoded in `rows` order
+        if self.video_options is not None:  # pixels and extra cameras
+            cams = [(C.PIXELS, "pixels", self.image_shape)] if C.PIXELS in cols else []
+            cams += [(EXTRA_PREFIX + n, n, sp["shape"]) for n, sp in extras.items() if n in cols and is_camera(sp)]
+            for column, key, shape in cams:
+                grouped[key] = self._decode_groups(tbl.column(column), inverse, shape, episode_id, column, decode_threads)
+        if C.PIXELS in cols and "pixels" not in grouped:
             out["pixels"] = decode_arrow(tbl.column(C.PIXELS), self.codec, self.image_shape)
         for name, key, shape in ((C.ACTION, "action", (-1,)), (C.STATE, "state", self.state_shape)):
             if name in cols:
                 col = tbl.column(name).combine_chunks()
                 out[key] = col.flatten().to_numpy(zero_copy_only=False).reshape((len(col), *shape))
         for name, spec in extras.items():
-            if name in cols:
+            if name in cols and name not in grouped:
                 col = tbl.column(EXTRA_PREFIX + name).combine_chunks()
                 if is_camera(spec):
                     out[name] = decode_arrow(col, self.codec, spec["shape"])
@@ -337,27 +369,51 @@ class EpisodeDataset:
                 out[name] = tbl.column(name).to_numpy()
         if not np.array_equal(uniq, rows):
             out = {k: v[inverse] for k, v in out.items()}
-        return {k: np.ascontiguousarray(v) for k, v in out.items()}
+        out.update(grouped)
+        order = ["pixels", "action", "state", *extras, "reward", "terminated", "truncated"]
+        return {k: np.ascontiguousarray(out[k]) for k in order if k in out}
+
+    def _decode_groups(self, column: Any, inverse: np.ndarray, shape: Sequence[int], episode_id: int | None,
+                       name: str, threads: int) -> np.ndarray:
+        """Frames uint8 (T, *shape) of one episode's h264 `column` (values of the distinct
+        rows, `inverse` putting them in step order)."""
+        from .video import decode_episode
+
+        if episode_id is None:
+            raise ValueError(f"{self.path}: h264 frames are read one whole episode at a time (load_episode)")
+        values = arrow_frames(column, self.codec, shape)
+        return decode_episode([values[i] for i in inverse], shape, self.video_options,
+                              where=f"{self.path}: episode {episode_id} {name}", threads=threads)
 
     # -- summary ----------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        """Summary: episodes, steps, codec, image_shape, action_dim, state_dim, env_id,
-        schema_version, size_bytes, splits and policies (counts), success (`success_summary`),
-        orphan_steps, fragments, fps, frameskip, created_by, and factor distributions per
-        split (`factor_summary`)."""
+        """Summary: episodes, steps, codec, codec_options (h264 settings, else None),
+        image_shape, action_dim, state_dim, env_id, schema_version, size_bytes,
+        bytes_per_frame (size_bytes / steps), pixel_bytes_per_frame (bytes Lance stores
+        for the pixels column per stored row, from its files' metadata; None if unknown),
+        splits and policies (counts), success (`success_summary`), orphan_steps,
+        fragments, fps, frameskip, created_by, and factor distributions per split
+        (`factor_summary`)."""
         eps = self._episode_rows
+        size = _dir_size(self.path)
+        steps = self.num_steps
+        pixel_bytes = column_bytes(self._steps, C.PIXELS)
+        stored_rows = self._steps.count_rows()
         return {
             "path": str(self.path),
             "episodes": len(eps),
-            "steps": self.num_steps,
+            "steps": steps,
             "codec": self.codec,
+            "codec_options": self.meta.get("codec_options"),
             "image_shape": list(self.image_shape),
             "action_dim": self.action_dim,
             "state_dim": self.state_dim,
             "state_dtype": self.meta.get("state_dtype", "float64"),
             "env_id": self.meta["env_id"],
             "schema_version": self.meta["schema_version"],
-            "size_bytes": _dir_size(self.path),
+            "size_bytes": size,
+            "bytes_per_frame": round(size / steps, 1) if steps else None,
+            "pixel_bytes_per_frame": round(pixel_bytes / stored_rows, 1) if pixel_bytes is not None and stored_rows else None,
             "splits": dict(Counter(r[C.SPLIT] for r in eps)),
             "policies": dict(Counter(r[C.POLICY] for r in eps)),
             "success": self.success_summary(),
@@ -392,6 +448,28 @@ class EpisodeDataset:
                 stats[name] = {k: np.round(f(arr, axis=0), 6).tolist() for k, f in (("min", np.min), ("mean", np.mean), ("max", np.max))}
             out[split] = stats
         return out
+
+
+def column_bytes(table: Any, column: str) -> int | None:
+    """Bytes Lance stores for `column` of Lance `table`: the sizes of its pages' buffers,
+    from each data file's metadata (no data read; deleted rows still count). None when a
+    file's metadata cannot be read or does not list the column."""
+    try:
+        from lance.file import LanceFileReader
+
+        root = str(table.uri).removeprefix("file://")
+        field_id = table.lance_schema.field(column).id()
+        total = 0
+        for frag in table.get_fragments():
+            for f in frag.metadata.files:
+                if field_id not in f.fields:
+                    continue
+                col = f.column_indices[f.fields.index(field_id)]
+                meta = LanceFileReader(os.path.join(root, "data", f.path)).metadata()
+                total += sum(b.size for page in meta.columns[col].pages for b in page.buffers)
+        return total
+    except Exception:  # a remote table, another file layout: unknown, not an error
+        return None
 
 
 def _dir_size(path: Path) -> int:

@@ -74,9 +74,16 @@ def read_episodes(uri: str, storage_options: Mapping[str, str] | None = None, **
 
 
 def decode_pixels(batch: dict[str, np.ndarray], meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """``map_batches`` function: replace the encoded ``pixels`` column by uint8 frames (B, H, W, 3)."""
+    """``map_batches`` function: replace the encoded ``pixels`` column by uint8 frames (B, H, W, 3).
+
+    Per-frame codecs only (raw, jpeg, png): an h264 dataset stores groups of frames
+    (`data/video.py`), which a batch of arbitrary rows cannot decode; a ValueError says so."""
     import pyarrow as pa
 
+    if meta["codec"] == "h264":
+        raise ValueError("decode_pixels decodes one row at a time; an h264 dataset stores groups of frames: decode a "
+                         "group's row (step % gop == 0) with data.video.decode_group, or convert the dataset "
+                         "(wm data convert SRC DST --to lance --codec jpeg)")
     shape = tuple(int(s) for s in meta["image_shape"])
     col = batch[C.PIXELS]
     if meta["codec"] == "raw":

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import columns as C
-from .codecs import check_codec
+from .codecs import GROUPED_CODECS, check_codec
 
 SCHEMA_VERSION = 1
 FORMAT = "worldmodel-episodes"
@@ -28,7 +28,8 @@ _NO_COMPRESSION = {"lance-encoding:compression": "none"}
 
 
 def pixels_type(codec: str, image_shape: Sequence[int]) -> pa.DataType:
-    """Arrow type of the pixels column: fixed_size_list<uint8>[H*W*3] for raw, binary otherwise."""
+    """Arrow type of the pixels column: fixed_size_list<uint8>[H*W*3] for raw, binary otherwise
+    (one JPEG/PNG per row; h264: a group blob on each group's first row, empty values between)."""
     check_codec(codec)
     if codec == "raw":
         h, w, c = (int(s) for s in image_shape)
@@ -177,12 +178,15 @@ def make_meta(
     action_dtype: str = "float32",
     state_shape: Sequence[int] | None = None,
     extras: Mapping[str, Mapping[str, Any]] | None = None,
+    codec_options: Mapping[str, Any] | None = None,
 ) -> dict:
     """The `meta.json` record written once at creation (older datasets may lack
     ``action_dtype`` (float32), ``state_shape`` ([state_dim]) and ``extras`` ({})).
 
     ``frameskip`` is 1 (one row per env step); ``fps`` is the recording's frame rate
     (None when unknown); ``created_by`` names the package version that wrote it.
+    ``codec_options`` (h264 datasets only): the codec's settings,
+    `data.video.VideoOptions.to_meta` of `codec_options` (defaults when None).
     """
     try:
         from importlib.metadata import version
@@ -205,7 +209,15 @@ def make_meta(
         "frameskip": 1,
         "fps": None if fps is None else float(fps),
         "created_by": created_by,
+        **({"codec_options": _video_meta(codec_options)} if codec in GROUPED_CODECS else {}),
     }
+
+
+def _video_meta(options: Mapping[str, Any] | None) -> dict:
+    from .video import VideoOptions
+
+    return VideoOptions.build(options if not isinstance(options, Mapping) or "format_version" not in options
+                              else VideoOptions.from_meta(options)).to_meta()
 
 
 def meta_steps_schema(meta: Mapping[str, Any]) -> pa.Schema:

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from . import columns as C
-from .codecs import arrow_frames, decode_frame
+from .codecs import GROUPED_CODECS, arrow_frames, decode_frame
 from .dataset import open_dataset
 from .mapped import MappedFrames, map_raw_frames
 
@@ -46,6 +46,7 @@ OUTPUT_BUFFERS = 3
 holds one or two batches at a time). A fresh 38 MB batch (64 windows of 4 frames at
 224x224) costs 6-8 ms of page faults on the 2-core reference machine; a reused one none."""
 MIN_FRAMES_PER_THREAD = 8  # below this many frames a decode thread costs more than it saves
+MIN_GROUPS_PER_THREAD = 2  # h264: below this many groups a decode thread costs more than it saves
 RAW_TAKE_BYTES = 4 << 20
 """Raw frames read with ``take`` come in takes of at most this many bytes: Lance
 allocates every take's result afresh, and first touches of fresh memory are slow (a
@@ -181,9 +182,15 @@ class WindowDataset(Dataset):
     RAM (for small datasets). mmap: read ``raw`` frames through read-only memory maps
     of Lance's data files where their layout allows (`data.mapped`; checked and
     verified against Lance at construction, else Lance ``take``); ``mapped`` says
-    whether it is in use. decode_threads: JPEG/PNG decode threads per process
-    (OpenCV releases the GIL). Actions of the selected episodes are always held in RAM
-    (A floats per row); window indices are NumPy arrays, never Python lists.
+    whether it is in use. decode_threads: JPEG/PNG/H.264 decode threads per process
+    (OpenCV and FFmpeg release the GIL). Actions of the selected episodes are always
+    held in RAM (A floats per row); window indices are NumPy arrays, never Python lists.
+
+    h264 datasets (`data/video.py`): a batch reads only the groups its windows touch
+    (one ``take`` of their first rows per decode thread) and decodes each group up to the
+    last frame a window needs from it, converting only those frames; a frame comes out
+    the same whatever window, batch or thread count asks for it, and the same as
+    `EpisodeDataset.load_episode` gives.
     """
 
     def __init__(
@@ -214,6 +221,7 @@ class WindowDataset(Dataset):
         ds = open_dataset(self.path)
         self.meta = ds.meta
         self.codec: str = ds.codec
+        self.video_options = ds.video_options  # h264 settings (gop, ...), None for per-frame codecs
         self.image_shape: tuple[int, int, int] = ds.image_shape
         self.action_dim: int = ds.action_dim
         self._version = ds._steps.version
@@ -343,11 +351,68 @@ class WindowDataset(Dataset):
                 read(lo)
         return out
 
+    def _read_groups(self, pos: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """h264: fill `out` uint8 (*pos.shape, 3, H, W) with the frames at positions `pos`
+        (any shape, any order, repeats allowed) of `_rows`.
+
+        Each distinct frame is decoded once, into its first slot of `out` (repeats are
+        copied from there): its group (the rows from step ``t - t % gop`` of its
+        episode) is read and decoded up to the last frame wanted from it. Groups are
+        split into one contiguous chunk per decode thread, each read with one ``take``.
+        """
+        from .video import decode_group
+
+        table = self._table()
+        g = int(self.video_options.gop)
+        uniq, inverse = np.unique(pos, return_inverse=True)  # distinct frames, by position
+        inverse = inverse.reshape(-1)
+        order = np.argsort(inverse, kind="stable")  # slots of out, grouped by distinct frame
+        bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))  # frame j: order[bounds[j]:bounds[j+1]]
+        slots = out.reshape((-1,) + self._chw_shape)
+        ep = np.searchsorted(self._ep_off, uniq, side="right") - 1  # episode (index into episode_ids) of each frame
+        step = uniq - self._ep_off[ep]
+        start = uniq - step % g  # position of each frame's group's first row
+        groups, first = np.unique(start, return_index=True)  # frames of group k: first[k] .. first[k+1]-1 (uniq is sorted)
+        first = np.append(first, len(uniq))
+        n = len(groups)
+        if n == 0:
+            return out
+        per_chunk = -(-n // max(1, min(self.decode_threads, n // MIN_GROUPS_PER_THREAD)))
+
+        def read(lo: int) -> None:
+            ks = range(lo, min(lo + per_chunk, n))
+            rows = self._rows[groups[lo : lo + per_chunk]]
+            col = table.take(rows.tolist(), columns=[C.PIXELS]).column(C.PIXELS)
+            for k, blob in zip(ks, arrow_frames(col, self.codec, self.image_shape)):
+                js = range(first[k], first[k + 1])
+                e = int(ep[first[k]])
+                where = f"{self.path}: episode {int(self.episode_ids[e])} {C.PIXELS} group {int(step[first[k]]) // g}"
+                decode_group(blob, self.image_shape, self.video_options, frames=[int(step[j]) % g for j in js],
+                             out=[slots[order[bounds[j]]] for j in js], channels_first=True, where=where)
+                for j in js:
+                    dest = order[bounds[j] : bounds[j + 1]]
+                    for d in dest[1:]:
+                        slots[d] = slots[dest[0]]
+
+        starts = range(0, n, per_chunk)
+        if self.decode_threads > 1 and len(starts) > 1:
+            if self._pool is None:  # `_table()` drops it in a forked child
+                self._pool = ThreadPoolExecutor(max_workers=self.decode_threads, thread_name_prefix="window-read")
+            for job in [self._pool.submit(read, lo) for lo in starts]:
+                job.result()
+        else:
+            for lo in starts:
+                read(lo)
+        return out
+
     def _load_all_frames(self) -> np.ndarray:
         """Every selected row's frame, uint8 (M, 3, H, W), in `_rows` order."""
         frames = np.empty((len(self._rows),) + self._chw_shape, dtype=np.uint8)
         for s in range(0, len(self._rows), CACHE_CHUNK_ROWS):
-            self._read_into(self._rows[s : s + CACHE_CHUNK_ROWS], frames[s : s + CACHE_CHUNK_ROWS])
+            if self.codec in GROUPED_CODECS:
+                self._read_groups(np.arange(s, min(s + CACHE_CHUNK_ROWS, len(self._rows))), frames[s : s + CACHE_CHUNK_ROWS])
+            else:
+                self._read_into(self._rows[s : s + CACHE_CHUNK_ROWS], frames[s : s + CACHE_CHUNK_ROWS])
         return frames
 
     # -- items --------------------------------------------------------------------------
@@ -428,6 +493,8 @@ class WindowDataset(Dataset):
         pixels = self._outputs.get(shape)
         if self._frames is not None:
             return np.take(self._frames, frame_pos, axis=0, out=pixels, mode="clip")  # in range; "clip" skips a buffered copy
+        if self.codec in GROUPED_CODECS:
+            return self._read_groups(frame_pos, pixels)
         return self._read_into(self._rows[frame_pos], pixels)
 
     def _follow_latest(self, err: OSError) -> bool:

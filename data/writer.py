@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from . import columns as C
-from .codecs import EncodedFrame, check_codec, default_codec, encode_frame
-from .dataset import EpisodeDataset, read_meta
+from .codecs import GROUPED_CODECS, EncodedFrame, check_codec, default_codec, encode_frame
+from .dataset import EpisodeDataset, read_meta, read_video_options
 from .errors import DatasetError, SchemaMismatchError
 from .owned import dataset_not_ours
 from .interrupts import checkpoint, deferred_signals
@@ -81,8 +81,13 @@ class EpisodeWriter:
     after the largest on disk; orphan step rows of a crashed episode are deleted first);
     "error" refuses an existing dataset; "overwrite" replaces it when the first episode
     is saved (the old one stays untouched until the new one exists).
-    codec: "raw" | "jpeg" | "png" | None (None: the dataset's codec, or for a new
-    dataset raw when H*W <= 64*64 and jpeg above). env_id: stored in meta and rows.
+    codec: "raw" | "jpeg" | "png" | "h264" | None (None: the dataset's codec, or for a new
+    dataset raw when H*W <= 64*64 and jpeg above). codec_options: settings of the h264
+    codec (`data.video.VideoOptions`, or a mapping of some of its fields: gop, crf,
+    preset, pix_fmt, lossless; the rest default): fixed when the dataset is created
+    (meta ``codec_options``); when appending, the fields given must equal the
+    dataset's (None: the dataset's). h264 frames are buffered raw and encoded when the
+    episode is saved (groups of ``gop`` frames, `data/video.py`). env_id: stored in meta and rows.
     action_dim: needed only if the first episode has no action at all (a single row);
     otherwise taken from the first action. commit_every: episodes per commit (default 1:
     every `save_episode` commits; N > 1 batches N whole episodes into one commit, much
@@ -107,11 +112,24 @@ class EpisodeWriter:
         action_dim: int | None = None,
         fps: float | None = None,
         commit_every: int = 1,
+        codec_options: Any = None,
     ):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         if codec is not None:
             check_codec(codec)
+        self._video_given: dict[str, Any] | None = None  # h264 settings asked for (some or all fields)
+        self._video: Any = None  # the dataset's `VideoOptions` (h264 only), once known
+        if codec_options is not None:
+            from .video import VideoOptions
+
+            if codec not in (None, *GROUPED_CODECS):
+                raise ValueError(f"codec_options apply to codec 'h264', not {codec!r}")
+            if isinstance(codec_options, VideoOptions):
+                self._video_given = codec_options.fields()
+            else:
+                self._video_given = dict(codec_options)
+                VideoOptions.build(self._video_given)  # unknown names or bad values fail here, before any work
         self.path = Path(path)
         self.mode = mode
         self._codec = codec
@@ -138,6 +156,13 @@ class EpisodeWriter:
         self._buf: list[tuple] = []
         self._tables: tuple = (None, None)  # open (steps, episodes) Lance datasets, once the dataset exists
         self._open()
+        if self._meta is None:  # a new dataset (or one replacing the old): the settings asked for
+            if self._video_given is not None and self._codec is None:
+                raise ValueError(f"{self.path}: codec_options given for a new dataset without codec='h264'")
+            if self._codec in GROUPED_CODECS:
+                from .video import VideoOptions
+
+                self._video = VideoOptions.build(self._video_given)
 
     # -- opening ----------------------------------------------------------------------
     def _open(self) -> None:
@@ -182,6 +207,14 @@ class EpisodeWriter:
         self._success_column = ds._episodes.schema.get_field_index(C.SUCCESS_STEP) >= 0  # absent in older datasets
         if "action_dim" in self._spec and self._spec["action_dim"] != int(meta["action_dim"]):
             raise SchemaMismatchError(f"{self.path}: action size {self._spec['action_dim']} does not match the dataset's action size {meta['action_dim']}")
+        self._video = read_video_options(meta, self.path)
+        if self._video_given is not None:
+            if self._video is None:
+                raise SchemaMismatchError(f"{self.path}: codec_options {self._video_given} given, but the dataset's codec is "
+                                          f"{meta['codec']!r} (they apply to h264)")
+            diffs = self._video.differences(self._video_given)
+            if diffs:
+                raise SchemaMismatchError(f"{self.path}: h264 options {', '.join(diffs)} do not match")
         self._meta = meta
         self._codec = meta["codec"]
         if self._env_id is None:
@@ -238,6 +271,11 @@ class EpisodeWriter:
         """Frame codec of the dataset (None until known)."""
         return self._codec
 
+    @property
+    def codec_options(self) -> Any:
+        """`data.video.VideoOptions` of an h264 dataset (None for other codecs or until known)."""
+        return self._video
+
     # -- steps ------------------------------------------------------------------------
     def add_step(
         self,
@@ -271,6 +309,7 @@ class EpisodeWriter:
                 self._codec = encoded.codec
             if encoded.codec != self._codec:
                 raise self._mismatch("codec", encoded.codec, self._codec)
+            self._check_encoded_options(encoded, "pixels")
             shape = tuple(int(x) for x in encoded.shape)
             if len(shape) != 3 or shape[2] != 3:
                 raise ValueError(f"EncodedFrame shape must be (H, W, 3), got {encoded.shape}")
@@ -327,7 +366,8 @@ class EpisodeWriter:
                 raise ValueError(f"raw EncodedFrame of {len(encoded.data)} bytes for shape {pixels.shape}: expected {int(np.prod(pixels.shape))}")
             data = encoded.data if self._codec != "raw" else np.frombuffer(encoded.data, np.uint8).reshape(pixels.shape)
         else:
-            data = encode_frame(pixels, self._codec) if self._codec != "raw" else pixels.copy()
+            # raw and h264 (encoded with the whole episode at `save_episode`) keep the frame
+            data = pixels.copy() if self._codec in ("raw", *GROUPED_CODECS) else encode_frame(pixels, self._codec)
         extras_in = self._check_extras(extras)
         self._buf.append((data, state.reshape(-1).copy(), action, reward, bool(terminated), bool(truncated), extras_in))
 
@@ -360,6 +400,7 @@ class EpisodeWriter:
                     raise self._mismatch(f"extra {name!r}", f"encoded frame {tuple(value.shape)}", f"{want[name]['dtype']} {tuple(want[name]['shape'])}")
                 if value.codec != self._codec:
                     raise self._mismatch(f"extra {name!r} codec", value.codec, self._codec)
+                self._check_encoded_options(value, f"extra {name!r}")
                 out[name] = value.data if self._codec != "raw" else np.frombuffer(value.data, np.uint8).copy()
                 continue
             arr = np.asarray(value)
@@ -367,11 +408,40 @@ class EpisodeWriter:
                 raise self._mismatch(f"extra {name!r}", f"{arr.dtype} {tuple(arr.shape)}", f"{want[name]['dtype']} {tuple(want[name]['shape'])}")
             if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
                 raise ValueError(f"extra observation {name!r} contains NaN or inf")
-            if is_camera(want[name]) and self._codec not in (None, "raw"):
+            if is_camera(want[name]) and self._codec in GROUPED_CODECS:
+                out[name] = arr.copy()  # encoded with the whole episode at `save_episode`
+            elif is_camera(want[name]) and self._codec not in (None, "raw"):
                 out[name] = encode_frame(arr, self._codec)
             else:
                 out[name] = arr.reshape(-1).copy()
         return out
+
+    def _check_encoded_options(self, encoded: EncodedFrame, what: str) -> None:
+        """An h264 `EncodedFrame` must carry the dataset's `VideoOptions` (a new dataset adopts them)."""
+        if encoded.codec not in GROUPED_CODECS:
+            return
+        from .video import VideoOptions
+
+        if not isinstance(encoded.options, VideoOptions):
+            raise ValueError(f"{what}: an {encoded.codec} EncodedFrame needs its VideoOptions (made by "
+                             f"data.codecs.encode_frames), got options={encoded.options!r}")
+        if self._video is None:
+            self._video = encoded.options
+        if encoded.options != self._video:
+            raise self._mismatch(f"{what} h264 options", encoded.options.fields(), self._video.fields())
+
+    def _video_values(self, values: list[Any], what: str, eid: int) -> list[bytes]:
+        """Per-row h264 values of one episode column: encoded here from raw frames, or
+        `EncodedFrame` data checked for the group layout (`data.video.check_layout`)."""
+        from .video import check_layout, encode_groups, episode_values
+
+        if all(isinstance(v, bytes) for v in values):
+            check_layout(values, self._video.gop, where=f"{self.path}: episode {eid} {what}")
+            return values
+        if any(isinstance(v, bytes) for v in values):
+            raise ValueError(f"save_episode: {what}: some rows came as EncodedFrames and some as arrays; "
+                             f"an h264 episode is encoded as a whole, one way or the other")
+        return episode_values(encode_groups(np.stack(values), self._video), len(values), self._video.gop)
 
     def _mismatch(self, what: str, got: Any, expected: Any) -> ValueError:
         if self._meta is not None:
@@ -532,6 +602,8 @@ class EpisodeWriter:
         if self._codec == "raw":
             flat = np.stack([b[0] for b in self._buf]).reshape(-1)
             pixels = pa.FixedSizeListArray.from_arrays(pa.array(flat), int(flat.size // n))
+        elif self._codec in GROUPED_CODECS:
+            pixels = pa.array(self._video_values([b[0] for b in self._buf], C.PIXELS, eid), pa.binary())
         else:
             pixels = pa.array([b[0] for b in self._buf], pa.binary())
         actions = np.stack([b[2] if b[2] is not None else np.zeros(a_dim, a_dtype) for b in self._buf]).astype(a_dtype, copy=False)
@@ -548,6 +620,8 @@ class EpisodeWriter:
         ]
         for name, ex in extras.items():
             values = [b[6][name] for b in self._buf]
+            if is_camera(ex) and self._codec in GROUPED_CODECS:
+                values = self._video_values(values, "extra_" + name, eid)
             if isinstance(values[0], bytes):
                 arrays.append(pa.array(values, pa.binary()))
             else:
@@ -563,7 +637,7 @@ class EpisodeWriter:
         meta = make_meta(
             self._codec, spec["image_shape"], spec["action_dim"], spec["state_dim"], spec["state_dtype"], self._env_id,
             fps=self._fps, action_dtype=spec.get("action_dtype", "float32"), state_shape=spec.get("state_shape"),
-            extras=spec.get("extras"),
+            extras=spec.get("extras"), codec_options=self._video,
         )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.parent / f".{self.path.name}.creating-{os.getpid()}"

@@ -10,9 +10,13 @@ import pytest
 
 from benchmarks.data import (
     BATCH_SIZE,
+    CODECS_COMPARED,
+    bench_codecs,
     bench_decode,
     bench_windows,
     bench_write,
+    codec_targets_met,
+    expert_episodes,
     markdown_table,
     synthetic_episode,
     targets_met,
@@ -61,6 +65,32 @@ def test_targets_and_table_from_a_result() -> None:
     assert "| raw | take (no memory map, baseline) | 1,500 |" in table
 
 
+def test_codec_comparison_on_expert_frames(tmp_path: Path) -> None:
+    frames, actions = expert_episodes(32, 2, max_steps=5)
+    assert [f.shape for f in frames] == [(6, 32, 32, 3)] * 2 and [a.shape for a in actions] == [(6, 2)] * 2
+    assert not actions[0][-1].any() and frames[0].dtype == np.uint8
+    part = bench_codecs(tmp_path, 32, episodes=3, max_steps=40, seconds=0.05, loaders=("main",))
+    codecs = part["codecs"]
+    assert set(codecs) == set(CODECS_COMPARED) and {"jpeg", "h264"} <= set(codecs)
+    for name, c in codecs.items():
+        assert {"bytes_per_frame", "psnr_db", "windows_per_s"} <= set(c), name
+        assert c["bytes_per_frame"] > 0 and c["windows_per_s"] > 0 and c["write_frames_per_s"] > 0
+        assert c["windows_per_s_config"] == "main" and set(c["loaders"]) == {"main"}
+        assert c["dataset_bytes_per_frame"] > c["bytes_per_frame"]  # states, actions and Lance's own bytes on top
+    assert codecs["h264_lossless"]["exact"] and codecs["h264_lossless"]["psnr_db"] is None
+    assert not codecs["h264"]["exact"] and 30 < codecs["h264"]["psnr_db"] < 60
+    assert codecs["h264"]["codec_options"]["gop"] == 16 and codecs["jpeg"]["codec_options"] is None
+    assert codecs["h264"]["bytes_per_frame"] < codecs["jpeg"]["bytes_per_frame"] / 5
+    assert part["codec_data"] == {"env_id": "wm/PushT-v0", "episodes": 3, "frames": 123, "policy": "expert"}
+    targets = part["codec_targets"]
+    assert set(targets) == {"h264_bytes_vs_jpeg", "h264_psnr_db", "h264_windows_vs_jpeg"}
+    assert targets["h264_bytes_vs_jpeg"]["value"] == codecs["h264"]["bytes_per_frame"] / codecs["jpeg"]["bytes_per_frame"]
+    table = markdown_table({"resolution": 32, "window": {"frames": 4, "frameskip": 5, "batch_size": 64}, **part})
+    assert "| h264 | " in table and "| jpeg | " in table and "write frames/s" in table and "target h264_psnr_db >= 35.0" in table
+    slow = {**codecs["h264"], "windows_per_s": 0.4 * codecs["jpeg"]["windows_per_s"]}
+    assert codec_targets_met({**codecs, "h264": slow})["h264_windows_vs_jpeg"]["met"] is False
+
+
 def test_bench_data_bad_input() -> None:
     proc = wm("bench", "data", "--resolution", "2", check=False)
     assert proc.returncode == 2 and "--resolution=2" in proc.stderr
@@ -85,3 +115,20 @@ def test_bench_data_quick_json_contract() -> None:
     assert out["raw_mapped"] is True and out["loaders"]["raw"]["main"]["mapped"] is True
     assert out["raw_take"]["mapped"] is False and out["raw_take_windows_per_s"] > 0
     assert out["window"] == {"context": 3, "horizon": 1, "frameskip": 5, "frames": 4, "batch_size": 64}
+    for name in ("jpeg", "h264"):  # issue #13's contract
+        assert {"bytes_per_frame", "psnr_db", "windows_per_s"} <= set(out["codecs"][name])
+    assert out["codec_targets"]["h264_bytes_vs_jpeg"]["value"] < 1
+
+
+def test_codec_quality_probe_covers_every_env() -> None:
+    import envs
+    from benchmarks.codec_quality import probe, psnr
+
+    out = probe(16, frames=3, crfs=(20,), pix_fmts=("yuv444p",))
+    assert set(out) == set(envs.list_envs())
+    for row in out.values():
+        assert row["frames"] == 3 and row["jpeg_bytes"] > 0
+        cell = row["h264"]["yuv444p crf20"]
+        assert cell["bytes"] > 0 and 20 < cell["psnr_db"] < 80
+    a = np.zeros((2, 2), np.uint8)
+    assert psnr(a, a) == float("inf") and abs(psnr(a, a + 1) - 48.13) < 0.01

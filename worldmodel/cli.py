@@ -21,14 +21,16 @@ EPILOGS = {
         "examples:\n"
         "  wm collect --env wm/TwoRoom-v0 --episodes 200 --out runs/tworoom.lance\n"
         "  wm collect --env wm/TwoRoom-v0 --episodes 50 --out runs/ood.lance --split ood --severity 2 --policy random\n"
-        "  wm collect --env wm/TwoRoom-v0 --episodes 1000 --out runs/big.lance --resolution 224 --workers 2"
+        "  wm collect --env wm/TwoRoom-v0 --episodes 1000 --out runs/big.lance --resolution 224 --workers 2\n"
+        "  wm collect --env wm/PushT-v0 --episodes 1000 --out runs/pusht.lance --resolution 224 --codec h264 --gop 16"
     ),
     "data": (
         "examples:\n  wm data info runs/tworoom.lance --json\n  wm data validate runs/tworoom.lance\n"
         "  wm data compact runs/tworoom.lance\n  wm data repair runs/tworoom.lance\n  wm data preview runs/tworoom.lance --out runs/preview.gif --count 8\n"
         "  wm data convert runs/tworoom.lance runs/tworoom.h5 --to hdf5\n"
         "  wm data convert runs/tworoom.lance runs/tworoom_lerobot --to lerobot --codec png --episodes 0-9\n"
-        "  wm data convert runs/tworoom_lerobot runs/back.lance --to lance"
+        "  wm data convert runs/tworoom_lerobot runs/back.lance --to lance\n"
+        "  wm data convert runs/pusht.lance runs/pusht_h264.lance --to lance --codec h264 --crf 23"
     ),
     "train": (
         "examples:\n"
@@ -53,6 +55,7 @@ EPILOGS = {
         "  wm bench envs --env wm/TwoRoom-v0 --resolution 64\n"
         "  wm bench data --resolution 224 --json\n"
         "  wm bench data --resolution 64 --quick\n"
+        "  wm bench data --resolution 224 --codecs-only --json\n"
         "  wm bench solvers --json\n"
         "  wm bench solvers --solver cem --dtype bfloat16 --json"
     ),
@@ -94,7 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="dataset directory to write")
     p.add_argument("--policy", default="expert", help="collection policy: expert (noisy) | random")
     p.add_argument("--split", default=None, help="factor split sampled per episode (train, ood, ...); default: default factors")
-    p.add_argument("--codec", default=None, choices=["raw", "jpeg", "png"], help="frame codec (default: raw up to 64x64, jpeg above)")
+    p.add_argument("--codec", default=None, choices=["raw", "jpeg", "png", "h264"],
+                   help="frame codec (default: raw up to 64x64, jpeg above; h264: video in groups of --gop frames)")
+    _add_video_arguments(p)
     p.add_argument("--resolution", type=int, default=64, help="rendered frame size in pixels")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the first episode (episode i uses seed+i; default 0, or after the highest seed when appending)")
@@ -142,8 +147,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("src", help="source dataset (file or folder)")
     q.add_argument("dst", help="destination path")
     q.add_argument("--to", required=True, choices=["lance", "hdf5", "mp4", "lerobot"], help="destination format")
-    q.add_argument("--codec", default=None, choices=["raw", "jpeg", "png"],
+    q.add_argument("--codec", default=None, choices=["raw", "jpeg", "png", "h264"],
                    help="frames: Lance codec (default: the source's); LeRobot png|jpeg images in parquet (default: MP4 video)")
+    _add_video_arguments(q, convert=True)
     q.add_argument("--episodes", default=None, help="source episode ids, e.g. 0,2,5-9 (default: all)")
     q.add_argument("--mode", default="error", choices=["append", "overwrite", "error"],
                    help="if DST exists: refuse (default), replace it, or add to it (Lance only)")
@@ -227,15 +233,18 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print JSON {env_id: steps_per_s}")
 
     q = bsub.add_parser(
-        "data", help="window throughput per codec and loader, JPEG decode bound, write and collect speed",
+        "data", help="window throughput per codec and loader, JPEG decode bound, write and collect speed, codec comparison",
         description="Generates its own data in a temporary folder. windows_per_s is the best of three DataLoader "
                     "configurations (main, threads, workers) reading 4-frame windows (frameskip 5, batch 64) of JPEG "
-                    "frames at --resolution; the protocol is in benchmarks/data.py.",
+                    "frames at --resolution; 'codecs' compares jpeg and h264 on PushT expert frames (bytes per frame, "
+                    "PSNR, windows/s, write frames/s). The protocol is in benchmarks/data.py.",
     )
     q.add_argument("--resolution", type=int, default=224, help="frame size in pixels")
     q.add_argument("--seconds", type=float, default=None, help="timed seconds per loader configuration (default 3)")
     q.add_argument("--quick", action="store_true", help="tiny data and timings: a smoke run, numbers meaningless")
-    q.add_argument("--json", action="store_true", help="print the full result as JSON (windows_per_s, decode_bound_windows_per_s, ...)")
+    q.add_argument("--codecs-only", action="store_true",
+                   help="only the codec comparison on PushT expert frames (jpeg vs h264: bytes/frame, PSNR, windows/s, write frames/s)")
+    q.add_argument("--json", action="store_true", help="print the full result as JSON (windows_per_s, decode_bound_windows_per_s, codecs, ...)")
 
     q = bsub.add_parser("experts", help="success rate of every env's scripted expert (clean and noisy) on its train split")
     q.add_argument("--env", action="append", default=None, help="env id (repeatable; default: all)")
@@ -295,6 +304,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny budgets: checks the pipeline in about a minute")
     p.add_argument("--seed", type=int, default=0, help="seed for collection, training and evaluation")
     return parser
+
+
+def _add_video_arguments(p: argparse.ArgumentParser, convert: bool = False) -> None:
+    """The h264 codec's flags (`data.video.VideoOptions`); unset ones take the dataset's or the defaults."""
+    from data.video import DEFAULT_GOP, PIX_FMTS, PRESETS, VideoOptions
+
+    keep = ("the source's when it is h264, else " if convert else "the dataset's when appending, else ")
+    g = p.add_argument_group("h264 codec (--codec h264)")
+    g.add_argument("--gop", type=int, default=None,
+                   help=f"frames per group of pictures (default: {keep}{DEFAULT_GOP} = one window of 4 frames at "
+                        f"frameskip 5; for n frames at frameskip f use (n-1)*f+1)")
+    d = VideoOptions()
+    g.add_argument("--crf", type=int, default=None, help=f"libx264 quality 0-51, lower is better (default: {keep}{d.crf})")
+    g.add_argument("--preset", default=None, choices=PRESETS, help=f"libx264 speed preset (default: {keep}{d.preset})")
+    g.add_argument("--pix-fmt", default=None, choices=PIX_FMTS, help=f"chroma sampling (default: {keep}{d.pix_fmt})")
+    g.add_argument("--lossless", action="store_true", default=None, help="lossless RGB (libx264rgb, qp 0): bit-exact frames")
+
+
+def _video_options(args: argparse.Namespace) -> dict | None:
+    """The h264 settings given on the command line (only those), or None."""
+    given = {"gop": args.gop, "crf": args.crf, "preset": args.preset, "pix_fmt": args.pix_fmt, "lossless": args.lossless}
+    given = {k: v for k, v in given.items() if v is not None}
+    if given and args.codec not in (None, "h264"):
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"{flags} apply to --codec h264, not --codec {args.codec}")
+    return given or None
 
 
 def _cmd_envs(args: argparse.Namespace) -> int:
@@ -408,6 +443,7 @@ def _collect(args: argparse.Namespace) -> int:
         stop_on_success=args.stop_on_success,
         factors=parse_factor_args(envs.factor_space(args.env), args.factor),
         ood_factors=args.ood_factor,
+        codec_options=_video_options(args),
     )
     print(json.dumps(result))
     return 0
@@ -451,7 +487,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
         from data.convert import convert, parse_ids
 
         ids = None if args.episodes is None else parse_ids(args.episodes)
-        result = convert(args.src, args.dst, args.to, codec=args.codec, episodes=ids, mode=args.mode, src_format=args.src_format)
+        result = convert(args.src, args.dst, args.to, codec=args.codec, episodes=ids, mode=args.mode, src_format=args.src_format,
+                         codec_options=_video_options(args))
         for note in result["lossy"]:
             print(f"wm data convert: lossy: {note}", file=sys.stderr)
         print(json.dumps({k: v for k, v in result.items() if k != "episode_ids"}))
@@ -636,7 +673,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.seconds is not None and not (args.seconds > 0 and math.isfinite(args.seconds)):
             raise ValueError(f"--seconds={args.seconds}: expected a finite positive number")
         _check_resolution(args.resolution, MAX_DATA_RESOLUTION)
-        result = bench_data(args.resolution, quick=args.quick, seconds=args.seconds, log=_log)
+        result = bench_data(args.resolution, quick=args.quick, seconds=args.seconds, log=_log, codecs_only=args.codecs_only)
         print(_json(result, indent=2) if args.json else "\n" + data_table(result))
         return 0
     if args.bench_command == "solvers":

@@ -16,11 +16,12 @@ Native dtypes and shapes are kept end to end: actions in their own dtype (float1
 int8..int64), states in their own float dtype and shape, extra per-step observations
 (``extras``: extra cameras uint8 (H, W, 3) and other arrays) under their names.
 
-Lossless wherever both sides are: raw/PNG frames (JPEG frames are passed through as the
-same bytes when source and destination both hold JPEG), actions, states, extras,
+Lossless wherever both sides are: raw/PNG frames and lossless H.264 (JPEG frames are
+passed through as the same bytes when source and destination both hold JPEG, H.264
+groups when both hold h264 with the same settings), actions, states, extras,
 rewards, end flags, int64 episode ids, seeds, factors. Lossy, and reported in the
 result's ``lossy`` list: MP4 video (frames and extra cameras are re-encoded, pixel values
-change by a few levels), JPEG re-encoding of decoded frames or extra cameras, foreign
+change by a few levels), JPEG or lossy H.264 encoding of decoded frames or extra cameras, foreign
 data the store cannot hold (per-step string columns, columns holding NaN/inf, foreign
 datasets/features that are not one numeric row per frame).
 
@@ -51,7 +52,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from .. import columns as C
 from ..codecs import check_codec
@@ -167,12 +168,16 @@ def convert(
     episodes: Sequence[int] | None = None,
     mode: str = "error",
     src_format: str | None = None,
+    codec_options: Any = None,
 ) -> dict:
     """Convert the dataset at `src` (format detected, or `src_format`) into `dst` as `to`.
 
     to: "lance" | "hdf5" | "mp4" | "lerobot". codec: frame codec of a Lance destination
-    (raw | jpeg | png; default: the source's when known) or of a LeRobot one (png | jpeg
-    images in parquet; default MP4 video); HDF5 and MP4 take none. episodes: source
+    (raw | jpeg | png | h264; default: the source's when known) or of a LeRobot one (png | jpeg
+    images in parquet; default MP4 video); HDF5 and MP4 take none. codec_options: h264
+    settings of a new Lance destination (`data.video.VideoOptions` or a mapping of some of
+    gop, crf, preset, pix_fmt, lossless; the rest default); None: the source's when it
+    is h264 (its groups are then copied unchanged), else the defaults. episodes: source
     episode ids to convert (default all). mode: "error" (default) refuses an existing
     `dst`, "overwrite" replaces it once the new one is complete, "append" adds episodes to
     an existing Lance dataset.
@@ -188,6 +193,9 @@ def convert(
         check_codec(codec)
         if to in ("hdf5", "mp4"):
             raise ValueError(f"--codec {codec} does not apply to {to} (HDF5 stores raw uint8 frames, MP4 is video)")
+    if codec_options is not None and (to != "lance" or codec not in (None, "h264")):
+        raise ValueError(f"h264 options (gop, crf, ...) apply to a Lance destination with codec h264, not --to {to}"
+                         + (f" --codec {codec}" if codec else ""))
     src_p, dst_p = Path(src), Path(dst)
     if src_p.resolve() == dst_p.resolve():
         raise ValueError(f"{dst_p}: source and destination are the same path")
@@ -217,14 +225,19 @@ def convert(
 
         lance_codec = codec
         appending = mode == "append" and (dst_p / C.META_FILE).is_file()
-        if lance_codec is None and not appending and source.codec in ("raw", "png", "jpeg"):
+        if lance_codec is None and not appending and source.codec in ("raw", "png", "jpeg", "h264"):
             lance_codec = source.codec  # keep the source's codec (an existing dataset keeps its own)
+        options = codec_options
+        if options is None and not appending and lance_codec == "h264" and source.codec == "h264":
+            options = source.codec_options  # the source's settings: its groups are copied as they are
+        if codec_options is not None and lance_codec != "h264" and not appending:
+            raise ValueError(f"h264 options (gop, crf, ...) need --codec h264 (the source {src_p} holds {source.codec} frames)")
         if appending:  # each episode commits on its own: a failure keeps the episodes before it
-            written = write_lance(counted(), dst_p, lance_codec, "append", source.env_id, source.fps, lossy)
+            written = write_lance(counted(), dst_p, lance_codec, "append", source.env_id, source.fps, lossy, options)
         else:  # built beside DST and moved into place: a failure leaves DST as it was
             build_mode = "overwrite" if mode == "append" else mode  # append to nothing (or an empty folder) creates
             with fresh_output(dst_p, build_mode, is_dir=True, recognise=dataset_not_ours) as tmp:
-                written = write_lance(counted(), tmp, lance_codec, "append", source.env_id, source.fps, lossy)
+                written = write_lance(counted(), tmp, lance_codec, "append", source.env_id, source.fps, lossy, options)
     elif to == "hdf5":
         from .hdf5 import write_hdf5
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .. import columns as C
-from ..codecs import decode_frame
+from ..codecs import GROUPED_CODECS, decode_frame
 from ..schema import ACTION_DTYPES, EXTRA_DTYPES, STATE_DTYPES, is_camera
 
 RESERVED_NAMES = (C.EPISODE_ID, C.STEP, C.PIXELS, C.ACTION, C.STATE, C.REWARD, C.TERMINATED, C.TRUNCATED)
@@ -28,7 +28,9 @@ class Episode:
     """One episode in the store's row convention (T rows = N actions + 1).
 
     Frames are either decoded (`pixels` uint8 (T, H, W, 3)) or encoded (`encoded`: T
-    bytes in `encoded_codec`, decoded on first access of `pixels`). `action` (T, A) in its
+    bytes in `encoded_codec`, decoded on first access of `pixels`; for h264 the rows'
+    values, a group blob on each group's first row, with `encoded_options` the
+    `data.video.VideoOptions` they were encoded with). `action` (T, A) in its
     native dtype (float16/32/64 or int8..int64; zeros on the last row when none was
     taken), `state` (T, *state_shape) float16/32/64, `reward` float32 (T,),
     `terminated`/`truncated` bool (T,), `extras` ``name -> (T, *shape)`` more
@@ -50,6 +52,8 @@ class Episode:
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     encoded: list[bytes] | None = None
     encoded_codec: str | None = None
+    encoded_options: Any = None
+    encoded_extras: dict[str, list[bytes]] = field(default_factory=dict)  # h264 extra cameras' stored row values
     notes: list[str] = field(default_factory=list)  # ways this episode differs from its source
     _pixels: np.ndarray | None = None
 
@@ -62,7 +66,8 @@ class Episode:
         """Frames uint8 (T, H, W, 3), decoded from `encoded` on first use."""
         if self._pixels is None:
             assert self.encoded is not None and self.encoded_codec is not None
-            self._pixels = decode_blobs(self.encoded, self.encoded_codec, self.image_shape)
+            self._pixels = decode_blobs(self.encoded, self.encoded_codec, self.image_shape, self.encoded_options,
+                                        where=f"episode {self.episode_id}")
         return self._pixels
 
     @property
@@ -86,12 +91,19 @@ class Source:
     read: Callable[[Sequence[int]], Iterator[Episode]]
     env_id: str | None = None
     fps: float | None = None
-    codec: str | None = None  # how the source stores frames (raw, png, jpeg, mp4)
+    codec: str | None = None  # how the source stores frames (raw, png, jpeg, h264, mp4)
     lossy: list[str] = field(default_factory=list)
+    codec_options: Any = None  # the `data.video.VideoOptions` of an h264 source
 
 
-def decode_blobs(blobs: Sequence[bytes], codec: str, shape: Sequence[int]) -> np.ndarray:
-    """Decode T encoded frames into uint8 (T, H, W, 3)."""
+def decode_blobs(blobs: Sequence[bytes], codec: str, shape: Sequence[int], options: Any = None,
+                 where: str = "episode") -> np.ndarray:
+    """Decode T encoded frames into uint8 (T, H, W, 3) (h264: the T rows' values of one
+    episode, encoded with `options`; `where` names it in errors)."""
+    if codec in GROUPED_CODECS:
+        from ..video import decode_episode
+
+        return decode_episode(blobs, shape, options, where=where)
     out = np.empty((len(blobs),) + tuple(int(s) for s in shape), np.uint8)
     for t, data in enumerate(blobs):
         decode_frame(data, codec, shape, out=out[t])

@@ -340,7 +340,11 @@ class WindowDataset(Dataset):
                 for k in dest[1:]:
                     slots[k] = first
 
-        starts = range(0, u, per_take)
+        self._run_chunks(read, range(0, u, per_take))
+        return out
+
+    def _run_chunks(self, read: Any, starts: range) -> None:
+        """``read(lo)`` for every chunk start, on the decode threads when there are several chunks."""
         if self.decode_threads > 1 and len(starts) > 1:
             if self._pool is None:  # `_table()` drops it in a forked child
                 self._pool = ThreadPoolExecutor(max_workers=self.decode_threads, thread_name_prefix="window-read")
@@ -349,7 +353,6 @@ class WindowDataset(Dataset):
         else:
             for lo in starts:
                 read(lo)
-        return out
 
     def _read_groups(self, pos: np.ndarray, out: np.ndarray) -> np.ndarray:
         """h264: fill `out` uint8 (*pos.shape, 3, H, W) with the frames at positions `pos`
@@ -394,15 +397,7 @@ class WindowDataset(Dataset):
                     for d in dest[1:]:
                         slots[d] = slots[dest[0]]
 
-        starts = range(0, n, per_chunk)
-        if self.decode_threads > 1 and len(starts) > 1:
-            if self._pool is None:  # `_table()` drops it in a forked child
-                self._pool = ThreadPoolExecutor(max_workers=self.decode_threads, thread_name_prefix="window-read")
-            for job in [self._pool.submit(read, lo) for lo in starts]:
-                job.result()
-        else:
-            for lo in starts:
-                read(lo)
+        self._run_chunks(read, range(0, n, per_chunk))
         return out
 
     def _load_all_frames(self) -> np.ndarray:

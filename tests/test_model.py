@@ -170,3 +170,24 @@ def test_config_round_trip_and_errors():
     with pytest.raises(ValueError, match="divisible by patch_size"):
         ModelConfig(encoder="vit", image_size=60, patch_size=8)
     assert ModelConfig.from_dict({"dropout": 0}).dropout == 0.0  # ints are fine for floats
+
+
+@pytest.mark.parametrize("rows", [1, 7, 24, None])
+def test_rollout_in_chunks_of_candidates_equals_one_call(rows, monkeypatch):
+    import worldmodel.model as wm_model
+
+    model = tiny(context=3, pred_steps=2).eval()
+    _perturb_gates(model)
+    B, S, H = 2, 11, 4
+    emb, past, actions = torch.randn(B, 3, 16), torch.randn(B, 2, 4), torch.randn(B, S, H, 4)
+    calls = []
+    rollout = model.predictor.rollout
+    monkeypatch.setattr(model.predictor, "rollout", lambda *a, **k: calls.append(a[2].shape[1]) or rollout(*a, **k))
+    with torch.no_grad():
+        monkeypatch.setattr(wm_model, "ROLLOUT_CHUNK_ROWS", None)
+        whole = model.rollout(emb, actions, past_actions=past)
+        monkeypatch.setattr(wm_model, "ROLLOUT_CHUNK_ROWS", rows)
+        chunked = model.rollout(emb, actions, past_actions=past)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+    per = S if rows is None else max(1, rows // (B * 3))  # candidates per call: rows // (B x context)
+    assert calls == [S] + [min(per, S - i) for i in range(0, S, per)]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +140,8 @@ def collect_condition_pairs(
     condition's policy, split, severity and fixed factors, seeds ``seed..``, running to the
     env's time limit, and writes `CONDITION_FILE` beside them. A dataset already at `out`
     that was collected for the same env, condition, resolution and seed with at least as
-    many episodes is reused as it is.
+    many episodes is reused as it is; one whose collection by this function was interrupted
+    (its marker says ``"complete": false``) is collected again.
 
     Returns:
         the opened `data.EpisodeDataset`.
@@ -157,8 +159,11 @@ def collect_condition_pairs(
     want = {"env_id": env_id, "condition": condition.to_dict(), "resolution": int(resolution), "seed": int(seed)}
     n = pair_episodes(episodes)
     marker = out.parent / f"{out.name}.{CONDITION_FILE}"
+    have = json.loads(marker.read_text()) if marker.is_file() else None
+    if out.exists() and have is not None and have.get("complete") is False and \
+            {k: have.get(k) for k in want} == want:  # this function's own collection, interrupted: start again
+        shutil.rmtree(out)
     if out.exists():
-        have = json.loads(marker.read_text()) if marker.is_file() else None
         if have is None or {k: have.get(k) for k in want} != want:
             raise ValueError(
                 f"{out} exists but was not collected for condition {condition.label()!r} of {env_id} "
@@ -175,10 +180,11 @@ def collect_condition_pairs(
         log(f"collecting {n} {condition.goal_source} episodes of {env_id} under condition {condition.label()!r} "
             f"(seeds {seed}..) into {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({**want, "episodes": n, "complete": False}, indent=2) + "\n")
     collect(
         env_id, n, out, policy=condition.goal_source, split=condition.split, severity=condition.severity,
         factors=dict(condition.factors) or None, ood_factors=list(condition.ood_factors) or None, seed=seed, mode="error", progress=progress, workers=workers,
         resolution=int(resolution),
     )
-    marker.write_text(json.dumps({**want, "episodes": n}, indent=2) + "\n")
+    marker.write_text(json.dumps({**want, "episodes": n, "complete": True}, indent=2) + "\n")
     return open_dataset(out)

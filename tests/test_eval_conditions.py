@@ -143,3 +143,27 @@ def test_ood_factor_shifts_one_factor_and_keeps_the_others(tmp_path: Path) -> No
     a = env.reset(seed=5, options={"ood_factors": ["agent_speed"], "severity": 2})[1]["factors"]
     b = env.reset(seed=5, options={"ood_factors": ["agent_speed"], "severity": 2})[1]["factors"]
     assert a == b and space["agent_speed"].is_ood(a["agent_speed"])
+
+
+def test_an_interrupted_collection_of_pairs_is_collected_again(tmp_path: Path, monkeypatch) -> None:
+    import data as data_pkg
+
+    out = tmp_path / "pairs.lance"
+    real = data_pkg.collect
+
+    def dies(env_id, episodes, path, **kwargs):
+        real(env_id, 1, path, **kwargs)  # one episode written, then the crash
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data_pkg, "collect", dies)
+    with pytest.raises(KeyboardInterrupt):
+        collect_condition_pairs(ENV, EvalCondition(), out, 2, 16)
+    monkeypatch.setattr(data_pkg, "collect", real)
+    ds = collect_condition_pairs(ENV, EvalCondition(), out, 2, 16)  # started again, not refused
+    assert len(ds.episodes()) == pair_episodes(2)
+    # a dataset there that this function did not start is still refused
+    other = tmp_path / "other.lance"
+    real(ENV, 1, other, resolution=16)
+    with pytest.raises(ValueError, match="not collected for condition"):
+        collect_condition_pairs(ENV, EvalCondition(), other, 2, 16)
+    assert len(__import__("data").open_dataset(other).episodes()) == 1

@@ -655,3 +655,14 @@ def test_destination_appearing_while_converting_is_not_overwritten(to: str, png_
         convert(png_ds, dst, to)
     assert (dst if to == "hdf5" else dst / "notes.txt").read_text() == "a user's file"
     assert sorted(p.name for p in tmp_path.iterdir()) == [dst.name]  # the half-built output is gone
+
+
+@pytest.mark.parametrize("codec", [None, "png", "h264"])
+def test_lance_to_lance_keeps_the_recorded_first_success(codec, tmp_path: Path) -> None:
+    src = tmp_path / "src.lance"
+    data.collect("wm/TwoRoom-v0", 3, src, resolution=16, seed=0)
+    before = open_dataset(src).success_steps()
+    assert any(s is not None and s >= 0 for s in before.values())
+    dst = tmp_path / "dst.lance"
+    convert(src, dst, to="lance", **({"codec": codec} if codec else {}))
+    assert open_dataset(dst).success_steps() == before

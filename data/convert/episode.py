@@ -49,6 +49,7 @@ class Episode:
     factors: dict = field(default_factory=dict)
     policy: str = "unknown"
     split: str = "default"
+    success_step: int | None = None  # first success row, -1 for none, None when the source does not record it
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     encoded: list[bytes] | None = None
     encoded_codec: str | None = None

@@ -30,6 +30,7 @@ def lance_source(path: Path) -> Source:
 
     ds = open_dataset(path)
     rows = {e[C.EPISODE_ID]: e for e in ds.episodes()}
+    success = ds.success_steps()  # first success row per episode (None: not recorded)
     extras = list(ds.extras)
 
     def read(ids: Sequence[int]) -> Iterator[Episode]:
@@ -56,7 +57,7 @@ def lance_source(path: Path) -> Source:
                 f"{path} episode {eid}", **frames, action=arrays["action"], state=arrays["state"], reward=arrays["reward"],
                 terminated=arrays["terminated"], truncated=arrays["truncated"], extras={k: arrays[k] for k in extras},
                 episode_id=int(eid), env_id=meta[C.ENV_ID], seed=meta[C.SEED], factors=dict(meta[C.FACTORS]),
-                policy=meta[C.POLICY], split=meta[C.SPLIT],
+                policy=meta[C.POLICY], split=meta[C.SPLIT], success_step=success.get(int(eid)),
             )
 
     return Source("lance", path, sorted(rows), read, env_id=ds.meta.get("env_id"), fps=ds.meta.get("fps"), codec=ds.codec,
@@ -115,7 +116,8 @@ def write_lance(episodes: Iterator[Episode], dst: Path, codec: str | None, mode:
             keep = ep.episode_id is not None and ep.episode_id >= next_free
             renumbered += ep.episode_id is not None and not keep
             eid = w.save_episode(seed=ep.seed, factors=ep.factors, policy=ep.policy, split=ep.split,
-                                 episode_id=int(ep.episode_id) if keep else None)  # type: ignore[arg-type]
+                                 episode_id=int(ep.episode_id) if keep else None,  # type: ignore[arg-type]
+                                 success_step=ep.success_step)
             next_free = eid + 1
             written.append(eid)
     if renumbered:

@@ -59,6 +59,11 @@ EPILOGS = {
         "  wm bench solvers --json\n"
         "  wm bench solvers --solver cem --dtype bfloat16 --json"
     ),
+    "diagnose": (
+        "examples:\n"
+        "  wm diagnose runs/ckpt --data runs/heldout.lance --out runs/diagnose\n"
+        "  wm diagnose runs/ckpt --data runs/heldout.lance --out runs/diagnose --episodes 40 --steps 4 --seed 1 --json"
+    ),
     "gallery": "example:\n  wm gallery --out docs/gallery --resolution 128",
     "report": (
         "examples:\n"
@@ -284,6 +289,24 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--recipe", default=None, help="a recipe JSON file (as written to OUT/ENV/recipe.json) instead")
     q.add_argument("--device", default="auto", help="auto | cpu | cuda")
     q.add_argument("--json", action="store_true", help="print the result lines as JSON")
+
+    p = add("diagnose", "RankMe, state-probe R^2, open-loop error, surprise and straightness of a checkpoint "
+                        "on held-out episodes (benchmarks/diagnose.py)")
+    p.add_argument("ckpt", metavar="CKPT", help="checkpoint folder")
+    p.add_argument("--data", required=True, metavar="PATH",
+                   help="dataset of held-out episodes of the env the checkpoint trained on (wm collect)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for diagnostics.json, surprise.jsonl and the plots")
+    p.add_argument("--episodes", type=int, default=100, metavar="N",
+                   help="at most N episodes of --data, drawn with --seed (default 100; at least 2: the probe is "
+                        "fitted on 70%% of them and scored on the others)")
+    p.add_argument("--steps", type=int, default=5, metavar="K", help="open-loop rollout length in action blocks (default 5)")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of the episode draw, the probe's episode split and the sampled transitions (default 0)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--allow-train-episodes", action="store_true",
+                   help="diagnose on episodes the checkpoint trained or validated on (refused by default; the JSON "
+                        "then records allow_train_episodes and the overlap)")
+    p.add_argument("--json", action="store_true", help="print diagnostics.json (default: a one-line summary per metric)")
 
     p = add("gallery", "render every env under train and OOD factors into PNGs")
     p.add_argument("--out", default="docs/gallery", help="output folder (one PNG per env)")
@@ -724,6 +747,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from benchmarks.diagnose import run_diagnose, summary_lines
+    from worldmodel.device import resolve_device
+
+    device = resolve_device(args.device)
+    result = run_diagnose(args.ckpt, args.data, args.out, episodes=args.episodes, steps=args.steps, seed=args.seed,
+                          device=str(device), allow_train_episodes=args.allow_train_episodes, log=_log, progress=True)
+    print(_json(result, indent=2) if args.json else "\n".join(summary_lines(result)))
+    return 0
+
+
 def _cmd_gallery(args: argparse.Namespace) -> int:
     from envs.gallery import write_gallery
 
@@ -744,6 +778,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bench": _cmd_bench,
     "gallery": _cmd_gallery,
+    "diagnose": _cmd_diagnose,
     "envs": _cmd_envs,
     "factors": _cmd_factors,
     "collect": _cmd_collect,

@@ -175,3 +175,35 @@ def test_eval_refuses_a_checkpoint_that_does_not_match_the_dataset(tmp_path: Pat
 def test_train_without_data_is_a_clear_error(tmp_path: Path) -> None:
     proc = wm("train", "--out", str(tmp_path / "c"), check=False)
     assert proc.returncode == 2 and "--data" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_diagnose_json_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from data.collect import collect
+    from worldmodel.cli import main
+    from worldmodel import ModelConfig, TrainConfig
+    from worldmodel.train import train
+
+    collect("wm/TwoRoom-v0", 3, tmp_path / "train.lance", seed=0, resolution=32, max_steps=16)
+    collect("wm/TwoRoom-v0", 3, tmp_path / "heldout.lance", seed=5000, resolution=32, max_steps=16)
+    ckpt = tmp_path / "ckpt"
+    train(ModelConfig(image_size=32, action_dim=2, frameskip=2, embed_dim=8, encoder_width=4, projector_hidden=16,
+                      predictor_width=16, predictor_depth=1, predictor_heads=2, sigreg_projections=16),
+          TrainConfig(data=str(tmp_path / "train.lance"), out=str(ckpt), steps=1, batch_size=4, warmup_steps=0,
+                      device="cpu", progress=False))
+    out = tmp_path / "diag"
+    proc = wm("diagnose", str(ckpt), "--data", str(tmp_path / "heldout.lance"), "--out", str(out), "--steps", "2",
+              "--episodes", "3", "--seed", "1", "--device", "cpu", "--json")
+    printed = json.loads(proc.stdout)
+    assert printed == json.loads((out / "diagnostics.json").read_text())
+    assert {"rankme", "probe_r2", "open_loop_mse", "surprise_ratio", "straightness"} <= set(printed)
+    assert len(printed["open_loop_mse"]) == 2 and printed["seed"] == 1 and printed["episode_ids"] == [0, 1, 2]
+    assert (out / "open_loop.png").is_file() and (out / "surprise.png").is_file()
+    proc = wm("diagnose", str(tmp_path / "nope"), "--data", str(tmp_path / "heldout.lance"), "--out", str(out), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and str(tmp_path / "nope") in proc.stderr
+    capsys.readouterr()
+    assert main(["diagnose", str(ckpt), "--data", str(tmp_path / "heldout.lance"), "--out", str(out), "--steps", "1"]) == 0
+    text = capsys.readouterr().out  # without --json: a line per metric
+    assert text.splitlines()[1].startswith("rankme") and "surprise_ratio" in text
+    with pytest.raises(SystemExit):
+        main(["diagnose", "--help"])
+    assert "wm diagnose runs/ckpt --data" in capsys.readouterr().out

@@ -58,14 +58,24 @@ def ridge_fit(x: np.ndarray, y: np.ndarray, ridge: float = 1e-3) -> tuple[np.nda
     Returns:
         W (D, G), b (G,) float64, and the in-sample R^2 of each target dimension (None
         where the target is constant).
+
+    With more input dimensions than rows (D > N, e.g. flattened patch tokens) it solves the
+    same problem in its dual form, ``W = Xc^T (Xc Xc^T + lam I_N)^-1 Yc``: an (N, N) system
+    instead of a (D, D) one (equal for lam > 0, since ``Xc^T (Xc Xc^T + lam I) = (Xc^T Xc + lam I) Xc^T``).
     """
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
     xm, ym = x.mean(0), y.mean(0)
     xc, yc = x - xm, y - ym
-    gram = xc.T @ xc
-    lam = ridge * max(float(np.trace(gram)) / max(gram.shape[0], 1), 1e-12)
-    w = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), xc.T @ yc)
+    n, d = xc.shape
+    if d > n:  # the dual: an (N, N) Gram matrix; trace(Xc Xc^T) = trace(Xc^T Xc), so lam is the same
+        kernel = xc @ xc.T
+        lam = ridge * max(float(np.trace(kernel)) / max(d, 1), 1e-12)
+        w = xc.T @ np.linalg.solve(kernel + lam * np.eye(n), yc)
+    else:
+        gram = xc.T @ xc
+        lam = ridge * max(float(np.trace(gram)) / max(d, 1), 1e-12)
+        w = np.linalg.solve(gram + lam * np.eye(d), xc.T @ yc)
     b = ym - xm @ w
     ss_res = ((xc @ w - yc) ** 2).sum(0)
     ss_tot = (yc**2).sum(0)

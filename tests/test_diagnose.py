@@ -366,3 +366,19 @@ def test_a_trained_model_is_surprised_by_teleports(tmp_path) -> None:
     teleport = result["details"]["surprise"]["kinds"]["teleport"]
     assert teleport["ratio"] > 5 and teleport["auroc"] > 0.9, result["details"]["surprise"]
     assert result["probe_r2"] > 0.8  # and the state is linearly readable from the embeddings
+
+
+def test_ridge_fit_dual_form_equals_the_primal() -> None:
+    """More embedding dimensions than frames (flattened patch tokens): the (N, N) dual system
+    gives the weights the (D, D) primal one does."""
+    from benchmarks.state_probe import ridge_fit
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((30, 80)) + 2.0, rng.standard_normal((30, 3))
+    w, b, r2 = ridge_fit(x, y, ridge=1e-2)  # D > N: dual
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    lam = 1e-2 * np.trace(xc.T @ xc) / 80
+    w_primal = np.linalg.solve(xc.T @ xc + lam * np.eye(80), xc.T @ yc)
+    np.testing.assert_allclose(w, w_primal, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(b, y.mean(0) - x.mean(0) @ w_primal, rtol=1e-6, atol=1e-9)
+    assert all(0.5 < v <= 1.0 for v in r2)  # 80 free dimensions fit 30 rows closely in sample

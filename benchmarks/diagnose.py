@@ -597,8 +597,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"probe_r2        {f(result['probe_r2'])} (per state dim [{', '.join(f(v) for v in probe['r2_per_dim'])}]; "
         f"fit on {len(probe['fit_episode_ids'])} episodes, scored on {len(probe['score_episode_ids'])} others)"
         + ("" if goal is None or goal.get("goal_is_state") else f"; goal layout {f(goal['r2'])}"),
-        f"open_loop_mse   [{', '.join(f(v) for v in result['open_loop_mse'])}] by step (normalised; nothing-moves "
-        f"baseline [{', '.join(f(v) for v in d['open_loop']['copy_baseline'])}])",
+        f"open_loop_mse   [{', '.join(f(v, '.3g') for v in result['open_loop_mse'])}] by step (normalised; nothing-moves "
+        f"baseline [{', '.join(f(v, '.3g') for v in d['open_loop']['copy_baseline'])}])",
         f"surprise_ratio  {f(result['surprise_ratio'], '.2f')} ("
         + ", ".join(f"{k} {f(v['ratio'], '.2f')} auroc {f(v['auroc'], '.2f')}" for k, v in d["surprise"]["kinds"].items())
         + f"; {d['surprise']['transitions']} transitions)",

@@ -231,6 +231,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--env", action="append", default=None, help="env id to measure (repeatable; default: all)")
     q.add_argument("--seconds", type=float, default=2.0, help="minimum timed seconds per env")
     q.add_argument("--json", action="store_true", help="print JSON {env_id: steps_per_s}")
+    q.add_argument("--factor", action="append", default=None, metavar="NAME=VALUE",
+                   help="set a factor at every reset of every measured env (repeatable), e.g. distractor=4")
 
     q = bsub.add_parser(
         "data", help="window throughput per codec and loader, JPEG decode bound, write and collect speed, codec comparison",
@@ -666,6 +668,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_factors(items: list[str] | None) -> dict:
+    """``--factor NAME=VALUE`` items of ``wm bench envs`` as ``{name: value}`` (each env validates them)."""
+    from envs.factors import parse_factor_value
+
+    out: dict = {}
+    for item in items or ():
+        name, sep, text = str(item).partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise ValueError(f"--factor {item!r}: expected NAME=VALUE, e.g. distractor=4")
+        if name.strip() in out:
+            raise ValueError(f"--factor {name.strip()} given twice")
+        out[name.strip()] = parse_factor_value(text)
+    return out
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "data":
         from benchmarks.data import MAX_RESOLUTION as MAX_DATA_RESOLUTION, bench_data, markdown_table as data_table
@@ -715,7 +732,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     _check_resolution(args.resolution)
     if not (args.seconds >= 0 and math.isfinite(args.seconds)):
         raise ValueError(f"--seconds={args.seconds}: expected a finite number >= 0")
-    results = bench_envs(args.env, resolution=args.resolution, min_seconds=args.seconds, log=_log, progress=True)
+    factors = _bench_factors(args.factor)
+    results = bench_envs(args.env, resolution=args.resolution, min_seconds=args.seconds, log=_log, progress=True,
+                         factors=factors)
     if args.json:
         print(_json({env_id: round(r.steps_per_s, 1) for env_id, r in results.items()}))
     else:

@@ -1,0 +1,205 @@
+"""The ``distractor`` factor of TwoRoom and PushT: noise patches in the observation only,
+reproducible from the seed, default frames unchanged, bad values refused."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+import envs
+from envs.distractors import NoisePatches, PATCH_SIZE, patch_count
+from envs.factors import Factor, FactorOutOfRange, FactorSpace, side_stream
+
+ENV_IDS = ["wm/TwoRoom-v0", "wm/PushT-v0"]
+
+
+def rollout(env_id: str, options: dict | None, seed: int = 3, steps: int = 25, resolution: int = 32) -> dict:
+    """Frames (T+1, H, W, 3), states, rewards, successes and last factors of a seeded random-action rollout."""
+    env = envs.make(env_id, resolution=resolution, terminate_on_success=False)
+    actions = np.random.default_rng(seed).uniform(-1, 1, (steps, 2))
+    obs, info = env.reset(seed=seed, options=options)
+    frames, states, rewards, success = [obs], [info["state"]], [], [info["success"]]
+    for a in actions:
+        obs, r, _, _, info = env.step(a)
+        frames.append(obs), states.append(info["state"]), rewards.append(r), success.append(info["success"])
+    goal = env.unwrapped.render_goal()
+    return {"frames": np.stack(frames), "states": np.stack(states), "rewards": np.array(rewards),
+            "success": np.array(success), "factors": info["factors"], "goal": goal, "env": env}
+
+
+# sha256 (first 32 hex) of 31 frames + render_goal of `_golden_digest`, recorded at commit aa02b6d (before the
+# distractor existed) with opencv 5.0.0, pymunk 7.3.1, numpy 2.4.6: the default frames must stay these.
+GOLDEN = {
+    ("wm/TwoRoom-v0", 32): "f6aec308befdbaa83995298014408e9f",
+    ("wm/TwoRoom-v0", 64): "9c6f5eca75c777160925df538ec4e857",
+    ("wm/PushT-v0", 32): "0c923ad3e37ff647da83f6f1c8692b66",
+    ("wm/PushT-v0", 64): "157ec6402dffa5ff7dd5e54250092aa9",
+}
+
+
+def _golden_digest(env_id: str, resolution: int, seed: int = 3, steps: int = 30) -> str:
+    env = envs.make(env_id, resolution=resolution)
+    h = hashlib.sha256()
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    h.update(obs.tobytes())
+    for _ in range(steps):
+        obs, *_ = env.step(rng.uniform(-1, 1, 2))
+        h.update(obs.tobytes())
+    h.update(env.unwrapped.render_goal().tobytes())
+    return h.hexdigest()[:32]
+
+
+@pytest.mark.parametrize("env_id,resolution", sorted(GOLDEN))
+def test_default_frames_are_the_frames_from_before_the_distractor(env_id: str, resolution: int) -> None:
+    import cv2
+    import pymunk
+
+    if (cv2.__version__, pymunk.version, np.__version__) != ("5.0.0", "7.3.1", "2.4.6"):
+        pytest.skip("the golden digests were recorded with opencv 5.0.0, pymunk 7.3.1, numpy 2.4.6")
+    assert _golden_digest(env_id, resolution) == GOLDEN[(env_id, resolution)]
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_distractors_change_frames_only(env_id: str) -> None:
+    off = rollout(env_id, None)
+    for value in (4.0, 11.0):  # train, OOD
+        on = rollout(env_id, {"factors": {"distractor": value}})
+        assert on["factors"]["distractor"] == value
+        np.testing.assert_array_equal(on["states"], off["states"])
+        np.testing.assert_array_equal(on["rewards"], off["rewards"])
+        np.testing.assert_array_equal(on["success"], off["success"])
+        assert {k: v for k, v in on["factors"].items() if k != "distractor"} == \
+            {k: v for k, v in off["factors"].items() if k != "distractor"}
+        differs = (on["frames"] != off["frames"]).any(axis=(1, 2, 3))
+        assert differs.all(), f"{env_id}: distractor={value} left frames {np.flatnonzero(~differs).tolist()} unchanged"
+        assert not np.array_equal(on["goal"], off["goal"])  # the goal image carries the patches of its step too
+    # the split draws leave the states alone as well (the factor has its own stream)
+    train_off = rollout(env_id, {"split": "train", "factors": {"distractor": 0.0}}, seed=5)
+    train_on = rollout(env_id, {"split": "train"}, seed=5)
+    np.testing.assert_array_equal(train_on["states"], train_off["states"])
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_patches_lie_on_the_floor_and_the_agent_stays_visible(env_id: str) -> None:
+    """Outside the patches the frame is the default one; walls are drawn over the patches."""
+    off = rollout(env_id, None, steps=5, resolution=64)
+    on = rollout(env_id, {"factors": {"distractor": 12.0}}, steps=5, resolution=64)
+    u = on["env"].unwrapped
+    n = 64
+    side = max(1, round(PATCH_SIZE * n))
+    for t in (0, 5):
+        covered = np.zeros((n, n), bool)
+        for r, c in u._noise.positions(t).tolist():
+            assert 0 <= r <= n - side and 0 <= c <= n - side
+            covered[r:r + side, c:c + side] = True
+        changed = (on["frames"][t] != off["frames"][t]).any(-1)
+        assert changed.any() and not (changed & ~covered).any()  # nothing changes outside a patch
+        walls = np.zeros((n, n), bool)
+        for r0, r1, c0, c1 in u._wall_pixels:
+            walls[r0:r1, c0:c1] = True
+        assert not (changed & walls).any()  # walls are repainted over the patches
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_distractors_are_reproducible_from_the_seed(env_id: str) -> None:
+    options = {"factors": {"distractor": 3.0}}
+    a, b = rollout(env_id, options), rollout(env_id, options)
+    np.testing.assert_array_equal(a["frames"], b["frames"])
+    np.testing.assert_array_equal(a["goal"], b["goal"])
+    other = rollout(env_id, options, seed=4)
+    assert not np.array_equal(a["frames"][0], other["frames"][0])
+    # flicker: a patch's texture changes every step although the scene barely moves
+    assert not np.array_equal(a["frames"][1], a["frames"][2])
+    # reset(seed) then reset() is reproducible as a pair, and the second episode has other patches
+    env = envs.make(env_id, resolution=32)
+    firsts = []
+    for _ in range(2):
+        o1, _ = env.reset(seed=9, options=options)
+        o2, _ = env.reset(options=options)
+        firsts.append((o1, o2))
+    np.testing.assert_array_equal(firsts[0][0], firsts[1][0])
+    np.testing.assert_array_equal(firsts[0][1], firsts[1][1])
+    # a recorded episode's factors, seed and start re-render it (what wm eval and replays do)
+    env.reset(seed=9, options=options)
+    state = env.unwrapped.state
+    goal = env.unwrapped.goal_state
+    again, _ = env.reset(seed=9, options={"factors": env.unwrapped.factors, "state": state, "goal_state": goal})
+    np.testing.assert_array_equal(again, firsts[0][0])
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_out_of_range_values_are_refused(env_id: str) -> None:
+    env = envs.make(env_id, resolution=16)
+    for bad in (5.0, 12.5, -1.0):
+        with pytest.raises(FactorOutOfRange, match=rf"distractor={bad:g} outside its ranges: train \[0, 4\], ood \[\[6, 12\]\]"):
+            env.reset(options={"factors": {"distractor": bad}})
+    with pytest.raises(FactorOutOfRange, match="distractor"):
+        env.reset(options={"factors": {"distractor": float("nan")}})
+    with pytest.raises(ValueError, match="did you mean 'distractor'"):
+        env.reset(options={"factors": {"distractors": 2}})
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_splits_and_severities_draw_the_distractor(env_id: str) -> None:
+    space = envs.factor_space(env_id)
+    f = space["distractor"]
+    assert f.kind == "visual" and f.default == 0.0 and f.own_stream
+    env = envs.make(env_id, resolution=16)
+    counts = set()
+    for seed in range(30):
+        d = env.reset(seed=seed, options={"split": "ood_visual", "severity": 3})[1]["factors"]["distractor"]
+        assert 10.0 <= d <= 12.0
+        d = env.reset(seed=seed, options={"split": "train"})[1]["factors"]["distractor"]
+        assert 0.0 <= d <= 4.0
+        counts.add(patch_count(d))
+    assert counts == {0, 1, 2, 3, 4}
+    d = env.reset(seed=0, options={"ood_factors": ["distractor"], "severity": 1})[1]["factors"]
+    assert 6.0 <= d["distractor"] <= 8.0 and {k: v for k, v in d.items() if k != "distractor"} == \
+        {k: v for k, v in space.defaults().items() if k != "distractor"}
+
+
+def test_an_own_stream_factor_leaves_every_other_draw_as_it_was() -> None:
+    base = [Factor("a", "physical", 1.0, train=(0.5, 1.5), ood=((2.0, 3.0),)),
+            Factor("b", "visual", 0.0, train=(0.0, 1.0), ood=((2.0, 3.0),))]
+    extra = Factor("noise", "visual", 0.0, train=(0.0, 4.0), ood=((6.0, 12.0),), own_stream=True)
+    for split in ("train", "ood", "ood_visual"):
+        r1, r2 = np.random.default_rng(11), np.random.default_rng(11)
+        old = FactorSpace(base).sample(r1, split)
+        new = FactorSpace([base[0], extra, base[1]]).sample(r2, split)
+        assert {k: new[k] for k in old} == old
+        assert r1.bit_generator.state == r2.bit_generator.state  # the same draws from the generator itself
+    rng = np.random.default_rng(1)
+    state = rng.bit_generator.state
+    s1 = side_stream(rng, 1).random(3)
+    assert rng.bit_generator.state == state
+    np.testing.assert_array_equal(s1, side_stream(rng, 1).random(3))
+    assert not np.array_equal(s1, side_stream(rng, 2).random(3))
+    with pytest.raises(ValueError, match="n=0"):
+        side_stream(rng, 0)
+
+
+def test_patch_motion_bounces_inside_the_frame_and_counts_round() -> None:
+    p = NoisePatches(6, 64, key=123)
+    corners = np.stack([p.positions(t) for t in range(0, 600, 7)])
+    assert corners.min() >= 0 and corners.max() <= 64 - p.side
+    assert len({tuple(c) for c in corners[:, 0]}) > 20  # it moves
+    np.testing.assert_array_equal(NoisePatches(6, 64, key=123).positions(300), p.positions(300))
+    assert [patch_count(v) for v in (0.0, 0.49, 0.5, 2.5, 4.0)] == [0, 0, 1, 3, 4]
+    with pytest.raises(ValueError, match="count=0"):
+        NoisePatches(0, 64, key=1)
+    with pytest.raises(ValueError, match="step=-1"):
+        p.positions(-1)
+
+
+def test_bench_envs_sets_and_checks_factors() -> None:
+    from benchmarks.envs import bench_env, bench_envs
+
+    with pytest.raises(ValueError, match="wm/TwoRoom-v0: unknown factor 'distractr'.*did you mean 'distractor'"):
+        bench_envs(["wm/TwoRoom-v0"], resolution=16, min_seconds=0.0, factors={"distractr": 4})
+    with pytest.raises(FactorOutOfRange, match="wm/PushT-v0: distractor=5"):
+        bench_envs(["wm/PushT-v0"], resolution=16, min_seconds=0.0, factors={"distractor": 5})
+    r = bench_env("wm/TwoRoom-v0", resolution=16, min_steps=50, min_seconds=0.0, factors={"distractor": 4})
+    assert r.steps >= 50

@@ -10,7 +10,7 @@ import numpy as np
 import pymunk
 
 from envs.base import WorldModelEnv, check_vector
-from envs.distractors import distractor_factor, make_patches
+from envs.distractors import arena_box, distractor_factor, make_patches
 from envs.factors import Factor, FactorSpace
 
 OUTER_WALL = 0.03
@@ -221,7 +221,8 @@ class PushTEnv(WorldModelEnv):
         self._block_rgb = _rgb255(factors["block_color"])
         self._build_space(float(factors["block_mass"]))
         self._background = self._render_background()
-        self._noise = make_patches(factors["distractor"], self.resolution, self._episode_key)
+        self._noise = make_patches(factors["distractor"], self.resolution, self._episode_key,
+                                   arena_box(self.resolution, OUTER_WALL))
 
     def _build_space(self, block_mass: float) -> None:
         space = pymunk.Space()
@@ -414,24 +415,20 @@ class PushTEnv(WorldModelEnv):
         n = self.resolution
         img = np.empty((n, n, 3), np.uint8)
         img[:] = _rgb255(self._factors["background_color"])
-        self._wall_rgb = wall = _rgb255(self._factors["wall_color"])
-        self._wall_pixels = []  # (r0, r1, c0, c1) slices, repainted over distractors
+        wall = _rgb255(self._factors["wall_color"])
         b = OUTER_WALL
         for x0, y0, x1, y1 in ((0, 0, b, 1), (1 - b, 0, 1, 1), (0, 0, 1, b), (0, 1 - b, 1, 1)):
             # pixel i covers [i/n, (i+1)/n); it is wall if its centre lies in the rectangle
             c0, c1 = math.ceil(x0 * n - 0.5), math.ceil(x1 * n - 0.5)
             r0, r1 = math.ceil(y0 * n - 0.5), math.ceil(y1 * n - 0.5)
-            self._wall_pixels.append((max(r0, 0), max(r1, 0), max(c0, 0), max(c1, 0)))
             img[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)] = wall
         return img
 
     def _floor(self) -> np.ndarray:
-        """A fresh copy of the static background, with the distractor patches of this step under the walls."""
+        """A fresh copy of the static background, with the distractor patches of this step inside the walls."""
         img = self._background.copy()
         if self._noise is not None:
             self._noise.draw(img, self._frame_index)
-            for r0, r1, c0, c1 in self._wall_pixels:
-                img[r0:r1, c0:c1] = self._wall_rgb
         return img
 
     _SHIFT = 4  # sub-pixel bits for cv2 drawing

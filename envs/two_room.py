@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from envs.base import WorldModelEnv, check_vector
-from envs.distractors import distractor_factor, make_patches
+from envs.distractors import arena_box, distractor_factor, make_patches
 from envs.factors import Factor, FactorSpace
 
 AGENT_RADIUS = 0.04
@@ -121,7 +121,8 @@ class TwoRoomEnv(WorldModelEnv):
         self._boxes = [(x0 - r, y0 - r, x1 + r, y1 + r) for x0, y0, x1, y1 in self._walls]
         self._background = self._render_background()
         self._agent_rgb = _rgb255(factors["agent_color"])
-        self._noise = make_patches(factors["distractor"], self.resolution, self._episode_key)
+        self._noise = make_patches(factors["distractor"], self.resolution, self._episode_key,
+                                   arena_box(self.resolution, OUTER_WALL))
 
     @staticmethod
     def wall_rects(door_position: float, door_width: float) -> list[Rect]:
@@ -277,13 +278,15 @@ class TwoRoomEnv(WorldModelEnv):
         n = self.resolution
         img = np.empty((n, n, 3), np.uint8)
         img[:] = _rgb255(self._factors["background_color"])
-        self._wall_rgb = wall = _rgb255(self._factors["wall_color"])
-        self._wall_pixels = []  # (r0, r1, c0, c1) slices, repainted over distractors
-        for x0, y0, x1, y1 in self._walls:
+        wall = _rgb255(self._factors["wall_color"])
+        self._wall_rgb = np.array(wall, np.uint8)
+        self._inner_walls = []  # (r0, r1, c0, c1) of the middle wall, repainted over distractors
+        for k, (x0, y0, x1, y1) in enumerate(self._walls):
             # pixel i covers [i/n, (i+1)/n); it is wall if its centre lies in the rectangle
             c0, c1 = math.ceil(x0 * n - 0.5), math.ceil(x1 * n - 0.5)
             r0, r1 = math.ceil(y0 * n - 0.5), math.ceil(y1 * n - 0.5)
-            self._wall_pixels.append((max(r0, 0), max(r1, 0), max(c0, 0), max(c1, 0)))
+            if k >= 4:  # wall_rects lists the 4 outer walls first; distractors stay inside them
+                self._inner_walls.append((max(r0, 0), max(r1, 0), max(c0, 0), max(c1, 0)))
             img[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)] = wall
         return img
 
@@ -291,8 +294,8 @@ class TwoRoomEnv(WorldModelEnv):
         """A fresh copy of the static background, with the distractor patches of this step under the walls."""
         img = self._background.copy()
         if self._noise is not None:
-            self._noise.draw(img, self._frame_index)
-            for r0, r1, c0, c1 in self._wall_pixels:
+            self._noise.draw(img, self._frame_index)  # inside the outer walls
+            for r0, r1, c0, c1 in self._inner_walls:
                 img[r0:r1, c0:c1] = self._wall_rgb
         return img
 

@@ -120,14 +120,14 @@ def test_patches_lie_on_the_floor_and_the_agent_stays_visible(env_id: str) -> No
     for t in (0, 5):
         covered = np.zeros((n, n), bool)
         for r, c in u._noise.positions(t).tolist():
-            assert 0 <= r <= n - side and 0 <= c <= n - side
+            assert 2 <= r <= n - 2 - side and 2 <= c <= n - 2 - side  # inside the outer walls (2 px at 64²)
             covered[r:r + side, c:c + side] = True
         changed = (on["frames"][t] != off["frames"][t]).any(-1)
         assert changed.any() and not (changed & ~covered).any()  # nothing changes outside a patch
-        walls = np.zeros((n, n), bool)
-        for r0, r1, c0, c1 in u._wall_pixels:
-            walls[r0:r1, c0:c1] = True
-        assert not (changed & walls).any()  # walls are repainted over the patches
+        walls = np.zeros((n, n), bool)  # every wall pixel: the background's pixels of the wall colour
+        wall_rgb = np.array([round(c * 255) for c in u.factors["wall_color"]], np.uint8)
+        walls[(u._background == wall_rgb).all(-1)] = True
+        assert walls.sum() > 4 * n and not (changed & walls).any()  # no patch over a wall
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)

@@ -57,7 +57,8 @@ EPILOGS = {
         "  wm bench data --resolution 64 --quick\n"
         "  wm bench data --resolution 224 --codecs-only --json\n"
         "  wm bench solvers --json\n"
-        "  wm bench solvers --solver cem --dtype bfloat16 --json"
+        "  wm bench solvers --solver cem --dtype bfloat16 --json\n"
+        "  wm bench noisy --env wm/TwoRoom-v0 --out runs/noisy --models lewm pixel"
     ),
     "gallery": "example:\n  wm gallery --out docs/gallery --resolution 128",
     "report": (
@@ -284,6 +285,29 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--split", default=None, choices=["train"],
                    help="run each recipe's factor-randomised variant (data over the train ranges)")
     q.add_argument("--recipe", default=None, help="a recipe JSON file (as written to OUT/ENV/recipe.json) instead")
+    q.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    q.add_argument("--json", action="store_true", help="print the result lines as JSON")
+
+    q = bsub.add_parser(
+        "noisy", help="the noisy-feature experiment: model families trained with and without distractors "
+                      "(probe R^2 of the true state, planning success)",
+        description="For each --models family and for data without and with the distractor factor (moving patches "
+                    "of flickering noise, observation only), runs the env's recipe (collect, train, plan on held-out "
+                    "pairs vs random) and scores a linear probe of the goal state on held-out episodes. Writes "
+                    "OUT/results.jsonl and OUT/report.md; finished stages are reused on a re-run. Layout and keys: "
+                    "benchmarks/noisy_features.py.",
+    )
+    q.add_argument("--env", required=True, help="wm/TwoRoom-v0 or wm/PushT-v0 (envs with the distractor factor)")
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--models", nargs="+", default=["lewm", "pixel"], metavar="FAMILY",
+                   help="model families to train (default: lewm pixel)")
+    q.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    q.add_argument("--episodes", type=int, default=None, help="held-out planning episodes (default: the recipe's)")
+    q.add_argument("--distractor", default="4",
+                   help="the 'on' condition's distractor factor: a value (patches; train range [0, 4], ood [6, 12]) "
+                        "or 'train' to draw it per episode over the train range (default: 4)")
+    q.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (pooled)")
+    q.add_argument("--recipe", default=None, help="a base recipe JSON file instead of the env's registered recipe")
     q.add_argument("--device", default="auto", help="auto | cpu | cuda")
     q.add_argument("--json", action="store_true", help="print the result lines as JSON")
 
@@ -718,6 +742,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         results = run_planning_bench(args.env or [], args.out, seeds=args.seeds, split=args.split, recipe_file=args.recipe,
                                      device=str(resolve_device(args.device)), log=_log, progress=True)
         print(_json(results, indent=2) if args.json else "\n" + planning_table(results))
+        return 0
+    if args.bench_command == "noisy":
+        from benchmarks.noisy_features import markdown_report, run_noisy
+        from benchmarks.recipes import load_recipe
+        from worldmodel.device import resolve_device
+
+        distractor: str | float = args.distractor
+        if distractor != "train":
+            try:
+                distractor = float(distractor)
+            except ValueError:
+                raise ValueError(f"--distractor={args.distractor!r}: expected a number of patches or 'train'") from None
+        recipe = load_recipe(args.recipe) if args.recipe is not None else None
+        results = run_noisy(args.env, args.out, families=args.models, steps=args.steps, episodes=args.episodes,
+                            distractor=distractor, seeds=args.seeds, recipe=recipe,
+                            device=str(resolve_device(args.device)), log=_log, progress=True)
+        print(_json(results, indent=2) if args.json else "\n" + markdown_report(results))
         return 0
     if args.bench_command == "experts":
         from benchmarks.experts import bench_experts, markdown_table as expert_table

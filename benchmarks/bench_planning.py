@@ -64,8 +64,12 @@ def run_recipe(
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
     progress: bool = False,
+    data_root: str | Path | None = None,
 ) -> dict:
     """Run (or reuse) every stage of `recipe` under ``out/<env>/`` and return the env's result line.
+
+    ``data_root``: where the ``data/`` and ``oracle/`` stages live (default ``out/<env>/``);
+    recipes that differ only in training and evaluation (e.g. two model families) share them.
 
     Returns:
         ``{"env_id", "recipe", "recipe_hash", "protocol", "episodes", "success_rate",
@@ -88,12 +92,14 @@ def run_recipe(
         raise ValueError(f"seeds={seeds}: expected distinct training seeds")
     root = Path(out) / env_folder(recipe.env_id)
     root.mkdir(parents=True, exist_ok=True)
+    shared = root if data_root is None else Path(data_root)
+    shared.mkdir(parents=True, exist_ok=True)
     recipe.save(root / "recipe.json")
     digest = recipe.hash()
     d = recipe.data
 
     # ---- data
-    data_dir = root / "data"
+    data_dir = shared / "data"
     train_path, heldout_path = data_dir / "train.lance", data_dir / "heldout.lance"
     data_hash = recipe.section_hash("data")
     if _check_stage(data_dir, data_dir / "stage.json", data_hash, "data"):
@@ -102,7 +108,7 @@ def run_recipe(
         t0 = time.perf_counter()
         say(f"{recipe.env_id}: collecting {d.expert_episodes} expert + {d.random_episodes} random training episodes "
             f"and {d.heldout_episodes} held-out ones")
-        common = dict(split=d.split, codec=d.codec, progress=progress, resolution=d.resolution)
+        common = dict(split=d.split, codec=d.codec, progress=progress, resolution=d.resolution, factors=d.factors or None)
         collect(recipe.env_id, d.expert_episodes, train_path, policy="expert", seed=d.seed, mode="error",
                 stop_on_success=d.stop_on_success, noise=d.noise, **common)
         if d.random_episodes:
@@ -120,7 +126,7 @@ def run_recipe(
     # ---- oracle (no model: shared by the seeds)
     oracle: dict | None = None
     if recipe.eval.oracle:
-        oracle_dir = root / "oracle"
+        oracle_dir = shared / "oracle"
         oracle_hash = recipe.section_hash("data", "eval")
         if _check_stage(oracle_dir, oracle_dir / "stage.json", oracle_hash, "oracle"):
             oracle = _read(oracle_dir / "summary.json")

@@ -6,14 +6,15 @@ resolution; actions drawn up front from the action space with a fixed seed; ``re
 when an episode ends, its time counted; a short warm-up (renderer creation, first
 compiles) excluded; steps timed until both ``min_steps`` and ``min_seconds`` are reached.
 Every step returns a freshly rendered observation, so the number is steps *and*
-frames per second.
+frames per second. With ``factors`` every reset sets them (e.g. ``distractor=4`` to time
+the rendering of noise patches); without, the envs run at their default factors.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -40,24 +41,26 @@ class EnvSpeed:
 
 def bench_env(
     env_id: str, resolution: int = 224, min_steps: int = 200, min_seconds: float = 2.0, seed: int = 0,
-    on_steps: Callable[[int], None] | None = None,
+    on_steps: Callable[[int], None] | None = None, factors: Mapping[str, Any] | None = None,
 ) -> EnvSpeed:
     """Measure one env (see the module docstring); returns an `EnvSpeed`.
 
     ``on_steps(n)`` is called after every ``n`` timed steps (progress reporting; its time is counted).
+    ``factors`` (``{name: value}``) are set at every reset (the env validates them).
     """
     import envs
 
     env = envs.make(env_id, resolution=resolution)
+    options = {"factors": dict(factors)} if factors else None
     try:
         env.action_space.seed(seed)
         pool = np.stack([env.action_space.sample() for _ in range(1024)])
-        env.reset(seed=seed)
+        env.reset(seed=seed, options=options)
         for i in range(WARMUP_STEPS):
             _, _, terminated, truncated, _ = env.step(pool[i])
             if terminated or truncated:
-                env.reset()
-        env.reset(seed=seed + 1)
+                env.reset(options=options)
+        env.reset(seed=seed + 1, options=options)
         steps = resets = 0
         t0 = time.perf_counter()
         elapsed = 0.0
@@ -66,7 +69,7 @@ def bench_env(
                 _, _, terminated, truncated, _ = env.step(pool[steps % len(pool)])
                 steps += 1
                 if terminated or truncated:
-                    env.reset()
+                    env.reset(options=options)
                     resets += 1
             if on_steps is not None:
                 on_steps(50)
@@ -83,22 +86,31 @@ def bench_envs(
     min_seconds: float = 2.0,
     log: Callable[[str], None] | None = None,
     progress: bool = False,
+    factors: Mapping[str, Any] | None = None,
 ) -> dict[str, EnvSpeed]:
     """Measure every env in `env_ids` (default: all registered ``wm/`` envs), one after another.
 
     ``log`` gets one line per env; ``progress`` shows a `ProgressBar` of timed steps on
-    stderr (a plain line every 15 s when stderr is not a terminal).
+    stderr (a plain line every 15 s when stderr is not a terminal). ``factors`` are set at
+    every reset of every env; each env must have them (checked before anything is timed:
+    `UnknownFactorError` / `FactorOutOfRange` naming the env and the value otherwise).
     """
     import envs
 
     ids = list(env_ids) if env_ids else envs.list_envs()
+    for env_id in ids:
+        space = envs.factor_space(env_id)  # an unknown id: refused here, with a suggestion
+        try:
+            space.validate(dict(factors or {}))
+        except (KeyError, ValueError) as e:
+            raise type(e)(f"{env_id}: {e}") from None
     out: dict[str, EnvSpeed] = {}
     with ProgressBar(None, desc="bench envs", unit="step", enabled=progress) as bar:
         for k, env_id in enumerate(ids):
             def on_steps(n: int, label: str = f"{env_id} ({k + 1}/{len(ids)})") -> None:
                 bar.update(n, env=label)
 
-            out[env_id] = r = bench_env(env_id, resolution, min_steps, min_seconds, on_steps=on_steps)
+            out[env_id] = r = bench_env(env_id, resolution, min_steps, min_seconds, on_steps=on_steps, factors=factors)
             if log is not None:
                 log(f"{env_id:<18} {r.steps_per_s:>10,.0f} steps/s at {resolution}x{resolution} "
                     f"({r.steps} steps, {r.resets} resets)")

@@ -40,6 +40,7 @@ class DataRecipe:
     resolution: int = 64
     codec: str | None = None  # None: the store's default (raw up to 64x64)
     split: str | None = None  # None: default factors; "train": factor-randomised over the train ranges
+    factors: dict[str, Any] = field(default_factory=dict)  # factors fixed in every episode, over the split's draw
     stop_on_success: bool = True  # training episodes end at their first success (the demo's recipe)
     noise: float | None = None  # expert action noise (None: the policy's default)
     seed: int = 0
@@ -54,8 +55,8 @@ class TrainRecipe:
     batch_size: int = 32
     lr: float = 1e-3
     seed: int = 0
-    preset: str | None = None  # a ModelConfig preset (worldmodel/config.py), then `model` overrides it
-    model: dict[str, Any] = field(default_factory=lambda: {"pred_steps": 3})
+    preset: str | None = None  # a model preset (worldmodel/config.py), then `model` overrides it
+    model: dict[str, Any] = field(default_factory=lambda: {"pred_steps": 3})  # "family": a model family (default lewm)
 
 
 @dataclass
@@ -83,6 +84,15 @@ class Recipe:
     def to_dict(self) -> dict:
         """JSON-serialisable form, every field."""
         return dataclasses.asdict(self)
+
+    def _digest_dict(self) -> dict:
+        """`to_dict` without the fields added after recipes were published while they hold
+        their default (`ADDED_FIELDS`): a recipe that does not use them keeps its hash."""
+        d = self.to_dict()
+        for (section, key), default in ADDED_FIELDS.items():
+            if d[section].get(key) == default:
+                del d[section][key]
+        return d
 
     @classmethod
     def from_dict(cls, values: dict) -> "Recipe":
@@ -121,6 +131,12 @@ class Recipe:
         envs.env_class(self.env_id)
         if self.data.split is not None and self.data.split not in SPLITS:
             raise ValueError(f"recipe {self.name}: data.split={self.data.split!r}, expected None or one of {SPLITS}")
+        if not isinstance(self.data.factors, dict):
+            raise ValueError(f"recipe {self.name}: data.factors={self.data.factors!r}, expected an object of name: value")
+        try:
+            envs.factor_space(self.env_id).validate(self.data.factors)
+        except (KeyError, ValueError) as e:  # an unknown name (the closest suggested), an out-of-range value
+            raise ValueError(f"recipe {self.name}: data.factors: {e}") from None
         for name in ("expert_episodes", "random_episodes", "heldout_episodes", "resolution"):
             value = getattr(self.data, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name != "random_episodes" else 0):
@@ -131,22 +147,30 @@ class Recipe:
         self.model_config(image_size=self.data.resolution, action_dim=2)
         return self
 
-    def model_config(self, **known: Any) -> Any:
-        """The `ModelConfig`: the preset (if any), then ``train.model``, then `known` (sizes from the data)."""
-        from worldmodel.config import ModelConfig
+    @property
+    def family(self) -> str:
+        """The model family trained (``train.model["family"]``; default ``"lewm"``)."""
+        return str(self.train.model.get("family") or "lewm")
 
+    def model_config(self, **known: Any) -> Any:
+        """The model config of `family`: the preset (if any), then ``train.model``, then `known` (sizes from the data)."""
+        cls = family_config_class(self.family)
+        values = {**self.train.model, **known}
+        values.pop("family", None)
+        if any(f.name == "family" for f in dataclasses.fields(cls)):
+            values["family"] = self.family
         if self.train.preset:
-            return ModelConfig.preset(self.train.preset, **{**self.train.model, **known})
-        return ModelConfig.from_dict({**self.train.model, **known})
+            return cls.preset(self.train.preset, **values)
+        return cls.from_dict(values)
 
     def hash(self) -> str:
-        """A 12-hex-digit digest of every field (canonical JSON)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+        """A 12-hex-digit digest of every field (canonical JSON; see `_digest_dict`)."""
+        blob = json.dumps(self._digest_dict(), sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def section_hash(self, *sections: str) -> str:
         """Digest of the named sections plus the env id (which stage outputs can be reused)."""
-        d = self.to_dict()
+        d = self._digest_dict()
         blob = json.dumps({"env_id": self.env_id, **{s: d[s] for s in sections}}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -155,6 +179,30 @@ class Recipe:
         path = Path(path)
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
+
+
+#: fields added to the recipe sections after recipes were published, with their default: left out of
+#: the digests at that default (`Recipe._digest_dict`), so the published recipes keep their hashes
+ADDED_FIELDS: dict[tuple[str, str], Any] = {("data", "factors"): {}}
+
+
+def family_config_class(family: str) -> type:
+    """The config class of model family `family` (``worldmodel.families``).
+
+    Raises:
+        ValueError: an unknown family (the closest named), or a family other than ``lewm``
+            in a checkout without the family registry.
+    """
+    try:
+        from worldmodel.families import get_family
+    except ImportError:  # a checkout from before the family registry: the JEPA only
+        if family != "lewm":
+            raise ValueError(f"model family {family!r}: this checkout has no model-family registry "
+                             f"(worldmodel.families); only 'lewm' trains here") from None
+        from worldmodel.config import ModelConfig
+
+        return ModelConfig
+    return get_family(family).config_cls
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:

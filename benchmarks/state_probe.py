@@ -32,7 +32,8 @@ import torch
 
 from planners.objectives import StateProbe
 
-__all__ = ["PROBE_FILE", "fit_state_probe", "save_state_probe", "load_state_probe", "load_or_fit_state_probe"]
+__all__ = ["PROBE_FILE", "fit_state_probe", "embed_dataset", "probe_r2", "save_state_probe", "load_state_probe",
+           "load_or_fit_state_probe"]
 
 PROBE_FILE = "state_probe.safetensors"
 _FORMAT = "worldmodel-state-probe-1"
@@ -111,6 +112,63 @@ def fit_state_probe(
     Raises:
         ValueError: fewer than 2 frames, or a non-positive ``max_frames``.
     """
+    x, y = embed_dataset(model, dataset, goal_fn, max_frames, batch_size, device, progress)
+    w, b, r2 = ridge_fit(x, y, ridge)
+    info = {"dataset": str(getattr(dataset, "path", "")), "env_id": getattr(dataset, "meta", {}).get("env_id"),
+            "frames": int(len(x)), "ridge": ridge, "r2": r2}
+    return StateProbe(
+        weight=torch.from_numpy(w).float(), bias=torch.from_numpy(b).float(),
+        std=torch.from_numpy(y.std(0)).float(), info=info,
+    )
+
+
+def probe_r2(probe: StateProbe, x: np.ndarray, y: np.ndarray) -> list[float | None]:
+    """R^2 of each target dimension of `probe`'s read-out on other rows (e.g. held-out episodes).
+
+    Args:
+        probe: a fitted ``StateProbe`` (weight (D, G), bias (G,)).
+        x: (N, D) embeddings; y: (N, G) targets (the layout the probe was fitted on).
+
+    Returns:
+        per dimension ``1 - SS_res / SS_tot`` around these rows' own mean (negative when the
+        read-out is worse than that mean; None where the target is constant here).
+
+    Raises:
+        ValueError: shapes that do not match the probe's, or fewer than 2 rows.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    w = probe.weight.detach().double().cpu().numpy()
+    b = probe.bias.detach().double().cpu().numpy()
+    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y) or x.shape[1] != w.shape[0] or y.shape[1] != w.shape[1]:
+        raise ValueError(f"probe_r2: x {x.shape} and y {y.shape} do not fit a probe of weight {tuple(w.shape)} "
+                         f"(expected (N, {w.shape[0]}) and (N, {w.shape[1]}))")
+    if len(x) < 2:
+        raise ValueError(f"probe_r2: {len(x)} rows, expected at least 2")
+    ss_res = ((x @ w + b - y) ** 2).sum(0)
+    ss_tot = ((y - y.mean(0)) ** 2).sum(0)
+    return [None if t <= 1e-12 * len(y) else float(1.0 - r / t) for r, t in zip(ss_res, ss_tot)]
+
+
+@torch.inference_mode()
+def embed_dataset(
+    model: Any,
+    dataset: Any,
+    goal_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+    max_frames: int = 20_000,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and targets of ``dataset``'s frames (the rows `fit_state_probe` fits on).
+
+    Returns:
+        x float32 (N, D): ``model.encode`` of at most `max_frames` frames evenly strided over
+        every episode; y float64 (N, G): ``goal_fn(state)`` of the same rows (the state itself
+        when `goal_fn` is None). Arguments as in `fit_state_probe`.
+
+    Raises:
+        ValueError: fewer than 2 frames, or ``max_frames`` below 2.
+    """
     from worldmodel.progress import ProgressBar
 
     if max_frames < 2:
@@ -136,13 +194,7 @@ def fit_state_probe(
     y = np.concatenate([g for g in goals if len(g)]) if any(len(g) for g in goals) else np.zeros((0, 0))
     if len(x) < 2:
         raise ValueError(f"{getattr(dataset, 'path', 'the dataset')} has {len(x)} frames; a state probe needs at least 2")
-    w, b, r2 = ridge_fit(x, y, ridge)
-    info = {"dataset": str(getattr(dataset, "path", "")), "env_id": getattr(dataset, "meta", {}).get("env_id"),
-            "frames": int(len(x)), "ridge": ridge, "r2": r2}
-    return StateProbe(
-        weight=torch.from_numpy(w).float(), bias=torch.from_numpy(b).float(),
-        std=torch.from_numpy(y.std(0)).float(), info=info,
-    )
+    return x, y
 
 
 def save_state_probe(ckpt_dir: str | os.PathLike, probe: StateProbe) -> Path:

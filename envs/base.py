@@ -30,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.factors import FactorSpace, check_reset_options, factors_from_options
+from envs.factors import FactorSpace, check_reset_options, factors_from_options, side_stream
 
 
 def check_vector(value: Any, name: str, sizes: tuple[int, ...], finite: bool = True) -> np.ndarray:
@@ -47,6 +47,15 @@ def check_vector(value: Any, name: str, sizes: tuple[int, ...], finite: bool = T
     if finite and not np.all(np.isfinite(a)):
         raise ValueError(f"{name}={value!r} is not finite")
     return a
+
+
+def episode_key(rng: np.random.Generator) -> int:
+    """The key of an episode's time-varying visuals (e.g. `envs.distractors`), an int in [0, 2**63).
+
+    Drawn from a `side_stream` of `rng`, so `rng` is not advanced: taking it changes no
+    factor, start or goal that a reset samples.
+    """
+    return int(side_stream(rng, 3).integers(0, 2**63))
 
 
 def _shapes(sizes: tuple[int, ...]) -> str:
@@ -83,7 +92,8 @@ class WorldModelEnv(gym.Env):
     Version history:
         v0: initial version (the envs' own histories are in their docstrings); later
             added without changing any default behaviour: the ``terminate_on_success``
-            constructor argument and `goal_from_state`.
+            constructor argument and `goal_from_state`; an episode key and a frame index
+            (steps since reset) for time-varying visuals such as `envs.distractors`.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -108,6 +118,8 @@ class WorldModelEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, (self.action_dim,), np.float32)
         self._factors: dict = {}
         self._goal: Any = None
+        self._episode_key = 0  # set by reset: see `episode_key`
+        self._frame_index = 0  # steps since reset: the clock of time-varying visuals
 
     # -- hooks -----------------------------------------------------------------------------
     def _apply_factors(self, factors: dict) -> None:
@@ -174,6 +186,7 @@ class WorldModelEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         """Start an episode; see the class docstring for `options`."""
         super().reset(seed=seed)
+        self._episode_key, self._frame_index = episode_key(self.np_random), 0
         options = check_reset_options(options)
         self._set_factors(factors_from_options(self.factor_space, options, self.np_random))
         start, goal = self._start_and_goal(options)
@@ -183,6 +196,7 @@ class WorldModelEnv(gym.Env):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         """Advance one step under ``clip(action, -1, 1)``; returns the gymnasium five-tuple."""
         self._simulate(self._check_action(action))
+        self._frame_index += 1
         info = self._info()
         return self._observe(), -info["goal_distance"], info["success"] and self.terminate_on_success, False, info
 

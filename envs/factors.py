@@ -18,13 +18,17 @@ the OOD box overlaps the train range is not sliced), level 1 the nearest slice a
 last level the farthest. Without a severity the whole OOD box is used.
 
 Sampling draws only from the generator passed in, in the space's factor order, so a
-seeded environment reproduces its factors exactly. `factors_from_options` turns an
+seeded environment reproduces its factors exactly. A factor marked ``own_stream`` (one
+added after the space's results were published, such as the ``distractor``) is drawn
+from a stream derived from that generator without advancing it (`side_stream`), so adding
+it changed no other draw: every other factor, start and goal of a seeded reset stays as it was. `factors_from_options` turns an
 env's ``reset(options=...)`` into validated factor values the same way for every env. Nothing here knows a particular
 environment; every env reuses these classes.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 from dataclasses import dataclass, field
@@ -100,6 +104,9 @@ class Factor:
         train: ``(low, high)`` box of in-distribution values (inclusive).
         ood: one or more ``(low, high)`` boxes, each disjoint from ``train``.
         doc: one line saying what the factor changes.
+        own_stream: draw it from a stream of its own (`side_stream` of the generator a
+            space samples with) instead of the generator itself, so that adding this
+            factor to an existing space leaves every other draw unchanged.
 
     Scalars are normalised to ``float``, vectors to ``tuple[float, ...]``.
     """
@@ -110,6 +117,7 @@ class Factor:
     train: Range
     ood: tuple[Range, ...]
     doc: str = ""
+    own_stream: bool = False
     _size: Union[int, None] = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
@@ -117,6 +125,8 @@ class Factor:
             raise ValueError(f"factor name must be a non-empty string, got {self.name!r}")
         if self.kind not in KINDS:
             raise ValueError(f"factor {self.name!r}: kind={self.kind!r}, expected one of {list(KINDS)}")
+        if not isinstance(self.own_stream, (bool, np.bool_)):
+            raise ValueError(f"factor {self.name!r}: own_stream={self.own_stream!r}, expected True or False")
         size = None if np.ndim(self.default) == 0 else len(self.default)
         object.__setattr__(self, "_size", size)
         default = self._coerce(self.default, "default")
@@ -319,10 +329,11 @@ class FactorSpace:
             if split == "train":
                 raise ValueError(f"severity={severity!r} needs an OOD split, got split='train'")
         ood_kind = _SPLIT_KIND.get(split)
+        side = side_stream(rng, 1) if any(f.own_stream for f in self) else None
         out: dict[str, Value] = {}
         for f in self:
             ood = split in ("ood", "ood_all") or f.kind == ood_kind
-            out[f.name] = f.sample(rng, ood=ood, severity=severity if ood else None)
+            out[f.name] = f.sample(side if f.own_stream else rng, ood=ood, severity=severity if ood else None)
         return out
 
     def is_ood(self, values: Mapping[str, Any]) -> dict[str, bool]:
@@ -333,6 +344,23 @@ class FactorSpace:
     def describe(self) -> list[dict]:
         """JSON-serialisable list, one dict per factor (see `Factor.describe`)."""
         return [f.describe() for f in self]
+
+
+def side_stream(rng: np.random.Generator, n: int = 1) -> np.random.Generator:
+    """A generator derived from `rng`'s current state without advancing `rng`.
+
+    The same state and `n` give the same stream; different `n` give unrelated streams
+    (PCG64 and the other jumpable bit generators: `rng`'s state jumped `n` times, far
+    from anything `rng` itself will draw; others: a `SeedSequence` of two numbers drawn
+    from a copy of `rng`, and `n`). Draws from it leave `rng` exactly as it was.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"side_stream: n={n!r}, expected an integer >= 1")
+    bits = rng.bit_generator
+    if hasattr(bits, "jumped"):
+        return np.random.Generator(bits.jumped(int(n)))
+    a, b = copy.deepcopy(rng).integers(0, 2**63, 2).tolist()
+    return np.random.default_rng([a, b, int(n)])
 
 
 def check_severity(severity: Any) -> int:
@@ -378,9 +406,10 @@ def factors_from_options(space: FactorSpace, options: Mapping[str, Any], rng: np
         check_severity(severity)
     split_severity = severity if split not in (None, "train") else None
     base = space.defaults() if split is None else space.sample(rng, split, split_severity)
+    side = side_stream(rng, 2) if any(space[n].own_stream for n in shifted) else None
     for f in space:  # in the space's order, from the same generator: reproducible
         if f.name in shifted:
-            base[f.name] = f.sample(rng, ood=True, severity=severity)
+            base[f.name] = f.sample(side if f.own_stream else rng, ood=True, severity=severity)
     explicit = options.get("factors") or {}
     if not isinstance(explicit, Mapping):
         raise ValueError(f"options['factors'] must be a dict of name -> value, got {type(explicit).__name__}")

@@ -10,6 +10,7 @@ import numpy as np
 import pymunk
 
 from envs.base import WorldModelEnv, check_vector
+from envs.distractors import arena_box, distractor_factor, make_patches
 from envs.factors import Factor, FactorSpace
 
 OUTER_WALL = 0.03
@@ -97,6 +98,7 @@ PUSH_T_FACTORS = FactorSpace(
             "agent_gain", "physical", 100.0, train=(80.0, 125.0), ood=((45.0, 65.0), (150.0, 200.0)),
             doc="position gain of the agent's PD controller (1/s^2); higher is faster",
         ),
+        distractor_factor(),
     ]
 )
 
@@ -178,7 +180,9 @@ class PushTEnv(WorldModelEnv):
       now (called right after `reset`, that is the start position of the agent).
     - factors: colours of agent, block, floor and walls (visual); block scale, stem
       length, agent radius, goal offset from the centre (geometric); block mass, block
-      damping, agent PD gain (physical). See `PUSH_T_FACTORS`.
+      damping, agent PD gain (physical); ``distractor`` (visual, default 0: none): moving
+      patches of flickering noise on the floor, under the walls, block and agent, in the
+      observation only (`envs.distractors`). See `PUSH_T_FACTORS`.
     - reset options: ``factors``, ``split``, ``severity`` as for every ``wm/`` env;
       ``state`` ((10,) or (5,), checked: agent and block inside the arena, not
       overlapping) and ``goal_state`` ((3,), the T inside the arena). Without them the
@@ -187,7 +191,9 @@ class PushTEnv(WorldModelEnv):
       agent between the T and the walls, and the agent anywhere at least 0.02 from the T.
 
     Version history:
-        v0: initial version.
+        v0: initial version; later added without changing a default frame, state or any
+            draw of a seeded reset: the ``distractor`` factor (drawn from its own stream
+            by the splits, which now put noise patches into their frames).
     """
 
     factor_space: FactorSpace = PUSH_T_FACTORS
@@ -215,6 +221,8 @@ class PushTEnv(WorldModelEnv):
         self._block_rgb = _rgb255(factors["block_color"])
         self._build_space(float(factors["block_mass"]))
         self._background = self._render_background()
+        self._noise = make_patches(factors["distractor"], self.resolution, self._episode_key,
+                                   arena_box(self.resolution, OUTER_WALL))
 
     def _build_space(self, block_mass: float) -> None:
         space = pymunk.Space()
@@ -416,11 +424,18 @@ class PushTEnv(WorldModelEnv):
             img[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)] = wall
         return img
 
+    def _floor(self) -> np.ndarray:
+        """A fresh copy of the static background, with the distractor patches of this step inside the walls."""
+        img = self._background.copy()
+        if self._noise is not None:
+            self._noise.draw(img, self._frame_index)
+        return img
+
     _SHIFT = 4  # sub-pixel bits for cv2 drawing
 
     def _draw(self, polygon: np.ndarray, agent: Any) -> np.ndarray:
-        """A fresh frame: background copy, the T with world corners `polygon`, the agent at `agent`."""
-        img = self._background.copy()
+        """A fresh frame: background (with this step's distractors), the T with world corners `polygon`, the agent at `agent`."""
+        img = self._floor()
         n, s = self.resolution, 1 << self._SHIFT
         pts = np.rint((polygon * n - 0.5) * s).astype(np.int32)
         cv2.fillPoly(img, [pts], self._block_rgb, cv2.LINE_AA, self._SHIFT)

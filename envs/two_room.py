@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from envs.base import WorldModelEnv, check_vector
+from envs.distractors import arena_box, distractor_factor, make_patches
 from envs.factors import Factor, FactorSpace
 
 AGENT_RADIUS = 0.04
@@ -59,6 +60,7 @@ TWO_ROOM_FACTORS = FactorSpace(
             "agent_speed", "physical", 0.03, train=(0.025, 0.035), ood=((0.015, 0.02), (0.04, 0.05)),
             doc="displacement per step at full action (world units)",
         ),
+        distractor_factor(),
     ]
 )
 
@@ -84,6 +86,8 @@ class TwoRoomEnv(WorldModelEnv):
       clamped against the walls (expanded by the radius), so nothing tunnels.
     - state: ``float64 (2,)`` agent centre; goal: a position of the same shape.
     - reward ``-goal_distance``; ``terminated = success = goal_distance < SUCCESS_RADIUS``.
+    - ``distractor`` factor (default 0: none): moving patches of flickering noise on the
+      floor, in the observation only (`envs.distractors`); the agent and walls stay visible.
     - reset options: ``factors`` (dict, validated), ``split`` (sample factors from a
       split, optionally at an OOD ``severity`` 1..3; explicit ``factors`` override the
       named keys), ``state`` and ``goal_state``
@@ -92,7 +96,9 @@ class TwoRoomEnv(WorldModelEnv):
       `MIN_GOAL_DISTANCE` from the start.
 
     Version history:
-        v0: initial version.
+        v0: initial version; later added without changing a default frame, state or any
+            draw of a seeded reset: the ``distractor`` factor (drawn from its own stream
+            by the splits, which now put noise patches into their frames).
     """
 
     factor_space: FactorSpace = TWO_ROOM_FACTORS
@@ -115,6 +121,8 @@ class TwoRoomEnv(WorldModelEnv):
         self._boxes = [(x0 - r, y0 - r, x1 + r, y1 + r) for x0, y0, x1, y1 in self._walls]
         self._background = self._render_background()
         self._agent_rgb = _rgb255(factors["agent_color"])
+        self._noise = make_patches(factors["distractor"], self.resolution, self._episode_key,
+                                   arena_box(self.resolution, OUTER_WALL))
 
     @staticmethod
     def wall_rects(door_position: float, door_width: float) -> list[Rect]:
@@ -271,18 +279,31 @@ class TwoRoomEnv(WorldModelEnv):
         img = np.empty((n, n, 3), np.uint8)
         img[:] = _rgb255(self._factors["background_color"])
         wall = _rgb255(self._factors["wall_color"])
-        for x0, y0, x1, y1 in self._walls:
+        self._inner_walls = []  # (r0, r1, c0, c1) of the middle wall, repainted over distractors
+        for k, (x0, y0, x1, y1) in enumerate(self._walls):
             # pixel i covers [i/n, (i+1)/n); it is wall if its centre lies in the rectangle
             c0, c1 = math.ceil(x0 * n - 0.5), math.ceil(x1 * n - 0.5)
             r0, r1 = math.ceil(y0 * n - 0.5), math.ceil(y1 * n - 0.5)
+            if k >= 4:  # wall_rects lists the 4 outer walls first; distractors stay inside them
+                self._inner_walls.append((max(r0, 0), max(r1, 0), max(c0, 0), max(c1, 0)))
             img[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)] = wall
+        return img
+
+    def _floor(self) -> np.ndarray:
+        """A fresh copy of the static background, with the distractor patches of this step under the walls."""
+        img = self._background.copy()
+        if self._noise is not None:
+            self._noise.draw(img, self._frame_index)  # inside the outer walls
+            bg = self._background
+            for r0, r1, c0, c1 in self._inner_walls:  # a copy: much faster than broadcasting a colour
+                img[r0:r1, c0:c1] = bg[r0:r1, c0:c1]
         return img
 
     _SHIFT = 4  # sub-pixel bits for cv2 drawing
 
     def _render_agent(self, pos: np.ndarray) -> np.ndarray:
-        """A fresh frame: background copy plus the anti-aliased agent disc at `pos`."""
-        img = self._background.copy()
+        """A fresh frame: background (with this step's distractors) plus the anti-aliased agent disc at `pos`."""
+        img = self._floor()
         n, s = self.resolution, 1 << self._SHIFT
         cx = int(round((float(pos[0]) * n - 0.5) * s))
         cy = int(round((float(pos[1]) * n - 0.5) * s))

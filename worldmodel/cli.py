@@ -57,7 +57,8 @@ EPILOGS = {
         "  wm bench data --resolution 64 --quick\n"
         "  wm bench data --resolution 224 --codecs-only --json\n"
         "  wm bench solvers --json\n"
-        "  wm bench solvers --solver cem --dtype bfloat16 --json"
+        "  wm bench solvers --solver cem --dtype bfloat16 --json\n"
+        "  wm bench noisy --env wm/TwoRoom-v0 --out runs/noisy --models lewm pixel"
     ),
     "diagnose": (
         "examples:\n"
@@ -236,6 +237,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--env", action="append", default=None, help="env id to measure (repeatable; default: all)")
     q.add_argument("--seconds", type=float, default=2.0, help="minimum timed seconds per env")
     q.add_argument("--json", action="store_true", help="print JSON {env_id: steps_per_s}")
+    q.add_argument("--factor", action="append", default=None, metavar="NAME=VALUE",
+                   help="set a factor at every reset of every measured env (repeatable), e.g. distractor=4")
 
     q = bsub.add_parser(
         "data", help="window throughput per codec and loader, JPEG decode bound, write and collect speed, codec comparison",
@@ -287,6 +290,29 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--split", default=None, choices=["train"],
                    help="run each recipe's factor-randomised variant (data over the train ranges)")
     q.add_argument("--recipe", default=None, help="a recipe JSON file (as written to OUT/ENV/recipe.json) instead")
+    q.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    q.add_argument("--json", action="store_true", help="print the result lines as JSON")
+
+    q = bsub.add_parser(
+        "noisy", help="the noisy-feature experiment: model families trained with and without distractors "
+                      "(probe R^2 of the true state, planning success)",
+        description="For each --models family and for data without and with the distractor factor (moving patches "
+                    "of flickering noise, observation only), runs the env's recipe (collect, train, plan on held-out "
+                    "pairs vs random) and scores a linear probe of the goal state on held-out episodes. Writes "
+                    "OUT/results.jsonl and OUT/report.md; finished stages are reused on a re-run. Layout and keys: "
+                    "benchmarks/noisy_features.py.",
+    )
+    q.add_argument("--env", required=True, help="wm/TwoRoom-v0 or wm/PushT-v0 (envs with the distractor factor)")
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--models", nargs="+", default=["lewm", "pixel"], metavar="FAMILY",
+                   help="model families to train (default: lewm pixel)")
+    q.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    q.add_argument("--episodes", type=int, default=None, help="held-out planning episodes (default: the recipe's)")
+    q.add_argument("--distractor", default="4",
+                   help="the 'on' condition's distractor factor: a value (patches; train range [0, 4], ood [6, 12]) "
+                        "or 'train' to draw it per episode over the train range (default: 4)")
+    q.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (pooled)")
+    q.add_argument("--recipe", default=None, help="a base recipe JSON file instead of the env's registered recipe")
     q.add_argument("--device", default="auto", help="auto | cpu | cuda")
     q.add_argument("--json", action="store_true", help="print the result lines as JSON")
 
@@ -689,6 +715,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_factors(items: list[str] | None) -> dict:
+    """``--factor NAME=VALUE`` items of ``wm bench envs`` as ``{name: value}`` (each env validates them)."""
+    from envs.factors import parse_factor_value
+
+    out: dict = {}
+    for item in items or ():
+        name, sep, text = str(item).partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise ValueError(f"--factor {item!r}: expected NAME=VALUE, e.g. distractor=4")
+        if name.strip() in out:
+            raise ValueError(f"--factor {name.strip()} given twice")
+        out[name.strip()] = parse_factor_value(text)
+    return out
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.bench_command == "data":
         from benchmarks.data import MAX_RESOLUTION as MAX_DATA_RESOLUTION, bench_data, markdown_table as data_table
@@ -725,6 +766,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                                      device=str(resolve_device(args.device)), log=_log, progress=True)
         print(_json(results, indent=2) if args.json else "\n" + planning_table(results))
         return 0
+    if args.bench_command == "noisy":
+        from benchmarks.noisy_features import markdown_report, run_noisy
+        from benchmarks.recipes import load_recipe
+        from worldmodel.device import resolve_device
+
+        distractor: str | float = args.distractor
+        if distractor != "train":
+            try:
+                distractor = float(distractor)
+            except ValueError:
+                raise ValueError(f"--distractor={args.distractor!r}: expected a number of patches or 'train'") from None
+        recipe = load_recipe(args.recipe) if args.recipe is not None else None
+        results = run_noisy(args.env, args.out, families=args.models, steps=args.steps, episodes=args.episodes,
+                            distractor=distractor, seeds=args.seeds, recipe=recipe,
+                            device=str(resolve_device(args.device)), log=_log, progress=True)
+        print(_json(results, indent=2) if args.json else "\n" + markdown_report(results))
+        return 0
     if args.bench_command == "experts":
         from benchmarks.experts import bench_experts, markdown_table as expert_table
 
@@ -738,7 +796,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     _check_resolution(args.resolution)
     if not (args.seconds >= 0 and math.isfinite(args.seconds)):
         raise ValueError(f"--seconds={args.seconds}: expected a finite number >= 0")
-    results = bench_envs(args.env, resolution=args.resolution, min_seconds=args.seconds, log=_log, progress=True)
+    factors = _bench_factors(args.factor)
+    results = bench_envs(args.env, resolution=args.resolution, min_seconds=args.seconds, log=_log, progress=True,
+                         factors=factors)
     if args.json:
         print(_json({env_id: round(r.steps_per_s, 1) for env_id, r in results.items()}))
     else:

@@ -54,8 +54,8 @@ class TrainRecipe:
     batch_size: int = 32
     lr: float = 1e-3
     seed: int = 0
-    preset: str | None = None  # a ModelConfig preset (worldmodel/config.py), then `model` overrides it
-    model: dict[str, Any] = field(default_factory=lambda: {"pred_steps": 3})
+    preset: str | None = None  # a model preset of any family (worldmodel/config.py), then `model` overrides it
+    model: dict[str, Any] = field(default_factory=lambda: {"pred_steps": 3})  # config fields; "family" picks the family
 
 
 @dataclass
@@ -132,12 +132,15 @@ class Recipe:
         return self
 
     def model_config(self, **known: Any) -> Any:
-        """The `ModelConfig`: the preset (if any), then ``train.model``, then `known` (sizes from the data)."""
-        from worldmodel.config import ModelConfig
+        """The model config of the recipe's family (``train.model["family"]``, else the preset's, else
+        ``lewm``'s `ModelConfig`): the preset (if any), then ``train.model``, then `known` (sizes from the data)."""
+        from worldmodel.trainargs import resolve_family
+        from worldmodel.families import get_family
 
+        cls = get_family(resolve_family(None, self.train.preset, self.train.model.get("family"))).config_cls
         if self.train.preset:
-            return ModelConfig.preset(self.train.preset, **{**self.train.model, **known})
-        return ModelConfig.from_dict({**self.train.model, **known})
+            return cls.preset(self.train.preset, **{**self.train.model, **known})
+        return cls.from_dict({**self.train.model, **known})
 
     def hash(self) -> str:
         """A 12-hex-digit digest of every field (canonical JSON)."""

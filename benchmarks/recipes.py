@@ -55,8 +55,8 @@ class TrainRecipe:
     batch_size: int = 32
     lr: float = 1e-3
     seed: int = 0
-    preset: str | None = None  # a model preset (worldmodel/config.py), then `model` overrides it
-    model: dict[str, Any] = field(default_factory=lambda: {"pred_steps": 3})  # "family": a model family (default lewm)
+    preset: str | None = None  # a model preset of any family (worldmodel/config.py), then `model` overrides it
+    model: dict[str, Any] = field(default_factory=lambda: {"pred_steps": 3})  # config fields; "family" picks the family
 
 
 @dataclass
@@ -149,19 +149,18 @@ class Recipe:
 
     @property
     def family(self) -> str:
-        """The model family trained (``train.model["family"]``; default ``"lewm"``)."""
-        return str(self.train.model.get("family") or "lewm")
+        """The model family trained: ``train.model["family"]``, else the preset's, else ``"lewm"``."""
+        from worldmodel.trainargs import resolve_family
+
+        return resolve_family(None, self.train.preset, self.train.model.get("family"))
 
     def model_config(self, **known: Any) -> Any:
-        """The model config of `family`: the preset (if any), then ``train.model``, then `known` (sizes from the data)."""
+        """The model config of the recipe's `family`: the preset (if any), then ``train.model``, then
+        `known` (sizes from the data)."""
         cls = family_config_class(self.family)
-        values = {**self.train.model, **known}
-        values.pop("family", None)
-        if any(f.name == "family" for f in dataclasses.fields(cls)):
-            values["family"] = self.family
         if self.train.preset:
-            return cls.preset(self.train.preset, **values)
-        return cls.from_dict(values)
+            return cls.preset(self.train.preset, **{**self.train.model, **known})
+        return cls.from_dict({**self.train.model, **known})
 
     def hash(self) -> str:
         """A 12-hex-digit digest of every field (canonical JSON; see `_digest_dict`)."""
@@ -190,18 +189,10 @@ def family_config_class(family: str) -> type:
     """The config class of model family `family` (``worldmodel.families``).
 
     Raises:
-        ValueError: an unknown family (the closest named), or a family other than ``lewm``
-            in a checkout without the family registry.
+        ValueError: an unknown family (the closest named).
     """
-    try:
-        from worldmodel.families import get_family
-    except ImportError:  # a checkout from before the family registry: the JEPA only
-        if family != "lewm":
-            raise ValueError(f"model family {family!r}: this checkout has no model-family registry "
-                             f"(worldmodel.families); only 'lewm' trains here") from None
-        from worldmodel.config import ModelConfig
+    from worldmodel.families import get_family
 
-        return ModelConfig
     return get_family(family).config_cls
 
 

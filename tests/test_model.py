@@ -143,7 +143,7 @@ def test_residual_predictor_predicts_changes():
         (lambda m: m.encode(torch.zeros(2, 1, 3, 32, 32)), r"uint8.*float32"),
         (lambda m: m.predict(torch.zeros(2, 2, 16), torch.zeros(2, 2, 3)), r"A_block = frameskip \* action_dim = 4"),
         (lambda m: m.predict(torch.zeros(2, 2, 8), torch.zeros(2, 2, 4)), r"emb must have shape \(B, T, 16\)"),
-        (lambda m: m.predict(torch.zeros(1, 3, 16), torch.zeros(1, 3, 4)), r"at most context \+ pred_steps = 2"),
+        (lambda m: m.predict(torch.zeros(1, 0, 16), torch.zeros(1, 0, 4)), r"emb must have shape \(B, T, 16\)"),
         (lambda m: m.rollout(torch.zeros(2, 1, 16), torch.zeros(2, 5, 4)), r"\(B, S, H, A_block\)"),
         (lambda m: m.rollout(torch.zeros(2, 2, 16), torch.zeros(2, 5, 3, 4), torch.zeros(2, 2, 4)), r"past_actions"),
         (lambda m: m.loss(torch.zeros(2, 2, 3, 32, 32, dtype=torch.uint8), torch.zeros(2, 2, 4)), r"\(B, n - 1, A_block\)"),

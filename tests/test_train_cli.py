@@ -205,7 +205,7 @@ def test_running_out_of_memory_is_a_clear_error(dataset, tmp_path, capsys, monke
     # a model too big to allocate (faked: a real one could be granted by overcommit, then OOM-killed)
     from worldmodel import train
 
-    monkeypatch.setattr(train, "JEPA", no_memory)
+    monkeypatch.setattr(train, "build_model", no_memory)
     assert wm_train(dataset, tmp_path / "big", "--embed-dim", "4000000000") == 2
     err = capsys.readouterr().err
     assert "the model does not fit in memory on cpu" in err and "embed_dim=4000000000" in err, err

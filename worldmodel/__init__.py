@@ -1,4 +1,5 @@
-"""World models: the action-conditioned JEPA, SIGReg, training, checkpoints and the ``wm`` CLI.
+"""World models: the families (JEPA ``lewm``, ``pldm``, ``pixel``; ``worldmodel.families``), SIGReg,
+training, checkpoints and the ``wm`` CLI.
 
 Public names are imported lazily (PEP 562), so ``import worldmodel`` (and ``wm --help``)
 does not load torch until a model-side name is used. The training entry point is
@@ -12,8 +13,18 @@ from typing import Any
 
 _EXPORTS = {
     "ModelConfig": "worldmodel.config",
+    "WorldModelConfig": "worldmodel.config",
+    "PLDMConfig": "worldmodel.config",
+    "PixelConfig": "worldmodel.config",
     "TrainConfig": "worldmodel.config",
+    "WorldModel": "worldmodel.families",
+    "build_model": "worldmodel.families",
+    "get_family": "worldmodel.families",
+    "register_family": "worldmodel.families",
+    "FAMILIES": "worldmodel.families",
     "JEPA": "worldmodel.model",
+    "PLDM": "worldmodel.pldm",
+    "PixelModel": "worldmodel.pixel",
     "SIGReg": "worldmodel.sigreg",
     "Encoder": "worldmodel.encoder",
     "Predictor": "worldmodel.predictor",

@@ -1,7 +1,8 @@
 """Checkpoints as folders of JSON + safetensors; nothing is ever pickled or unpickled.
 
     DIR/
-      config.json               {"format_version": 1, "model": {ModelConfig fields}, "step": .., "extra": {..}}
+      config.json               {"format_version": 1, "model": {"family": NAME, the family config's fields},
+                                 "step": .., "extra": {..}}   (no "family": an older checkpoint, family lewm)
       model.safetensors         the raw model state_dict
       train_state.safetensors   optimizer (and scheduler) tensors, for resuming   (optional)
       train_state.json          step, the non-tensor optimizer/scheduler state and
@@ -28,8 +29,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from worldmodel.config import ModelConfig
-from worldmodel.model import JEPA
+from worldmodel.config import ADDED_MODEL_FIELDS, WorldModelConfig
+from worldmodel.families import UnknownFamilyError, WorldModel, get_family
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -139,7 +140,7 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 # ---------------------------------------------------------------- public API
 def save_checkpoint(
     directory: str | os.PathLike,
-    model: JEPA,
+    model: WorldModel,
     train_state: dict | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
@@ -150,7 +151,8 @@ def save_checkpoint(
 
     Args:
         directory: folder, created if needed; other files in it are left alone.
-        model: the raw ``JEPA`` (not a compiled/DDP wrapper); its ``state_dict`` is saved.
+        model: the raw ``WorldModel`` of any family (not a compiled/DDP wrapper); its
+            ``state_dict`` is saved and its config (``family`` included) goes into config.json.
         train_state: JSON-able dict stored in ``train_state.json`` (e.g. last metrics).
         optimizer, scheduler: their state dicts are stored without pickle, tensors in
             ``train_state.safetensors``, the rest in ``train_state.json``.
@@ -161,8 +163,9 @@ def save_checkpoint(
     is given. Returns the folder path.
     """
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
-    if not isinstance(model, JEPA):
-        raise TypeError(f"save_checkpoint needs a JEPA model, got {type(model).__name__}")
+    model = getattr(model, "module", model) if not isinstance(model, WorldModel) else model  # unwrap DDP
+    if not isinstance(model, WorldModel):
+        raise TypeError(f"save_checkpoint needs a WorldModel (any family), got {type(model).__name__}")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     step_meta = {"step": str(step)} if step is not None else {}
@@ -299,8 +302,13 @@ def dataset_identity(path: str | os.PathLike | None) -> dict | None:
     return {"path": str(path), **{k: meta.get(k) for k in ("env_id", "state_dim", "action_dim", "image_shape")}}
 
 
-def load_config(directory: str | os.PathLike) -> ModelConfig:
-    """Read the ``ModelConfig`` stored in ``directory/config.json``."""
+def load_config(directory: str | os.PathLike) -> WorldModelConfig:
+    """Read the model config stored in ``directory/config.json``, as its family's config class.
+
+    ``model.family`` names the family (``worldmodel.families``); a config without it was
+    written before families existed and loads as ``lewm`` (``ModelConfig``), as before.
+    An unknown family is a ``CheckpointError`` naming it (and the closest registered name).
+    """
     path = _check_dir(directory)
     cfg = _read_json(path / CONFIG_FILE)
     if not isinstance(cfg, dict) or "model" not in cfg:
@@ -310,31 +318,39 @@ def load_config(directory: str | os.PathLike) -> ModelConfig:
         raise CheckpointError(
             f"{path / CONFIG_FILE} has format_version={version!r}; this version reads {FORMAT_VERSION}"
         )
+    values = cfg["model"]
+    name = values.get("family", ADDED_MODEL_FIELDS["family"]) if isinstance(values, dict) else None
     try:
-        return ModelConfig.from_dict(cfg["model"], strict=True)
+        family = get_family(name)
+    except UnknownFamilyError as e:
+        raise CheckpointError(f"{path / CONFIG_FILE}: model.family={name!r} is not a registered world-model family: "
+                              f"{e}") from None
+    try:
+        return family.config_cls.from_dict(values, strict=True)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path / CONFIG_FILE}: {e}") from None
 
 
-def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "cpu") -> JEPA:
-    """Build the ``JEPA`` stored in ``directory`` and load its weights (eval mode).
+def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "cpu") -> WorldModel:
+    """Build the model stored in ``directory`` (its family's class) and load its weights (eval mode).
 
-    Raises ``CheckpointError`` naming the problem: missing folder or file, bad
-    config, missing/unexpected tensors, or a tensor whose shape does not fit.
+    Raises ``CheckpointError`` naming the problem: missing folder or file, bad or unknown
+    family, bad config, missing/unexpected tensors, or a tensor whose shape does not fit.
     """
     path = _check_dir(directory)
-    model = JEPA(load_config(path))
+    config = load_config(path)
+    model = get_family(config.family).model_cls(config)
     load_model_weights(path, model)
     return model.to(device).eval()
 
 
-def load_model_weights(directory: str | os.PathLike, model: JEPA) -> None:
+def load_model_weights(directory: str | os.PathLike, model: torch.nn.Module) -> None:
     """Load ``directory/model.safetensors`` into an existing ``model`` (any device), checking shapes."""
     path = _check_dir(directory)
     load_weights(model, _read_tensors(path / MODEL_FILE), source=path / MODEL_FILE)
 
 
-def load_weights(model: JEPA, state: dict[str, torch.Tensor], source: str | os.PathLike = "state dict") -> None:
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike = "state dict") -> None:
     """Copy ``state`` into ``model`` after checking names and shapes (CheckpointError on mismatch)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))

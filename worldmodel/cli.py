@@ -35,7 +35,11 @@ EPILOGS = {
     "train": (
         "examples:\n"
         "  wm train --data runs/tworoom.lance --out runs/ckpt\n"
-        "  wm train --data runs/tworoom.lance --out runs/ckpt --steps 200 --device cpu"
+        "  wm train --data runs/tworoom.lance --out runs/ckpt --steps 200 --device cpu\n"
+        "  wm train --model pldm --data runs/tworoom.lance --out runs/pldm\n"
+        "  wm train --preset pixel-tiny --data runs/tworoom28.lance --out runs/pixel\n"
+        "  wm train --config runs/ckpt/config.json --data runs/tworoom.lance --out runs/again\n"
+        "  wm train --model pldm --help      # the options of that family"
     ),
     "eval": (
         "examples:\n"
@@ -77,7 +81,6 @@ EPILOGS = {
 def _parser() -> argparse.ArgumentParser:
     from benchmarks.planning import PlannerConfig
     from benchmarks.protocol import PlanningProtocol
-    from worldmodel.config import ModelConfig, TrainConfig
 
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -162,13 +165,13 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--from", dest="src_format", default=None, choices=["lance", "hdf5", "mp4", "lerobot", "swm-lance"],
                    help="source format (default: detected)")
 
-    p = add("train", "train a JEPA world model on a dataset")
-    add_dataclass_arguments(p.add_argument_group("training"), TrainConfig)
-    g = p.add_argument_group("model")
-    g.add_argument("--preset", default=None, metavar="NAME",
-                   help="start from a named architecture (lewm: LeWorldModel's, lewm-tiny: the same, small; "
-                        "worldmodel/config.py MODEL_PRESETS); model options given override it")
-    add_dataclass_arguments(g, ModelConfig, exclude=("image_size", "action_dim", "in_channels"), unset_default=True)
+    # The training and model options are parsed by tyro from the config dataclasses (worldmodel/trainargs.py):
+    # argparse reads only what decides their defaults and passes the rest on (main: parse_known_args).
+    p = sub.add_parser("train", help="train a world model (any registered family) on a dataset", add_help=False,
+                       allow_abbrev=False, epilog=EPILOGS.get("train"), formatter_class=fmt)
+    p.add_argument("--model", default=None, metavar="FAMILY", help="world-model family (default: lewm)")
+    p.add_argument("--preset", default=None, metavar="NAME", help="a named configuration (implies its family)")
+    p.add_argument("--config", default=None, metavar="FILE", help="JSON file of 'model' and 'train' defaults")
     # The training window's old name, now the planning horizon's (`wm eval --horizon`): refused by _cmd_train.
     p.add_argument("--horizon", dest="old_horizon", default=None, help=argparse.SUPPRESS)
 
@@ -566,28 +569,21 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from data import open_dataset
-    from worldmodel.config import ModelConfig, TrainConfig
-    from worldmodel.train import train
+    from worldmodel.trainargs import parse_train_options
 
     if args.old_horizon is not None:
         raise ValueError(f"--horizon {args.old_horizon}: wm train calls the frames a training window predicts "
                          f"--pred-steps (use --pred-steps {args.old_horizon}); --horizon is the planning horizon of wm eval")
-    train_cfg = dataclass_from_args(TrainConfig, args)
+    # unknown family or preset, a bad config file, bad values: one line, before any data is read
+    options = parse_train_options(getattr(args, "rest", []), model=args.model, preset=args.preset, config=args.config)
+    train_cfg = options.train
     if not train_cfg.data:
         raise ValueError("wm train needs --data PATH (a dataset written by wm collect)")
-    if args.preset is not None:
-        ModelConfig.preset(args.preset)  # an unknown name: one line naming the closest, before reading data
+    from data import open_dataset
+    from worldmodel.train import train
+
     meta = open_dataset(train_cfg.data).meta
-    data_sizes = {"image_size": int(meta["image_shape"][0]), "action_dim": int(meta["action_dim"])}
-    if args.preset is None:
-        model_cfg = dataclass_from_args(ModelConfig, args, **data_sizes)
-    else:  # the preset, then the model options given on the command line (unset ones parse as None)
-        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(ModelConfig)
-                 if getattr(args, f.name, None) is not None}
-        model_cfg = ModelConfig.preset(args.preset, **{**given, **data_sizes})
+    model_cfg = options.model_config(image_size=int(meta["image_shape"][0]), action_dim=int(meta["action_dim"]))
     summary = train(model_cfg, train_cfg)
     print(_json(summary, default=str))
     return 0
@@ -873,7 +869,11 @@ def _stdout_gone() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wm`` console script; returns the process exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "train":  # `wm train` hands its other options to tyro (worldmodel/trainargs.py)
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     try:
         try:
             code = COMMANDS[args.command](args)

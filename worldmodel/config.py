@@ -13,7 +13,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypeVar
+from typing import Any, ClassVar, Optional, TypeVar
 
 C = TypeVar("C")
 
@@ -78,14 +78,29 @@ def _require_finite(config: Any) -> None:
 
 
 @dataclass
-class ModelConfig:
-    """Architecture of the action-conditioned JEPA (encoder, predictor, SIGReg)."""
+class WorldModelConfig:
+    """What every world-model family shares: the planner-facing sizes and the encoder/predictor backbone.
 
+    A family's config subclasses this, names itself in ``family`` (its registry name,
+    ``worldmodel/families.py``) and adds the fields of its loss. Planners read
+    ``image_size``, ``in_channels``, ``action_dim``, ``frameskip``, ``block_dim``,
+    ``context``, ``pred_steps``, ``window`` and ``embed_dim``.
+    """
+
+    #: the registry name of the family this config class belongs to (``family`` must equal it)
+    FAMILY: ClassVar[str] = ""
+    #: named configurations of this family (``preset``, ``wm train --preset NAME``)
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: fields added after checkpoints of this family were first written, with the value that
+    #: reproduces the older model (a config.json without them loads with these)
+    ADDED_FIELDS: ClassVar[dict[str, Any]] = {}
+
+    family: str = _f("", "world-model family (registry name; wm train --model NAME)")
     image_size: int = _f(64, "side of the square input frames in pixels")
     in_channels: int = _f(3, "colour channels of the input frames")
     action_dim: int = _f(2, "size of one raw environment action")
     frameskip: int = _f(5, "raw actions per action block (one model step)")
-    context: int = _f(1, "past embeddings the predictor sees when rolling out")
+    context: int = _f(1, "past embeddings the predictor sees (in training as in planning)")
     pred_steps: int = _f(1, "frames a training window predicts beyond the context (window = context + pred_steps; formerly horizon)")
     embed_dim: int = _f(64, "size D of the latent embedding")
     encoder: str = _f("cnn", "encoder backbone: 'cnn' or 'vit'")
@@ -105,33 +120,33 @@ class ModelConfig:
     predictor_residual: bool = _f(True, "predict the change of the embedding (output = input + predictor)")
     mlp_ratio: float = _f(4.0, "transformer MLP hidden size as a multiple of the width")
     dropout: float = _f(0.0, "dropout in the transformers")
-    sigreg_weight: float = _f(0.1, "weight of the SIGReg term in the loss")
     rollout_weight: float = _f(
         1.0, "weight of the open-loop rollout loss over the window's predicted steps (needs pred_steps >= 2)"
     )
-    sigreg_projections: int = _f(512, "random 1-D projections per SIGReg evaluation")
-    sigreg_knots: int = _f(17, "integration knots of the Epps-Pulley statistic on [0, 3]")
 
     def __post_init__(self) -> None:
+        name_ = type(self).__name__
+        if type(self).FAMILY and self.family != type(self).FAMILY:
+            raise ValueError(f"{name_}.family must be {type(self).FAMILY!r} ({name_} is the config of family "
+                             f"{type(self).FAMILY!r}), got {self.family!r}: build a config of family {self.family!r} "
+                             f"with that family's config class")
         _require_finite(self)
         for name in (
             "image_size", "in_channels", "action_dim", "frameskip", "context", "embed_dim",
             "encoder_width", "patch_size", "vit_width", "vit_depth", "vit_heads", "projector_hidden",
-            "predictor_width", "predictor_depth", "predictor_heads", "sigreg_projections",
+            "predictor_width", "predictor_depth", "predictor_heads",
         ):
-            _require(getattr(self, name) >= 1, f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
-        _require(self.pred_steps >= 0, f"ModelConfig.pred_steps must be >= 0, got {self.pred_steps}")
+            _require(getattr(self, name) >= 1, f"{name_}.{name} must be >= 1, got {getattr(self, name)}")
+        _require(self.pred_steps >= 0, f"{name_}.pred_steps must be >= 0, got {self.pred_steps}")
         _require(self.context + self.pred_steps >= 2,
                  f"a training window needs >= 2 frames, got context={self.context} + pred_steps={self.pred_steps}")
-        _require(self.sigreg_knots >= 2, f"ModelConfig.sigreg_knots must be >= 2, got {self.sigreg_knots}")
-        _require(self.encoder in ("cnn", "vit"), f"ModelConfig.encoder must be 'cnn' or 'vit', got {self.encoder!r}")
-        _require(0.0 <= self.dropout < 1.0, f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
-        _require(self.mlp_ratio > 0, f"ModelConfig.mlp_ratio must be > 0, got {self.mlp_ratio}")
-        _require(self.sigreg_weight >= 0, f"ModelConfig.sigreg_weight must be >= 0, got {self.sigreg_weight}")
-        _require(self.rollout_weight >= 0, f"ModelConfig.rollout_weight must be >= 0, got {self.rollout_weight}")
+        _require(self.encoder in ("cnn", "vit"), f"{name_}.encoder must be 'cnn' or 'vit', got {self.encoder!r}")
+        _require(0.0 <= self.dropout < 1.0, f"{name_}.dropout must be in [0, 1), got {self.dropout}")
+        _require(self.mlp_ratio > 0, f"{name_}.mlp_ratio must be > 0, got {self.mlp_ratio}")
+        _require(self.rollout_weight >= 0, f"{name_}.rollout_weight must be >= 0, got {self.rollout_weight}")
         for name in ("predictor_head_dim", "predictor_mlp_dim"):
             value = getattr(self, name)
-            _require(value is None or value >= 1, f"ModelConfig.{name} must be >= 1 or None, got {value}")
+            _require(value is None or value >= 1, f"{name_}.{name} must be >= 1 or None, got {value}")
         _require(self.predictor_head_dim is not None or self.predictor_width % self.predictor_heads == 0,
                  f"predictor_width={self.predictor_width} must be divisible by predictor_heads={self.predictor_heads} "
                  f"(or set predictor_head_dim)")
@@ -154,45 +169,78 @@ class ModelConfig:
         return self.context + self.pred_steps
 
     def to_dict(self) -> dict:
-        """JSON-serialisable copy of every field."""
+        """JSON-serialisable copy of every field (``family`` included)."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict, strict: bool = False) -> "ModelConfig":
+    def from_dict(cls: type[W], values: dict, strict: bool = False) -> W:
         """Build from a dict; unknown keys or wrong types raise ``ValueError``.
 
-        With ``strict=True`` every field must be present (used for checkpoints). A config
-        written before the rename of ``horizon`` to ``pred_steps`` loads: its ``horizon``
-        key is read as ``pred_steps`` (both at once is a ``ValueError``).
+        With ``strict=True`` every field must be present (used for checkpoints), except
+        those in ``ADDED_FIELDS`` (added later; a config without them loads as the older
+        model). A config written before the rename of ``horizon`` to ``pred_steps`` loads:
+        its ``horizon`` key is read as ``pred_steps`` (both at once is a ``ValueError``).
+        A ``family`` other than this class's is a ``ValueError`` naming both.
         """
+        if isinstance(values, dict) and cls.FAMILY and values.get("family", cls.FAMILY) != cls.FAMILY:
+            raise ValueError(f"a config of family {values['family']!r} was given to {cls.__name__}, the config of "
+                             f"family {cls.FAMILY!r}; build it with family {values['family']!r}'s config class")
         if isinstance(values, dict) and OLD_PRED_STEPS_KEY in values:
             if "pred_steps" in values:
-                raise ValueError(f"ModelConfig has both 'pred_steps' and its old name {OLD_PRED_STEPS_KEY!r}; keep 'pred_steps'")
+                raise ValueError(f"{cls.__name__} has both 'pred_steps' and its old name {OLD_PRED_STEPS_KEY!r}; keep 'pred_steps'")
             values = {("pred_steps" if k == OLD_PRED_STEPS_KEY else k): v for k, v in values.items()}
         if isinstance(values, dict):  # configs written before these fields existed load as before
-            values = {**ADDED_MODEL_FIELDS, **values}
+            values = {**cls.ADDED_FIELDS, **values}
         return _from_dict(cls, values, strict)
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
-        """A named architecture from ``MODEL_PRESETS`` with some fields ``overrides``.
+    def preset(cls: type[W], name: str, **overrides: Any) -> W:
+        """A named configuration from ``cls.PRESETS`` with some fields ``overrides``.
 
-        Raises ``UnknownPresetError`` (a ``ValueError``) naming the closest preset on a typo.
+        Raises ``UnknownPresetError`` (a ``ValueError``) naming the closest preset on a typo,
+        and naming the family of a preset that belongs to another family.
         """
-        if not isinstance(name, str) or name not in MODEL_PRESETS:
-            close = difflib.get_close_matches(str(name), list(MODEL_PRESETS), n=1)
+        if not isinstance(name, str) or name not in cls.PRESETS:
+            other = preset_family(name) if isinstance(name, str) else None
+            if other is not None:
+                raise UnknownPresetError(f"preset {name!r} belongs to family {other!r}, not {cls.FAMILY!r} "
+                                         f"(presets of {cls.FAMILY!r}: {', '.join(cls.PRESETS) or 'none'})")
+            close = difflib.get_close_matches(str(name), list(cls.PRESETS), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UnknownPresetError(f"unknown model preset {name!r}{hint} (presets: {', '.join(MODEL_PRESETS)})")
-        return cls.from_dict({**MODEL_PRESETS[name], **overrides})
+            raise UnknownPresetError(f"unknown model preset {name!r}{hint} (presets: {', '.join(cls.PRESETS)})")
+        return cls.from_dict({**cls.PRESETS[name], **overrides})
+
+
+W = TypeVar("W", bound=WorldModelConfig)
+
+
+@dataclass
+class ModelConfig(WorldModelConfig):
+    """Family ``lewm``: the LeWorldModel-style JEPA (encoder, predictor, SIGReg; ``worldmodel.model.JEPA``)."""
+
+    FAMILY: ClassVar[str] = "lewm"
+
+    family: str = _f("lewm", "world-model family (registry name; wm train --model NAME)")
+    sigreg_weight: float = _f(0.1, "weight of the SIGReg term in the loss")
+    sigreg_projections: int = _f(512, "random 1-D projections per SIGReg evaluation")
+    sigreg_knots: int = _f(17, "integration knots of the Epps-Pulley statistic on [0, 3]")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.sigreg_projections >= 1, f"ModelConfig.sigreg_projections must be >= 1, got {self.sigreg_projections}")
+        _require(self.sigreg_knots >= 2, f"ModelConfig.sigreg_knots must be >= 2, got {self.sigreg_knots}")
+        _require(self.sigreg_weight >= 0, f"ModelConfig.sigreg_weight must be >= 0, got {self.sigreg_weight}")
 
 
 class UnknownPresetError(ValueError):
-    """A model preset name that is not in ``MODEL_PRESETS``."""
+    """A model preset name that no family defines (or that another family defines)."""
 
 
 #: ModelConfig fields added after checkpoints were first written, with the value that
-#: reproduces the older architecture (a config.json without them loads with these).
-ADDED_MODEL_FIELDS: dict[str, Any] = {"predictor_head_dim": None, "predictor_mlp_dim": None}
+#: reproduces the older architecture (a config.json without them loads with these). A
+#: config.json without ``family`` was written before families existed: it is ``lewm``.
+ADDED_MODEL_FIELDS: dict[str, Any] = {"predictor_head_dim": None, "predictor_mlp_dim": None, "family": "lewm"}
+ModelConfig.ADDED_FIELDS = ADDED_MODEL_FIELDS
 
 #: Named architectures (``ModelConfig.preset(name)``, ``wm train --preset NAME``); fields
 #: not named keep ModelConfig's defaults.
@@ -221,6 +269,115 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         sigreg_knots=17, rollout_weight=0.0,
     ),
 }
+
+
+ModelConfig.PRESETS = MODEL_PRESETS
+
+#: The backbone of ``lewm-tiny`` (ViT on 28x28 frames, history 3): the CPU presets of the other families use it too.
+_TINY_BACKBONE = {k: v for k, v in MODEL_PRESETS["lewm-tiny"].items() if not k.startswith("sigreg") and k != "rollout_weight"}
+
+
+@dataclass
+class PLDMConfig(WorldModelConfig):
+    """Family ``pldm``: encoder + predictor trained with VICReg variance and covariance, temporal
+    similarity and an inverse-dynamics head (PLDM, Sobal et al. 2025; EB-JEPA) (``worldmodel.pldm.PLDM``).
+
+    loss = pred_weight * MSE(pred, emb[1:]) + std_weight * std + cov_weight * cov
+           + sim_t_weight * |emb[t+1] - emb[t]|^2 + idm_weight * MSE(idm(emb[t], emb[t+1]), a_t)
+           + rollout_weight * rollout
+
+    Defaults are EB-JEPA's best two-rooms model (github.com/facebookresearch/eb_jepa,
+    examples/ac_video_jepa/cfgs/train.yaml ``model.regularizer``: cov_coeff 8, std_coeff 16,
+    sim_coeff_t 12, idm_coeff 1, std/cov over every time step, no projector; README: removing the
+    IDM term drops success to 1%). The ``pldm-wall`` preset has PLDM's own wall coefficients
+    (github.com/vladisai/PLDM, pldm/configs/wall/icml/ds_1500k.yaml: std_coeff 3.9843, cov_coeff
+    6.9238, sim_coeff_t 0.74242, idm coeff 1.072; its std_coeff_t 0.24535 term is not reproduced).
+    """
+
+    FAMILY: ClassVar[str] = "pldm"
+
+    family: str = _f("pldm", "world-model family (registry name; wm train --model NAME)")
+    pred_weight: float = _f(1.0, "weight of the teacher-forced prediction MSE")
+    std_weight: float = _f(16.0, "weight of the VICReg variance hinge (alpha; EB-JEPA 16)")
+    cov_weight: float = _f(8.0, "weight of the VICReg covariance term (beta; EB-JEPA 8)")
+    sim_t_weight: float = _f(12.0, "weight of the temporal similarity |z_t+1 - z_t|^2 (delta; EB-JEPA 12)")
+    idm_weight: float = _f(1.0, "weight of the inverse-dynamics action MSE (omega; EB-JEPA 1)")
+    std_margin: float = _f(1.0, "target standard deviation of each embedding dimension (VICReg gamma)")
+    idm_hidden: int = _f(256, "hidden width of the inverse-dynamics MLP")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("pred_weight", "std_weight", "cov_weight", "sim_t_weight", "idm_weight"):
+            _require(getattr(self, name) >= 0, f"PLDMConfig.{name} must be >= 0, got {getattr(self, name)}")
+        _require(self.std_margin > 0, f"PLDMConfig.std_margin must be > 0, got {self.std_margin}")
+        _require(self.idm_hidden >= 1, f"PLDMConfig.idm_hidden must be >= 1, got {self.idm_hidden}")
+
+
+PLDM_PRESETS: dict[str, dict[str, Any]] = {
+    # lewm-tiny's backbone with EB-JEPA's coefficients (the defaults): for CPU runs and tests.
+    "pldm-tiny": dict(_TINY_BACKBONE, rollout_weight=0.0),
+    # PLDM's published wall coefficients (see PLDMConfig) on the default CNN backbone.
+    "pldm-wall": dict(std_weight=3.9843, cov_weight=6.9238, sim_t_weight=0.74242, idm_weight=1.072),
+}
+PLDMConfig.PRESETS = PLDM_PRESETS
+
+
+@dataclass
+class PixelConfig(WorldModelConfig):
+    """Family ``pixel``: the same encoder + predictor, trained to reconstruct pixels through a decoder
+    (the JEPA-vs-reconstruction baseline; ``worldmodel.pixel.PixelModel``). No SIGReg: the
+    reconstruction keeps the embeddings informative.
+
+    loss = recon_weight * MSE(decode(emb), frames) + pred_recon_weight * MSE(decode(pred), next frames)
+           + pred_weight * MSE(pred, stopgrad(emb[1:])) + rollout_weight * rollout
+    """
+
+    FAMILY: ClassVar[str] = "pixel"
+
+    family: str = _f("pixel", "world-model family (registry name; wm train --model NAME)")
+    decoder_width: int = _f(32, "channels of the decoder's last up-sampling stage (doubled per earlier stage)")
+    recon_weight: float = _f(1.0, "weight of reconstructing each frame from its own embedding")
+    pred_recon_weight: float = _f(1.0, "weight of reconstructing the next frame from the predicted embedding")
+    pred_weight: float = _f(1.0, "weight of the latent prediction MSE (targets not back-propagated into the encoder)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.decoder_width >= 1, f"PixelConfig.decoder_width must be >= 1, got {self.decoder_width}")
+        for name in ("recon_weight", "pred_recon_weight", "pred_weight"):
+            _require(getattr(self, name) >= 0, f"PixelConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+
+PIXEL_PRESETS: dict[str, dict[str, Any]] = {
+    "pixel-tiny": dict(_TINY_BACKBONE, decoder_width=16, rollout_weight=0.0),
+}
+PixelConfig.PRESETS = PIXEL_PRESETS
+
+#: the config class of each built-in family (``worldmodel.families`` registers them with their models)
+BUILTIN_CONFIGS: dict[str, type[WorldModelConfig]] = {"lewm": ModelConfig, "pldm": PLDMConfig, "pixel": PixelConfig}
+
+
+def preset_family(name: str) -> str | None:
+    """The family whose config class defines preset ``name`` (None if none does)."""
+    from_registry = _registered_config_classes()
+    for family, cls in from_registry.items():
+        if name in cls.PRESETS:
+            return family
+    return None
+
+
+def all_presets() -> dict[str, str]:
+    """Every preset name -> its family, over the registered families."""
+    return {name: family for family, cls in _registered_config_classes().items() for name in cls.PRESETS}
+
+
+def _registered_config_classes() -> dict[str, type[WorldModelConfig]]:
+    """The config class of every family: the built-ins plus those registered in ``worldmodel.families``
+    (read only if that module was imported: this module imports no torch)."""
+    import sys
+
+    families = sys.modules.get("worldmodel.families")
+    extra = {} if families is None else {name: f.config_cls for name, f in families.FAMILIES.items()}
+    return {**BUILTIN_CONFIGS, **extra}
 
 
 @dataclass

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from worldmodel.config import ModelConfig
+from worldmodel.config import WorldModelConfig
 
 
 class Projector(nn.Module):
@@ -134,7 +134,7 @@ class ViTBackbone(nn.Module):
 class Encoder(nn.Module):
     """uint8 frames (N, C, S, S) -> embeddings (N, D): scale to [-1, 1], backbone, projector."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: WorldModelConfig):
         super().__init__()
         c = config
         if c.encoder == "cnn":

@@ -1,4 +1,4 @@
-"""JEPA: the action-conditioned joint-embedding predictive world model (LeWorldModel-style).
+"""JEPA: the action-conditioned joint-embedding predictive world model (LeWorldModel-style; family ``lewm``).
 
     pixels (B, T, 3, H, W) uint8 --encode--> emb (B, T, D)
     emb[:, :-1], actions --predict--> pred (B, T-1, D) ~ emb[:, 1:]
@@ -13,8 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from worldmodel.config import ModelConfig
+from worldmodel.config import ModelConfig, WorldModelConfig
 from worldmodel.encoder import Encoder
+from worldmodel.families import WorldModel, check_config
 from worldmodel.predictor import Predictor
 from worldmodel.sigreg import SIGReg
 
@@ -30,17 +31,23 @@ def _shape_error(name: str, tensor: torch.Tensor, expected: str) -> ValueError:
     return ValueError(f"{name} must have shape {expected}, got {tuple(tensor.shape)} ({tensor.dtype})")
 
 
-class JEPA(nn.Module):
-    """Encoder + action-conditioned predictor + SIGReg, configured by a ``ModelConfig``."""
+class LatentPredictorModel(WorldModel):
+    """Encoder + action-conditioned predictor: what the ``lewm``, ``pldm`` and ``pixel`` families share.
 
-    def __init__(self, config: ModelConfig):
+    ``encode``, ``predict`` and ``rollout`` (with its fast eval-mode path) live here; a family
+    adds its loss (and whatever modules the loss needs). ``CONFIG_CLS`` / ``FAMILY`` name the
+    config class and registry name a subclass accepts.
+    """
+
+    CONFIG_CLS: type[WorldModelConfig] = WorldModelConfig
+    FAMILY: str = ""
+
+    def __init__(self, config: WorldModelConfig):
         super().__init__()
-        if not isinstance(config, ModelConfig):
-            raise TypeError(f"JEPA needs a ModelConfig, got {type(config).__name__}")
+        check_config(type(self), config, self.CONFIG_CLS, self.FAMILY)
         self.config = config
         self.encoder = Encoder(config)
         self.predictor = Predictor(config)
-        self.sigreg = SIGReg(config.sigreg_knots, config.sigreg_projections)
         self._prefix_memo: tuple | None = None  # rollout: (state, ctx, ctx_actions, prefix) of the last call
 
     # ----------------------------------------------------------------- checks
@@ -76,13 +83,15 @@ class JEPA(nn.Module):
     def predict(self, emb: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """emb (B, T, D), actions (B, T, A_block) -> predicted next embeddings (B, T, D).
 
-        Causal: output t predicts embedding t+1 from emb[:, :t+1] and actions[:, :t+1].
-        T must not exceed ``context + pred_steps``.
+        Teacher-forced with the history planning gives: output t predicts embedding t+1 from
+        the last ``min(t + 1, context)`` embeddings and action blocks (emb[:, s:t+1],
+        actions[:, s:t+1], s = max(0, t + 1 - context)) at window positions 0.., as
+        ``rollout`` does from the same history (``Predictor.teacher_forced``).
         """
         self._check_emb(emb)
         B, T, _ = emb.shape
         self._check_actions(actions, (B, T), "(B, T, A_block)")
-        return self.predictor(emb, actions.to(emb.dtype))
+        return self.predictor.teacher_forced(emb, actions.to(emb.dtype))
 
     def rollout(
         self,
@@ -190,6 +199,40 @@ class JEPA(nn.Module):
             ctx_actions = step_actions[:, step_actions.shape[1] - (ctx.shape[1] - 1) :]
         return torch.stack(preds, dim=1).view(B, S, H, D)
 
+    def _check_window(self, pixels: torch.Tensor, actions: torch.Tensor) -> None:
+        """Check a training batch: pixels uint8 (B, n, C, H, W) with n >= 2, actions (B, n - 1, A_block)."""
+        self._check_pixels(pixels)
+        B, n = pixels.shape[:2]
+        if n < 2:
+            raise _shape_error("pixels", pixels, "(B, n, C, H, W) with n >= 2 frames")
+        self._check_actions(actions, (B, n - 1), "(B, n - 1, A_block)")
+
+    def rollout_loss(self, emb: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """MSE of an open-loop rollout from the first ``context`` embeddings over the rest of the window.
+
+        emb (B, n, D), actions (B, n - 1, A_block) -> scalar; 0 when ``rollout_weight`` is 0 or
+        the window has fewer than two frames after the context. It trains the predictor on its
+        own outputs, as planning uses it, so errors do not compound.
+        """
+        n = emb.shape[1]
+        k = min(self.config.context, n - 1)  # context frames the rollout starts from
+        if self.config.rollout_weight <= 0 or n - k < 2:
+            return emb.new_zeros((), dtype=torch.float32)
+        future = actions[:, None, k - 1 :]  # (B, 1, n - k, A_block)
+        rolled = self.rollout_reference(emb[:, :k], future, past_actions=actions[:, : k - 1])  # (B, 1, n - k, D)
+        return F.mse_loss(rolled[:, 0].float(), emb[:, k:].float())
+
+
+class JEPA(LatentPredictorModel):
+    """Family ``lewm``: encoder + action-conditioned predictor + SIGReg, configured by a ``ModelConfig``."""
+
+    CONFIG_CLS = ModelConfig
+    FAMILY = "lewm"
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.sigreg = SIGReg(config.sigreg_knots, config.sigreg_projections)
+
     def loss(self, pixels: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training loss on a batch of windows.
 
@@ -200,29 +243,17 @@ class JEPA(nn.Module):
         Returns:
             dict of scalars: ``loss`` = ``pred_loss + sigreg_weight * sigreg_loss
             + rollout_weight * rollout_loss``, ``pred_loss`` (MSE of teacher-forced
-            next-embedding predictions), ``sigreg_loss`` (SIGReg over the batch, per time
-            step) and ``rollout_loss`` (MSE of an open-loop rollout from the first
-            ``context`` embeddings over the rest of the window; 0 when the window has
-            fewer than two frames after the context). The rollout term trains the
-            predictor on its own outputs, as planning uses it, so errors do not compound.
+            next-embedding predictions, each from the history planning gives it: ``predict``),
+            ``sigreg_loss`` (SIGReg over the batch, per time step) and ``rollout_loss``
+            (``rollout_loss``; 0 when the window has fewer than two frames after the context).
         """
-        self._check_pixels(pixels)
-        B, n = pixels.shape[:2]
-        if n < 2:
-            raise _shape_error("pixels", pixels, "(B, n, C, H, W) with n >= 2 frames")
-        self._check_actions(actions, (B, n - 1), "(B, n - 1, A_block)")
+        self._check_window(pixels, actions)
         emb = self.encode(pixels)  # (B, n, D)
         pred = self.predict(emb[:, :-1], actions)  # (B, n - 1, D)
         pred_loss = F.mse_loss(pred.float(), emb[:, 1:].float())
         sigreg_loss = self.sigreg(emb.transpose(0, 1))  # (n, B, D) -> scalar
-        loss = pred_loss + self.config.sigreg_weight * sigreg_loss
-        k = min(self.config.context, n - 1)  # context frames the rollout starts from
-        rollout_loss = pred_loss.new_zeros(())
-        if self.config.rollout_weight > 0 and n - k >= 2:
-            future = actions[:, None, k - 1 :]  # (B, 1, n - k, A_block)
-            rolled = self.rollout_reference(emb[:, :k], future, past_actions=actions[:, : k - 1])  # (B, 1, n - k, D)
-            rollout_loss = F.mse_loss(rolled[:, 0].float(), emb[:, k:].float())
-            loss = loss + self.config.rollout_weight * rollout_loss
+        rollout_loss = self.rollout_loss(emb, actions)
+        loss = pred_loss + self.config.sigreg_weight * sigreg_loss + self.config.rollout_weight * rollout_loss
         return {"loss": loss, "pred_loss": pred_loss, "sigreg_loss": sigreg_loss, "rollout_loss": rollout_loss}
 
 
@@ -272,7 +303,7 @@ class PlanningModel(nn.Module):
     and train mode keep the eager rollout.
     """
 
-    def __init__(self, model: JEPA, dtype: torch.dtype = torch.float32, compile: bool = False):
+    def __init__(self, model: LatentPredictorModel, dtype: torch.dtype = torch.float32, compile: bool = False):
         super().__init__()
         import copy
 
@@ -310,13 +341,15 @@ def planning_model(model: nn.Module, dtype: str = "float32", compile: bool = Fal
     """The model a planner should roll out, in precision ``dtype`` ('float32' or 'bfloat16').
 
     float32 without ``compile`` returns ``model`` itself (any world model); otherwise a
-    ``PlanningModel`` around a ``JEPA`` (a bf16 copy for bfloat16; float32 in and out),
+    ``PlanningModel`` around a ``LatentPredictorModel`` (``JEPA`` and the other families
+    built on the same predictor; a bf16 copy for bfloat16; float32 in and out),
     in eval mode.
     """
     if dtype not in PLANNING_DTYPES:
         raise ValueError(f"planning dtype must be one of {', '.join(PLANNING_DTYPES)}, got {dtype!r}")
     if dtype == "float32" and not compile:
         return model
-    if not isinstance(model, JEPA):
-        raise ValueError(f"planning in {dtype}{' compiled' if compile else ''} needs a JEPA, got {type(model).__name__}")
+    if not isinstance(model, LatentPredictorModel):
+        raise ValueError(f"planning in {dtype}{' compiled' if compile else ''} needs a model with the JEPA predictor "
+                         f"(families lewm, pldm, pixel), got {type(model).__name__}")
     return PlanningModel(model, getattr(torch, dtype), compile=compile).eval()

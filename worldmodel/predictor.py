@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from worldmodel.config import ModelConfig
+from worldmodel.config import WorldModelConfig
 from worldmodel.encoder import Attention, FeedForward, Projector
 
 
@@ -61,7 +61,7 @@ class AdaLNBlock(nn.Module):
 class Predictor(nn.Module):
     """Causal, action-conditioned predictor over at most ``context + pred_steps`` time steps."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: WorldModelConfig):
         super().__init__()
         c, w = config, config.predictor_width
         self.max_len = c.context + c.pred_steps
@@ -93,10 +93,44 @@ class Predictor(nn.Module):
         c = self.action_encoder(actions)  # (B, T, W)
         for block in self.blocks:
             x = block(x, c)
+        return self._head(x, emb)
+
+    def _head(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Block outputs x (B, T, W) of the tokens whose embeddings are emb (B, T, D) -> predictions (B, T, D)."""
+        B, T = x.shape[:2]
         x = self.out_proj(self.ln(x))  # (B, T, D)
         out = self.projector(x.reshape(B * T, -1)).view(B, T, -1)
         # Residual: the network only has to model how the embedding moves.
         return emb + out if self.residual else out
+
+    def teacher_forced(self, emb: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """emb (B, T, D), actions (B, T, A_block) -> predictions (B, T, D), each from planning's history.
+
+        Output t sees the last ``min(t + 1, context)`` tokens (s = max(0, t + 1 - context) .. t)
+        at positions 0.., exactly the window ``rollout`` (and ``forward`` on that window) gives a
+        prediction made from the same embeddings and blocks; T is not limited. For T <= context
+        this is ``forward``. Otherwise the windows of ``context`` tokens ending at t =
+        context - 1 .. T - 1 run as one batch: the first gives outputs 0 .. context - 1 (causal),
+        each later one its last output; in_proj and the action encoding are computed once per
+        token. The final norm, out_proj and projector see exactly the T predictions, so the
+        projector's BatchNorm statistics in train mode are over B * T rows as in ``forward``.
+        """
+        B, T, _ = emb.shape
+        c = self.context
+        if T <= c:
+            return self.forward(emb, actions)
+        n = T - c + 1  # windows
+        idx = torch.arange(c, device=emb.device)[None, :] + torch.arange(n, device=emb.device)[:, None]  # (n, c)
+        tokens = self.in_proj(emb)[:, idx]  # (B, n, c, W)
+        cond = self.action_encoder(actions)[:, idx]  # (B, n, c, W)
+        W = tokens.shape[-1]
+        x = tokens.reshape(B * n, c, W) + self.pos[:, :c]
+        cond = cond.reshape(B * n, c, W)
+        for block in self.blocks:
+            x = block(x, cond)
+        x = x.view(B, n, c, W)
+        x = torch.cat([x[:, 0], x[:, 1:, -1]], dim=1)  # (B, T, W): window 0's outputs, then each window's last
+        return self._head(x, emb)
 
     # ------------------------------------------------------------ fast rollout
     # Planning rolls the predictor out over a sliding window of at most ``context`` tokens.

@@ -1,9 +1,10 @@
-"""Training loop for the JEPA world model, nanoGPT-style: config, data, model, optimizer, loop.
+"""Training loop for the world models of every family, nanoGPT-style: config, data, model, optimizer, loop.
 
     out/
       train_config.json     the resolved TrainConfig of the latest run
-      metrics.jsonl         one line per log_every steps: step, loss, pred_loss, sigreg_loss, rollout_loss,
-                            lr, seconds, samples_per_s; and {step, val_pred_loss, seconds} lines
+      metrics.jsonl         one line per log_every steps: step, every loss term the model's ``loss`` returns
+                            (``loss`` first; lewm: loss, pred_loss, sigreg_loss, rollout_loss), lr, seconds,
+                            samples_per_s; and {step, val_pred_loss, seconds} lines
       config.json, model.safetensors, train_state.{json,safetensors}   (see checkpoint.py)
       episodes.<sha>.json   the training and validation episodes' ids and identities (seed, policy,
                             split, factors; worldmodel/episode_record.py), so that `wm eval` refuses them
@@ -40,13 +41,11 @@ from worldmodel.checkpoint import (
     save_episode_record,
 )
 from worldmodel.episode_record import merge_records, record_of_datasets
-from worldmodel.config import ModelConfig, TrainConfig
+from worldmodel.config import TrainConfig, WorldModelConfig
 from worldmodel.device import resolve_device
-from worldmodel.model import JEPA
+from worldmodel.families import WorldModel, build_model
 from worldmodel.paths import check_output_dir
 from worldmodel.progress import JsonlLogger, ProgressBar
-
-LOSS_KEYS = ("loss", "pred_loss", "sigreg_loss", "rollout_loss")
 
 
 class TrainingDiverged(ValueError):
@@ -88,7 +87,7 @@ def split_episodes(episode_ids: list[int], val_fraction: float) -> tuple[list[in
     return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
 
 
-def build_datasets(model_cfg: ModelConfig, train_cfg: TrainConfig) -> tuple[Dataset, Dataset | None]:
+def build_datasets(model_cfg: WorldModelConfig, train_cfg: TrainConfig) -> tuple[Dataset, Dataset | None]:
     """Training and held-out ``data.WindowDataset`` for ``train_cfg.data``, windows from ``model_cfg``.
 
     The split is by episode (``split_episodes``); ``WindowDataset.from_config`` checks the
@@ -109,6 +108,21 @@ def build_datasets(model_cfg: ModelConfig, train_cfg: TrainConfig) -> tuple[Data
     return windows(train_ids), (windows(val_ids) if val_ids else None)
 
 
+def loss_keys(losses: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the loss terms a model's ``loss`` returned, ``"loss"`` first, the rest in its order.
+
+    Raises ``ValueError`` if there is no ``"loss"`` or a term is not a scalar tensor.
+    """
+    if not isinstance(losses, dict) or "loss" not in losses:
+        raise ValueError(f"a model's loss() must return a dict with a 'loss' entry, got {type(losses).__name__} "
+                         f"{list(losses) if isinstance(losses, dict) else ''}")
+    for k, v in losses.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor) or v.numel() != 1:
+            raise ValueError(f"loss term {k!r} must be a scalar tensor, got {type(v).__name__} "
+                             f"{tuple(v.shape) if isinstance(v, torch.Tensor) else ''}")
+    return ["loss", *[k for k in losses if k != "loss"]]
+
+
 def collate(batch: Any) -> dict:
     """Keep a batch dict returned by ``__getitems__`` as is; stack a list of item dicts otherwise."""
     return batch if isinstance(batch, dict) else default_collate(batch)
@@ -121,26 +135,27 @@ def infinite(loader: DataLoader) -> Iterator[dict]:
 
 
 @torch.no_grad()
-def estimate_val_loss(model: JEPA, loader: DataLoader, device: torch.device, autocast: Any) -> float:
-    """Mean ``pred_loss`` over ``loader`` in eval mode (BatchNorm uses running statistics)."""
+def estimate_val_loss(model: WorldModel, loader: DataLoader, device: torch.device, autocast: Any) -> float:
+    """Mean ``pred_loss`` (``loss`` for a family without that term) over ``loader`` in eval mode
+    (BatchNorm uses running statistics)."""
     model.eval()
     total, count = 0.0, 0
     for batch in loader:
         with autocast():
             out = model.loss(batch["pixels"].to(device), batch["actions"].to(device))
         n = len(batch["pixels"])
-        total += out["pred_loss"].item() * n  # .item() syncs the device; fine, this runs rarely
+        total += out.get("pred_loss", out["loss"]).item() * n  # .item() syncs the device; fine, this runs rarely
         count += n
     model.train()
     return total / max(count, 1)
 
 
-def window_rows(cfg: ModelConfig) -> int:
+def window_rows(cfg: WorldModelConfig) -> int:
     """Dataset rows one training window spans: ``(context + pred_steps - 1) * frameskip + 1``."""
     return (cfg.window - 1) * cfg.frameskip + 1
 
 
-def too_few_windows_message(num_windows: int, batch_size: int, model_cfg: ModelConfig,
+def too_few_windows_message(num_windows: int, batch_size: int, model_cfg: WorldModelConfig,
                             episode_lengths: Any = None) -> str:
     """Why ``num_windows`` windows cannot fill a batch of ``batch_size``, and what to change.
 
@@ -183,7 +198,7 @@ def is_out_of_memory(err: BaseException) -> bool:
     return "can't allocate memory" in text or "out of memory" in text.lower()
 
 
-def _sizes(cfg: ModelConfig) -> str:
+def _sizes(cfg: WorldModelConfig) -> str:
     return (f"image_size={cfg.image_size}, window={cfg.window} frames, embed_dim={cfg.embed_dim}, "
             f"encoder_width={cfg.encoder_width}, predictor_width={cfg.predictor_width}")
 
@@ -195,21 +210,21 @@ def _say(line: str) -> None:
         pass
 
 
-def _config_diff(saved: ModelConfig, given: ModelConfig) -> str:
+def _config_diff(saved: WorldModelConfig, given: WorldModelConfig) -> str:
     a, b = saved.to_dict(), given.to_dict()
-    return ", ".join(f"{k}: saved {a[k]!r} vs given {b[k]!r}" for k in a if a[k] != b[k])
+    return ", ".join(f"{k}: saved {a.get(k)!r} vs given {b.get(k)!r}" for k in {**a, **b} if a.get(k) != b.get(k))
 
 
 def train(
-    model_cfg: ModelConfig,
+    model_cfg: WorldModelConfig,
     train_cfg: TrainConfig,
     dataset: Dataset | None = None,
     val_dataset: Dataset | None = None,
 ) -> dict:
-    """Train a ``JEPA`` and write checkpoints and metrics to ``train_cfg.out``.
+    """Train the world model of ``model_cfg.family`` and write checkpoints and metrics to ``train_cfg.out``.
 
     Args:
-        model_cfg: architecture; must match the checkpoint when resuming.
+        model_cfg: the family's config (``build_model``); must match the checkpoint when resuming.
         train_cfg: run settings.
         dataset: training windows (items ``{"pixels": uint8 (n, C, H, W), "actions":
             float32 (n - 1, A_block), ...}``, or a batch dict from ``__getitems__``).
@@ -218,7 +233,8 @@ def train(
 
     Returns:
         summary dict: ``steps`` (reached), ``start_step``, ``steps_run``, ``loss``,
-        ``pred_loss``, ``sigreg_loss``, ``val_pred_loss`` (or None), ``seconds``,
+        ``pred_loss``, every other loss term of the family (lewm: ``sigreg_loss``,
+        ``rollout_loss``), ``val_pred_loss`` (or None), ``seconds``,
         ``steps_per_s``, ``samples_per_s``, ``device``, ``out``.
     """
     out = check_output_dir(train_cfg.out)
@@ -262,7 +278,7 @@ def train(
                                                  getattr(dataset, "episode_lengths", None)))
 
     try:
-        model = JEPA(model_cfg).to(device)
+        model = build_model(model_cfg).to(device)
     except (RuntimeError, MemoryError) as err:
         if not is_out_of_memory(err):
             raise
@@ -309,12 +325,12 @@ def train(
     step = start_step
     last: dict[str, Any] = {}
     val_loss: float | None = None
-    keys = LOSS_KEYS
-    acc = torch.zeros(len(keys), device=device)  # running sums of the losses (no sync per step)
+    keys: list[str] = []  # the loss terms the model returns, "loss" first (set by the first step)
+    acc = torch.zeros(0, device=device)  # running sums of the losses (no sync per step)
     # The first step whose losses were not all finite (-1: none yet) and those losses, kept on the
     # device so that watching for divergence costs no sync per step; `check_finite` reads them.
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    bad_losses = torch.zeros(len(keys), device=device)
+    bad_losses = torch.zeros(0, device=device)
     acc_steps, t_log, t_loop = 0, time.perf_counter(), time.perf_counter()
     saved_step: int | None = start_step if start_step > 0 else None
 
@@ -328,10 +344,11 @@ def train(
         bad_step = int(first_bad.item())  # .item() syncs the device; called every log_every steps or rarer
         if bad_step >= 0:
             terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(keys, bad_losses.tolist()))
+            weight = getattr(model_cfg, "sigreg_weight", None)
             raise TrainingDiverged(
                 f"training stopped: the loss became non-finite at step {bad_step} ({terms}); {kept()}. "
-                f"Lower --lr (now {train_cfg.lr:g}) or --sigreg-weight (now {model_cfg.sigreg_weight:g}), "
-                f"or check the data")
+                f"Lower --lr (now {train_cfg.lr:g})"
+                + (f" or --sigreg-weight (now {weight:g})" if weight is not None else "") + ", or check the data")
         bad = nonfinite_tensors(model) if weights else []
         if bad:
             raise TrainingDiverged(
@@ -364,6 +381,9 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
             optimizer.step()
             step += 1
+            if not keys:
+                keys = loss_keys(losses)
+                acc, bad_losses = torch.zeros(len(keys), device=device), torch.zeros(len(keys), device=device)
             values = torch.stack([losses[k].detach().float() for k in keys])
             acc += values
             new_bad = (first_bad < 0) & ~torch.isfinite(values).all()
@@ -380,7 +400,7 @@ def train(
                         "seconds": now - t_start,
                         "samples_per_s": acc_steps * train_cfg.batch_size / max(now - t_log, 1e-9)}
                 logger.log(last)
-                bar.update(0, loss=means[0], pred=means[1])
+                bar.update(0, loss=means[0], **({"pred": last["pred_loss"]} if "pred_loss" in last else {}))
                 acc.zero_()
                 acc_steps, t_log = 0, now
             if val_loader is not None and (step % train_cfg.val_every == 0 or step == train_cfg.steps):
@@ -413,7 +433,7 @@ def train(
         "steps_run": steps_run,
         "loss": last.get("loss"),
         "pred_loss": last.get("pred_loss"),
-        "sigreg_loss": last.get("sigreg_loss"),
+        **{k: last.get(k) for k in keys if k not in ("loss", "pred_loss")},
         "val_pred_loss": val_loss,
         "seconds": time.perf_counter() - t_start,
         "steps_per_s": steps_run / max(seconds, 1e-9),

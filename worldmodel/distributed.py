@@ -80,3 +80,70 @@ def broadcast_int(value: int) -> int:
     t = torch.tensor([int(value)], dtype=torch.int64, device=_comm_device())
     dist.broadcast(t, src=0)
     return int(t.item())
+
+
+class DistributedBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm (1d/2d/3d) whose train-mode statistics are those of the union batch of all ranks.
+
+    A stand-in for ``torch.nn.SyncBatchNorm``, which runs only on GPUs: this one works with
+    any backend (gloo on CPU included) through two autograd-aware all-reduces (the sums,
+    then the squared deviations from the union mean). Same parameters, buffers and
+    ``state_dict`` keys as the ``nn.BatchNorm*`` it replaces; in eval mode, or in a single
+    process, it is exactly ``nn.BatchNorm*``. The running variance is updated with the
+    unbiased union-batch variance, as one process with the union batch would.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2-D input (N, C, ...), got {input.dim()}-D {tuple(input.shape)}")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """input (N, C, *) -> normalised (N, C, *)."""
+        self._check_input_dim(input)
+        if not (self.training and is_distributed()):
+            return super().forward(input)
+        dims = [0, *range(2, input.dim())]
+        shape = [1, -1] + [1] * (input.dim() - 2)
+        x = input.float()
+        count = all_reduce_sum(torch.tensor(float(x.numel() // x.shape[1]), device=x.device))
+        mean = all_reduce_sum(x.sum(dim=dims)) / count
+        centred = x - mean.view(shape)
+        var = all_reduce_sum(centred.square().sum(dim=dims)) / count  # biased: what normalises
+        y = centred * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                factor = (1.0 / float(self.num_batches_tracked)) if self.momentum is None else self.momentum
+                unbiased = var * count / (count - 1).clamp_min(1)
+                self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
+                self.running_var.mul_(1 - factor).add_(unbiased.detach(), alpha=factor)
+        return y.to(input.dtype)
+
+
+def convert_batchnorm(module: torch.nn.Module, device: torch.device | None = None) -> torch.nn.Module:
+    """Replace every ``nn.BatchNorm1d/2d/3d`` in ``module`` by one computing union-batch statistics.
+
+    On CUDA (NCCL) torch's ``SyncBatchNorm``; elsewhere `DistributedBatchNorm`. Parameters and
+    buffers are moved over, so the weights, the optimiser's references to them and the
+    ``state_dict`` keys stay the same. Returns ``module`` (changed in place; a bare
+    BatchNorm is returned converted).
+    """
+    if device is not None and device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    bn_types = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+    if isinstance(module, bn_types) and not isinstance(module, DistributedBatchNorm):
+        new = DistributedBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                   module.track_running_stats)
+        if module.affine:
+            new.weight, new.bias = module.weight, module.bias
+        new.running_mean, new.running_var = module.running_mean, module.running_var
+        new.num_batches_tracked = module.num_batches_tracked
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        new_child = convert_batchnorm(child, device)
+        if new_child is not child:
+            setattr(module, name, new_child)
+    return module

@@ -312,6 +312,39 @@ def autocast_context(device: torch.device, amp: bool | None) -> Any:
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def accumulate_gradients(runner: Any, model: torch.nn.Module, batches: Iterator[dict], accum: int,
+                         keys: tuple[str, ...], device: torch.device, autocast: Any = contextlib.nullcontext,
+                         seed: int = 0, first: int = 0, ddp: Any = None) -> torch.Tensor:
+    """Forward and backward ``accum`` micro-batches from ``batches``, adding ``grad(loss) / accum``
+    into the parameters' ``.grad``; return the losses ``keys`` averaged over them (float32 (K,)).
+
+    ``runner(pixels, actions)`` returns the loss dict (the model's ``loss``, maybe wrapped in
+    DDP or compiled); micro-batch m draws the regularisers' projections from ``(seed, first + m)``.
+    The gradient is that of the mean of the micro-batch losses: for a loss that is a mean over
+    samples, the gradient of one batch of ``accum`` times the size. BatchNorm and SIGReg are
+    batch statistics: they are computed per micro-batch (as one batch of the micro size would),
+    so with them the result is the mean of ``accum`` micro-batch gradients, not that of the
+    big batch. Under DDP (``ddp``: the wrapper) gradients are all-reduced once, after the last.
+    """
+    from worldmodel.regularizers import set_regularizer_step
+
+    pin = device.type == "cuda"
+    values = torch.zeros(len(keys), device=device)
+    for micro in range(accum):
+        batch = next(batches)
+        pixels = batch["pixels"].to(device, non_blocking=pin)
+        actions = batch["actions"].to(device, non_blocking=pin)
+        # the regularisers' random projections: the same on every rank, and on resume
+        set_regularizer_step(model, seed, first + micro)
+        sync = ddp is None or micro == accum - 1
+        with (contextlib.nullcontext() if sync else ddp.no_sync()):
+            with autocast():
+                losses = runner(pixels, actions)
+            (losses["loss"] / accum).backward()
+        values += torch.stack([losses[k].detach().float() for k in keys]) / accum
+    return values
+
+
 def train(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
@@ -340,9 +373,6 @@ def train(
         DDP), ``seconds``, ``steps_per_s``, ``samples_per_s``, ``device``, ``world_size``,
         ``out``.
     """
-    from worldmodel.distributed import convert_batchnorm
-    from worldmodel.regularizers import set_regularizer_step
-
     out = check_output_dir(train_cfg.out)
     t_start = time.perf_counter()
 
@@ -369,7 +399,7 @@ def train(
     rank, world, created_group = setup_distributed(device)
     try:
         return _train(model_cfg, train_cfg, dataset, val_dataset, out, t_start, start_step, saved_state,
-                      device, rank, world, convert_batchnorm, set_regularizer_step)
+                      device, rank, world)
     finally:
         if created_group:
             import torch.distributed as dist
@@ -379,9 +409,11 @@ def train(
 
 def _train(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset | None, val_dataset: Dataset | None,
            out: Path, t_start: float, start_step: int, saved_state: dict, device: torch.device, rank: int,
-           world: int, convert_batchnorm: Any, set_regularizer_step: Any) -> dict:
+           world: int) -> dict:
     """The body of ``train`` once the process group (if any) is set up."""
     from data.windows import WindowSampler
+
+    from worldmodel.distributed import convert_batchnorm
 
     main = rank == 0
     if device.type == "cuda" and world > 1:
@@ -548,19 +580,8 @@ def _train(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset | No
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            values = torch.zeros(len(keys), device=device)
-            for micro in range(accum):
-                batch = next(batches)
-                pixels = batch["pixels"].to(device, non_blocking=pin)
-                actions = batch["actions"].to(device, non_blocking=pin)
-                # the regularisers' random projections: the same on every rank, and on resume
-                set_regularizer_step(model, train_cfg.seed, step * accum + micro)
-                sync = ddp is None or micro == accum - 1
-                with (contextlib.nullcontext() if sync else ddp.no_sync()):
-                    with autocast():
-                        losses = runner(pixels, actions)
-                    (losses["loss"] / accum).backward()
-                values += torch.stack([losses[k].detach().float() for k in keys]) / accum
+            values = accumulate_gradients(runner, model, batches, accum, keys, device, autocast,
+                                          seed=train_cfg.seed, first=step * accum, ddp=ddp)
             if train_cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
             optimizer.step()

@@ -540,7 +540,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                  if getattr(args, f.name, None) is not None}
         model_cfg = ModelConfig.preset(args.preset, **{**given, **data_sizes})
     summary = train(model_cfg, train_cfg)
-    print(_json(summary, default=str))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(_json(summary, default=str))
     return 0
 
 

@@ -5,8 +5,8 @@ or a world of one), so models and regularisers call them unconditionally.
 
 Why the gradients are exact: DDP averages each parameter's gradient over the W ranks, so
 it back-propagates ``(1/W) * sum_r L_r`` (``L_r``: rank r's loss). The collectives below
-are autograd-aware (``torch.distributed.nn.functional.all_reduce``: its backward is an
-all-reduce SUM of the incoming gradients), so that sum is differentiated through the
+are autograd-aware (`all_reduce_sum`: its backward is an all-reduce SUM of the incoming
+gradients), so that sum is differentiated through the
 whole multi-rank graph, statistics of other ranks' samples included. A batch statistic
 (SIGReg's characteristic function, BatchNorm's mean and variance) computed over the union
 batch is the same on every rank, and a per-sample mean loss averaged over equal shards
@@ -15,6 +15,8 @@ union batch, and its gradient is the single-process gradient.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -44,15 +46,31 @@ def _comm_device(tensor: torch.Tensor | None = None) -> torch.device:
     return torch.device("cpu") if tensor is None or tensor.is_cuda else tensor.device
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """All-reduce (SUM) whose backward all-reduces (SUM) the gradient: the derivative of
+    ``sum_r x_r`` seen from every rank's loss (as ``torch.distributed.nn.functional.all_reduce``,
+    which torch has deprecated)."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return _AllReduceSum.apply(grad)
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum of ``tensor`` (any shape) over the ranks, differentiable (backward: the sum of the
     ranks' gradients); ``tensor`` itself in a single process."""
     if not is_distributed():
         return tensor
-    from torch.distributed.nn.functional import all_reduce
-
     device = _comm_device(tensor)
-    return all_reduce(tensor.to(device)).to(tensor.device)
+    return _AllReduceSum.apply(tensor.to(device)).to(tensor.device)
 
 
 def gather_batch(x: torch.Tensor, dim: int) -> torch.Tensor:

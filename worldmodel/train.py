@@ -1,17 +1,30 @@
 """Training loop for the JEPA world model, nanoGPT-style: config, data, model, optimizer, loop.
 
     out/
-      train_config.json     the resolved TrainConfig of the latest run
+      train_config.json     the resolved TrainConfig of the latest run, with ``device`` and ``world_size``
       metrics.jsonl         one line per log_every steps: step, loss, pred_loss, sigreg_loss, rollout_loss,
                             lr, seconds, samples_per_s; and {step, val_pred_loss, seconds} lines
+      events.out.tfevents.* the same curves for TensorBoard (``train/<key>``, ``val/pred_loss``; --no-tensorboard: none)
       config.json, model.safetensors, train_state.{json,safetensors}   (see checkpoint.py)
       episodes.<sha>.json   the training and validation episodes' ids and identities (seed, policy,
                             split, factors; worldmodel/episode_record.py), so that `wm eval` refuses them
 
-Rerunning with the same ``out`` resumes from the saved step; a finished run is a no-op.
-A run whose loss (or weights) become NaN or infinite stops with ``TrainingDiverged``
-naming the step; a checkpoint is only ever written from finite weights, so the last
-good one is kept.
+Rerunning with the same ``out`` resumes from the saved step and continues exactly: batch b
+of a run is always batch b of the seeded per-epoch order (``ResumableBatches``), the
+regularisers' random projections follow the step, metrics.jsonl lines a crash left after
+the checkpoint are dropped, and an interrupted logging interval's partial sums are kept, so
+an interrupted and resumed run writes the lines of an uninterrupted one, each step once.
+A finished run is a no-op. A run whose loss (or weights) become NaN or infinite stops with
+``TrainingDiverged`` naming the step; a checkpoint is only ever written from finite
+weights, so the last good one is kept.
+
+Several processes (DDP): ``torchrun --nproc-per-node N -m worldmodel train ...`` (gloo on
+CPU, NCCL on CUDA, one GPU per process). ``--batch-size`` is the union batch over the
+processes; each reads its shard (``data.WindowSampler``), BatchNorm and SIGReg use
+union-batch statistics and the same random projections on every rank, so the loss and
+gradients are those of one process on the union batch. Only rank 0 writes files.
+``--grad-accum K`` accumulates K batches per optimiser step; ``--amp`` runs bf16 autocast
+(on CPU too); ``--compile`` runs the loss through ``torch.compile``.
 """
 
 from __future__ import annotations

@@ -11,10 +11,15 @@
                                 named by its content's SHA-256 and referenced from config.json's
                                 ``extra["episodes"]``                             (optional)
 
-Each file is written to a temporary name in DIR and moved into place with
-``os.replace``; ``train_state.json`` goes last, so its presence marks a complete
-resumable checkpoint. Every file records the step, so a save interrupted between
-two replacements is detected on resume instead of mixing two steps.
+A save is crash-safe at every point: the new files are written (and fsynced) into a
+fresh folder ``DIR/.staging-<pid>/``, which is then renamed to ``DIR/.pending/`` in one
+atomic step (the commit point: ``.pending/`` only ever holds a complete checkpoint), and
+its files are moved onto DIR's with ``os.replace``, ``train_state.json`` last. Readers see
+a file of ``.pending/`` in place of DIR's (`current_file`), so an interruption before the
+commit leaves the previous step readable and resumable, one after it the new step; the
+next save completes (rolls forward) an interrupted one and removes stale staging folders.
+Every file also records the step, so a folder mixed by other means (an older version, a
+hand copy) is detected on resume instead of mixing two steps.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,11 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 TRAIN_TENSORS_FILE = "train_state.safetensors"
 TRAIN_JSON_FILE = "train_state.json"
+PENDING_DIR = ".pending"  # a complete checkpoint whose files are being moved into place
+STAGING_PREFIX = ".staging-"  # a checkpoint being written (incomplete until renamed to PENDING_DIR)
+#: the order in which a save moves its files into place: train_state.json, the mark of a
+#: complete resumable checkpoint, last
+SAVE_ORDER = (TRAIN_TENSORS_FILE, MODEL_FILE, CONFIG_FILE, TRAIN_JSON_FILE)
 
 
 class CheckpointError(ValueError):
@@ -44,6 +55,41 @@ class CheckpointError(ValueError):
 
 
 # ------------------------------------------------------------------ helpers
+def current_file(directory: str | os.PathLike, name: str) -> Path:
+    """The file ``name`` of checkpoint ``directory`` as it currently stands: the copy in
+    ``.pending/`` that an interrupted save had not yet moved into place, else ``directory/name``."""
+    pending = Path(directory) / PENDING_DIR / name
+    return pending if pending.is_file() else Path(directory) / name
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a folder's entries (renames, new files) durable; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _finish_pending(out: Path) -> None:
+    """Move the files of a committed save (``out/.pending/``) into place, then drop the folder."""
+    pending = out / PENDING_DIR
+    if not pending.is_dir():
+        return
+    names = [n for n in SAVE_ORDER if (pending / n).exists()]
+    names += sorted(p.name for p in pending.iterdir() if p.name not in SAVE_ORDER)
+    for name in names:
+        os.replace(pending / name, out / name)
+    _fsync_dir(out)
+    os.rmdir(pending)
+    _fsync_dir(out)
+
+
 def _replace_atomically(path: Path, write) -> None:
     """Call ``write(tmp_path)``, fsync, then ``os.replace`` tmp onto ``path``."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -186,12 +232,21 @@ def save_checkpoint(
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{name} must be JSON-serialisable: {e}") from None
 
+    _finish_pending(out)  # an earlier save interrupted after its commit point: complete it first
+    for stale in out.glob(f"{STAGING_PREFIX}*"):  # saves interrupted before it: incomplete, dropped
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = out / f"{STAGING_PREFIX}{os.getpid()}"
+    stage.mkdir()
     if with_train_state:
-        _write_tensors(out / TRAIN_TENSORS_FILE, tensors, step_meta)
-    _write_tensors(out / MODEL_FILE, model.state_dict(), step_meta)
-    _write_json(out / CONFIG_FILE, config)
+        _write_tensors(stage / TRAIN_TENSORS_FILE, tensors, step_meta)
+    _write_tensors(stage / MODEL_FILE, model.state_dict(), step_meta)
+    _write_json(stage / CONFIG_FILE, config)
     if with_train_state:
-        _write_json(out / TRAIN_JSON_FILE, train_json)
+        _write_json(stage / TRAIN_JSON_FILE, train_json)
+    _fsync_dir(stage)
+    os.rename(stage, out / PENDING_DIR)  # the commit point: from here on readers see the new step
+    _fsync_dir(out)
+    _finish_pending(out)
     return out
 
 
@@ -212,7 +267,7 @@ def load_extra(directory: str | os.PathLike) -> dict:
     compares with the evaluation data.
     """
     path = _check_dir(directory)
-    cfg = _read_json(path / CONFIG_FILE)
+    cfg = _read_json(current_file(path, CONFIG_FILE))
     extra = cfg.get("extra") if isinstance(cfg, dict) else None
     return extra if isinstance(extra, dict) else {}
 
@@ -310,7 +365,7 @@ def load_config(directory: str | os.PathLike) -> WorldModelConfig:
     An unknown family is a ``CheckpointError`` naming it (and the closest registered name).
     """
     path = _check_dir(directory)
-    cfg = _read_json(path / CONFIG_FILE)
+    cfg = _read_json(current_file(path, CONFIG_FILE))
     if not isinstance(cfg, dict) or "model" not in cfg:
         raise CheckpointError(f"{path / CONFIG_FILE} has no 'model' section")
     version = cfg.get("format_version")
@@ -347,7 +402,7 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "
 def load_model_weights(directory: str | os.PathLike, model: torch.nn.Module) -> None:
     """Load ``directory/model.safetensors`` into an existing ``model`` (any device), checking shapes."""
     path = _check_dir(directory)
-    load_weights(model, _read_tensors(path / MODEL_FILE), source=path / MODEL_FILE)
+    load_weights(model, _read_tensors(current_file(path, MODEL_FILE)), source=current_file(path, MODEL_FILE))
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike = "state dict") -> None:
@@ -370,12 +425,12 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source:
 def has_train_state(directory: str | os.PathLike) -> bool:
     """Whether ``directory`` holds a complete resumable checkpoint."""
     path = Path(directory)
-    return (path / TRAIN_JSON_FILE).is_file() and (path / MODEL_FILE).is_file()
+    return current_file(path, TRAIN_JSON_FILE).is_file() and current_file(path, MODEL_FILE).is_file()
 
 
 def read_train_state(directory: str | os.PathLike) -> dict:
     """The JSON side of the train state: ``step`` and the caller's ``train_state`` dict."""
-    info = _read_json(Path(directory) / TRAIN_JSON_FILE)
+    info = _read_json(current_file(directory, TRAIN_JSON_FILE))
     if not isinstance(info, dict) or info.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{Path(directory) / TRAIN_JSON_FILE} is not a train state of format {FORMAT_VERSION}")
     return {"step": info.get("step"), "train_state": info.get("train_state") or {}}
@@ -391,18 +446,19 @@ def load_train_state(
     Checks that the model weights and the train state come from the same step.
     """
     path = _check_dir(directory)
-    info = _read_json(path / TRAIN_JSON_FILE)
+    info = _read_json(current_file(path, TRAIN_JSON_FILE))
     if not isinstance(info, dict) or info.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path / TRAIN_JSON_FILE} is not a train state of format {FORMAT_VERSION}")
     step = info.get("step")
-    steps = {"model": _step_of_tensors(path / MODEL_FILE), "train state": _step_of_tensors(path / TRAIN_TENSORS_FILE)}
+    steps = {"model": _step_of_tensors(current_file(path, MODEL_FILE)),
+             "train state": _step_of_tensors(current_file(path, TRAIN_TENSORS_FILE))}
     for what, s in steps.items():
         if s != step:
             raise CheckpointError(
                 f"checkpoint in {path} is inconsistent: {TRAIN_JSON_FILE} is at step {step} but the {what} "
                 f"at step {s} (a save was interrupted); delete the folder or restore a complete copy"
             )
-    tensors = _read_tensors(path / TRAIN_TENSORS_FILE)
+    tensors = _read_tensors(current_file(path, TRAIN_TENSORS_FILE))
     if optimizer is not None:
         if info.get("optimizer") is None:
             raise CheckpointError(f"{path} holds no optimizer state")

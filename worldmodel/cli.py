@@ -585,7 +585,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     meta = open_dataset(train_cfg.data).meta
     model_cfg = options.model_config(image_size=int(meta["image_shape"][0]), action_dim=int(meta["action_dim"]))
     summary = train(model_cfg, train_cfg)
-    print(_json(summary, default=str))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(_json(summary, default=str))
     return 0
 
 

@@ -396,7 +396,8 @@ class TrainConfig:
     grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 disables)")
     seed: int = _f(0, "random seed (model init, data order, SIGReg projections)")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N | mps")
-    amp: bool = _f(True, "bfloat16 autocast on CUDA (ignored elsewhere)")
+    amp: Optional[bool] = _f(None, "bfloat16 autocast: --amp on any device (CPU included), --no-amp never; "
+                                   "unset: on CUDA only")
     log_every: int = _f(25, "steps between metric lines in metrics.jsonl")
     val_every: int = _f(250, "steps between held-out evaluations (0 disables)")
     val_batches: int = _f(8, "batches per held-out evaluation")
@@ -406,10 +407,14 @@ class TrainConfig:
     val_fraction: float = _f(0.1, "fraction of episodes (the last ones) held out for validation")
     cache: bool = _f(True, "keep decoded training windows in RAM")
     progress: bool = _f(True, "show progress on stderr: a bar on a terminal, else a plain line every 15 s")
+    grad_accum: int = _f(1, "micro-batches of batch_size accumulated per optimisation step (effective batch: "
+                            "grad_accum x batch_size; BatchNorm and SIGReg statistics stay per micro-batch)")
+    compile: bool = _f(False, "run the model's loss through torch.compile (the first steps compile: minutes on CPU)")
+    tensorboard: bool = _f(True, "also write TensorBoard event files beside metrics.jsonl (rank 0)")
 
     def __post_init__(self) -> None:
         _require_finite(self)
-        for name in ("steps", "log_every", "ckpt_every", "val_batches"):
+        for name in ("steps", "log_every", "ckpt_every", "val_batches", "grad_accum"):
             _require(getattr(self, name) >= 1, f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("warmup_steps", "val_every", "num_workers"):
             _require(getattr(self, name) >= 0, f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")

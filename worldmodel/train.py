@@ -1,18 +1,31 @@
 """Training loop for the world models of every family, nanoGPT-style: config, data, model, optimizer, loop.
 
     out/
-      train_config.json     the resolved TrainConfig of the latest run
+      train_config.json     the resolved TrainConfig of the latest run, with ``device`` and ``world_size``
       metrics.jsonl         one line per log_every steps: step, every loss term the model's ``loss`` returns
                             (``loss`` first; lewm: loss, pred_loss, sigreg_loss, rollout_loss), lr, seconds,
                             samples_per_s; and {step, val_pred_loss, seconds} lines
+      events.out.tfevents.* the same curves for TensorBoard (``train/<key>``, ``val/pred_loss``; --no-tensorboard: none)
       config.json, model.safetensors, train_state.{json,safetensors}   (see checkpoint.py)
       episodes.<sha>.json   the training and validation episodes' ids and identities (seed, policy,
                             split, factors; worldmodel/episode_record.py), so that `wm eval` refuses them
 
-Rerunning with the same ``out`` resumes from the saved step; a finished run is a no-op.
-A run whose loss (or weights) become NaN or infinite stops with ``TrainingDiverged``
-naming the step; a checkpoint is only ever written from finite weights, so the last
-good one is kept.
+Rerunning with the same ``out`` resumes from the saved step and continues exactly: batch b
+of a run is always batch b of the seeded per-epoch order (``ResumableBatches``), the
+regularisers' random projections follow the step, metrics.jsonl lines a crash left after
+the checkpoint are dropped, and an interrupted logging interval's partial sums are kept, so
+an interrupted and resumed run writes the lines of an uninterrupted one, each step once.
+A finished run is a no-op. A run whose loss (or weights) become NaN or infinite stops with
+``TrainingDiverged`` naming the step; a checkpoint is only ever written from finite
+weights, so the last good one is kept.
+
+Several processes (DDP): ``torchrun --nproc-per-node N -m worldmodel train ...`` (gloo on
+CPU, NCCL on CUDA, one GPU per process). ``--batch-size`` is the union batch over the
+processes; each reads its shard (``data.WindowSampler``), BatchNorm and SIGReg use
+union-batch statistics and the same random projections on every rank, so the loss and
+gradients are those of one process on the union batch. Only rank 0 writes files.
+``--grad-accum K`` accumulates K batches per optimiser step; ``--amp`` runs bf16 autocast
+(on CPU too); ``--compile`` runs the loss through ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -128,12 +141,6 @@ def collate(batch: Any) -> dict:
     return batch if isinstance(batch, dict) else default_collate(batch)
 
 
-def infinite(loader: DataLoader) -> Iterator[dict]:
-    """Yield batches forever, starting a new epoch (new shuffle) whenever one ends."""
-    while True:
-        yield from loader
-
-
 @torch.no_grad()
 def estimate_val_loss(model: WorldModel, loader: DataLoader, device: torch.device, autocast: Any) -> float:
     """Mean ``pred_loss`` (``loss`` for a family without that term) over ``loader`` in eval mode
@@ -215,6 +222,162 @@ def _config_diff(saved: WorldModelConfig, given: WorldModelConfig) -> str:
     return ", ".join(f"{k}: saved {a.get(k)!r} vs given {b.get(k)!r}" for k in {**a, **b} if a.get(k) != b.get(k))
 
 
+class LossModule(torch.nn.Module):
+    """``forward(pixels, actions) -> model.loss(pixels, actions)``: what DDP and ``torch.compile``
+    wrap (DDP synchronises gradients only for work done inside a wrapped ``forward``)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """pixels uint8 (B, n, C, H, W), actions (B, n - 1, A_block) -> the model's loss dict."""
+        return self.model.loss(pixels, actions)
+
+
+def setup_distributed(device: torch.device) -> tuple[int, int, bool]:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment).
+
+    Uses the group already initialised by the caller if there is one. The backend is NCCL
+    for CUDA devices, gloo otherwise. Returns ``(rank, world_size, created)``; ``created``:
+    this call initialised the group (``train`` then destroys it when it ends).
+    """
+    import os
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, False
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), True
+
+
+class ResumableBatches:
+    """Infinite batch sampler: ``sampler``'s batches epoch after epoch, from batch ``start`` on.
+
+    Batch b of the run is batch ``b % len(sampler)`` of epoch ``b // len(sampler)``, whatever
+    the run was resumed from, so a resumed run reads exactly the batches the uninterrupted
+    one would have read. ``sampler``: a ``data.WindowSampler`` with ``batch_size`` (one
+    rank's shard of every union batch under DDP).
+    """
+
+    def __init__(self, sampler: Any, start: int = 0):
+        if len(sampler) < 1:
+            raise ValueError("the sampler yields no batch (fewer windows than one batch)")
+        self.sampler, self.start = sampler, int(start)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, skip = divmod(self.start, len(self.sampler))
+        while True:
+            self.sampler.set_epoch(epoch)
+            for i, batch in enumerate(self.sampler):
+                if i >= skip:
+                    yield batch
+            skip, epoch = 0, epoch + 1
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the lines of ``path`` (metrics.jsonl) logged after ``step`` (and a torn last line).
+
+    A resumed run continues from its checkpoint's step; lines a crashed run wrote after
+    that checkpoint would otherwise appear twice.
+    """
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if line.endswith("\n") and isinstance(record, dict) and int(record.get("step", 0)) <= step:
+            keep.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(keep))
+    tmp.replace(path)
+
+
+class _NoLogger:
+    """Stands in for ``JsonlLogger`` on ranks other than 0 (which write nothing)."""
+
+    def log(self, record: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """In-place all-reduce (no autograd) of a tensor on any device; a no-op in one process."""
+    from worldmodel.distributed import is_distributed
+
+    if not is_distributed():
+        return tensor
+    import torch.distributed as dist
+
+    comm = tensor if (dist.get_backend() == "nccl") == tensor.is_cuda else tensor.cpu()
+    dist.all_reduce(comm, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
+    if comm is not tensor:
+        tensor.copy_(comm)
+    return tensor
+
+
+def autocast_context(device: torch.device, amp: bool | None) -> Any:
+    """The context training's forward passes run in: bfloat16 autocast or nothing.
+
+    ``amp`` None: bfloat16 on CUDA only (the default); True: bfloat16 on any device, CPU
+    included (where matrix products then run in bf16; SIGReg and the other regularisers
+    stay float32); False: float32 everywhere.
+    """
+    enabled = device.type == "cuda" if amp is None else bool(amp)
+    if not enabled:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def accumulate_gradients(runner: Any, model: torch.nn.Module, batches: Iterator[dict], accum: int,
+                         keys: list[str], device: torch.device, autocast: Any = contextlib.nullcontext,
+                         seed: int = 0, first: int = 0, ddp: Any = None) -> torch.Tensor:
+    """Forward and backward ``accum`` micro-batches from ``batches``, adding ``grad(loss) / accum``
+    into the parameters' ``.grad``; return the losses ``keys`` averaged over them (float32 (K,)).
+    An empty ``keys`` list is filled in place with the terms the model's loss returns
+    (`loss_keys`: ``"loss"`` first).
+
+    ``runner(pixels, actions)`` returns the loss dict (the model's ``loss``, maybe wrapped in
+    DDP or compiled); micro-batch m draws the regularisers' projections from ``(seed, first + m)``.
+    The gradient is that of the mean of the micro-batch losses: for a loss that is a mean over
+    samples, the gradient of one batch of ``accum`` times the size. BatchNorm and SIGReg are
+    batch statistics: they are computed per micro-batch (as one batch of the micro size would),
+    so with them the result is the mean of ``accum`` micro-batch gradients, not that of the
+    big batch. Under DDP (``ddp``: the wrapper) gradients are all-reduced once, after the last.
+    """
+    from worldmodel.regularizers import set_regularizer_step
+
+    pin = device.type == "cuda"
+    values: torch.Tensor | None = None
+    for micro in range(accum):
+        batch = next(batches)
+        pixels = batch["pixels"].to(device, non_blocking=pin)
+        actions = batch["actions"].to(device, non_blocking=pin)
+        # the regularisers' random projections: the same on every rank, and on resume
+        set_regularizer_step(model, seed, first + micro)
+        sync = ddp is None or micro == accum - 1
+        with (contextlib.nullcontext() if sync else ddp.no_sync()):
+            with autocast():
+                losses = runner(pixels, actions)
+            (losses["loss"] / accum).backward()
+        if not keys:
+            keys.extend(loss_keys(losses))
+        step_values = torch.stack([losses[k].detach().float() for k in keys]) / accum
+        values = step_values if values is None else values + step_values
+    return values
+
+
 def train(
     model_cfg: WorldModelConfig,
     train_cfg: TrainConfig,
@@ -231,17 +394,24 @@ def train(
             Built from ``train_cfg.data`` when None.
         val_dataset: held-out windows; built with ``dataset`` when that is None.
 
+    Under ``torchrun`` (or inside a process group the caller initialised) every rank runs
+    this with the same arguments: each reads its shard of every batch of ``batch_size``
+    windows (``batch_size`` is the union over ranks, divisible by the world size),
+    BatchNorm and the regularisers use union-batch statistics, and only rank 0 writes
+    files. Checkpoints are read by every rank on resume (a shared folder).
+
     Returns:
         summary dict: ``steps`` (reached), ``start_step``, ``steps_run``, ``loss``,
         ``pred_loss``, every other loss term of the family (lewm: ``sigreg_loss``,
-        ``rollout_loss``), ``val_pred_loss`` (or None), ``seconds``,
-        ``steps_per_s``, ``samples_per_s``, ``device``, ``out``.
+        ``rollout_loss``), ``val_pred_loss`` (or None; rank 0 only under DDP), ``seconds``,
+        ``steps_per_s``, ``samples_per_s``, ``device``, ``world_size``, ``out``.
     """
     out = check_output_dir(train_cfg.out)
     t_start = time.perf_counter()
 
     # ---- resume? (a finished run returns before touching any data)
     start_step = 0
+    saved_state: dict[str, Any] = {}
     if has_train_state(out):
         saved_cfg = load_config(out)
         if saved_cfg != model_cfg:
@@ -249,8 +419,9 @@ def train(
                              f"use the same config to resume, or another --out")
         saved = read_train_state(out)
         start_step = int(saved["step"] or 0)
+        saved_state = saved["train_state"]
         if start_step >= train_cfg.steps:
-            last = saved["train_state"].get("last", {})
+            last = saved_state.get("last", {})
             return {**last, "steps": start_step, "start_step": start_step, "steps_run": 0, "seconds": 0.0,
                     "out": str(out), "finished": True}
 
@@ -258,21 +429,50 @@ def train(
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
     device = resolve_device(train_cfg.device)
-    torch.manual_seed(train_cfg.seed)
-    use_amp = train_cfg.amp and device.type == "cuda"
+    rank, world, created_group = setup_distributed(device)
+    try:
+        return _train(model_cfg, train_cfg, dataset, val_dataset, out, t_start, start_step, saved_state,
+                      device, rank, world)
+    finally:
+        if created_group:
+            import torch.distributed as dist
 
-    def autocast() -> Any:
-        return torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext()
+            dist.destroy_process_group()
+
+
+def _train(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset | None, val_dataset: Dataset | None,
+           out: Path, t_start: float, start_step: int, saved_state: dict, device: torch.device, rank: int,
+           world: int) -> dict:
+    """The body of ``train`` once the process group (if any) is set up."""
+    from data.windows import WindowSampler
+
+    from worldmodel.distributed import convert_batchnorm
+
+    main = rank == 0
+    if device.type == "cuda" and world > 1:
+        import os
+
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    if train_cfg.batch_size % world:
+        raise ValueError(f"batch_size={train_cfg.batch_size} (the union batch over ranks) must be divisible by the "
+                         f"world size {world}")
+    rank_batch = train_cfg.batch_size // world
+    accum = train_cfg.grad_accum
+    torch.manual_seed(train_cfg.seed)
+    autocast = autocast_context(device, train_cfg.amp)
 
     if dataset is None:
-        if train_cfg.progress:
+        if train_cfg.progress and main:
             _say(f"train: reading windows of {train_cfg.data}" + (" into RAM (--no-cache reads them per batch)"
                                                                   if train_cfg.cache else ""))
         dataset, built_val = build_datasets(model_cfg, train_cfg)
         val_dataset = val_dataset if val_dataset is not None else built_val
-        if train_cfg.progress:
+        if train_cfg.progress and main:
             _say(f"train: {len(dataset)} training windows, {0 if built_val is None else len(built_val)} held-out; "
-                 f"{train_cfg.steps} steps of {train_cfg.batch_size} on {device}")
+                 f"{train_cfg.steps} steps of {train_cfg.batch_size}"
+                 + (f" x {accum} accumulated" if accum > 1 else "") + f" on {device}"
+                 + (f" x {world} processes" if world > 1 else ""))
     if len(dataset) < train_cfg.batch_size:
         raise ValueError(too_few_windows_message(len(dataset), train_cfg.batch_size, model_cfg,
                                                  getattr(dataset, "episode_lengths", None)))
@@ -284,54 +484,80 @@ def train(
             raise
         raise ValueError(f"the model does not fit in memory on {device} ({_sizes(model_cfg)}): "
                          f"{str(err).splitlines()[0][:200]}; choose smaller sizes") from None
+    if world > 1:
+        model = convert_batchnorm(model, device)  # BatchNorm statistics over the union batch
     optimizer = configure_optimizer(model, train_cfg, device)
     if start_step > 0:
         load_model_weights(out, model)
         start_step = load_train_state(out, optimizer)
-    # Reseed so a resumed run draws fresh (but reproducible) data order and SIGReg projections.
+    runner: torch.nn.Module = LossModule(model)
+    ddp = None
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = runner = DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None,
+                                               broadcast_buffers=False)  # BatchNorm buffers agree already
+    if train_cfg.compile:
+        runner = torch.compile(runner)
+    # Reseed so a resumed run draws fresh (but reproducible) dropout masks; the data order
+    # and the regularisers' projections follow the step (ResumableBatches, set_regularizer_step).
     torch.manual_seed(train_cfg.seed + start_step)
-    loader_gen = torch.Generator().manual_seed(train_cfg.seed + start_step)
     pin = device.type == "cuda"
     workers = train_cfg.num_workers
+    sampler = WindowSampler(len(dataset), batch_size=rank_batch, shuffle=True, seed=train_cfg.seed, rank=rank,
+                            world_size=world, drop_last=True)
     # Workers are spawned, not forked: Lance (the data layer) is not fork-safe. The
     # start method is set on this loader only, never process-wide.
-    loader = DataLoader(dataset, batch_size=train_cfg.batch_size, shuffle=True, drop_last=True,
-                        collate_fn=collate, num_workers=workers, pin_memory=pin, generator=loader_gen,
-                        persistent_workers=workers > 0, multiprocessing_context="spawn" if workers > 0 else None)
+    loader = DataLoader(dataset, batch_sampler=ResumableBatches(sampler, start_step * accum), collate_fn=collate,
+                        num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
+                        multiprocessing_context="spawn" if workers > 0 else None)
     val_loader = None
-    if val_dataset is not None and len(val_dataset) > 0 and train_cfg.val_every > 0:
+    if main and val_dataset is not None and len(val_dataset) > 0 and train_cfg.val_every > 0:
         # A fixed random subset of held-out windows, the same at every evaluation.
         g = torch.Generator().manual_seed(train_cfg.seed)
         subset = torch.randperm(len(val_dataset), generator=g)[: train_cfg.val_batches * train_cfg.batch_size]
         val_loader = DataLoader(Subset(val_dataset, sorted(subset.tolist())), batch_size=train_cfg.batch_size,
                                 collate_fn=collate, num_workers=0, pin_memory=pin)
 
-    out.mkdir(parents=True, exist_ok=True)
-    resolved = {**train_cfg.to_dict(), "device": str(device)}
+    resolved = {**train_cfg.to_dict(), "device": str(device), "world_size": world}
     trained_on = dataset_identity(train_cfg.data)  # env id etc., checked by `wm eval`
-    # the episodes this run trains and validates on (with those of the run it resumes), refused by `wm eval`
-    seen = record_of_datasets(dataset, val_dataset)
-    if start_step > 0:
-        earlier = load_episode_record(out)
-        seen = merge_records(earlier, seen) if seen else earlier
-    seen_info = save_episode_record(out, seen) if seen else None
-    (out / "train_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
-    logger = JsonlLogger(out / "metrics.jsonl")
-    bar = ProgressBar(train_cfg.steps, desc="train", initial=start_step, enabled=train_cfg.progress)
+    seen_info = None
+    writer = None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        # the episodes this run trains and validates on (with those of the run it resumes), refused by `wm eval`
+        seen = record_of_datasets(dataset, val_dataset)
+        if start_step > 0:
+            earlier = load_episode_record(out)
+            seen = merge_records(earlier, seen) if seen else earlier
+        seen_info = save_episode_record(out, seen) if seen else None
+        (out / "train_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        truncate_metrics(out / "metrics.jsonl", start_step)  # lines a crash left after the checkpoint
+        logger: Any = JsonlLogger(out / "metrics.jsonl")
+        if train_cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # beside metrics.jsonl; events after the checkpoint a crashed run wrote are hidden
+            writer = SummaryWriter(log_dir=str(out), purge_step=start_step + 1 if start_step > 0 else None)
+    else:
+        logger = _NoLogger()
+    bar = ProgressBar(train_cfg.steps, desc="train", initial=start_step, enabled=train_cfg.progress and main)
 
     # ---- loop
     model.train()
-    batches = infinite(loader)
+    batches = iter(loader)
     step = start_step
-    last: dict[str, Any] = {}
+    last: dict[str, Any] = dict(saved_state.get("last", {}))
     val_loss: float | None = None
     keys: list[str] = []  # the loss terms the model returns, "loss" first (set by the first step)
     acc = torch.zeros(0, device=device)  # running sums of the losses (no sync per step)
+    acc_steps = 0
+    log_acc = saved_state.get("log_acc")  # the partial sums of an interrupted logging interval
     # The first step whose losses were not all finite (-1: none yet) and those losses, kept on the
     # device so that watching for divergence costs no sync per step; `check_finite` reads them.
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     bad_losses = torch.zeros(0, device=device)
-    acc_steps, t_log, t_loop = 0, time.perf_counter(), time.perf_counter()
+    t_log, t_loop = time.perf_counter(), time.perf_counter()
     saved_step: int | None = start_step if start_step > 0 else None
 
     def kept() -> str:
@@ -340,9 +566,14 @@ def train(
         return f"the last good checkpoint (step {saved_step}) is kept in {out}"
 
     def check_finite(weights: bool = False) -> None:
-        """Raise ``TrainingDiverged`` if a step's loss (or, with ``weights``, a weight) is not finite."""
-        bad_step = int(first_bad.item())  # .item() syncs the device; called every log_every steps or rarer
-        if bad_step >= 0:
+        """Raise ``TrainingDiverged`` if a step's loss (or, with ``weights``, a weight) is not finite.
+
+        Under DDP the ranks agree (the earliest bad step of any rank), so all of them stop.
+        """
+        never = torch.iinfo(torch.long).max
+        earliest = _all_reduce_(torch.where(first_bad < 0, torch.full_like(first_bad, never), first_bad), op="min")
+        bad_step = int(earliest.item())  # .item() syncs the device; called every log_every steps or rarer
+        if bad_step != never:
             terms = ", ".join(f"{k}={v:.4g}" for k, v in zip(keys, bad_losses.tolist()))
             weight = getattr(model_cfg, "sigreg_weight", None)
             raise TrainingDiverged(
@@ -356,13 +587,22 @@ def train(
                 f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) although every loss so far was finite; "
                 f"{kept()}. Lower --lr (now {train_cfg.lr:g}) or check the data")
 
-    def checkpoint() -> None:
+    def checkpoint(synced: bool = True) -> None:
         nonlocal saved_step
-        check_finite(weights=True)  # a NaN step is never saved over a good checkpoint
-        extra = {"train_config": resolved, "dataset": trained_on, **({"episodes": seen_info} if seen_info else {})}
-        save_checkpoint(out, model, train_state={"last": last}, optimizer=optimizer, step=step, extra=extra)
-        if seen_info:  # config.json now names this run's record: drop older ones (a glob, cheap)
-            prune_episode_records(out, keep=seen_info["file"])
+        if synced:
+            check_finite(weights=True)  # a NaN step is never saved over a good checkpoint
+            sums = _all_reduce_(acc.clone()) / world  # a collective: every rank takes part
+        elif nonfinite_tensors(model):
+            raise TrainingDiverged(f"not saving the weights of step {step}: they are non-finite")
+        else:
+            sums = acc  # interrupted (no collective possible): under DDP rank 0's own partial sums
+        if main:
+            extra = {"train_config": resolved, "dataset": trained_on, **({"episodes": seen_info} if seen_info else {})}
+            log_state = {"keys": list(keys), "steps": acc_steps, "sums": sums.tolist()}
+            save_checkpoint(out, model, train_state={"last": last, "log_acc": log_state}, optimizer=optimizer,
+                            step=step, extra=extra)
+            if seen_info:  # config.json now names this run's record: drop older ones (a glob, cheap)
+                prune_episode_records(out, keep=seen_info["file"])
         saved_step = step
 
     try:
@@ -370,21 +610,18 @@ def train(
             lr = get_lr(step, train_cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = next(batches)
-            pixels = batch["pixels"].to(device, non_blocking=pin)
-            actions = batch["actions"].to(device, non_blocking=pin)
-            with autocast():
-                losses = model.loss(pixels, actions)
             optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
+            values = accumulate_gradients(runner, model, batches, accum, keys, device, autocast,
+                                          seed=train_cfg.seed, first=step * accum, ddp=ddp)
             if train_cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
             optimizer.step()
             step += 1
-            if not keys:
-                keys = loss_keys(losses)
+            if acc.numel() != len(keys):  # the first step: the model's loss terms are known now
                 acc, bad_losses = torch.zeros(len(keys), device=device), torch.zeros(len(keys), device=device)
-            values = torch.stack([losses[k].detach().float() for k in keys])
+                if isinstance(log_acc, dict) and list(log_acc.get("keys", [])) == keys:
+                    acc += torch.tensor(log_acc["sums"], dtype=acc.dtype, device=device)
+                    acc_steps = int(log_acc["steps"])
             acc += values
             new_bad = (first_bad < 0) & ~torch.isfinite(values).all()
             first_bad = torch.where(new_bad, torch.full_like(first_bad, step), first_bad)
@@ -395,11 +632,15 @@ def train(
             if step % train_cfg.log_every == 0 or step == train_cfg.steps:
                 check_finite()
                 now = time.perf_counter()
-                means = (acc / acc_steps).tolist()  # .tolist() syncs the device
+                means = (_all_reduce_(acc.clone()) / (acc_steps * world)).tolist()  # .tolist() syncs the device
                 last = {"step": step, **dict(zip(keys, means)), "lr": lr,
                         "seconds": now - t_start,
-                        "samples_per_s": acc_steps * train_cfg.batch_size / max(now - t_log, 1e-9)}
+                        "samples_per_s": acc_steps * accum * train_cfg.batch_size / max(now - t_log, 1e-9)}
                 logger.log(last)
+                if writer is not None:
+                    for k, v in last.items():
+                        if k != "step":
+                            writer.add_scalar(f"train/{k}", v, step)
                 bar.update(0, loss=means[0], **({"pred": last["pred_loss"]} if "pred_loss" in last else {}))
                 acc.zero_()
                 acc_steps, t_log = 0, now
@@ -409,6 +650,8 @@ def train(
                 val_loss = val_loss if math.isfinite(val_loss) else None  # JSON null, never NaN
                 last["val_pred_loss"] = val_loss
                 logger.log({"step": step, "val_pred_loss": val_loss, "seconds": time.perf_counter() - t_start})
+                if writer is not None and val_loss is not None:
+                    writer.add_scalar("val/pred_loss", val_loss, step)
             if step % train_cfg.ckpt_every == 0 or step == train_cfg.steps:
                 checkpoint()
     except (RuntimeError, MemoryError) as err:
@@ -419,14 +662,17 @@ def train(
     except KeyboardInterrupt:
         if step > start_step and step != saved_step:
             with contextlib.suppress(TrainingDiverged):
-                checkpoint()  # keep the progress made (if finite); rerun to resume
+                checkpoint(synced=False)  # keep the progress made (if finite); rerun to resume
         raise
     finally:
         bar.close()
         logger.close()
+        if writer is not None:
+            writer.close()
 
     seconds = time.perf_counter() - t_loop
     steps_run = step - start_step
+    samples = steps_run * accum * train_cfg.batch_size
     return {
         "steps": step,
         "start_step": start_step,
@@ -437,8 +683,9 @@ def train(
         "val_pred_loss": val_loss,
         "seconds": time.perf_counter() - t_start,
         "steps_per_s": steps_run / max(seconds, 1e-9),
-        "samples_per_s": steps_run * train_cfg.batch_size / max(seconds, 1e-9),
+        "samples_per_s": samples / max(seconds, 1e-9),
         "device": str(device),
+        "world_size": world,
         "out": str(out),
         "finished": True,
     }

@@ -129,6 +129,58 @@ def test_bad_weight_files_are_refused_naming_the_key(tmp_path):
         load_dinov2_weights(tmp_path / "junk.safetensors", model)
 
 
+def _deterministic_state(model: DinoV2) -> dict:
+    """Every tensor from a formula (by sorted key): norm weights and LayerScale gammas near 1, the rest small."""
+    out = {}
+    for i, (k, v) in enumerate(sorted(model.state_dict().items())):
+        t = torch.sin(torch.arange(v.numel(), dtype=torch.float64) * 0.37 + i).float().reshape(v.shape) * 0.2
+        out[k] = t + 1 if k.endswith("gamma") or ("norm" in k and k.endswith("weight")) else t
+    return out
+
+
+def _image(size: int) -> torch.Tensor:
+    return torch.cos(torch.arange(3 * size * size, dtype=torch.float64) * 0.013).float().reshape(1, 3, size, size)
+
+
+# Patch tokens of facebookresearch/dinov2's DinoVisionTransformer (commit b8931f7, as the hub
+# builds it: init_values=1.0, block_chunks=0, MLP FFN; width 8, depth 2, 2 heads, patch 14,
+# positions for a 3 x 3 grid) with `_deterministic_state` weights, on `_image(28)` (all 4
+# tokens: positions interpolated down) and `_image(70)` (tokens 0, 12, 24: interpolated up).
+OFFICIAL_TOKENS = {
+    "plain": (
+        [[-0.63849, 0.73687, -1.4068, 1.03673, 0.94768, -1.07927, 1.57687, -1.24869],
+         [-0.63511, 0.74768, -1.40153, 1.01978, 0.96956, -1.09401, 1.56296, -1.24777],
+         [-0.54556, 0.18854, -1.25969, 1.24748, 1.20955, -0.46426, 1.40608, -1.79153],
+         [-0.54146, 0.44865, -1.31245, 1.20441, 1.07496, -0.74844, 1.45714, -1.64034]],
+        [[-0.38128, -1.77345, 0.14548, 0.93346, 0.95259, 1.60007, 0.28316, -1.56491],
+         [0.1704, -1.68154, -0.14021, 1.13802, 0.32714, 1.53319, 0.46248, -1.76015],
+         [0.2082, -1.66916, -0.32962, 1.11627, 0.37377, 1.4673, 0.65366, -1.76133]],
+    ),
+    "registers": (  # num_register_tokens=4, interpolate_antialias=True, interpolate_offset=0.0
+        [[-0.60785, 0.76263, -1.41515, 1.04896, 0.92761, -1.08977, 1.54279, -1.25797],
+         [-0.63214, 0.75726, -1.41219, 1.03791, 0.96092, -1.08771, 1.54078, -1.24578],
+         [-0.5555, 0.19186, -1.28276, 1.29074, 1.19728, -0.42696, 1.36225, -1.78361],
+         [-0.54523, 0.45429, -1.34094, 1.23291, 1.06086, -0.73044, 1.4356, -1.62296]],
+        [[-0.31484, -1.7449, 0.17459, 0.97483, 0.89917, 1.60838, 0.17177, -1.60378],
+         [0.16427, -1.67883, -0.15116, 1.16625, 0.29743, 1.56719, 0.41758, -1.73256],
+         [0.20521, -1.66536, -0.34577, 1.1434, 0.34551, 1.50524, 0.60772, -1.73642]],
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", ["plain", "registers"])
+def test_outputs_match_the_official_implementation(variant):
+    arch = DinoV2Arch(width=8, depth=2, heads=2, patch_size=14, pos_grid=3)
+    if variant == "registers":
+        arch = dataclasses.replace(arch, registers=4, interpolate_offset=0.0, interpolate_antialias=True)
+    model = DinoV2(arch).eval()
+    model.load_state_dict(_deterministic_state(model))
+    small, large = OFFICIAL_TOKENS[variant]
+    with torch.no_grad():
+        torch.testing.assert_close(model(_image(28))[0], torch.tensor(small), rtol=0, atol=2e-5)
+        torch.testing.assert_close(model(_image(70))[0, [0, 12, 24]], torch.tensor(large), rtol=0, atol=2e-5)
+
+
 def test_positions_are_interpolated_to_other_sizes():
     model = small_vit()
     with torch.no_grad():

@@ -55,6 +55,8 @@ def test_vits14_state_dict_is_the_official_layout():
     with torch.device("meta"):
         plain = DinoV2(DINOV2_ARCHS["dinov2_vits14"])
     assert set(plain.state_dict()) == set(expected) - {"register_tokens"}
+    norms = [m for m in plain.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 25 and all(m.eps == 1e-6 for m in norms)
 
 
 @pytest.mark.parametrize("arch", [SMALL, SMALL_REG], ids=["plain", "registers"])
@@ -81,7 +83,9 @@ def test_hugging_face_layout_is_mapped(tmp_path):
                 "encoder.layer.1.attention.output.dense.weight", "encoder.layer.0.layer_scale1.lambda1",
                 "encoder.layer.0.mlp.fc2.bias", "layernorm.weight"):
         assert key in hf, key
-    assert hf["encoder.layer.1.attention.attention.key.weight"].shape == (32, 32)
+    qkv = src.state_dict()["blocks.1.attn.qkv.weight"]  # rows: query, key, value (DINOv2's reshape order)
+    for i, name in enumerate(("query", "key", "value")):
+        assert torch.equal(hf[f"encoder.layer.1.attention.attention.{name}.weight"], qkv[32 * i : 32 * (i + 1)]), name
     path = tmp_path / "hf.safetensors"
     save_file({f"dinov2.{k}": v.contiguous() for k, v in hf.items()}, str(path))  # with the classifier's prefix
     dst = small_vit(SMALL_REG, seed=1)
@@ -145,7 +149,8 @@ def _image(size: int) -> torch.Tensor:
 # Patch tokens of facebookresearch/dinov2's DinoVisionTransformer (commit b8931f7, as the hub
 # builds it: init_values=1.0, block_chunks=0, MLP FFN; width 8, depth 2, 2 heads, patch 14,
 # positions for a 3 x 3 grid) with `_deterministic_state` weights, on `_image(28)` (all 4
-# tokens: positions interpolated down) and `_image(70)` (tokens 0, 12, 24: interpolated up).
+# tokens: positions interpolated down) and `_image(70)` (tokens 0, 12, 24: interpolated up), and
+# the normalised CLS token on `_image(28)`.
 OFFICIAL_TOKENS = {
     "plain": (
         [[-0.63849, 0.73687, -1.4068, 1.03673, 0.94768, -1.07927, 1.57687, -1.24869],
@@ -155,6 +160,7 @@ OFFICIAL_TOKENS = {
         [[-0.38128, -1.77345, 0.14548, 0.93346, 0.95259, 1.60007, 0.28316, -1.56491],
          [0.1704, -1.68154, -0.14021, 1.13802, 0.32714, 1.53319, 0.46248, -1.76015],
          [0.2082, -1.66916, -0.32962, 1.11627, 0.37377, 1.4673, 0.65366, -1.76133]],
+        [0.03955, -1.80632, -0.52715, -0.24313, 1.69357, 1.61295, 0.55464, -1.11983],
     ),
     "registers": (  # num_register_tokens=4, interpolate_antialias=True, interpolate_offset=0.0
         [[-0.60785, 0.76263, -1.41515, 1.04896, 0.92761, -1.08977, 1.54279, -1.25797],
@@ -164,6 +170,7 @@ OFFICIAL_TOKENS = {
         [[-0.31484, -1.7449, 0.17459, 0.97483, 0.89917, 1.60838, 0.17177, -1.60378],
          [0.16427, -1.67883, -0.15116, 1.16625, 0.29743, 1.56719, 0.41758, -1.73256],
          [0.20521, -1.66536, -0.34577, 1.1434, 0.34551, 1.50524, 0.60772, -1.73642]],
+        [-0.03393, -1.83187, -0.52484, -0.19642, 1.69933, 1.64708, 0.52867, -1.06103],
     ),
 }
 
@@ -175,8 +182,9 @@ def test_outputs_match_the_official_implementation(variant):
         arch = dataclasses.replace(arch, registers=4, interpolate_offset=0.0, interpolate_antialias=True)
     model = DinoV2(arch).eval()
     model.load_state_dict(_deterministic_state(model))
-    small, large = OFFICIAL_TOKENS[variant]
+    small, large, cls = OFFICIAL_TOKENS[variant]
     with torch.no_grad():
+        torch.testing.assert_close(model.forward_tokens(_image(28))[0, 0], torch.tensor(cls), rtol=0, atol=2e-5)
         torch.testing.assert_close(model(_image(28))[0], torch.tensor(small), rtol=0, atol=2e-5)
         torch.testing.assert_close(model(_image(70))[0, [0, 12, 24]], torch.tensor(large), rtol=0, atol=2e-5)
 
@@ -305,6 +313,11 @@ def test_encoder_stays_frozen_through_an_optimiser_step():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
     out = model.loss(pixels(4, 4), torch.randn(4, 3, 10))
     assert set(out) == {"loss", "pred_loss"} and out["loss"].ndim == 0
+    with torch.no_grad():  # dropout is 0: the loss is the MSE of the next-frame predictions
+        px, acts = pixels(4, 4), torch.randn(4, 3, 10)
+        emb = model.encode(px)
+        torch.testing.assert_close(model.loss(px, acts)["pred_loss"],
+                                   torch.nn.functional.mse_loss(model.predict(emb[:, :-1], acts), emb[:, 1:]))
     opt.zero_grad()
     out["loss"].backward()
     opt.step()

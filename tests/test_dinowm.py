@@ -423,3 +423,15 @@ def test_bad_inputs_are_named():
         model.loss(pixels(2, 3), torch.full((2, 2, 10), float("nan")))
     with pytest.raises(TypeError, match="needs a DinoWMConfig"):
         DinoWM(dict(tiny_config().to_dict()))
+
+
+def test_token_pooling_averages_the_patch_grid():
+    torch.manual_seed(0)
+    full = DinoWM(tiny_config(encoder_size=56)).eval()  # 4 x 4 patches
+    pooled = DinoWM(tiny_config(encoder_size=56, token_pool=2), load_encoder=False).eval()
+    pooled.encoder.load_state_dict(full.encoder.state_dict())
+    px = pixels(2, 2)
+    with torch.no_grad():
+        tokens = full.encode_tokens(px).view(2, 2, 2, 2, 2, 2, 32)  # (B, T, rows/2, 2, cols/2, 2, d)
+        torch.testing.assert_close(pooled.encode_tokens(px), tokens.mean(dim=(3, 5)).reshape(2, 2, 4, 32))
+    assert pooled.config.embed_dim == 4 * 32 and full.config.embed_dim == 16 * 32

@@ -28,8 +28,6 @@ pickles (``.pth``) are refused and nothing is ever downloaded.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -424,22 +422,3 @@ def load_dinov2_weights(path: str | os.PathLike, model: DinoV2 | None = None) ->
         check_state(model, state, f"DINOv2 weights {path}")
         model.load_state_dict(state, strict=True)
     return state
-
-
-def arch_fields(arch: DinoV2Arch) -> dict:
-    """``arch`` as a plain dict (JSON-able)."""
-    return dataclasses.asdict(arch)
-
-
-def num_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    """Number of parameters of ``module`` (only those with ``requires_grad`` if ``trainable_only``)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-
-def pos_grid_of(state: dict[str, torch.Tensor]) -> int:
-    """Side G of the position grid stored in an official-layout state dict (``pos_embed`` (1, 1 + G*G, W))."""
-    n = state["pos_embed"].shape[1] - 1
-    g = math.isqrt(n)
-    if g * g != n:
-        raise DinoV2WeightsError(f"pos_embed has {n} patch positions, not a square grid")
-    return g

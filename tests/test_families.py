@@ -12,7 +12,8 @@ from worldmodel.config import ModelConfig, PixelConfig, PLDMConfig, UnknownPrese
 from worldmodel.families import FAMILIES, UnknownFamilyError, WorldModel, build_model, get_family, register_family
 from worldmodel.model import JEPA
 from worldmodel.pixel import PixelModel
-from worldmodel.pldm import PLDM, _vicreg_terms
+from worldmodel.pldm import PLDM
+from worldmodel.regularizers import VICReg
 
 SMALL = dict(image_size=16, encoder_width=8, embed_dim=16, projector_hidden=32, predictor_width=32,
              predictor_depth=2, predictor_heads=2, frameskip=2)
@@ -86,6 +87,12 @@ def test_teacher_forced_prediction_sees_the_history_planning_gives_it(context, p
     assert long.shape == (B, 9, 16)
 
 
+def _vicreg_terms(z: torch.Tensor, std_margin: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """pldm's variance and covariance terms of samples z (N, D), as PLDM.loss computes them."""
+    terms = VICReg(std_coeff=1.0, cov_coeff=1.0, gamma=std_margin, cov_norm="pairs").terms(z[None])
+    return terms["variance"], terms["covariance"]
+
+
 def test_vicreg_terms_match_their_formulas() -> None:
     g = torch.Generator().manual_seed(0)
     z = torch.randn(64, 5, generator=g) * torch.tensor([0.1, 0.5, 1.0, 2.0, 3.0])
@@ -100,6 +107,63 @@ def test_vicreg_terms_match_their_formulas() -> None:
     white = torch.randn(20000, 4, generator=g)
     std_w, cov_w = _vicreg_terms(white)
     assert std_w.item() < 0.02 and cov_w.item() < 1e-3
+
+
+@pytest.mark.parametrize("family", ["lewm", "pldm", "pixel"])
+def test_config_regularizers_add_weighted_terms(family: str) -> None:
+    """``regularizers="straightening=0.5,vicreg=0.25"``: each term logged as NAME_reg and added to the
+    loss times its weight; the family's own terms are unchanged."""
+    from worldmodel.families import build_model, get_family
+    from worldmodel.regularizers import Straightening
+
+    cls = get_family(family).config_cls
+    preset = {"lewm": "lewm-tiny", "pldm": "pldm-tiny", "pixel": "pixel-tiny"}[family]
+    base_cfg = cls.preset(preset, image_size=28, pred_steps=2)
+    extra_cfg = cls.preset(preset, image_size=28, pred_steps=2, regularizers="straightening=0.5, vicreg=0.25")
+    torch.manual_seed(0)
+    base = build_model(base_cfg)
+    torch.manual_seed(0)
+    extra = build_model(extra_cfg)
+    extra.load_state_dict(base.state_dict(), strict=False)
+    base.eval(), extra.eval()  # batch statistics aside, both see the same weights
+    g = torch.Generator().manual_seed(1)
+    n = base_cfg.window
+    pixels = torch.randint(0, 256, (6, n, 3, 28, 28), generator=g, dtype=torch.uint8)
+    actions = torch.randn(6, n - 1, base_cfg.block_dim, generator=g)
+    with torch.no_grad():
+        torch.manual_seed(5)  # eval-mode SIGReg draws its projections from torch's RNG
+        a = base.loss(pixels, actions)
+        torch.manual_seed(5)
+        b = extra.loss(pixels, actions)
+        z = extra.encode(pixels).transpose(0, 1)
+    for key in a:
+        if key != "loss":
+            torch.testing.assert_close(b[key], a[key], msg=key)
+    torch.testing.assert_close(b["straightening_reg"], Straightening()(z))
+    torch.testing.assert_close(b["vicreg_reg"], VICReg()(z))
+    torch.testing.assert_close(b["loss"], a["loss"] + 0.5 * b["straightening_reg"] + 0.25 * b["vicreg_reg"])
+
+
+def test_config_regularizers_refuse_bad_specs() -> None:
+    from worldmodel.config import ModelConfig
+
+    with pytest.raises(ValueError, match="'straighten'.*did you mean 'straightening'"):
+        ModelConfig(regularizers="straighten=0.1")
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        ModelConfig(regularizers="vicreg=-1")
+    with pytest.raises(ValueError, match="NAME=WEIGHT"):
+        ModelConfig(regularizers="vicreg")
+    with pytest.raises(ValueError, match="named twice"):
+        ModelConfig(regularizers="vicreg=1,vicreg=2")
+    assert ModelConfig.from_dict({k: v for k, v in ModelConfig().to_dict().items() if k != "regularizers"},
+                                 strict=True).regularizers == ""  # configs written before the field load
+
+
+def test_regularizer_names_match_the_registry() -> None:
+    from worldmodel.config import REGULARIZER_NAMES
+    from worldmodel.regularizers import REGULARIZERS
+
+    assert set(REGULARIZER_NAMES) == set(REGULARIZERS)
 
 
 EXPECTED_TERMS = {

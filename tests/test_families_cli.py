@@ -114,3 +114,29 @@ def test_help_shows_the_options_of_the_family_given(capsys) -> None:
         main(["train", "--preset", "lewm-tiny", "--help"])
     out = capsys.readouterr().out
     assert "--sigreg-weight" in out and "(default: 0.09)" in out  # the preset's value is the default shown
+
+
+def test_dinowm_trains_from_the_cli_saves_its_frozen_encoder_and_plans(dataset, tmp_path, capsys) -> None:
+    """``wm train --preset dinowm-tiny``: the family is registered, the checkpoint holds the frozen
+    encoder (it loads without the weights source) and ``wm eval`` plans with it unchanged."""
+    import torch
+
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "dinowm-tiny", "--frameskip", "1", "--context", "2", "--data", str(dataset),
+                 "--out", str(run), "--steps", "2",
+                 "--log-every", "1", "--device", "cpu", "--batch-size", "8", "--val-fraction", "0",
+                 "--no-progress"]) == 0
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert list(lines[0])[:3] == ["step", "loss", "pred_loss"]
+    model = load_checkpoint(run)
+    assert type(model) is get_family("dinowm").model_cls and model.config.family == "dinowm"
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    pixels = torch.randint(0, 256, (1, 2, 3, 16, 16), dtype=torch.uint8)
+    torch.testing.assert_close(load_checkpoint(run).encode(pixels), model.encode(pixels))
+    capsys.readouterr()
+    out = tmp_path / "eval"
+    assert main(["eval", "--ckpt", str(run), "--data", str(dataset), "--out", str(out), "--episodes", "2",
+                 "--budget", "4", "--offset", "3", "--iterations", "1", "--num-samples", "8", "--num-elites", "2",
+                 "--horizon", "2", "--no-video", "--allow-train-episodes", "--device", "cpu"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episodes"] == 2

@@ -36,7 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from worldmodel.config import ADDED_MODEL_FIELDS, WorldModelConfig
-from worldmodel.families import UnknownFamilyError, WorldModel, get_family
+from worldmodel.families import UnknownFamilyError, WorldModel, get_family, model_for_checkpoint
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -394,7 +394,7 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "
     """
     path = _check_dir(directory)
     config = load_config(path)
-    model = get_family(config.family).model_cls(config)
+    model = model_for_checkpoint(config)
     load_model_weights(path, model)
     return model.to(device).eval()
 

@@ -77,6 +77,41 @@ def _require_finite(config: Any) -> None:
             raise ValueError(f"{type(config).__name__}.{f.name} must be a finite number, got {value}")
 
 
+#: the regularisers ``WorldModelConfig.regularizers`` may name (``worldmodel.regularizers.REGULARIZERS``)
+REGULARIZER_NAMES = ("sigreg", "vicreg", "visreg", "straightening")
+
+
+def parse_regularizers(spec: str) -> dict[str, float]:
+    """``"NAME=WEIGHT[,NAME=WEIGHT...]"`` -> ``{NAME: WEIGHT}`` (empty string: ``{}``).
+
+    Raises ``ValueError`` naming the bad item: an unknown name (the closest suggested), a
+    weight that is not a finite number >= 0, or a name given twice.
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"regularizers must be a string 'NAME=WEIGHT[,NAME=WEIGHT...]', got {spec!r}")
+    out: dict[str, float] = {}
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        name, sep, weight = (x.strip() for x in item.partition("="))
+        if not sep:
+            raise ValueError(f"regularizers item {item!r}: expected NAME=WEIGHT (e.g. 'straightening=0.1')")
+        if name not in REGULARIZER_NAMES:
+            close = difflib.get_close_matches(name, REGULARIZER_NAMES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"regularizers: unknown regulariser {name!r}{hint} (known: {', '.join(REGULARIZER_NAMES)})")
+        try:
+            value = float(weight)
+        except ValueError:
+            raise ValueError(f"regularizers item {item!r}: the weight {weight!r} is not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"regularizers item {item!r}: the weight must be a finite number >= 0, got {weight}")
+        if name in out:
+            raise ValueError(f"regularizers: {name!r} is named twice in {spec!r}")
+        out[name] = value
+    return out
+
+
 @dataclass
 class WorldModelConfig:
     """What every world-model family shares: the planner-facing sizes and the encoder/predictor backbone.
@@ -93,7 +128,7 @@ class WorldModelConfig:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
     #: fields added after checkpoints of this family were first written, with the value that
     #: reproduces the older model (a config.json without them loads with these)
-    ADDED_FIELDS: ClassVar[dict[str, Any]] = {}
+    ADDED_FIELDS: ClassVar[dict[str, Any]] = {"regularizers": ""}
 
     family: str = _f("", "world-model family (registry name; wm train --model NAME)")
     image_size: int = _f(64, "side of the square input frames in pixels")
@@ -123,9 +158,15 @@ class WorldModelConfig:
     rollout_weight: float = _f(
         1.0, "weight of the open-loop rollout loss over the window's predicted steps (needs pred_steps >= 2)"
     )
+    regularizers: str = _f(
+        "", "extra regularisers of the embeddings added to the family's loss: 'NAME=WEIGHT[,NAME=WEIGHT...]' "
+            "with NAME in " + ", ".join(REGULARIZER_NAMES) + " (worldmodel/regularizers.py); each term is "
+            "logged as NAME_reg (empty: none)"
+    )
 
     def __post_init__(self) -> None:
         name_ = type(self).__name__
+        parse_regularizers(self.regularizers)
         if type(self).FAMILY and self.family != type(self).FAMILY:
             raise ValueError(f"{name_}.family must be {type(self).FAMILY!r} ({name_} is the config of family "
                              f"{type(self).FAMILY!r}), got {self.family!r}: build a config of family {self.family!r} "
@@ -239,7 +280,8 @@ class UnknownPresetError(ValueError):
 #: ModelConfig fields added after checkpoints were first written, with the value that
 #: reproduces the older architecture (a config.json without them loads with these). A
 #: config.json without ``family`` was written before families existed: it is ``lewm``.
-ADDED_MODEL_FIELDS: dict[str, Any] = {"predictor_head_dim": None, "predictor_mlp_dim": None, "family": "lewm"}
+ADDED_MODEL_FIELDS: dict[str, Any] = {"predictor_head_dim": None, "predictor_mlp_dim": None, "family": "lewm",
+                                      "regularizers": ""}
 ModelConfig.ADDED_FIELDS = ADDED_MODEL_FIELDS
 
 #: Named architectures (``ModelConfig.preset(name)``, ``wm train --preset NAME``); fields

@@ -36,7 +36,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 import torch.nn as nn
@@ -60,6 +60,10 @@ ENCODER_FIELDS = (
 
 @dataclass
 class DinoWMConfig:
+    #: the registry name (``worldmodel.families``); presets: `DINOWM_PRESETS`
+    FAMILY: ClassVar[str] = FAMILY
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    ADDED_FIELDS: ClassVar[dict[str, Any]] = {}
     """Architecture of a DINO-WM world model (frozen DINOv2 encoder + frame-causal ViT predictor)."""
 
     family: str = _f(FAMILY, "model family (registry name); always 'dinowm' for this config")
@@ -250,6 +254,9 @@ DINOWM_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+DinoWMConfig.PRESETS = DINOWM_PRESETS
+
+
 # ------------------------------------------------------ encoder from a checkpoint
 _LEWM_PREFIX = "encoder.backbone."
 _LEWM_TOP = {"patchify.weight": "patch_embed.proj.weight", "patchify.bias": "patch_embed.proj.bias",
@@ -422,6 +429,12 @@ class DinoWM(nn.Module):
             ``state_dict`` (loading a checkpoint of this model: its ``model.safetensors``
             holds the frozen encoder, so the original source need not exist any more).
     """
+
+    @classmethod
+    def for_checkpoint(cls, config: DinoWMConfig) -> "DinoWM":
+        """The model built to receive a checkpoint's weights (which include the frozen encoder):
+        the encoder's weights file or source checkpoint is not read."""
+        return cls(config, load_encoder=False)
 
     def __init__(self, config: DinoWMConfig, load_encoder: bool = True):
         super().__init__()
@@ -633,11 +646,3 @@ class DinoWM(nn.Module):
         pred = self.predict_tokens(z[:, :-1], actions)  # (B, n - 1, N, d)
         pred_loss = F.mse_loss(pred.float(), z[:, 1:].float())
         return {"loss": pred_loss, "pred_loss": pred_loss}
-
-
-# REGISTER: the lead registers the family in worldmodel/families.py at merge:
-#     register_family("dinowm", DinoWM, DinoWMConfig,
-#                     help="DINO-WM: frozen DINOv2 patch tokens (local safetensors weights or another checkpoint's "
-#                          "encoder) + frame-causal ViT predictor")
-# and the presets: DINOWM_PRESETS ("dinowm", "dinowm-tiny"). Loading a dinowm checkpoint should build
-# DinoWM(config, load_encoder=False) and then load model.safetensors (it holds the frozen encoder).

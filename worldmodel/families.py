@@ -107,8 +107,9 @@ def register_family(name: str, model_cls: type[WorldModel] | str, config_cls: ty
         raise ValueError(f"a family name must be a non-empty string without surrounding spaces, got {name!r}")
     if name in FAMILIES:
         raise ValueError(f"world-model family {name!r} is already registered")
-    if not (isinstance(config_cls, type) and issubclass(config_cls, WorldModelConfig)):
-        raise TypeError(f"family {name!r}: config_cls must be a WorldModelConfig subclass, got {config_cls!r}")
+    if not (isinstance(config_cls, type) and (issubclass(config_cls, WorldModelConfig) or _is_config_class(config_cls))):
+        raise TypeError(f"family {name!r}: config_cls must be a WorldModelConfig subclass (or a dataclass with FAMILY, "
+                        f"PRESETS, from_dict, to_dict and preset), got {config_cls!r}")
     if config_cls.FAMILY != name:
         raise ValueError(f"family {name!r}: {config_cls.__name__}.FAMILY is {config_cls.FAMILY!r}, expected {name!r}")
     if not isinstance(model_cls, str) and not (isinstance(model_cls, type) and issubclass(model_cls, WorldModel)):
@@ -127,12 +128,33 @@ def get_family(name: str) -> Family:
     raise UnknownFamilyError(f"unknown world-model family {name!r}{hint} (families: {', '.join(FAMILIES)})")
 
 
+def _is_config_class(cls: type) -> bool:
+    """A family config class that does not derive from ``WorldModelConfig`` (its backbone fields
+    do not apply, e.g. ``dinowm``'s): a dataclass with the same class attributes and methods."""
+    import dataclasses
+
+    return dataclasses.is_dataclass(cls) and all(
+        hasattr(cls, a) for a in ("FAMILY", "PRESETS", "from_dict", "to_dict", "preset"))
+
+
 def build_model(config: WorldModelConfig) -> WorldModel:
     """The model of ``config.family`` built from ``config`` (freshly initialised, train mode)."""
-    if not isinstance(config, WorldModelConfig):
+    family_name = getattr(config, "family", None)
+    if not isinstance(family_name, str):
         raise TypeError(f"build_model needs a family config (WorldModelConfig), got {type(config).__name__}")
-    family = get_family(config.family)
+    family = get_family(family_name)
+    if not isinstance(config, family.config_cls):
+        raise TypeError(f"family {family_name!r} needs a {family.config_cls.__name__}, got {type(config).__name__}")
     return family.model_cls(config)
+
+
+def model_for_checkpoint(config: WorldModelConfig) -> WorldModel:
+    """The model of ``config.family`` built to receive a checkpoint's weights: like `build_model`,
+    but a family whose constructor loads external weights (``dinowm``'s frozen encoder) skips
+    that, since the checkpoint holds them (its class's ``for_checkpoint``)."""
+    cls = get_family(config.family).model_cls
+    build = getattr(cls, "for_checkpoint", None)
+    return build(config) if build is not None else cls(config)
 
 
 def check_config(model: str | type, config: Any, expected: type[WorldModelConfig], family: str) -> None:
@@ -154,3 +176,13 @@ register_family("pldm", "worldmodel.pldm:PLDM", PLDMConfig,
                 "PLDM / EB-JEPA: VICReg variance + covariance, temporal similarity, inverse dynamics")
 register_family("pixel", "worldmodel.pixel:PixelModel", PixelConfig,
                 "reconstruction baseline: the same encoder + predictor trained through a pixel decoder")
+
+# DINO-WM: its config is not a WorldModelConfig (no CNN/ViT backbone fields of its own to
+# train), and its module does not import this one (no import cycle); the model class is
+# declared a WorldModel (virtual subclass) here.
+from worldmodel.dinowm import DinoWM, DinoWMConfig  # noqa: E402
+
+WorldModel.register(DinoWM)
+register_family("dinowm", DinoWM, DinoWMConfig,
+                "DINO-WM: frozen DINOv2-layout patch tokens (local safetensors weights or another checkpoint's "
+                "encoder) + frame-causal ViT predictor")

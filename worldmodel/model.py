@@ -13,10 +13,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from worldmodel.config import ModelConfig, WorldModelConfig
+from worldmodel.config import ModelConfig, WorldModelConfig, parse_regularizers
 from worldmodel.encoder import Encoder
 from worldmodel.families import WorldModel, check_config
 from worldmodel.predictor import Predictor
+from worldmodel.regularizers import get_regularizer
 from worldmodel.sigreg import SIGReg
 
 #: rows (environments x candidates x window tokens) per fast-rollout call: larger batches of
@@ -49,6 +50,21 @@ class LatentPredictorModel(WorldModel):
         self.encoder = Encoder(config)
         self.predictor = Predictor(config)
         self._prefix_memo: tuple | None = None  # rollout: (state, ctx, ctx_actions, prefix) of the last call
+        weights = parse_regularizers(config.regularizers)
+        self.extra_regularizers = nn.ModuleDict({name: get_regularizer(name) for name in weights})
+        self._extra_weights = weights
+
+    def add_regularizers(self, losses: dict[str, torch.Tensor], emb: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Add ``config.regularizers``' terms of embeddings ``emb`` (B, n, D) to ``losses``: each as
+        ``NAME_reg`` and, times its weight, into ``losses["loss"]``; returns ``losses``."""
+        if not self._extra_weights:
+            return losses
+        z = emb.transpose(0, 1)  # (n, B, D): time first, as the regularisers take it
+        for name, module in self.extra_regularizers.items():
+            value = module(z)
+            losses[f"{name}_reg"] = value
+            losses["loss"] = losses["loss"] + self._extra_weights[name] * value
+        return losses
 
     # ----------------------------------------------------------------- checks
     def _check_pixels(self, pixels: torch.Tensor) -> None:
@@ -254,7 +270,8 @@ class JEPA(LatentPredictorModel):
         sigreg_loss = self.sigreg(emb.transpose(0, 1))  # (n, B, D) -> scalar
         rollout_loss = self.rollout_loss(emb, actions)
         loss = pred_loss + self.config.sigreg_weight * sigreg_loss + self.config.rollout_weight * rollout_loss
-        return {"loss": loss, "pred_loss": pred_loss, "sigreg_loss": sigreg_loss, "rollout_loss": rollout_loss}
+        return self.add_regularizers(
+            {"loss": loss, "pred_loss": pred_loss, "sigreg_loss": sigreg_loss, "rollout_loss": rollout_loss}, emb)
 
 
 def chunked_rollout(rollout, ctx: torch.Tensor, ctx_actions: torch.Tensor, future: torch.Tensor, prefix: list,

@@ -114,5 +114,5 @@ class PixelModel(LatentPredictorModel):
         rollout_loss = self.rollout_loss(emb.detach(), actions)
         loss = (c.recon_weight * recon_loss + c.pred_recon_weight * pred_recon_loss + c.pred_weight * pred_loss
                 + c.rollout_weight * rollout_loss)
-        return {"loss": loss, "pred_loss": pred_loss, "recon_loss": recon_loss, "pred_recon_loss": pred_recon_loss,
-                "rollout_loss": rollout_loss}
+        return self.add_regularizers({"loss": loss, "pred_loss": pred_loss, "recon_loss": recon_loss,
+                                      "pred_recon_loss": pred_recon_loss, "rollout_loss": rollout_loss}, emb)

@@ -32,29 +32,7 @@ import torch.nn.functional as F
 
 from worldmodel.config import PLDMConfig
 from worldmodel.model import LatentPredictorModel
-
-
-def _vicreg_terms(z: torch.Tensor, std_margin: float = 1.0, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
-    """VICReg variance and covariance terms of samples z (N, D), N >= 2.
-
-    Returns (std_loss, cov_loss): ``mean_j relu(std_margin - sqrt(Var(z_j) + eps))`` and the
-    squared off-diagonal covariances summed and divided by ``D * (D - 1)`` (Bardes et al. 2022;
-    EB-JEPA's HingeStdLoss / CovarianceLoss). Computed in float32.
-
-    Private to this family until ``worldmodel.regularizers`` (branch ``regs``) is merged: the
-    lead switches it to the shared VICReg module then.
-    """
-    z = z.float()
-    N, D = z.shape
-    if N < 2:
-        raise ValueError(f"VICReg needs at least 2 samples, got z of shape {tuple(z.shape)}")
-    z = z - z.mean(dim=0, keepdim=True)
-    std = torch.sqrt(z.var(dim=0) + eps)  # (D,)
-    std_loss = F.relu(std_margin - std).mean()
-    cov = (z.T @ z) / (N - 1)  # (D, D)
-    off = cov.pow(2).sum() - cov.diagonal().pow(2).sum()
-    cov_loss = off / max(D * (D - 1), 1)
-    return std_loss, cov_loss
+from worldmodel.regularizers import VICReg
 
 
 class InverseDynamics(nn.Module):
@@ -80,6 +58,9 @@ class PLDM(LatentPredictorModel):
     def __init__(self, config: PLDMConfig):
         super().__init__(config)
         self.idm = InverseDynamics(config.embed_dim, config.idm_hidden, config.block_dim)
+        # the variance and covariance terms, weighted here (std_weight, cov_weight); under DDP
+        # their statistics are those of the union batch
+        self.vicreg = VICReg(std_coeff=1.0, cov_coeff=1.0, gamma=config.std_margin, cov_norm="pairs")
 
     def loss(self, pixels: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training loss on a batch of windows.
@@ -98,11 +79,12 @@ class PLDM(LatentPredictorModel):
         B, n, D = emb.shape
         pred = self.predict(emb[:, :-1], actions)  # (B, n - 1, D)
         pred_loss = F.mse_loss(pred.float(), emb[:, 1:].float())
-        std_loss, cov_loss = _vicreg_terms(emb.reshape(B * n, D), c.std_margin)
+        vic = self.vicreg.terms(emb.reshape(1, B * n, D))  # statistics over every frame of the batch
+        std_loss, cov_loss = vic["variance"], vic["covariance"]
         sim_t_loss = (emb[:, 1:].float() - emb[:, :-1].float()).pow(2).mean()
         idm_loss = F.mse_loss(self.idm(emb[:, :-1], emb[:, 1:]).float(), actions.float())
         rollout_loss = self.rollout_loss(emb, actions)
         loss = (c.pred_weight * pred_loss + c.std_weight * std_loss + c.cov_weight * cov_loss
                 + c.sim_t_weight * sim_t_loss + c.idm_weight * idm_loss + c.rollout_weight * rollout_loss)
-        return {"loss": loss, "pred_loss": pred_loss, "std_loss": std_loss, "cov_loss": cov_loss,
-                "sim_t_loss": sim_t_loss, "idm_loss": idm_loss, "rollout_loss": rollout_loss}
+        return self.add_regularizers({"loss": loss, "pred_loss": pred_loss, "std_loss": std_loss, "cov_loss": cov_loss,
+                                      "sim_t_loss": sim_t_loss, "idm_loss": idm_loss, "rollout_loss": rollout_loss}, emb)

@@ -185,17 +185,23 @@ class VICReg(nn.Module):
         gamma: target standard deviation of each feature.
         eps: added to the variance before the square root.
         sync: under DDP in train mode, compute the statistics over the union batch.
+        cov_norm: ``"dim"`` divides the summed squared off-diagonal covariances by D (the
+            paper), ``"pairs"`` by D (D - 1) (EB-JEPA's CovarianceLoss, which the ``pldm``
+            family's published coefficients assume).
 
     Per time step, over the N samples: ``variance = mean_j relu(gamma - sqrt(Var[z_j] + eps))``
-    (unbiased variance) and ``covariance = sum_{i != j} C_ij^2 / D`` with C the unbiased
-    covariance matrix; each averaged over T. The invariance (similarity) term of VICReg is
+    (unbiased variance) and ``covariance = sum_{i != j} C_ij^2 / D`` (or ``/ D (D - 1)``)
+    with C the unbiased covariance matrix; each averaged over T. The invariance (similarity) term of VICReg is
     the model's prediction loss and is not part of this module.
     """
 
     def __init__(self, std_coeff: float = 25.0, cov_coeff: float = 1.0, gamma: float = 1.0, eps: float = 1e-4,
-                 sync: bool = True):
+                 sync: bool = True, cov_norm: str = "dim"):
         super().__init__()
         _check_positive("VICReg", std_coeff=std_coeff, cov_coeff=cov_coeff, gamma=gamma, eps=eps)
+        if cov_norm not in ("dim", "pairs"):
+            raise ValueError(f"VICReg: cov_norm must be 'dim' or 'pairs', got {cov_norm!r}")
+        self.cov_norm = cov_norm
         self.std_coeff, self.cov_coeff, self.gamma, self.eps = float(std_coeff), float(cov_coeff), float(gamma), float(eps)
         self.sync = bool(sync)
 
@@ -211,7 +217,7 @@ class VICReg(nn.Module):
             var = torch.diagonal(cov, dim1=1, dim2=2)  # (T, D)
             variance = F.relu(self.gamma - torch.sqrt(var + self.eps)).mean()
             off = cov.square().sum(dim=(1, 2)) - var.square().sum(dim=1)  # (T,)
-            covariance = (off / D).mean()
+            covariance = (off / (D if self.cov_norm == "dim" else max(D * (D - 1), 1))).mean()
             loss = self.std_coeff * variance + self.cov_coeff * covariance
         return {"loss": loss, "variance": variance, "covariance": covariance}
 

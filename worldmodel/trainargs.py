@@ -52,7 +52,11 @@ class TrainOptions:
         """The family's config with ``data_sizes`` (``image_size``, ``action_dim``, ...) filled in (validated)."""
         from worldmodel.families import get_family
 
-        return get_family(self.family).config_cls.from_dict({**self.model, **data_sizes})
+        config = get_family(self.family).config_cls.from_dict({**self.model, **data_sizes})
+        source = getattr(config, "encoder_from_ckpt", None)
+        if source and hasattr(config, "with_encoder_from_ckpt"):  # dinowm: the source encoder's shape
+            config = config.with_encoder_from_ckpt(source)
+        return config
 
 
 def read_config_file(path: str | Path) -> dict[str, dict]:

@@ -7,13 +7,23 @@ Layout of ``OUT/`` (one folder per env, e.g. ``OUT/TwoRoom-v0/``)::
     oracle/                         the oracle on the held-out pairs (wm eval --oracle-only)
     seed{S}/ckpt/                   the checkpoint of training seed S + seed{S}/train_stage.json
     seed{S}/eval/                   its planning evaluation (model + random baseline)
-    result.json                     the env's result (all seeds)
-    OUT/results.jsonl               one line per env (the last run of each)
+    result.json                     the env's result (all seeds), ``"protocol": "standard"``
+    OUT/results.jsonl               one line per env and protocol (the last run of each)
+
+and, for a recipe with a long protocol (``eval.long_protocol``, `run_long_protocol`)::
+
+    data/heldout_long.lance + data/long_stage.json   its held-out episodes (e.g. TwoRoom tours)
+    oracle_long/                    the oracle on its pairs
+    seed{S}/eval_long/              the model + random baseline on them + seed{S}/eval_long_stage.json
+    result_long.json                its result, ``"protocol": "long"``
 
 Re-running reuses every finished stage whose recipe sections are unchanged (a stage's
 marker holds the digest of the sections it depends on: data; data + train; data + train
 + eval); a finished training run is a no-op, an interrupted one resumes. A folder that
-holds another recipe's stage is refused rather than overwritten.
+holds another recipe's stage is refused rather than overwritten. The standard stages'
+digests leave the long protocol out (`Recipe.section_hash`): adding one to a finished
+run reuses its data, checkpoints and standard evaluations and runs only the long stages,
+whose digests add it (``long=True``; the long data's: `Recipe.long_data_hash`).
 
 Several training seeds (``seeds``) share the data and the pairs; the result line gives
 the pooled success (all seeds' episodes, Wilson interval), the mean and spread of the
@@ -79,7 +89,6 @@ def run_recipe(
     """
     from benchmarks.planning import PlannerConfig, checkpoint_data, evaluate_planning
     from benchmarks.protocol import PlanningProtocol
-    from benchmarks.stats import wilson_interval
     from data import collect, open_dataset
     from worldmodel.checkpoint import load_checkpoint
     from worldmodel.config import TrainConfig
@@ -173,20 +182,147 @@ def run_recipe(
             (sdir / "eval_stage.json").write_text(json.dumps({"hash": eval_hash}) + "\n")
         say(f"{recipe.env_id} seed {seed}: {ev['successes']}/{ev['episodes']} vs random "
             f"{ev['baseline_successes']}/{ev['episodes']}")
-        per_seed.append({"seed": seed, "successes": ev["successes"], "episodes": ev["episodes"],
-                         "success_rate": ev["success_rate"], "success_ci95": ev["success_ci95"],
-                         "baseline_successes": ev["baseline_successes"],
-                         "seconds_per_decision": ev.get("seconds_per_decision"), "train_seconds": train_seconds})
+        per_seed.append(_seed_line(seed, ev, train_seconds))
+
+    result = _result_line(recipe, "standard", per_seed, oracle, protocol, planner_cfg)
+    (root / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def run_long_protocol(
+    recipe: Recipe,
+    out: str | Path,
+    seeds: Sequence[int] = (0,),
+    device: str = "cpu",
+    log: Callable[[str], None] | None = None,
+    progress: bool = False,
+    data_root: str | Path | None = None,
+) -> dict | None:
+    """Run (or reuse) the long-protocol stages of `recipe` under ``out/<env>/``, after `run_recipe`
+    (whose data and checkpoints it uses); None when the recipe has no long protocol.
+
+    Stages: the held-out long episodes (``data/heldout_long.lance``: ``heldout_episodes``
+    episodes of the protocol's ``policy``, ``max_steps`` actions, seeds from
+    ``heldout_seed``, the recipe's resolution, codec, split, factors and noise, no stop on
+    success), the oracle on their pairs (``oracle_long/``) and per seed the model with the
+    random baseline on the same pairs (``seed{S}/eval_long/``; the checkpoint's episode
+    record is checked against them as for every evaluation: `benchmarks.leaks`).
+
+    Returns:
+        the long result line (also in ``result_long.json``): `run_recipe`'s keys with
+        ``"protocol": "long"``, ``protocol_settings`` (offset, budget, episodes, seed) and
+        ``long_data`` (`LongProtocol.data_dict`).
+
+    Raises:
+        ValueError: a seed's training stage is missing or of another recipe (run
+            `run_recipe` first), a stage folder of another recipe.
+    """
+    from benchmarks.planning import PlannerConfig, checkpoint_data, evaluate_planning
+    from data import collect, open_dataset
+    from worldmodel.checkpoint import load_checkpoint
+
+    recipe.check()
+    lp = recipe.long()
+    if lp is None:
+        return None
+    say = log or (lambda line: None)
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={seeds}: expected distinct training seeds")
+    root = Path(out) / env_folder(recipe.env_id)
+    shared = root if data_root is None else Path(data_root)
+    d = recipe.data
+    protocol = lp.protocol()
+    planner_cfg = PlannerConfig(**recipe.eval.planner)
+
+    # ---- data: held-out long episodes
+    data_dir = shared / "data"
+    path = data_dir / "heldout_long.lance"
+    data_hash = recipe.long_data_hash()
+    have = _read(data_dir / "long_stage.json")
+    if have is not None and have.get("hash") == data_hash:
+        say(f"{recipe.env_id}: long-protocol data reused ({path})")
+    elif have is not None:
+        raise ValueError(f"{path} holds the long-protocol data of another recipe (stage hash {have.get('hash')}, "
+                         f"this recipe's {data_hash}): use another --out, or remove it")
+    else:  # none, or an interrupted collection (no marker yet): collected afresh
+        data_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        say(f"{recipe.env_id}: collecting {lp.heldout_episodes} held-out {lp.policy} episodes of {lp.max_steps} steps "
+            f"for the long protocol (offset {lp.offset}, budget {lp.budget})")
+        collect(recipe.env_id, lp.heldout_episodes, path, policy=lp.policy, seed=lp.heldout_seed, mode="overwrite",
+                max_steps=lp.max_steps, stop_on_success=False, noise=d.noise, split=d.split, codec=d.codec,
+                progress=progress, resolution=d.resolution, factors=d.factors or None)
+        (data_dir / "long_stage.json").write_text(json.dumps(
+            {"hash": data_hash, "seconds": time.perf_counter() - t0, **lp.data_dict()}, indent=2) + "\n")
+    heldout = open_dataset(path)
+
+    # ---- oracle
+    oracle: dict | None = None
+    if recipe.eval.oracle:
+        oracle_dir = shared / "oracle_long"
+        oracle_hash = recipe.section_hash("data", "eval", long=True)
+        if _check_stage(oracle_dir, oracle_dir / "stage.json", oracle_hash, "long-protocol oracle"):
+            oracle = _read(oracle_dir / "summary.json")
+            say(f"{recipe.env_id}: long-protocol oracle reused")
+        else:
+            oracle_cfg = PlannerConfig(**{**recipe.eval.planner, **recipe.eval.oracle_planner})
+            oracle = evaluate_planning(None, heldout, oracle_dir, protocol=protocol, planner_cfg=oracle_cfg,
+                                       device=device, video=False, oracle=True, progress=progress)
+            (oracle_dir / "stage.json").write_text(json.dumps({"hash": oracle_hash}) + "\n")
+            say(f"{recipe.env_id}: long-protocol oracle {oracle['oracle_successes']}/{oracle['episodes']}")
+
+    per_seed = []
+    train_hash = recipe.section_hash("data", "train")
+    eval_hash = recipe.section_hash("data", "train", "eval", long=True)
+    for seed in seeds:
+        sdir = root / f"seed{seed}"
+        marker = _read(sdir / "train_stage.json")
+        if marker is None or marker.get("hash") != train_hash or marker.get("seed") != seed:
+            raise ValueError(f"{sdir}: no finished training stage of recipe {recipe.name} (seed {seed}); "
+                             "run the recipe's standard stages first (run_recipe)")
+        eval_dir = sdir / "eval_long"
+        if _check_stage(eval_dir, sdir / "eval_long_stage.json", eval_hash, "long-protocol eval"):
+            ev = _read(eval_dir / "summary.json")
+            say(f"{recipe.env_id} seed {seed}: long-protocol evaluation reused")
+        else:
+            model = load_checkpoint(sdir / "ckpt", device=device).eval()
+            ev = evaluate_planning(model, heldout, eval_dir, protocol=protocol, planner_cfg=planner_cfg, device=device,
+                                   video=True, trained_on=checkpoint_data(sdir / "ckpt"), progress=progress)
+            ev["recipe"], ev["recipe_hash"], ev["protocol_name"] = recipe.name, recipe.hash(), "long"
+            (eval_dir / "summary.json").write_text(json.dumps(ev, indent=2) + "\n")
+            (sdir / "eval_long_stage.json").write_text(json.dumps({"hash": eval_hash}) + "\n")
+        say(f"{recipe.env_id} seed {seed}, long protocol: {ev['successes']}/{ev['episodes']} vs random "
+            f"{ev['baseline_successes']}/{ev['episodes']}")
+        per_seed.append(_seed_line(seed, ev, float(marker["seconds"])))
+    result = _result_line(recipe, "long", per_seed, oracle, protocol, planner_cfg)
+    result["long_data"] = lp.data_dict()
+    (root / "result_long.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _seed_line(seed: int, ev: dict, train_seconds: float) -> dict:
+    """One seed's entry of a result line, from its evaluation summary."""
+    return {"seed": seed, "successes": ev["successes"], "episodes": ev["episodes"],
+            "success_rate": ev["success_rate"], "success_ci95": ev["success_ci95"],
+            "baseline_successes": ev["baseline_successes"],
+            "seconds_per_decision": ev.get("seconds_per_decision"), "train_seconds": train_seconds}
+
+
+def _result_line(recipe: Recipe, protocol_name: str, per_seed: list[dict], oracle: dict | None, protocol: Any,
+                 planner_cfg: Any) -> dict:
+    """A result line (`run_recipe`'s keys) pooling the seeds' evaluations of one protocol."""
+    from benchmarks.stats import wilson_interval
 
     k = sum(s["successes"] for s in per_seed)
     n = sum(s["episodes"] for s in per_seed)
     kb = sum(s["baseline_successes"] for s in per_seed)
     rates = [s["success_rate"] for s in per_seed]
-    result = {
+    return {
         "env_id": recipe.env_id,
         "recipe": recipe.name,
-        "recipe_hash": digest,
-        "protocol": "standard",
+        "recipe_hash": recipe.hash(),
+        "protocol": protocol_name,
         "episodes": n,
         "successes": k,
         "success_rate": k / n,
@@ -198,15 +334,13 @@ def run_recipe(
         "oracle_seconds_per_decision": oracle.get("oracle_seconds_per_decision") if oracle else None,
         "seconds_per_decision": statistics.fmean(s["seconds_per_decision"] or 0.0 for s in per_seed),
         "train_seconds": statistics.fmean(s["train_seconds"] for s in per_seed),
-        "seeds": seeds,
+        "seeds": [s["seed"] for s in per_seed],
         "success_rate_mean": statistics.fmean(rates),
         "success_rate_std": statistics.stdev(rates) if len(rates) > 1 else 0.0,
         "per_seed": per_seed,
         "protocol_settings": protocol.to_dict(),
         "planner": planner_cfg.to_dict(),
     }
-    (root / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result
 
 
 def run_planning_bench(
@@ -244,15 +378,26 @@ def run_planning_bench(
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for recipe in recipes:
-        results.append(run_recipe(recipe, out, seeds=seeds, device=device, log=log, progress=progress))
-        lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()] \
-            if (out / "results.jsonl").exists() else []
-        lines = [x for x in lines if (x.get("env_id"), x.get("recipe")) != (recipe.env_id, recipe.name)]
-        lines.append(results[-1])
-        tmp = out / "results.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(x) + "\n" for x in lines))
-        tmp.replace(out / "results.jsonl")
+        mine = [run_recipe(recipe, out, seeds=seeds, device=device, log=log, progress=progress)]
+        _merge_results(out, recipe, mine)  # the standard line is kept even if the long stages fail
+        long = run_long_protocol(recipe, out, seeds=seeds, device=device, log=log, progress=progress)
+        if long is not None:
+            mine.append(long)
+            _merge_results(out, recipe, mine)
+        results += mine
     return results
+
+
+def _merge_results(out: Path, recipe: Recipe, lines_of_recipe: list[dict]) -> None:
+    """Replace `recipe`'s lines of ``out/results.jsonl`` (one per env, recipe and protocol) by these, atomically."""
+    path = out / "results.jsonl"
+    lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    new = {(x["env_id"], x["recipe"], x.get("protocol", "standard")) for x in lines_of_recipe}
+    lines = [x for x in lines if (x.get("env_id"), x.get("recipe"), x.get("protocol", "standard")) not in new]
+    lines += lines_of_recipe
+    tmp = out / "results.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    tmp.replace(path)
 
 
 def markdown_table(results: Sequence[dict]) -> str:
@@ -260,11 +405,13 @@ def markdown_table(results: Sequence[dict]) -> str:
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{100 * x:.0f}%"
 
-    rows = ["| env | recipe (hash) | success | 95% Wilson | random | oracle | s per decision | train s |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| env | recipe (hash) | protocol | success | 95% Wilson | random | oracle | s per decision | train s |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lo, hi = r["success_ci95"]
-        rows.append(f"| {r['env_id']} | {r['recipe']} ({r['recipe_hash']}) | {r['successes']}/{r['episodes']} | "
+        ps = r.get("protocol_settings") or {}
+        proto = r.get("protocol", "standard") + (f" ({ps['offset']}/{ps['budget']})" if "offset" in ps else "")
+        rows.append(f"| {r['env_id']} | {r['recipe']} ({r['recipe_hash']}) | {proto} | {r['successes']}/{r['episodes']} | "
                     f"{pct(lo)}–{pct(hi)} | {pct(r['baseline_success_rate'])} | {pct(r['oracle_success_rate'])} | "
                     f"{r['seconds_per_decision']:.2f} | {r['train_seconds']:.0f} |")
     return "\n".join(rows)

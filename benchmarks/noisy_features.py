@@ -77,6 +77,7 @@ def condition_recipe(base: Recipe, family: str, condition: str, distractor: str 
         raise ValueError(f"recipe {base.name}: the noisy-feature experiment sets the data condition itself; "
                          f"use a base recipe without data.split and without a distractor factor")
     r = Recipe.from_dict(base.to_dict())
+    r.eval.long_protocol = None  # the experiment evaluates the standard protocol only (run_recipe)
     r.train.model = {**r.train.model, "family": family}
     r.name = f"{base.name}-{family}-distractor-{condition}"
     if condition == "on":

@@ -603,7 +603,15 @@ def evaluate_planning(
             f"{dataset.path} has {resolution}x{resolution} frames ({env_id}) but the model expects "
             f"image_size={model.config.image_size}: it was trained on other data (another env or resolution)"
         )
-    probe = envs.make(env_id, resolution=resolution)
+    # a budget above the env's time limit (TwoRoom's 100 steps under a 150-step budget) lifts the limit:
+    # the episodes run the whole budget instead of being truncated by the TimeLimit wrapper
+    from data.collect import gym_time_limit
+
+    limit = gym_time_limit(env_id)
+    make_kwargs: dict[str, Any] = {"resolution": resolution}
+    if limit is not None and protocol.budget > limit:
+        make_kwargs["max_episode_steps"] = int(protocol.budget)
+    probe = envs.make(env_id, **make_kwargs)
     if model is not None and probe.action_space.shape[0] != model.config.action_dim:
         raise ValueError(
             f"{env_id} has action_dim={probe.action_space.shape[0]} but the model "
@@ -622,7 +630,7 @@ def evaluate_planning(
         if log:
             log(f"note: {note}")
     n_envs = min(int(batch_envs), len(pairs))
-    env_list = [probe] + [envs.make(env_id, resolution=resolution) for _ in range(n_envs - 1)]
+    env_list = [probe] + [envs.make(env_id, **make_kwargs) for _ in range(n_envs - 1)]
     if log:
         chunks = -(-len(pairs) // n_envs)
         log(f"{len(pairs)} start/goal pairs (of {distinct} distinct ones in {dataset.path}), budget {protocol.budget} steps"

@@ -13,6 +13,12 @@ from the demo's held-out seeds (1,000,000..), on whose pairs the solvers were co
 
 The recipes' budgets are sized for a 2-core CPU: training <= 45 minutes per env
 (``TrainRecipe.steps`` at ``batch_size``, measured rates in RESULTS.md).
+
+A recipe may also name a long protocol (``EvalRecipe.long_protocol``, `LongProtocol`):
+TwoRoom's is LeWorldModel's long one (goal 100 steps ahead, 150 steps of budget), with
+start/goal pairs from held-out tour episodes (``"expert-tour"``, 300 steps, seeds from
+1,700,000). It is evaluated by its own stages of ``wm bench planning``; the standard
+stages' digests leave it out (`Recipe.section_hash`), so adding it reuses their outputs.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from typing import Any
 
 #: first seed of a recipe's held-out episodes (see the module docstring)
 HELDOUT_SEED = 1_500_000
+#: first seed of a recipe's long-protocol held-out episodes: disjoint from the others above
+LONG_HELDOUT_SEED = 1_700_000
 
 
 @dataclass
@@ -67,6 +75,62 @@ class EvalRecipe:
     protocol: dict[str, Any] = field(default_factory=lambda: {"offset": 25, "budget": 50, "episodes": 50})
     oracle: bool = True
     oracle_planner: dict[str, Any] = field(default_factory=dict)  # PlannerConfig fields of the oracle (default: planner)
+    long_protocol: dict[str, Any] | None = None  # LongProtocol fields: a second, long-horizon evaluation (None: none)
+
+
+@dataclass
+class LongProtocol:
+    """A long-horizon evaluation (``EvalRecipe.long_protocol``, validated): its protocol and the
+    held-out episodes its start/goal pairs come from.
+
+    LeWorldModel evaluates TwoRoom with goals 100 steps ahead and 150 steps of budget
+    (paper, Appendix F.1; its ``eval.py`` draws a start row uniformly among the rows with
+    ``step_idx <= episode length - goal_offset_steps - 1`` and takes the goal
+    ``goal_offset_steps`` rows later). Expert episodes end at their goal after ~23 steps
+    here, so the pairs come from tour episodes (`envs.policies.TwoRoomTourExpert`) of
+    ``max_steps`` actions, collected past the time limit without a recorded first success:
+    every start ``t <= max_steps - offset`` is a candidate, and starts already within the
+    success radius are rejected as in the standard protocol (`benchmarks.protocol`).
+    """
+
+    offset: int = 100  # goal = the state this many steps after the start
+    budget: int = 150  # env steps the agent gets
+    episodes: int = 50  # start/goal pairs evaluated
+    seed: int = 0  # pair sampling and the random baseline
+    heldout_episodes: int = 50  # held-out episodes collected for the pairs
+    policy: str = "expert-tour"  # their policy (envs.policies.POLICIES)
+    max_steps: int = 300  # their actions (rows = max_steps + 1); above the env's time limit lifts it
+    heldout_seed: int = LONG_HELDOUT_SEED  # seed of the first of them
+
+    #: the fields that say which episodes are collected (the others only how they are evaluated)
+    DATA_FIELDS = ("heldout_episodes", "policy", "max_steps", "heldout_seed")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "LongProtocol":
+        """The long protocol of a recipe's ``eval.long_protocol``; unknown keys refused by name."""
+        if not isinstance(values, dict):
+            raise ValueError(f"eval.long_protocol={values!r}: expected null or an object of {_field_names(cls)}")
+        names = _field_names(cls)
+        for key in values:
+            if key not in names:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown key {key!r} in eval.long_protocol; valid keys are {names}{hint}")
+        return cls(**values)
+
+    def protocol(self) -> Any:
+        """The `benchmarks.protocol.PlanningProtocol` of the evaluation (checked)."""
+        from benchmarks.protocol import PlanningProtocol
+
+        return PlanningProtocol(offset=self.offset, budget=self.budget, episodes=self.episodes, seed=self.seed)
+
+    def data_dict(self) -> dict[str, Any]:
+        """The `DATA_FIELDS` (what the held-out long data depends on)."""
+        return {k: getattr(self, k) for k in self.DATA_FIELDS}
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
 
 
 @dataclass
@@ -144,8 +208,52 @@ class Recipe:
         PlannerConfig(**self.eval.planner)
         PlannerConfig(**{**self.eval.planner, **self.eval.oracle_planner})
         PlanningProtocol(**self.eval.protocol)
+        self._check_long()
         self.model_config(image_size=self.data.resolution, action_dim=2)
         return self
+
+    def long(self) -> LongProtocol | None:
+        """The long protocol (``eval.long_protocol``, validated), or None."""
+        return None if self.eval.long_protocol is None else LongProtocol.from_dict(self.eval.long_protocol)
+
+    def _check_long(self) -> None:
+        """Refuse a long protocol that cannot run: bad values, a policy the env lacks, episodes too
+        short for the offset, too few candidate starts, held-out seeds overlapping the others."""
+        import envs
+        from envs.policies import POLICIES
+
+        where = f"recipe {self.name}: eval.long_protocol"
+        try:
+            lp = self.long()
+            if lp is None:
+                return
+            lp.protocol()
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: {e}") from None
+        for name in ("heldout_episodes", "max_steps", "heldout_seed"):
+            value = getattr(lp, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "heldout_seed" else 1):
+                raise ValueError(f"{where}.{name}={value!r}: expected a {'non-negative' if name == 'heldout_seed' else 'positive'} integer")
+        if lp.policy not in POLICIES:
+            close = difflib.get_close_matches(str(lp.policy), POLICIES, n=1)
+            raise ValueError(f"{where}.policy={lp.policy!r}: expected one of {list(POLICIES)}"
+                             + (f"; did you mean {close[0]!r}?" if close else ""))
+        if lp.policy == "expert-tour" and not getattr(envs.env_class(self.env_id), "tour_expert", ""):
+            raise ValueError(f"{where}.policy='expert-tour': {self.env_id} has no tour expert")
+        starts = lp.max_steps + 1 - lp.offset  # rows max_steps + 1: starts 0 .. max_steps - offset
+        if starts < 1:
+            raise ValueError(f"{where}: max_steps={lp.max_steps} leaves no start {lp.offset} steps before an "
+                             f"episode's end; expected max_steps >= offset ({lp.offset})")
+        if lp.heldout_episodes * starts < lp.episodes:
+            raise ValueError(f"{where}: episodes={lp.episodes} is more than the {lp.heldout_episodes * starts} starts "
+                             f"of {lp.heldout_episodes} episodes of {lp.max_steps} steps at offset {lp.offset}")
+        d = self.data
+        mine = (lp.heldout_seed, lp.heldout_seed + lp.heldout_episodes)
+        for what, lo, n in (("training", d.seed, d.expert_episodes + d.random_episodes),
+                            ("held-out", d.heldout_seed, d.heldout_episodes)):
+            if mine[0] < lo + n and lo < mine[1]:
+                raise ValueError(f"{where}: held-out seeds {mine[0]}..{mine[1] - 1} overlap the {what} episodes' "
+                                 f"seeds {lo}..{lo + n - 1}; choose another heldout_seed")
 
     @property
     def family(self) -> str:
@@ -167,10 +275,27 @@ class Recipe:
         blob = json.dumps(self._digest_dict(), sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
-    def section_hash(self, *sections: str) -> str:
-        """Digest of the named sections plus the env id (which stage outputs can be reused)."""
+    def section_hash(self, *sections: str, long: bool = False) -> str:
+        """Digest of the named sections plus the env id (which stage outputs can be reused).
+
+        The standard stages (``long=False``) leave ``eval.long_protocol`` out: adding, changing
+        or removing a long protocol leaves their digests, hence their outputs, as they are.
+        The long stages (``long=True``) keep it (see also `long_data_hash`)."""
         d = self._digest_dict()
+        if not long:
+            d["eval"].pop("long_protocol", None)
         blob = json.dumps({"env_id": self.env_id, **{s: d[s] for s in sections}}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def long_data_hash(self) -> str:
+        """Digest of what the long protocol's held-out episodes depend on: the env id, the data
+        section (resolution, codec, split, factors, noise) and `LongProtocol.DATA_FIELDS`."""
+        lp = self.long()
+        if lp is None:
+            raise ValueError(f"recipe {self.name} has no long protocol (eval.long_protocol is null)")
+        d = self._digest_dict()
+        blob = json.dumps({"env_id": self.env_id, "data": d["data"], "long_data": lp.data_dict()},
+                          sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -182,7 +307,7 @@ class Recipe:
 
 #: fields added to the recipe sections after recipes were published, with their default: left out of
 #: the digests at that default (`Recipe._digest_dict`), so the published recipes keep their hashes
-ADDED_FIELDS: dict[tuple[str, str], Any] = {("data", "factors"): {}}
+ADDED_FIELDS: dict[tuple[str, str], Any] = {("data", "factors"): {}, ("eval", "long_protocol"): None}
 
 
 def family_config_class(family: str) -> type:
@@ -217,8 +342,12 @@ def _recipe(name: str, env_id: str, notes: str = _COMMON_NOTE, **sections: Any) 
 
 
 #: the registered recipes, by env id
+#: TwoRoom's long protocol: LeWorldModel's offset 100 / budget 150, pairs from 50 tour episodes of 300 steps
+TWOROOM_LONG_PROTOCOL: dict[str, Any] = dataclasses.asdict(LongProtocol())
+
 RECIPES: dict[str, Recipe] = {
-    "wm/TwoRoom-v0": _recipe("tworoom-cpu", "wm/TwoRoom-v0"),
+    # the long protocol is the only change from the published recipe (hash 0edf7c63af75 without it)
+    "wm/TwoRoom-v0": _recipe("tworoom-cpu", "wm/TwoRoom-v0", eval=EvalRecipe(long_protocol=dict(TWOROOM_LONG_PROTOCOL))),
     "wm/PushT-v0": _recipe("pusht-cpu", "wm/PushT-v0"),
     "wm/PointMaze-v0": _recipe("pointmaze-cpu", "wm/PointMaze-v0", eval=EvalRecipe(
         oracle_planner={"num_samples": 100, "iterations": 10, "num_elites": 10})),

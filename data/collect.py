@@ -92,7 +92,8 @@ def collect(
     appending, the seed after the highest one on disk, see `next_seed`). Rows follow the store's
     convention (N actions -> N+1 rows; the recorded action is the one the env executed,
     clipped to its action box). `max_steps` caps actions per episode (the last row is
-    then marked truncated). `workers` > 1 runs the envs in that many processes started
+    then marked truncated); a `max_steps` above the env's time limit lifts the limit to it
+    (``max_episode_steps``), so episodes can run longer than the registered limit. `workers` > 1 runs the envs in that many processes started
     with `start_method` (default ``forkserver``); `noise` is the expert's action-noise
     std (None: the policy default). `commit_every` > 1 commits that many whole episodes
     at once (faster for short episodes; a crash loses at most the uncommitted ones, see
@@ -110,7 +111,9 @@ def collect(
     (names) draws those factors from their OOD ranges in every episode (at `severity` if
     given), the others following `split` (a one-factor-at-a-time shift). Either way the
     first success row is recorded per episode (``success_step``, -1 if none; see
-    `EpisodeDataset.success_summary`).
+    `EpisodeDataset.success_summary`), except for a policy that does not pursue the
+    episode's goal (``pursues_env_goal = False``: ``"expert-tour"``), whose episodes record
+    none (None) and which `stop_on_success` refuses.
 
     Ctrl-C (KeyboardInterrupt) stops it after committing every whole episode rolled so
     far and raises `CollectInterrupted` saying how many are saved; the dataset stays sound.
@@ -140,6 +143,12 @@ def collect(
     make_kwargs = {**(env_kwargs or {}), **kwargs}
     options = _reset_options(split, severity, factors, ood_factors)
     envs.env_class(env_id)  # an id this project does not register: UnknownEnvError naming it
+    if max_steps is not None:
+        if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+            raise ValueError(f"max_steps={max_steps!r}: expected a positive integer (actions per episode)")
+        limit = gym_time_limit(env_id)
+        if limit is not None and max_steps > limit and "max_episode_steps" not in make_kwargs:
+            make_kwargs["max_episode_steps"] = int(max_steps)  # episodes longer than the registered limit
 
     # One env in the parent: checks the id, the policy and the options before any work
     # starts, and gives the frame shape, action box and time limit.
@@ -147,7 +156,10 @@ def collect(
     try:
         if max_steps is None and _time_limit(env) is None:
             raise ValueError(f"{env_id} has no time limit; pass max_steps to bound the episodes")
-        envs.make_policy(policy, env, noise)
+        pol = envs.make_policy(policy, env, noise)
+        if stop_on_success and not getattr(pol, "pursues_env_goal", True):
+            raise ValueError(f"stop_on_success: policy {policy!r} does not pursue the episode's goal, so its first "
+                             "success means nothing; collect it without stop_on_success (bound it with max_steps)")
         obs, _ = env.reset(seed=seed, options=options)
         image_shape = tuple(np.asarray(obs).shape)
         space = env.action_space
@@ -241,6 +253,15 @@ def _reset_options(split: str | None, severity: int | None, factors: dict | None
     return options or None
 
 
+def gym_time_limit(env_id: str) -> int | None:
+    """The registered step limit of `env_id` (``max_episode_steps`` of its gymnasium spec), or None."""
+    import gymnasium as gym
+
+    bare = env_id.split(":", 1)[1] if ":" in env_id else env_id
+    spec = gym.registry.get(bare)
+    return None if spec is None else spec.max_episode_steps
+
+
 def _time_limit(env: Any) -> int | None:
     """The env's step limit: its spec's, or a TimeLimit wrapper's anywhere in the chain."""
     limit = getattr(getattr(env, "spec", None), "max_episode_steps", None)
@@ -289,7 +310,9 @@ class _Roller:
         frames, states, actions, rewards = [keep(obs)], [info["state"]], [], [0.0]
         terminated = truncated = False
         max_steps = job["max_steps"]
-        success_step = None if "success" not in info else (0 if info["success"] else -1)
+        # a policy that ignores the episode's goal (the tour expert): its success flag means nothing
+        records = "success" in info and getattr(pol, "pursues_env_goal", True)
+        success_step = None if not records else (0 if info["success"] else -1)
         while not (terminated or truncated):
             if max_steps is not None and len(actions) >= max_steps:
                 truncated = True

@@ -93,7 +93,8 @@ class WorldModelEnv(gym.Env):
         v0: initial version (the envs' own histories are in their docstrings); later
             added without changing any default behaviour: the ``terminate_on_success``
             constructor argument and `goal_from_state`; an episode key and a frame index
-            (steps since reset) for time-varying visuals such as `envs.distractors`.
+            (steps since reset) for time-varying visuals such as `envs.distractors`;
+            the ``tour_expert`` class attribute.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -102,6 +103,9 @@ class WorldModelEnv(gym.Env):
     action_dim: int = 2
     expert: str = ""
     """``"module:Class"`` of the scripted expert, built by `make_expert`."""
+    tour_expert: str = ""
+    """``"module:Class"`` of the env's tour expert (policy ``"expert-tour"``, `envs.make_policy`):
+    it heads for target after target of its own drawing, ignoring the episode's goal; empty: none."""
 
     def __init__(self, resolution: int = 64, render_mode: str | None = None, terminate_on_success: bool = True) -> None:
         """Check the arguments and set up the spaces; the subclass then builds its world."""

@@ -1,19 +1,27 @@
-"""Scripted collection policies: a (noisy) expert and a uniform random policy.
+"""Scripted collection policies: a (noisy) expert, a tour expert and a uniform random policy.
 
 A policy is built for one env with `make_policy`, seeded with ``reset(seed)`` and called
 as ``policy(obs, info) -> float32 (action_dim,)``. Its randomness comes only from its
 own `np.random.Generator`, never from the env's.
+
+``"expert-tour"`` (envs with a ``tour_expert``, e.g. TwoRoom) heads for target after target
+of its own drawing and never stops: the long, goal-free episodes that long-horizon
+start/goal pairs are taken from (``offset`` 100 needs episodes past the time limit, see
+`data.collect`'s ``max_steps``). It does not pursue the episode's goal
+(``pursues_env_goal = False``), so its episodes record no first success.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import math
 from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
 
-POLICIES: tuple[str, ...] = ("expert", "random")
+POLICIES: tuple[str, ...] = ("expert", "expert-tour", "random")
 DEFAULT_EXPERT_NOISE = 0.3
 """Std of the Gaussian action noise of the ``"expert"`` policy unless ``noise`` is given."""
 
@@ -104,7 +112,7 @@ class TwoRoomExpert(ScriptedExpert):
         from envs.two_room import AGENT_RADIUS, MIDDLE, WALL_THICKNESS
 
         env = self.env
-        pos, goal = env.state, env.goal_state
+        pos, goal = env.state, self.destination()
         if self._clear(pos, goal):
             return float(goal[0]), float(goal[1])
         lo, hi = env.door_span()
@@ -116,6 +124,10 @@ class TwoRoomExpert(ScriptedExpert):
         if abs(pos[0] - MIDDLE) < WALL_THICKNESS / 2 + AGENT_RADIUS:  # in the doorway
             return float(pos[0]), door_y
         return MIDDLE - side * self.WAYPOINT_OFFSET, door_y
+
+    def destination(self) -> np.ndarray:
+        """Where the expert is going, float64 (2,): the episode's goal."""
+        return self.env.goal_state
 
     def _clear(self, a: np.ndarray, b: np.ndarray) -> bool:
         """True if the agent can move straight from a to b without touching the middle wall.
@@ -157,20 +169,78 @@ class TwoRoomExpert(ScriptedExpert):
         return self._finish(action)
 
 
+class TwoRoomTourExpert(TwoRoomExpert):
+    """Tours TwoRoom: steers like `TwoRoomExpert` to a target of its own and, each time the
+    agent centre comes within `REACH` of it, draws the next one and goes on, never stopping.
+
+    Targets are drawn from the policy's own generator (seeded by ``reset(seed)``: the same
+    seed gives the same tour) with the env's goal distribution (`TwoRoomEnv.draw_goal`: the
+    other room with probability 0.8, at least 0.25 away), the first one at the first call.
+    The episode's own goal is ignored (``pursues_env_goal = False``), so the env's success
+    flag means nothing for its episodes and `data.collect` records no first success for
+    them: every step of a tour can start a long-horizon pair. ``targets_reached`` counts the
+    targets reached since the last reset.
+    """
+
+    REACH = 0.06  # = envs.two_room.SUCCESS_RADIUS: a target counts as reached as a goal would
+    pursues_env_goal = False
+
+    def __init__(self, env: gym.Env, noise: float = DEFAULT_EXPERT_NOISE) -> None:
+        """Bind to `env` (read through ``env.unwrapped``)."""
+        super().__init__(env, noise)
+        self._target: np.ndarray | None = None
+        self.targets_reached = 0
+
+    def reset(self, seed: int | None = None) -> None:
+        """Re-seed the generator (noise and targets) and forget the current target."""
+        super().reset(seed)
+        self._target = None
+        self.targets_reached = 0
+
+    def destination(self) -> np.ndarray:
+        """The current target, float64 (2,) (drawn at the first call of an episode)."""
+        if self._target is None:
+            self._target = self.env.draw_goal(self.env.state, self._rng)
+        return self._target
+
+    def __call__(self, obs: np.ndarray, info: dict) -> np.ndarray:
+        """Action toward the current target (the next one once it is reached), float32 (2,)."""
+        pos = self.env.state
+        target = self.destination()
+        if math.hypot(float(pos[0] - target[0]), float(pos[1] - target[1])) < self.REACH:
+            self.targets_reached += 1
+            self._target = self.env.draw_goal(pos, self._rng)
+        return super().__call__(obs, info)
+
+
 def make_policy(name: str, env: gym.Env, noise: float | None = None) -> Policy:
-    """Build the policy `name` (``"expert"`` or ``"random"``) for `env`.
+    """Build the policy `name` (one of `POLICIES`: ``"expert"``, ``"expert-tour"``, ``"random"``) for `env`.
 
-    The expert comes from the env class: ``env.unwrapped.make_expert(env, noise)``.
+    The expert comes from the env class: ``env.unwrapped.make_expert(env, noise)``; the tour
+    expert from its ``tour_expert`` (``"module:Class"``; envs without one refuse it).
 
-    ``noise`` is the std of the expert's Gaussian action noise (default
+    ``noise`` is the std of the experts' Gaussian action noise (default
     `DEFAULT_EXPERT_NOISE`; 0 gives the clean expert); the random policy ignores it.
+
+    Raises:
+        ValueError: an unknown name (the closest one suggested), a bad noise, an env
+            without the expert asked for.
     """
     if name not in POLICIES:
-        raise ValueError(f"unknown policy {name!r}; valid policies: {list(POLICIES)}")
+        close = difflib.get_close_matches(str(name), POLICIES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown policy {name!r}; valid policies: {list(POLICIES)}{hint}")
     if noise is not None and (not math.isfinite(float(noise)) or float(noise) < 0.0):
         raise ValueError(f"noise={noise!r}: expected a finite std >= 0")
     if name == "random":
         return RandomPolicy(env)
+    if name == "expert-tour":
+        path = getattr(env.unwrapped, "tour_expert", "")
+        if not path:
+            raise ValueError(f"no tour expert (policy 'expert-tour') for {type(env.unwrapped).__name__} (envs with one "
+                             "name it in their tour_expert class attribute, e.g. TwoRoom); use 'expert' or 'random'")
+        module, _, cls = path.partition(":")
+        return getattr(importlib.import_module(module), cls)(env, DEFAULT_EXPERT_NOISE if noise is None else float(noise))
     make_expert = getattr(env.unwrapped, "make_expert", None)
     if make_expert is None:
         raise ValueError(f"no expert policy for {type(env.unwrapped).__name__}; use policy 'random'")

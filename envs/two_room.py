@@ -98,12 +98,15 @@ class TwoRoomEnv(WorldModelEnv):
     Version history:
         v0: initial version; later added without changing a default frame, state or any
             draw of a seeded reset: the ``distractor`` factor (drawn from its own stream
-            by the splits, which now put noise patches into their frames).
+            by the splits, which now put noise patches into their frames); `draw_goal`
+            (the reset's goal draw, from a given generator: the same draws) and the
+            ``tour_expert`` policy.
     """
 
     factor_space: FactorSpace = TWO_ROOM_FACTORS
     state_dim: int = 2
     expert = "envs.policies:TwoRoomExpert"
+    tour_expert = "envs.policies:TwoRoomTourExpert"
 
     def __init__(self, resolution: int = 64, render_mode: str | None = None, terminate_on_success: bool = True) -> None:
         """Create the env; `resolution` is the image side in pixels (>= 8); `terminate_on_success`
@@ -264,13 +267,21 @@ class TwoRoomEnv(WorldModelEnv):
                 return p
 
     def _sample_goal(self, start: np.ndarray) -> np.ndarray:
-        other = self.np_random.random() < OTHER_ROOM_PROB
+        return self.draw_goal(start, self.np_random)
+
+    @staticmethod
+    def draw_goal(start: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A goal drawn from `rng` as a reset draws one for `start` (float64 (2,) both): in the
+        other room with probability `OTHER_ROOM_PROB`, at least `MIN_GOAL_DISTANCE` away.
+        A reset calls it with the env's own generator; the tour expert
+        (`envs.policies.TwoRoomTourExpert`) with its own, for its next target."""
+        other = rng.random() < OTHER_ROOM_PROB
         left = (start[0] >= MIDDLE) if other else (start[0] < MIDDLE)
         r, h = AGENT_RADIUS, WALL_THICKNESS / 2
         x_lo, x_hi = (OUTER_WALL + r, MIDDLE - h - r) if left else (MIDDLE + h + r, 1.0 - OUTER_WALL - r)
         y_lo, y_hi = OUTER_WALL + r, 1.0 - OUTER_WALL - r
         while True:  # a room is 0.36 x 0.86 for the centre: far points always exist
-            g = self.np_random.uniform((x_lo, y_lo), (x_hi, y_hi))
+            g = rng.uniform((x_lo, y_lo), (x_hi, y_hi))
             if np.hypot(*(g - start)) >= MIN_GOAL_DISTANCE:
                 return g
 

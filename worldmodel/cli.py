@@ -104,7 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--env", required=True, help="environment id, e.g. wm/TwoRoom-v0")
     p.add_argument("--episodes", type=int, required=True, help="number of episodes to collect")
     p.add_argument("--out", required=True, help="dataset directory to write")
-    p.add_argument("--policy", default="expert", help="collection policy: expert (noisy) | random")
+    p.add_argument("--policy", default="expert",
+                   help="collection policy: expert (noisy) | expert-tour (target after target, ignoring the episode's "
+                        "goal: long-horizon pair episodes, with --max-steps) | random")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="actions per episode at most (default: the env's time limit; more lifts the limit)")
     p.add_argument("--split", default=None, help="factor split sampled per episode (train, ood, ...); default: default factors")
     p.add_argument("--codec", default=None, choices=["raw", "jpeg", "png", "h264"],
                    help="frame codec (default: raw up to 64x64, jpeg above; h264: video in groups of --gop frames)")
@@ -284,8 +288,10 @@ def _parser() -> argparse.ArgumentParser:
     q = bsub.add_parser(
         "planning", help="collect -> train -> evaluate each env's versioned recipe (benchmarks/recipes.py)",
         description="Runs the recipe of each env (benchmarks/recipes.py): data, training, planning evaluation with "
-                    "the random baseline and the oracle on the same held-out pairs. Finished stages are reused on a "
-                    "re-run; the recipe's hash is in every result. Layout and keys: benchmarks/bench_planning.py.",
+                    "the random baseline and the oracle on the same held-out pairs; a recipe with a long protocol "
+                    "(TwoRoom: goal 100 steps ahead, budget 150, pairs from held-out tour episodes) also gets a "
+                    "'long' result line. Finished stages are reused on a re-run; the recipe's hash is in every "
+                    "result. Layout and keys: benchmarks/bench_planning.py.",
     )
     q.add_argument("--env", action="append", default=None, help="env id (repeatable), or 'all'")
     q.add_argument("--out", required=True, help="output folder (one folder per env, results.jsonl)")
@@ -493,6 +499,7 @@ def _collect(args: argparse.Namespace) -> int:
         noise=args.noise,
         commit_every=args.commit_every,
         stop_on_success=args.stop_on_success,
+        max_steps=args.max_steps,
         factors=parse_factor_args(envs.factor_space(args.env), args.factor),
         ood_factors=args.ood_factor,
         codec_options=_video_options(args),

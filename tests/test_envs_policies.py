@@ -86,7 +86,7 @@ def test_clean_expert_is_deterministic_and_does_not_touch_the_env_rng() -> None:
 
 def test_unknown_policy_lists_valid_names() -> None:
     env = envs.make(TWO_ROOM)
-    with pytest.raises(ValueError, match=r"'planner'.*\['expert', 'random'\]"):
+    with pytest.raises(ValueError, match=r"'planner'.*\['expert', 'expert-tour', 'random'\]"):
         make_policy("planner", env)
     with pytest.raises(ValueError, match="noise"):
         make_policy("expert", env, noise=-1.0)

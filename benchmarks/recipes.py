@@ -84,13 +84,20 @@ class LongProtocol:
     held-out episodes its start/goal pairs come from.
 
     LeWorldModel evaluates TwoRoom with goals 100 steps ahead and 150 steps of budget
-    (paper, Appendix F.1; its ``eval.py`` draws a start row uniformly among the rows with
-    ``step_idx <= episode length - goal_offset_steps - 1`` and takes the goal
-    ``goal_offset_steps`` rows later). Expert episodes end at their goal after ~23 steps
-    here, so the pairs come from tour episodes (`envs.policies.TwoRoomTourExpert`) of
-    ``max_steps`` actions, collected past the time limit without a recorded first success:
-    every start ``t <= max_steps - offset`` is a candidate, and starts already within the
-    success radius are rejected as in the standard protocol (`benchmarks.protocol`).
+    (paper, Appendix F.1; lucas-maes/le-wm ``eval.py`` draws start rows uniformly, without
+    replacement, among the rows with ``step_idx <= episode length - goal_offset_steps - 1``
+    and takes the goal ``goal_offset_steps`` rows later; its ``config/eval/tworoom.yaml``
+    defaults to 25 / 50, the long setting is given as overrides). Expert episodes end at
+    their goal after ~23 steps here, so the pairs come from tour episodes
+    (`envs.policies.TwoRoomTourExpert`) of ``max_steps`` actions, collected past the time
+    limit without a recorded first success: every start ``t <= max_steps - offset`` is a
+    candidate, and starts already within the success radius are rejected as in the
+    standard protocol (`benchmarks.protocol`).
+
+    Measured on TwoRoom's 50 pairs (seeds 1,700,000..): start-goal distance mean 0.27
+    (standard pairs: 0.56), 32% across the wall (standard: 100%), the oracle 50/50 in 20
+    steps on average, the random baseline 9/50 (standard: 0/50): 100 steps along a tour
+    is not farther than a standard goal here (the agent crosses a room in ~25 steps).
     """
 
     offset: int = 100  # goal = the state this many steps after the start

@@ -21,8 +21,10 @@ A group blob (little-endian)::
     uint32[n] sizes         bytes of each frame's access unit
     access units            Annex-B H.264, frame after frame in display order
 
-Encoding (`encode_groups`, PyAV/FFmpeg): one libx264 encoder per episode, one thread
-(the same bytes whatever the machine's core count, for one libx264 build), no B-frames (frame i is access unit i, so frame j of
+Encoding (`encode_groups`, PyAV/FFmpeg): one libx264 encoder per episode, one thread (so
+the output does not depend on the machine's core count; byte-identical re-encodes are not
+guaranteed: repeating one 21-frame encode 1,000 times on a loaded 2-core machine gave 0-16
+encodes whose access units differed by a few bytes, each decoding to a valid frame), no B-frames (frame i is access unit i, so frame j of
 a group needs exactly the first j+1 units), an IDR forced every `gop` frames and no
 other keyframe (``keyint = min-keyint = gop``, ``scenecut=0``), ``tune=fastdecode``
 (no CABAC, no deblocking: decoding a 224² PushT frame takes 0.034 ms against 0.058 ms,
@@ -312,6 +314,7 @@ def encode_groups(frames: np.ndarray, options: VideoOptions | Mapping[str, Any] 
     if not opts.lossless and opts.pix_fmt == "yuv420p" and (h % 2 or w % 2):
         raise ValueError(f"h264 yuv420p needs even frame sizes, got {h}x{w}; use pix_fmt yuv444p")
     ctx = av.CodecContext.create(opts.encoder, "w")
+    ctx.thread_count = 1  # x264 gets one thread from FFmpeg too (0 = auto): its output must not depend on timing
     ctx.width, ctx.height = w, h
     ctx.pix_fmt = "rgb24" if opts.lossless else opts.pix_fmt
     ctx.time_base = Fraction(1, 30)  # fixed: rate control must not depend on the dataset's fps

@@ -135,7 +135,11 @@ def test_groups_decode_on_their_own_whole_or_in_part() -> None:
         np.testing.assert_array_equal(picked, whole[[8 * k + n - 1, 8 * k, 8 * k + n - 1]].transpose(0, 3, 1, 2))
     with pytest.raises(IndexError, match="group of 5"):
         decode_group(groups[2], frames.shape[1:], {"gop": 8}, frames=[5])
-    assert encode_groups(frames, {"gop": 8}) == groups  # one thread, fixed time base: the same bytes every time
+    # a re-encode has the same layout and quality (its bytes may differ slightly: data/video.py's docstring)
+    again = encode_groups(frames, {"gop": 8})
+    assert [group_sizes(g)[0] for g in again] == [8, 8, 5]
+    redecoded = np.concatenate([decode_group(g, frames.shape[1:], {"gop": 8}) for g in again])
+    assert psnr(redecoded, frames) > 30 and abs(psnr(redecoded, frames) - psnr(whole, frames)) < 1.0
 
 
 def test_lossy_quality_and_the_cost_of_half_resolution_chroma() -> None:

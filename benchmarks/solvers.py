@@ -2,7 +2,7 @@
 
 Protocol (one process, this machine's torch threads):
 
-1. Model: ``ModelConfig.preset("lewm")`` (``--quick``: ``"lewm-tiny"``), randomly
+1. Model: ``ModelConfig.preset("lewm")`` (``--quick``: ``"lewm-micro"``), randomly
    initialised (seed 0), eval mode, in the planning precision ``dtype``
    (``worldmodel.model.planning_model``). Planning problem: a full history of
    ``context`` (3) random embeddings and ``context - 1`` executed blocks, a random goal
@@ -178,7 +178,7 @@ def bench_solvers(
     """Seconds and FLOPs per environment-plan of each solver, and the fraction of the FLOP bound.
 
     Args:
-        quick: the ``lewm-tiny`` model and tiny solver budgets (a smoke run; numbers meaningless).
+        quick: the ``lewm-micro`` model and tiny solver budgets (a smoke run; numbers meaningless).
         solvers: solver names (default: every registered solver).
         envs: environment counts to plan for in one batched call; the largest is the headline.
         dtype: planning precision, 'float32' or 'bfloat16'.
@@ -209,7 +209,7 @@ def bench_solvers(
             raise ValueError(f"unknown solver(s) {unknown}; available: {', '.join(names)}")
         names = list(solvers)
 
-    preset = "lewm-tiny" if quick else "lewm"
+    preset = "lewm-micro" if quick else "lewm"
     config = ModelConfig.preset(preset)
     torch.manual_seed(0)
     model = JEPA(config).eval()

@@ -64,6 +64,9 @@ from benchmarks.solvers import gemm_gflops, predictor_gemm_shapes
 #: activation rows of the GEMM-rate measurement (a training step's products have thousands)
 GEMM_ROWS = 4096
 
+#: minimum timed seconds per GEMM round (3 rounds, the best counts) unless ``bench_train`` is given one
+GEMM_SECONDS = 0.5
+
 #: the precisions ``bench_train`` measures, with whether bf16 autocast is on
 PRECISIONS = {"float32": False, "bfloat16": True}
 
@@ -156,7 +159,7 @@ def bench_train(
     warmup: int = 3,
     amp: bool = False,
     config: Any = None,
-    gemm_seconds: float = 0.5,
+    gemm_seconds: float | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Samples/s, FLOPs per step and the fraction of the GEMM rate of one training step (module docstring).
@@ -167,7 +170,7 @@ def bench_train(
         steps: timed steps per precision (the median counts); warmup: untimed steps before them.
         amp: also measure bf16 autocast (``wm train --amp``) beside float32.
         config: a config object to use instead of the preset (tests; ``preset`` is then only a label).
-        gemm_seconds: minimum timed seconds per GEMM round (3 rounds, best counts).
+        gemm_seconds: minimum timed seconds per GEMM round (3 rounds, best counts); None: ``GEMM_SECONDS``.
         log: optional callable for progress lines.
 
     Returns:
@@ -180,7 +183,8 @@ def bench_train(
     _positive_int("batch_size", batch_size, 2)
     _positive_int("steps", steps)
     _positive_int("warmup", warmup, 0)
-    if not (isinstance(gemm_seconds, (int, float)) and gemm_seconds > 0):
+    gemm_seconds = GEMM_SECONDS if gemm_seconds is None else gemm_seconds
+    if isinstance(gemm_seconds, bool) or not (isinstance(gemm_seconds, (int, float)) and gemm_seconds > 0):
         raise ValueError(f"gemm_seconds must be a positive number, got {gemm_seconds!r}")
     TrainConfig(batch_size=batch_size)  # the same check wm train makes
     if config is None:

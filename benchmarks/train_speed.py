@@ -7,7 +7,8 @@ Protocol (one process, one run, torch's thread count as set by ``--threads``):
    Data: synthetic windows of the preset's shape, pixels uint8 (B, window, C, S, S)
    uniform in [0, 255] and actions (B, window - 1, A_block) standard normal, drawn once
    (two batches, used in turn): the uint8 -> float conversion is inside the model and
-   timed, reading and decoding data is not.
+   timed, reading and decoding data is not. The C allocator keeps freed blocks for reuse, as
+   ``wm train`` sets it on the CPU (``worldmodel.device.keep_freed_memory``).
 2. One training step is what ``wm train``'s loop does per step with ``--grad-accum 1``:
    ``zero_grad``, forward and backward of ``model.loss`` (``accumulate_gradients``, under
    bf16 autocast for ``bfloat16``), gradient-norm clipping at 1, ``optimizer.step``.
@@ -177,6 +178,7 @@ def bench_train(
         the dict described in the module docstring.
     """
     from worldmodel.config import TrainConfig
+    from worldmodel.device import keep_freed_memory
     from worldmodel.families import build_model, get_family
     from worldmodel.trainargs import resolve_family
 
@@ -187,6 +189,7 @@ def bench_train(
     if isinstance(gemm_seconds, bool) or not (isinstance(gemm_seconds, (int, float)) and gemm_seconds > 0):
         raise ValueError(f"gemm_seconds must be a positive number, got {gemm_seconds!r}")
     TrainConfig(batch_size=batch_size)  # the same check wm train makes
+    keep_freed_memory()  # as wm train does on the CPU
     if config is None:
         config = get_family(resolve_family(None, preset, None)).config_cls.preset(preset)
     torch.manual_seed(0)

@@ -99,3 +99,13 @@ def test_cli_bench_train_json(fast_gemm, capsys) -> None:
     assert 0 < result["precisions"]["float32"]["gemm_fraction"]
     assert main(["bench", "train", "--preset", "lewm-micro", "--batch-size", "1"]) == 2
     assert "--batch-size=1" in capsys.readouterr().err
+
+
+def test_keep_freed_memory_is_idempotent() -> None:
+    import platform
+
+    from worldmodel.device import keep_freed_memory
+
+    first = keep_freed_memory()
+    assert keep_freed_memory() is first
+    assert first == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")

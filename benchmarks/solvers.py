@@ -2,7 +2,7 @@
 
 Protocol (one process, this machine's torch threads):
 
-1. Model: ``ModelConfig.preset("lewm")`` (``--quick``: ``"lewm-tiny"``), randomly
+1. Model: ``ModelConfig.preset("lewm")`` (``--quick``: ``"lewm-micro"``), randomly
    initialised (seed 0), eval mode, in the planning precision ``dtype``
    (``worldmodel.model.planning_model``). Planning problem: a full history of
    ``context`` (3) random embeddings and ``context - 1`` executed blocks, a random goal
@@ -61,23 +61,33 @@ def _log(log: Callable[[str], None] | None, line: str) -> None:
         log(line)
 
 
-def gemm_gflops(config: Any, rows: int, dtype: torch.dtype, seconds: float = 1.0, rounds: int = 3) -> float:
-    """This machine's matrix-product rate in GFLOP/s for the predictor's weight shapes.
-
-    Args:
-        config: the ``ModelConfig`` whose predictor shapes are measured.
-        rows: rows of the activations (tokens in one batched predictor call).
-        dtype: torch.float32 or torch.bfloat16.
-        seconds: minimum timed seconds per round; rounds: rounds, the best one counts.
-
-    Returns:
-        2 * rows * sum(in * out) / seconds of the best round, in GFLOP/s.
-    """
+def predictor_gemm_shapes(config: Any) -> list[tuple[int, int]]:
+    """(in, out) of the predictor's weight matrices in ``config``: qkv, attention output, MLP in and out,
+    AdaLN modulation."""
     W = config.predictor_width
     heads = config.predictor_heads
     inner = heads * (config.predictor_head_dim or W // heads)
     hidden = config.predictor_mlp_dim or int(W * config.mlp_ratio)
-    shapes = [(W, 3 * inner), (inner, W), (W, hidden), (hidden, W), (W, 6 * W)]  # (in, out)
+    return [(W, 3 * inner), (inner, W), (W, hidden), (hidden, W), (W, 6 * W)]
+
+
+def gemm_gflops(config: Any, rows: int, dtype: torch.dtype, seconds: float = 1.0, rounds: int = 3,
+                shapes: Sequence[tuple[int, int]] | None = None) -> float:
+    """This machine's matrix-product rate in GFLOP/s for the predictor's weight shapes (or ``shapes``).
+
+    Args:
+        config: the ``ModelConfig`` whose predictor shapes are measured (unused with ``shapes``).
+        rows: rows of the activations (tokens in one batched predictor call).
+        dtype: torch.float32 or torch.bfloat16.
+        seconds: minimum timed seconds per round; rounds: rounds, the best one counts.
+        shapes: (in, out) weight shapes to measure instead (``wm bench train``: the model's own).
+
+    Returns:
+        2 * rows * sum(in * out) / seconds of the best round, in GFLOP/s.
+    """
+    shapes = predictor_gemm_shapes(config) if shapes is None else [(int(i), int(o)) for i, o in shapes]
+    if not shapes:
+        raise ValueError("gemm_gflops needs at least one (in, out) weight shape")
     gen = torch.Generator().manual_seed(0)
     xs = {n_in: torch.randn(rows, n_in, generator=gen).to(dtype) for n_in in {s[0] for s in shapes}}
     ws = [torch.randn(n_out, n_in, generator=gen).to(dtype) * n_in**-0.5 for n_in, n_out in shapes]
@@ -168,7 +178,7 @@ def bench_solvers(
     """Seconds and FLOPs per environment-plan of each solver, and the fraction of the FLOP bound.
 
     Args:
-        quick: the ``lewm-tiny`` model and tiny solver budgets (a smoke run; numbers meaningless).
+        quick: the ``lewm-micro`` model and tiny solver budgets (a smoke run; numbers meaningless).
         solvers: solver names (default: every registered solver).
         envs: environment counts to plan for in one batched call; the largest is the headline.
         dtype: planning precision, 'float32' or 'bfloat16'.
@@ -199,7 +209,7 @@ def bench_solvers(
             raise ValueError(f"unknown solver(s) {unknown}; available: {', '.join(names)}")
         names = list(solvers)
 
-    preset = "lewm-tiny" if quick else "lewm"
+    preset = "lewm-micro" if quick else "lewm"
     config = ModelConfig.preset(preset)
     torch.manual_seed(0)
     model = JEPA(config).eval()

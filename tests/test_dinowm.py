@@ -381,7 +381,7 @@ def test_encoder_from_another_checkpoint(tmp_path):
 
     # a lewm checkpoint with a ViT encoder: its patch tokens, mapped to the DINOv2 layout
     torch.manual_seed(0)
-    lewm = JEPA(ModelConfig.preset("lewm-tiny")).eval()
+    lewm = JEPA(ModelConfig.preset("lewm-micro")).eval()
     save_checkpoint(tmp_path / "lewm", lewm)
     config = tiny_config().with_encoder_from_ckpt(tmp_path / "lewm")
     assert (config.vit_width, config.encoder_input_size, config.vit_layer_scale, config.vit_ln_eps) == (32, 28, False, 1e-5)

@@ -117,7 +117,7 @@ def test_config_regularizers_add_weighted_terms(family: str) -> None:
     from worldmodel.regularizers import Straightening
 
     cls = get_family(family).config_cls
-    preset = {"lewm": "lewm-tiny", "pldm": "pldm-tiny", "pixel": "pixel-tiny"}[family]
+    preset = {"lewm": "lewm-micro", "pldm": "pldm-tiny", "pixel": "pixel-tiny"}[family]
     base_cfg = cls.preset(preset, image_size=28, pred_steps=2)
     extra_cfg = cls.preset(preset, image_size=28, pred_steps=2, regularizers="straightening=0.5, vicreg=0.25")
     torch.manual_seed(0)

@@ -191,3 +191,26 @@ def test_rollout_in_chunks_of_candidates_equals_one_call(rows, monkeypatch):
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
     per = S if rows is None else max(1, rows // (B * 3))  # candidates per call: rows // (B x context)
     assert calls == [S] + [min(per, S - i) for i in range(0, S, per)]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matmul_attention_equals_sdpa(monkeypatch, causal: bool, dtype: torch.dtype) -> None:
+    """The CPU bf16 attention path (two matmuls) gives SDPA's output and gradients."""
+    import worldmodel.encoder as enc
+
+    torch.manual_seed(0)
+    attn = enc.Attention(32, 2, causal=causal, head_dim=16).to(dtype)
+    x = torch.randn(3, 7, 32, dtype=dtype)
+    q = torch.randn(3, 2, 7, 16, dtype=dtype)
+    assert enc.use_matmul_attention(q) == (dtype == torch.bfloat16)
+    outs = []
+    for matmul in (False, True):
+        monkeypatch.setattr(enc, "use_matmul_attention", lambda q: matmul)
+        xi = x.clone().requires_grad_()
+        y = attn(xi)
+        y.float().square().sum().backward()
+        outs.append((y.float(), xi.grad.float()))
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(outs[1][0], outs[0][0], **tol)
+    torch.testing.assert_close(outs[1][1], outs[0][1], **tol)

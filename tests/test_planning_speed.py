@@ -292,7 +292,7 @@ def test_plan_flops_are_linear_in_the_number_of_envs() -> None:
     from benchmarks.solvers import _problem, count_plan_flops
     from planners.objectives import get_objective
 
-    model = JEPA(ModelConfig.preset("lewm-tiny")).eval()
+    model = JEPA(ModelConfig.preset("lewm-micro")).eval()
     for name in ("cem", "gd"):
         flops = {}
         for n in (1, 3):

@@ -62,6 +62,7 @@ EPILOGS = {
         "  wm bench data --resolution 224 --codecs-only --json\n"
         "  wm bench solvers --json\n"
         "  wm bench solvers --solver cem --dtype bfloat16 --json\n"
+        "  wm bench train --preset lewm-tiny --threads 1 --amp --json\n"
         "  wm bench noisy --env wm/TwoRoom-v0 --out runs/noisy --models lewm pixel"
     ),
     "diagnose": (
@@ -284,6 +285,24 @@ def _parser() -> argparse.ArgumentParser:
                    help="torch CPU threads for the GEMM rate and the plans alike (default: torch's setting)")
     q.add_argument("--json", action="store_true",
                    help='print JSON {"gemm_gflops": {...}, "solvers": {NAME: {"seconds_per_env_plan", ...}}}')
+
+    q = bsub.add_parser(
+        "train", help="training samples/s of a model preset and its fraction of this machine's GEMM rate",
+        description="Times training steps (forward, backward, clipping, AdamW) of a randomly initialised model on "
+                    "synthetic uint8 windows of the preset's shape, counts a step's FLOPs with "
+                    "torch.utils.flop_counter and measures this machine's GEMM rate per precision in the same run, "
+                    "at the same thread count; the protocol and the JSON keys are in benchmarks/train_speed.py.",
+    )
+    q.add_argument("--preset", default="lewm-tiny", help="model preset of any family (default: lewm-tiny)")
+    q.add_argument("--batch-size", type=int, default=32, help="windows per training step")
+    q.add_argument("--steps", type=int, default=10, help="timed steps per precision (the median counts)")
+    q.add_argument("--warmup", type=int, default=3, help="untimed steps before the timed ones")
+    q.add_argument("--amp", action="store_true", help="also measure bf16 autocast (wm train --amp) beside float32")
+    q.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for the GEMM rate and the steps alike (default: torch's setting)")
+    q.add_argument("--json", action="store_true",
+                   help='print JSON {"gemm_gflops": {...}, "precisions": {"float32": {"samples_per_s", '
+                        '"gemm_fraction", ...}}, ...}')
 
     q = bsub.add_parser(
         "planning", help="collect -> train -> evaluate each env's versioned recipe (benchmarks/recipes.py)",
@@ -757,6 +776,21 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         result = bench_solvers(quick=args.quick, solvers=args.solver, envs=(1, args.envs), dtype=args.dtype,
                                repeats=args.repeats, log=_log, compile=args.compile)
         print(_json(result, indent=2) if args.json else "\n" + solver_table(result))
+        return 0
+    if args.bench_command == "train":
+        from benchmarks.train_speed import bench_train, markdown_table as train_table
+
+        for flag, value, low in (("--batch-size", args.batch_size, 2), ("--steps", args.steps, 1),
+                                 ("--warmup", args.warmup, 0), ("--threads", 1 if args.threads is None else args.threads, 1)):
+            if value < low:
+                raise ValueError(f"{flag}={value}: expected an integer >= {low}")
+        if args.threads is not None:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        result = bench_train(args.preset, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
+                             amp=args.amp, log=_log)
+        print(_json(result, indent=2) if args.json else "\n" + train_table(result))
         return 0
     if args.bench_command == "planning":
         from benchmarks.bench_planning import markdown_table as planning_table, run_planning_bench

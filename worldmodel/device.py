@@ -48,3 +48,37 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
+
+
+#: glibc ``mallopt`` parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: the largest mmap threshold glibc accepts on 64-bit (``DEFAULT_MMAP_THRESHOLD_MAX``)
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+_allocator_tuned: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed blocks up to 32 MB for reuse instead of returning them to the OS.
+
+    A CPU training step allocates and frees the same activation buffers (MB each) every step.
+    With glibc's defaults a block above its (adaptive) mmap threshold is mapped anew at each
+    allocation and unmapped at each free, so every step pays the page faults of zeroing fresh
+    pages on first touch (measured: 13 % of a ``lewm-tiny`` training step on one core,
+    ``wm bench train``). Fixing the mmap threshold at its maximum and raising the trim
+    threshold keeps those blocks in the heap. Process-wide and idempotent; a no-op (False)
+    where the C library is not glibc. Returns True if the setting is in effect.
+    """
+    global _allocator_tuned
+    if _allocator_tuned is None:
+        _allocator_tuned = False
+        try:
+            import ctypes
+            import platform
+
+            if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+                libc = ctypes.CDLL("libc.so.6")
+                _allocator_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(
+                    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+        except (OSError, AttributeError):
+            _allocator_tuned = False
+    return _allocator_tuned

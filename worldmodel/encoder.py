@@ -48,10 +48,42 @@ class Attention(nn.Module):
         """x (B, L, W) -> (B, L, W); causal if built so (token i sees tokens <= i)."""
         B, L, W = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, h, L, I/h)
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
-        )
+        dropout = self.dropout if self.training else 0.0
+        if dropout == 0.0 and use_matmul_attention(q):
+            y = matmul_attention(q, k, v, causal_mask(L, L, x.device) if self.causal else None)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, dropout_p=dropout)
         return self.proj(y.transpose(1, 2).reshape(B, L, self.inner))
+
+
+def use_matmul_attention(q: torch.Tensor) -> bool:
+    """Whether ``matmul_attention`` beats ``scaled_dot_product_attention`` for queries ``q`` (N, h, L, d).
+
+    On the CPU in bf16 it does, forward and backward alike (one thread: 14 ms vs 81 ms for
+    128 x 2 heads x 65 tokens of 64; 0.9 ms vs 2.0 ms for 3 causal tokens; a ``lewm-tiny``
+    training step under bf16 autocast: 0.35 s vs 0.57 s CPU time). In float32 the two are
+    within noise of each other on a whole training step, and on other devices the fused
+    kernels win: SDPA there.
+    """
+    return MATMUL_ATTENTION and q.device.type == "cpu" and q.dtype == torch.bfloat16
+
+
+#: use ``matmul_attention`` where ``use_matmul_attention`` says it is faster (False: always SDPA)
+MATMUL_ATTENTION = True
+
+
+def causal_mask(lq: int, lk: int, device: torch.device) -> torch.Tensor:
+    """(lq, lk) bool, True where query i may attend key j: j <= i + lk - lq (the queries are the last lq tokens)."""
+    return torch.ones(lq, lk, dtype=torch.bool, device=device).tril(lk - lq)
+
+
+def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax attention of q (N, h, Lq, d) over k, v (N, h, L, d) with two batched matmuls;
+    mask (Lq, L) bool, True = may attend. Equals ``scaled_dot_product_attention`` (no dropout)."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (N, h, Lq, L)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.matmul(scores.softmax(-1), v)
 
 
 class FeedForward(nn.Module):

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from worldmodel.config import WorldModelConfig
-from worldmodel.encoder import Attention, FeedForward, Projector
+from worldmodel.encoder import Attention, FeedForward, Projector, matmul_attention, use_matmul_attention
 
 
 class ActionEncoder(nn.Module):
@@ -262,16 +262,14 @@ class Predictor(nn.Module):
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Softmax attention of q (N, h, Lq, d) over k, v (N, h, L, d); mask (Lq, L) bool, True = may attend.
 
-    ``scaled_dot_product_attention``, except bf16 on CPU: with a handful of keys per query its
-    kernel there costs more than the qkv projection itself (measured 42 ms vs 17 ms with two
-    batched matmuls, 400 x 16 heads x 3 tokens, one thread), so the matmuls run instead.
+    ``scaled_dot_product_attention``, except where ``use_matmul_attention`` says two batched
+    matmuls are faster (bf16 on CPU: with a handful of keys per query the fused kernel there
+    costs more than the qkv projection itself, measured 42 ms vs 17 ms, 400 x 16 heads x 3
+    tokens, one thread).
     """
-    if not (q.device.type == "cpu" and q.dtype == torch.bfloat16):
+    if not use_matmul_attention(q):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # (N, h, Lq, L)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.matmul(scores.softmax(-1), v)
+    return matmul_attention(q, k, v, mask)
 
 
 def _heads(qkv: torch.Tensor, parts: int, heads: int, head_dim: int) -> tuple[torch.Tensor, ...]:

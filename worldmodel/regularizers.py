@@ -118,6 +118,33 @@ class ProjectedRegularizer(nn.Module):
         return A / A.norm(dim=0, keepdim=True)
 
 
+class _ECFSums(torch.autograd.Function):
+    """``stack([cos(x t).sum(1), sin(x t).sum(1)])`` for x (T, N, P), t (K,) -> (2, T, P, K).
+
+    Autograd would save x t and recompute sine and cosine in the backward pass (and negate
+    one); this saves the cosines and sines the forward computed, so the backward is two
+    products and sums: d/dx_n = sum_k t_k (cos(x_n t_k) g_sin - sin(x_n t_k) g_cos).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        xt = x.unsqueeze(-1) * t  # (T, N, P, K)
+        cos, sin = xt.cos(), xt.sin()
+        ctx.save_for_backward(cos, sin, t)
+        return torch.stack([cos.sum(dim=1), sin.sum(dim=1)])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        cos, sin, t = ctx.saved_tensors
+        g_cos, g_sin = (grad[0] * t).unsqueeze(1), (grad[1] * t).unsqueeze(1)  # (T, 1, P, K)
+        return (cos * g_sin).sum(-1) - (sin * g_cos).sum(-1), None
+
+
+def _ecf_sums(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Sums over N of cos and sin of x (T, N, P) times each knot t (K,): (2, T, P, K) (``_ECFSums``)."""
+    return _ECFSums.apply(x, t)
+
+
 class SIGReg(ProjectedRegularizer):
     """Epps-Pulley statistic of random unit projections, averaged over projections and T.
 
@@ -164,9 +191,8 @@ class SIGReg(ProjectedRegularizer):
         z = _as_tnd(z, "SIGReg")
         with _no_autocast(z.device):
             A = self.projections(z.shape[-1], z.device, generator)
-            x = (z @ A).unsqueeze(-1) * self.t  # (T, N, P, K)
             n = torch.tensor(float(z.shape[1]), device=z.device)
-            sums = torch.stack([x.cos().sum(dim=1), x.sin().sum(dim=1)])  # (2, T, P, K)
+            sums = _ecf_sums(z @ A, self.t)  # (2, T, P, K)
             if self._synced():
                 sums = all_reduce_sum(sums)  # the union batch's characteristic function
                 n = all_reduce_sum(n)

@@ -55,7 +55,7 @@ from worldmodel.checkpoint import (
 )
 from worldmodel.episode_record import merge_records, record_of_datasets
 from worldmodel.config import TrainConfig, WorldModelConfig
-from worldmodel.device import resolve_device
+from worldmodel.device import keep_freed_memory, resolve_device
 from worldmodel.families import WorldModel, build_model
 from worldmodel.paths import check_output_dir
 from worldmodel.progress import JsonlLogger, ProgressBar
@@ -461,6 +461,8 @@ def _train(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset | No
     accum = train_cfg.grad_accum
     torch.manual_seed(train_cfg.seed)
     autocast = autocast_context(device, train_cfg.amp)
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults on the activations every step (worldmodel/device.py)
 
     if dataset is None:
         if train_cfg.progress and main:

@@ -148,6 +148,7 @@ def run_noisy(
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
     progress: bool = False,
+    conditions: Sequence[str] = CONDITIONS,
 ) -> list[dict]:
     """Run the noisy-feature experiment on `env_id` (see the module docstring) into `out`.
 
@@ -160,6 +161,8 @@ def run_noisy(
         distractor: the ``on`` condition's distractor: a value or ``"train"`` (`condition_recipe`).
         seeds: training seeds (their episodes pooled in the success rate, as ``wm bench planning``).
         recipe: the base recipe (None: the env's registered one, `benchmarks.recipes.get_recipe`).
+        conditions: the data conditions to run, a subset of `CONDITIONS` (e.g. ``["on"]`` in a
+            second process beside one running ``["off"]``: they share only finished stages).
 
     Returns:
         the result lines, family-major then ``off``/``on``; each ``{"env_id", "family",
@@ -183,6 +186,9 @@ def run_noisy(
     for name, value in (("steps", steps), ("episodes", episodes)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"--{name}={value!r}: expected a positive integer")
+    bad = [c for c in conditions if c not in CONDITIONS]
+    if bad or not conditions:
+        raise ValueError(f"conditions {list(conditions)!r}: expected one or more of {list(CONDITIONS)}")
     base = get_recipe(env_id) if recipe is None else recipe
     if base.env_id != env_id:
         raise ValueError(f"the recipe {base.name} is for {base.env_id}, not {env_id}")
@@ -195,7 +201,7 @@ def run_noisy(
     plan = []
     for family in families:
         family_config_class(family)  # an unknown family: refused here, the closest named
-        for condition in CONDITIONS:
+        for condition in (c for c in CONDITIONS if c in conditions):
             plan.append((family, condition, condition_recipe(base, family, condition, distractor)))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.noisy_features import condition_recipe, markdown_report
+from benchmarks.noisy_features import condition_recipe, markdown_report, run_noisy
 from benchmarks.recipes import Recipe, get_recipe
 from worldmodel.cli import main
 
@@ -68,6 +68,10 @@ def test_bench_noisy_writes_results_and_a_table_per_family_and_condition(tmp_pat
     assert code == 0, err
     assert "data reused" in err and "checkpoint reused" in err and "evaluation reused" in err
     assert [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()] == lines
+    # one condition alone (a second process beside another): only its line, from the same stages
+    code, _, err = wm(capsys, *args, "--conditions", "on")
+    assert code == 0, err
+    assert [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()] == lines[1:]
 
 
 def test_bench_noisy_refuses_bad_requests_before_any_work(tmp_path: Path, capsys) -> None:
@@ -86,6 +90,9 @@ def test_bench_noisy_refuses_bad_requests_before_any_work(tmp_path: Path, capsys
         code, _, err = wm(capsys, "bench", "noisy", "--out", out, *extra)
         assert code == 2 and message in err, (extra, err)
         assert "Traceback" not in err
+    assert not out.exists()
+    with pytest.raises(ValueError, match=r"conditions \['maybe'\]"):
+        run_noisy("wm/TwoRoom-v0", out, conditions=["maybe"])
     assert not out.exists()
 
 

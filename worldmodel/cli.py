@@ -340,6 +340,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="the 'on' condition's distractor factor: a value (patches; train range [0, 4], ood [6, 12]) "
                         "or 'train' to draw it per episode over the train range (default: 4)")
     q.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (pooled)")
+    q.add_argument("--conditions", nargs="+", default=["off", "on"], choices=["off", "on"],
+                   help="data conditions to run (default: off on); e.g. 'on' in a second process beside one running "
+                        "'off' (a later run over both reuses their stages and writes the whole table)")
     q.add_argument("--recipe", default=None, help="a base recipe JSON file instead of the env's registered recipe")
     q.add_argument("--device", default="auto", help="auto | cpu | cuda")
     q.add_argument("--json", action="store_true", help="print the result lines as JSON")
@@ -818,7 +821,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe) if args.recipe is not None else None
         results = run_noisy(args.env, args.out, families=args.models, steps=args.steps, episodes=args.episodes,
                             distractor=distractor, seeds=args.seeds, recipe=recipe,
-                            device=str(resolve_device(args.device)), log=_log, progress=True)
+                            device=str(resolve_device(args.device)), log=_log, progress=True,
+                            conditions=args.conditions)
         print(_json(results, indent=2) if args.json else "\n" + markdown_report(results))
         return 0
     if args.bench_command == "experts":

@@ -324,6 +324,12 @@ class PlanningModel(nn.Module):
         super().__init__()
         import copy
 
+        from worldmodel.device import keep_freed_memory
+
+        # rollouts allocate and free the same multi-MB activations every iteration: keep them in
+        # the heap rather than mapping fresh pages each time (process-wide; worldmodel/device.py)
+        keep_freed_memory()
+
         self.model = model  # float32: encodes observations (once per step; any encoder, CNN included)
         if dtype == torch.float32:
             self.inner = model

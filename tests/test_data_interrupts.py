@@ -30,6 +30,16 @@ def snapshot(path: Path) -> dict:
     return {e[C.EPISODE_ID]: (e, {k: v.tobytes() for k, v in ds.load_episode(e[C.EPISODE_ID]).items()}) for e in ds.episodes()}
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """These tests send SIGINT to this process and expect Python's KeyboardInterrupt: install
+    Python's own handler for them, whatever was inherited (a shell starts background jobs
+    with SIGINT ignored, and then ``raise_signal(SIGINT)`` would do nothing)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 class Hook:
     """A `commit_hook` that interrupts at its `at`-th call: a real SIGINT sent to this
     process (``"signal"``) or a KeyboardInterrupt raised right there (``"raise"``, as an

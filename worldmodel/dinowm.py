@@ -31,7 +31,6 @@ it does not shape the predictor).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from worldmodel.config import UnknownPresetError, _f, _from_dict, _require, _require_finite
+from worldmodel.config import WorldModelConfig, _f, _from_dict, _require, _require_finite
 from worldmodel.dinov2 import DinoV2, DinoV2Arch, DinoV2WeightsError, check_state, load_dinov2_weights, read_safetensors
 
 FAMILY = "dinowm"
@@ -143,15 +142,8 @@ class DinoWMConfig:
                              " (pickles such as .pth are never loaded: convert them with safetensors)")
 
     # ----------------------------------------------------------- derived sizes
-    @property
-    def block_dim(self) -> int:
-        """Size of one action block: ``frameskip * action_dim``."""
-        return self.frameskip * self.action_dim
-
-    @property
-    def window(self) -> int:
-        """Frames in one training window: ``context + pred_steps``."""
-        return self.context + self.pred_steps
+    block_dim = WorldModelConfig.block_dim  # frameskip * action_dim
+    window = WorldModelConfig.window  # context + pred_steps
 
     @property
     def encoder_input_size(self) -> int:
@@ -203,17 +195,9 @@ class DinoWMConfig:
             raise ValueError(f"this is a config of model family {values['family']!r}, not {FAMILY!r}")
         return _from_dict(cls, values, strict)
 
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "DinoWMConfig":
-        """A named configuration from ``DINOWM_PRESETS`` with some fields ``overrides``.
-
-        Raises ``UnknownPresetError`` naming the closest preset on a typo.
-        """
-        if not isinstance(name, str) or name not in DINOWM_PRESETS:
-            close = difflib.get_close_matches(str(name), list(DINOWM_PRESETS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UnknownPresetError(f"unknown dinowm preset {name!r}{hint} (presets: {', '.join(DINOWM_PRESETS)})")
-        return cls.from_dict({**DINOWM_PRESETS[name], **overrides})
+    #: named configurations, as every family's config (``WorldModelConfig.preset``: close-name
+    #: suggestion, and the family of a preset that belongs to another one)
+    preset = classmethod(WorldModelConfig.preset.__func__)
 
     def with_encoder_from_ckpt(self, ckpt_dir: str | os.PathLike) -> "DinoWMConfig":
         """This config with ``encoder_from_ckpt=ckpt_dir`` and the encoder fields of that checkpoint.

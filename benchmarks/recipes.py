@@ -65,6 +65,7 @@ class TrainRecipe:
     seed: int = 0
     preset: str | None = None  # a model preset of any family (worldmodel/config.py), then `model` overrides it
     model: dict[str, Any] = field(default_factory=lambda: {"pred_steps": 3})  # config fields; "family" picks the family
+    amp: bool | None = None  # bf16 autocast in training (`TrainConfig.amp`): None = on CUDA only, True = also on CPU
 
 
 @dataclass
@@ -212,6 +213,8 @@ class Recipe:
             value = getattr(self.data, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name != "random_episodes" else 0):
                 raise ValueError(f"recipe {self.name}: data.{name}={value!r}, expected a positive integer")
+        if self.train.amp not in (None, True, False):
+            raise ValueError(f"recipe {self.name}: train.amp={self.train.amp!r}, expected null, true or false")
         PlannerConfig(**self.eval.planner)
         PlannerConfig(**{**self.eval.planner, **self.eval.oracle_planner})
         PlanningProtocol(**self.eval.protocol)
@@ -314,7 +317,8 @@ class Recipe:
 
 #: fields added to the recipe sections after recipes were published, with their default: left out of
 #: the digests at that default (`Recipe._digest_dict`), so the published recipes keep their hashes
-ADDED_FIELDS: dict[tuple[str, str], Any] = {("data", "factors"): {}, ("eval", "long_protocol"): None}
+ADDED_FIELDS: dict[tuple[str, str], Any] = {("data", "factors"): {}, ("eval", "long_protocol"): None,
+                                            ("train", "amp"): None}
 
 
 def family_config_class(family: str) -> type:

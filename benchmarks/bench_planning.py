@@ -67,6 +67,34 @@ def _check_stage(folder: Path, marker: Path, digest: str, what: str) -> bool:
     return False
 
 
+def _check_model_config(ckpt: Path, expected: Any) -> None:
+    """Refuse to reuse the checkpoint in `ckpt` when its recorded model config differs from the
+    one the recipe resolves to now (`expected`). The recipe's hash covers the fields it names,
+    not the family's defaults it leaves unnamed: this catches a default changed since training.
+
+    Raises:
+        ValueError: naming each differing field with both values.
+    """
+    import dataclasses
+
+    from benchmarks.recipes import family_config_class
+
+    saved = (_read(ckpt / "config.json") or {}).get("model")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{ckpt}/config.json has no model config: not a worldmodel checkpoint (remove it, or use "
+                         "another --out)")
+    family = saved.get("family", "lewm")
+    if family != expected.family:
+        raise ValueError(f"{ckpt} holds a {family!r} model, the recipe trains {expected.family!r}: use another --out")
+    have, want = dataclasses.asdict(family_config_class(family).from_dict(saved)), dataclasses.asdict(expected)
+    diff = {k: (have.get(k), want.get(k)) for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)}
+    if diff:
+        detail = ", ".join(f"{k}: checkpoint {a!r}, recipe now {b!r}" for k, (a, b) in diff.items())
+        raise ValueError(f"{ckpt} was trained with another model config than this recipe resolves to now ({detail}); "
+                         "a family default changed since it was trained: use another --out, or remove the seed's "
+                         "folder to retrain")
+
+
 def run_recipe(
     recipe: Recipe,
     out: str | Path,
@@ -155,6 +183,8 @@ def run_recipe(
         train_hash = recipe.section_hash("data", "train")
         marker = sdir / "train_stage.json"
         if _check_stage(sdir / "ckpt", marker, train_hash, "train") and (_read(marker) or {}).get("seed") == seed:
+            _check_model_config(sdir / "ckpt", recipe.model_config(image_size=int(meta["image_shape"][0]),
+                                                                    action_dim=int(meta["action_dim"])))
             train_seconds = float(_read(marker)["seconds"])
             say(f"{recipe.env_id} seed {seed}: checkpoint reused")
         else:

@@ -111,6 +111,13 @@ def test_bench_planning_runs_every_stage_then_reuses_them(tmp_path: Path, capsys
     assert "data reused" in err and "oracle reused" in err and err.count("checkpoint reused") == 2
     assert err.count("evaluation reused") == 2 and json.loads(stdout) == [line]
 
+    cfg_file = root / "seed1" / "ckpt" / "config.json"  # a family default changed since seed 1 was trained
+    saved = json.loads(cfg_file.read_text())
+    cfg_file.write_text(json.dumps({**saved, "model": {**saved["model"], "dropout": 0.25}}))
+    code, _, err = wm(capsys, "bench", "planning", "--recipe", path, "--out", out, "--seeds", 0, 1, "--device", "cpu")
+    assert code == 2 and "dropout: checkpoint 0.25, recipe now 0.0" in err, err
+    cfg_file.write_text(json.dumps(saved))
+
     changed = tiny()
     changed.train.steps = 4  # another recipe into the same folder: its stages are refused, nothing overwritten
     changed.save(tmp_path / "changed.json")

@@ -191,7 +191,7 @@ def run_recipe(
             t = recipe.train
             model_cfg = recipe.model_config(image_size=int(meta["image_shape"][0]), action_dim=int(meta["action_dim"]))
             train_cfg = TrainConfig(data=str(train_path), out=str(sdir / "ckpt"), steps=t.steps, batch_size=t.batch_size,
-                                    lr=t.lr, seed=t.seed + seed, amp=t.amp, device=device, progress=progress)
+                                    lr=t.lr, seed=t.seed + seed, amp=t.amp, augment=t.augment, device=device, progress=progress)
             say(f"{recipe.env_id} seed {seed}: training {t.steps} steps of {t.batch_size} windows")
             summary = train(model_cfg, train_cfg)
             train_seconds = float(summary["seconds"])

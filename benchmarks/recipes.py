@@ -66,6 +66,7 @@ class TrainRecipe:
     preset: str | None = None  # a model preset of any family (worldmodel/config.py), then `model` overrides it
     model: dict[str, Any] = field(default_factory=lambda: {"pred_steps": 3})  # config fields; "family" picks the family
     amp: bool | None = None  # bf16 autocast in training (`TrainConfig.amp`): None = on CUDA only, True = also on CPU
+    augment: str = "none"  # training-frame augmentation (`TrainConfig.augment`, worldmodel/augment.py)
 
 
 @dataclass
@@ -215,6 +216,12 @@ class Recipe:
                 raise ValueError(f"recipe {self.name}: data.{name}={value!r}, expected a positive integer")
         if self.train.amp not in (None, True, False):
             raise ValueError(f"recipe {self.name}: train.amp={self.train.amp!r}, expected null, true or false")
+        from worldmodel.augment import check_augment
+
+        try:
+            check_augment(self.train.augment)
+        except ValueError as e:
+            raise ValueError(f"recipe {self.name}: train.augment: {e}") from None
         PlannerConfig(**self.eval.planner)
         PlannerConfig(**{**self.eval.planner, **self.eval.oracle_planner})
         PlanningProtocol(**self.eval.protocol)
@@ -318,7 +325,7 @@ class Recipe:
 #: fields added to the recipe sections after recipes were published, with their default: left out of
 #: the digests at that default (`Recipe._digest_dict`), so the published recipes keep their hashes
 ADDED_FIELDS: dict[tuple[str, str], Any] = {("data", "factors"): {}, ("eval", "long_protocol"): None,
-                                            ("train", "amp"): None}
+                                            ("train", "amp"): None, ("train", "augment"): "none"}
 
 
 def family_config_class(family: str) -> type:

@@ -67,6 +67,8 @@ def test_bad_recipes_are_refused_by_name(tmp_path: Path) -> None:
         Recipe.from_dict({**d, "env_id": "wm/TwoRom-v0"})
     with pytest.raises(ValueError, match="train.amp='yes', expected null, true or false"):
         Recipe.from_dict({**d, "train": {**d["train"], "amp": "yes"}})
+    with pytest.raises(ValueError, match="train.augment: unknown augmentation 'frame-colour'.*did you mean 'frame-color'"):
+        Recipe.from_dict({**d, "train": {**d["train"], "augment": "frame-colour"}})
     with pytest.raises(ValueError, match="icme"):
         Recipe.from_dict({**d, "eval": {**d["eval"], "planner": {"planner": "icme"}}})
     with pytest.raises(ValueError, match="did you mean 'wm/PushT-v0'"):
@@ -81,6 +83,7 @@ def test_bad_recipes_are_refused_by_name(tmp_path: Path) -> None:
 def test_bench_planning_runs_every_stage_then_reuses_them(tmp_path: Path, capsys) -> None:
     recipe = tiny()
     recipe.train.amp = True  # bf16 autocast on the CPU too: it reaches the training run
+    recipe.train.augment = "frame-color"  # likewise
     path = recipe.save(tmp_path / "recipe.json")
     out = tmp_path / "bench"
     code, stdout, err = wm(capsys, "bench", "planning", "--recipe", path, "--out", out, "--seeds", 0, 1,
@@ -99,7 +102,8 @@ def test_bench_planning_runs_every_stage_then_reuses_them(tmp_path: Path, capsys
         ev = json.loads((root / f"seed{seed}" / "eval" / "summary.json").read_text())
         assert ev["recipe_hash"] == recipe.hash() and ev["dataset"].endswith("heldout.lance")
         assert line["per_seed"][seed]["successes"] == ev["successes"]
-        assert json.loads((root / f"seed{seed}" / "ckpt" / "train_config.json").read_text())["amp"] is True
+        used = json.loads((root / f"seed{seed}" / "ckpt" / "train_config.json").read_text())
+        assert used["amp"] is True and used["augment"] == "frame-color"
     assert line["successes"] == sum(s["successes"] for s in line["per_seed"])
     assert json.loads((root / "oracle" / "summary.json").read_text())["oracle_success_rate"] == line["oracle_success_rate"]
     assert {e["seed"] for e in __import__("data").open_dataset(root / "data" / "heldout.lance").episodes()} == {

@@ -468,6 +468,8 @@ class TrainConfig:
                             "grad_accum x batch_size; BatchNorm and SIGReg statistics stay per micro-batch)")
     compile: bool = _f(False, "run the model's loss through torch.compile (the first steps compile: minutes on CPU)")
     tensorboard: bool = _f(True, "also write TensorBoard event files beside metrics.jsonl (rank 0)")
+    augment: str = _f("none", "training-frame augmentation: none | frame-color (each frame its own random channel "
+                              "permutation and gains: colour becomes unpredictable; worldmodel/augment.py)")
 
     def __post_init__(self) -> None:
         _require_finite(self)
@@ -483,6 +485,9 @@ class TrainConfig:
         _require(self.weight_decay >= 0, f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}")
         _require(self.grad_clip >= 0, f"TrainConfig.grad_clip must be >= 0, got {self.grad_clip}")
         _require(0.0 <= self.val_fraction < 1.0, f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
+        from worldmodel.augment import check_augment
+
+        check_augment(self.augment)
         _require(self.num_threads is None or self.num_threads >= 1,
                  f"TrainConfig.num_threads must be >= 1 or None, got {self.num_threads}")
 

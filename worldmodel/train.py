@@ -342,7 +342,7 @@ def autocast_context(device: torch.device, amp: bool | None) -> Any:
 
 def accumulate_gradients(runner: Any, model: torch.nn.Module, batches: Iterator[dict], accum: int,
                          keys: list[str], device: torch.device, autocast: Any = contextlib.nullcontext,
-                         seed: int = 0, first: int = 0, ddp: Any = None) -> torch.Tensor:
+                         seed: int = 0, first: int = 0, ddp: Any = None, augment: str = "none") -> torch.Tensor:
     """Forward and backward ``accum`` micro-batches from ``batches``, adding ``grad(loss) / accum``
     into the parameters' ``.grad``; return the losses ``keys`` averaged over them (float32 (K,)).
     An empty ``keys`` list is filled in place with the terms the model's loss returns
@@ -355,14 +355,19 @@ def accumulate_gradients(runner: Any, model: torch.nn.Module, batches: Iterator[
     batch statistics: they are computed per micro-batch (as one batch of the micro size would),
     so with them the result is the mean of ``accum`` micro-batch gradients, not that of the
     big batch. Under DDP (``ddp``: the wrapper) gradients are all-reduced once, after the last.
+    ``augment`` (`worldmodel.augment`) transforms micro-batch m's frames with draw ``(seed, first + m)``.
     """
+    from worldmodel.augment import augment_frames, augment_generator
     from worldmodel.regularizers import set_regularizer_step
 
     pin = device.type == "cuda"
     values: torch.Tensor | None = None
     for micro in range(accum):
         batch = next(batches)
-        pixels = batch["pixels"].to(device, non_blocking=pin)
+        pixels = batch["pixels"]
+        if augment != "none":
+            pixels = augment_frames(pixels, augment, augment_generator(seed, first + micro))
+        pixels = pixels.to(device, non_blocking=pin)
         actions = batch["actions"].to(device, non_blocking=pin)
         # the regularisers' random projections: the same on every rank, and on resume
         set_regularizer_step(model, seed, first + micro)
@@ -614,7 +619,8 @@ def _train(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset | No
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
             values = accumulate_gradients(runner, model, batches, accum, keys, device, autocast,
-                                          seed=train_cfg.seed, first=step * accum, ddp=ddp)
+                                          seed=train_cfg.seed, first=step * accum, ddp=ddp,
+                                          augment=train_cfg.augment)
             if train_cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
             optimizer.step()

@@ -1,0 +1,75 @@
+"""Training-frame augmentation (worldmodel/augment.py) and its use in training."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from worldmodel.augment import FRAME_COLOR_GAIN, augment_frames, augment_generator
+from worldmodel.config import TrainConfig
+
+
+def _frames(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 190, (3, 4, 3, 8, 8), generator=g, dtype=torch.uint8)  # below 255 / max gain: no clipping
+
+
+def test_frame_color_is_a_channel_permutation_times_a_gain_per_frame() -> None:
+    x = _frames()
+    y = augment_frames(x, "frame-color", augment_generator(0, 5))
+    assert y.shape == x.shape and y.dtype == torch.uint8
+    xf, yf = x.float(), y.float()
+    transforms = set()
+    for b, t in itertools.product(range(3), range(4)):
+        found = None
+        for perm in itertools.permutations(range(3)):
+            src = xf[b, t, list(perm)]  # (C, H, W)
+            gain = (yf[b, t] * src).sum((1, 2)) / (src * src).sum((1, 2))  # least-squares gain per channel
+            if torch.all((gain - 1).abs() <= FRAME_COLOR_GAIN + 0.01) and torch.allclose(
+                    (src * gain[:, None, None]).round().clamp(0, 255), yf[b, t], atol=1.0):
+                found = (perm, tuple(round(v, 3) for v in gain.tolist()))
+                break
+        assert found is not None, (b, t)
+        transforms.add(found)
+    assert len(transforms) == 12  # every frame its own transform, within a window too
+
+
+def test_frame_color_draws_are_deterministic_and_none_is_the_identity() -> None:
+    x = _frames()
+    a = augment_frames(x, "frame-color", augment_generator(3, 7))
+    assert torch.equal(a, augment_frames(x, "frame-color", augment_generator(3, 7)))
+    assert not torch.equal(a, augment_frames(x, "frame-color", augment_generator(3, 8)))
+    assert augment_frames(x, "none", augment_generator(3, 7)) is x
+
+
+def test_bad_augmentations_are_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="unknown augmentation 'frame-colour'.*did you mean 'frame-color'"):
+        augment_frames(_frames(), "frame-colour", augment_generator(0, 0))
+    with pytest.raises(ValueError, match="did you mean 'frame-color'"):
+        TrainConfig(augment="frame_color")
+    with pytest.raises(ValueError, match="uint8 \\(B, n, C, H, W\\)"):
+        augment_frames(_frames().float(), "frame-color", augment_generator(0, 0))
+
+
+def test_training_feeds_the_model_augmented_frames_of_its_draw() -> None:
+    from worldmodel.train import accumulate_gradients
+
+    x = _frames()
+    batches = iter([{"pixels": x, "actions": torch.zeros(3, 3, 10)}] * 2)
+    seen = []
+
+    def runner(pixels: torch.Tensor, actions: torch.Tensor) -> dict:
+        seen.append(pixels)
+        return {"loss": (w * pixels.float().mean()).sum()}
+
+    w = torch.nn.Parameter(torch.ones(1))
+    model = torch.nn.Linear(1, 1)
+    accumulate_gradients(runner, model, batches, 2, [], torch.device("cpu"), seed=4, first=10, augment="frame-color")
+    assert torch.equal(seen[0], augment_frames(x, "frame-color", augment_generator(4, 10)))
+    assert torch.equal(seen[1], augment_frames(x, "frame-color", augment_generator(4, 11)))
+    seen.clear()
+    accumulate_gradients(runner, model, iter([{"pixels": x, "actions": torch.zeros(3, 3, 10)}]), 1, [],
+                         torch.device("cpu"), seed=4, first=10)
+    assert seen[0] is x or torch.equal(seen[0], x)

@@ -1,0 +1,68 @@
+"""Training-time image augmentations (``wm train --augment NAME``).
+
+``frame-color``: every frame of a training window gets its own random colour transform: a
+random permutation of the colour channels and a random gain per channel (uniform in
+``[1 - FRAME_COLOR_GAIN, 1 + FRAME_COLOR_GAIN]``), the same over the whole frame. The
+transform changes from one frame to the next within a window, so colour is unpredictable
+from the past frames and actions: a predictive objective gains nothing from encoding it,
+while the layout (agent, walls, objects: the contrast structure the transform keeps) stays
+predictable. This is the distractor experiment's lesson (RESULTS.md: a JEPA ignores
+per-step random patches) turned on colour, which factor-randomised data otherwise makes a
+per-episode constant that the embedding spends itself on (issue #11 item 4).
+Validation and planning see the frames unchanged.
+
+Draws are deterministic in ``(seed, draw)`` (`augment_frames`'s ``generator``): a resumed run
+augments its batches as the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import torch
+
+#: the augmentations `augment_frames` knows
+AUGMENTATIONS = ("none", "frame-color")
+#: half-width of the per-channel gain range of ``frame-color``
+FRAME_COLOR_GAIN = 0.3
+
+
+def check_augment(name: str) -> str:
+    """Return `name` if it is a known augmentation; else raise ``ValueError`` naming the closest."""
+    if name not in AUGMENTATIONS:
+        close = difflib.get_close_matches(str(name), AUGMENTATIONS, n=1)
+        raise ValueError(f"unknown augmentation {name!r}; expected one of {list(AUGMENTATIONS)}"
+                         + (f"; did you mean {close[0]!r}?" if close else ""))
+    return name
+
+
+def augment_generator(seed: int, draw: int) -> torch.Generator:
+    """The CPU generator of draw number `draw` (a micro-batch's index in the run) of a run seeded `seed`."""
+    g = torch.Generator()
+    g.manual_seed((int(seed) * 1_000_003 + int(draw) * 7919 + 12345) % (2**63 - 1))
+    return g
+
+
+def augment_frames(pixels: torch.Tensor, name: str, generator: torch.Generator) -> torch.Tensor:
+    """Augment training frames.
+
+    Args:
+        pixels: uint8 (B, n, C, H, W) windows of n frames.
+        name: one of `AUGMENTATIONS` (``"none"`` returns `pixels` itself).
+        generator: CPU generator of the draws (`augment_generator`).
+
+    Returns:
+        uint8 (B, n, C, H, W), on `pixels`' device.
+    """
+    check_augment(name)
+    if name == "none":
+        return pixels
+    if pixels.dtype != torch.uint8 or pixels.dim() != 5:
+        raise ValueError(f"augment_frames expects uint8 (B, n, C, H, W) frames, got {tuple(pixels.shape)} "
+                         f"{pixels.dtype}")
+    b, n, c = pixels.shape[:3]
+    perm = torch.argsort(torch.rand(b, n, c, generator=generator), dim=-1).to(pixels.device)
+    gain = (1.0 + FRAME_COLOR_GAIN * (2.0 * torch.rand(b, n, c, 1, 1, generator=generator) - 1.0)).to(pixels.device)
+    index = perm[..., None, None].expand(pixels.shape)
+    out = torch.gather(pixels, 2, index).float().mul_(gain).round_().clamp_(0, 255)
+    return out.to(torch.uint8)

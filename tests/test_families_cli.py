@@ -140,3 +140,14 @@ def test_dinowm_trains_from_the_cli_saves_its_frozen_encoder_and_plans(dataset, 
                  "--horizon", "2", "--no-video", "--allow-train-episodes", "--device", "cpu"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["episodes"] == 2
+
+
+def test_amp_is_a_flag_pair_on_the_cli() -> None:
+    """``--amp`` / ``--no-amp`` (README, docs/contracts.md) set the Optional[bool]; unset stays None."""
+    from worldmodel.trainargs import parse_train_options
+
+    assert parse_train_options(["--amp"]).train.amp is True
+    assert parse_train_options(["--no-amp", "--steps", "5"]).train.amp is False
+    assert parse_train_options(["--amp", "False"]).train.amp is False
+    assert parse_train_options(["--steps", "5"]).train.amp is None
+    assert parse_train_options(["--amp", "--steps", "7"]).train.steps == 7

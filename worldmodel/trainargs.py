@@ -129,6 +129,28 @@ def _spec(name: str, cls: type, defaults: dict[str, Any], exclude: tuple[str, ..
     return dataclasses.make_dataclass(name, fields)
 
 
+def _optional_bool_flags(argv: list[str], classes: tuple[type, ...]) -> list[str]:
+    """``--NAME`` / ``--no-NAME`` for the ``Optional[bool]`` fields of ``classes`` (unset = None),
+    as tyro's ``--NAME {None,True,False}``: a bare ``--amp`` is ``--amp True``, ``--no-amp`` is
+    ``--amp False``; ``--amp VALUE`` passes through."""
+    names = set()
+    for cls in classes:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if hints.get(f.name) == typing.Optional[bool]:
+                names.add(f.name.replace("_", "-"))
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        flag = arg[2:] if arg.startswith("--") else None
+        if flag in names and (i + 1 >= len(argv) or argv[i + 1] not in ("None", "True", "False")):
+            out += [arg, "True"]
+        elif flag is not None and flag.startswith("no-") and flag[3:] in names:
+            out += [f"--{flag[3:]}", "False"]
+        else:
+            out.append(arg)
+    return out
+
+
 def parse_train_options(argv: list[str], model: str | None = None, preset: str | None = None,
                         config: str | None = None, prog: str = "wm train") -> TrainOptions:
     """Parse ``wm train``'s training and model options from ``argv`` (tyro), over the defaults that
@@ -176,7 +198,8 @@ def parse_train_options(argv: list[str], model: str | None = None, preset: str |
         ("training", Training, dataclasses.field(default_factory=Training)),
         ("architecture", Architecture, dataclasses.field(default_factory=Architecture)),
     ])
-    parsed = tyro.cli(Spec, args=list(argv), prog=prog, config=(tyro.conf.OmitArgPrefixes,),
+    argv = _optional_bool_flags(list(argv), (TrainConfig, cls))
+    parsed = tyro.cli(Spec, args=argv, prog=prog, config=(tyro.conf.OmitArgPrefixes,),
                       description=f"train a world model of family {family.name!r} ({family.help}) on a dataset")
     model_out = {**{k: v for k, v in model_values.items() if k in DATA_FIELDS}, **dataclasses.asdict(parsed.architecture),
                  "family": family.name}

@@ -194,7 +194,7 @@ def run_recipe(
                                     lr=t.lr, seed=t.seed + seed, amp=t.amp, augment=t.augment, device=device, progress=progress)
             say(f"{recipe.env_id} seed {seed}: training {t.steps} steps of {t.batch_size} windows")
             summary = train(model_cfg, train_cfg)
-            train_seconds = float(summary["seconds"])
+            train_seconds = float(summary.get("total_seconds", summary["seconds"]))  # resumed sessions included
             marker.write_text(json.dumps({"hash": train_hash, "seed": seed, "seconds": train_seconds,
                                           "steps": summary["steps"]}, indent=2) + "\n")
         # ---- evaluate

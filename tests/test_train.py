@@ -85,9 +85,12 @@ def test_resume_continues_from_saved_step_and_finished_run_is_noop(tmp_path):
     resumed = train(mcfg, tcfg(tmp_path, steps=7, ckpt_every=2), ds)
     assert resumed["start_step"] == 4 and resumed["steps"] == 7 and resumed["steps_run"] == 3
     assert [m["step"] for m in metrics(tmp_path) if "loss" in m] == [1, 2, 3, 4, 5, 6, 7]
+    # training time adds up over sessions (up to the first session's last checkpoint write)
+    assert resumed["seconds"] + 0.5 * first["seconds"] < resumed["total_seconds"] <= resumed["seconds"] + first["seconds"]
     before = (tmp_path / "run" / "model.safetensors").read_bytes()
     again = train(mcfg, tcfg(tmp_path, steps=7), ds)
     assert again["steps_run"] == 0 and again["steps"] == 7
+    assert again["total_seconds"] == pytest.approx(resumed["total_seconds"], rel=0.5)
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == before
     with pytest.raises(ValueError, match="embed_dim: saved 16 vs given 32"):
         train(ModelConfig(**{**TINY, "embed_dim": 32}), tcfg(tmp_path, steps=9), ds)

@@ -428,7 +428,8 @@ def train(
         if start_step >= train_cfg.steps:
             last = saved_state.get("last", {})
             return {**last, "steps": start_step, "start_step": start_step, "steps_run": 0, "seconds": 0.0,
-                    "out": str(out), "finished": True}
+                    "total_seconds": float(saved_state.get("elapsed_seconds", 0.0)), "out": str(out),
+                    "finished": True}
 
     # ---- setup
     if train_cfg.num_threads:
@@ -555,6 +556,7 @@ def _train(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset | No
     batches = iter(loader)
     step = start_step
     last: dict[str, Any] = dict(saved_state.get("last", {}))
+    earlier = float(saved_state.get("elapsed_seconds", 0.0))  # training seconds of the sessions before this one
     val_loss: float | None = None
     keys: list[str] = []  # the loss terms the model returns, "loss" first (set by the first step)
     acc = torch.zeros(0, device=device)  # running sums of the losses (no sync per step)
@@ -606,8 +608,9 @@ def _train(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset | No
         if main:
             extra = {"train_config": resolved, "dataset": trained_on, **({"episodes": seen_info} if seen_info else {})}
             log_state = {"keys": list(keys), "steps": acc_steps, "sums": sums.tolist()}
-            save_checkpoint(out, model, train_state={"last": last, "log_acc": log_state}, optimizer=optimizer,
-                            step=step, extra=extra)
+            elapsed = earlier + time.perf_counter() - t_start
+            save_checkpoint(out, model, train_state={"last": last, "log_acc": log_state, "elapsed_seconds": elapsed},
+                            optimizer=optimizer, step=step, extra=extra)
             if seen_info:  # config.json now names this run's record: drop older ones (a glob, cheap)
                 prune_episode_records(out, keep=seen_info["file"])
         saved_step = step
@@ -690,6 +693,7 @@ def _train(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset | No
         **{k: last.get(k) for k in keys if k not in ("loss", "pred_loss")},
         "val_pred_loss": val_loss,
         "seconds": time.perf_counter() - t_start,
+        "total_seconds": earlier + time.perf_counter() - t_start,  # this session's and the resumed ones'
         "steps_per_s": steps_run / max(seconds, 1e-9),
         "samples_per_s": samples / max(seconds, 1e-9),
         "device": str(device),

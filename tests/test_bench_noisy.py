@@ -3,7 +3,6 @@ controlled data conditions, reuse) and its refusals."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -12,22 +11,11 @@ import pytest
 
 from benchmarks.noisy_features import condition_recipe, markdown_report, run_noisy
 from benchmarks.recipes import Recipe, get_recipe
-from worldmodel.cli import main
-
-
-def wm(capsys, *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from tests.cli_helpers import tiny_recipe, wm
 
 
 def tiny(env_id: str = "wm/TwoRoom-v0") -> Recipe:
-    r = get_recipe(env_id)
-    r.data = dataclasses.replace(r.data, expert_episodes=3, random_episodes=1, heldout_episodes=3, resolution=16)
-    r.train = dataclasses.replace(r.train, steps=3, batch_size=4, model={"pred_steps": 2, "embed_dim": 16})
-    r.eval.planner = {"planner": "icem", "num_samples": 8, "iterations": 1, "num_elites": 2, "horizon": 2}
-    r.eval.protocol = {"offset": 5, "budget": 5, "episodes": 2}
-    return r.check()
+    return tiny_recipe(env_id, expert=3, random=1)
 
 
 def test_bench_noisy_writes_results_and_a_table_per_family_and_condition(tmp_path: Path, capsys) -> None:

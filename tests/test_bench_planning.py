@@ -3,30 +3,17 @@ overwrite another recipe's stage) and its result lines."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from benchmarks.recipes import RECIPES, Recipe, get_recipe, load_recipe
-from worldmodel.cli import main
-
-
-def wm(capsys, *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from tests.cli_helpers import tiny_recipe, wm
 
 
 def tiny(env_id: str = "wm/TwoRoom-v0") -> Recipe:
-    r = get_recipe(env_id)
-    r.data = dataclasses.replace(r.data, expert_episodes=4, random_episodes=2, heldout_episodes=3, resolution=16)
-    r.train = dataclasses.replace(r.train, steps=3, batch_size=4, model={"pred_steps": 2, "embed_dim": 16})
-    r.eval.planner = {"planner": "icem", "num_samples": 8, "iterations": 1, "num_elites": 2, "horizon": 2}
-    r.eval.protocol = {"offset": 5, "budget": 5, "episodes": 2}
-    r.eval.long_protocol = None  # the standard stages (the long ones: tests/test_long_protocol.py)
-    return r.check()
+    return tiny_recipe(env_id)  # the standard stages (the long ones: tests/test_long_protocol.py)
 
 
 def test_every_env_has_a_recipe_that_round_trips_and_whose_hash_follows_every_field(tmp_path: Path) -> None:

@@ -13,16 +13,10 @@ import envs
 from benchmarks.conditions import EVAL_SEED_BASE, EvalCondition, collect_condition_pairs, pair_episodes
 from data import open_dataset
 from envs.factors import FactorOutOfRange, UnknownFactorError, UnknownSplitError, parse_factor_args
-from worldmodel.cli import main
+from tests.cli_helpers import wm
 
 ENV = "wm/TwoRoom-v0"
 TINY = ("--num-samples", "8", "--iterations", "1", "--num-elites", "2", "--horizon", "2", "--no-video")
-
-
-def wm(capsys, *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def lines(out: Path) -> list[dict]:

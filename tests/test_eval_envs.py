@@ -12,18 +12,11 @@ import pytest
 
 import envs
 from data import open_dataset
-from worldmodel.cli import main
+from tests.cli_helpers import wm
 
 ENV_IDS = envs.list_envs()
 RES = "32"  # small frames keep it fast; the model needs >= 16
 TINY_PLANNER = ("--num-samples", "8", "--iterations", "1", "--num-elites", "2", "--horizon", "2")
-
-
-def wm(capsys, *args: str) -> tuple[int, str, str]:
-    """``wm ARGS`` in this process: (exit code, stdout, stderr)."""
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def collect_and_train(tmp: Path, env_id: str, capsys) -> tuple[Path, Path]:

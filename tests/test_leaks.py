@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.cli_helpers import wm
+
 from worldmodel.cli import main
 from worldmodel.episode_record import (
     dataset_entry,
@@ -25,12 +27,6 @@ TINY_MODEL = ("--embed-dim", "8", "--encoder-width", "4", "--projector-hidden", 
               "--predictor-depth", "1", "--predictor-heads", "2", "--sigreg-projections", "8", "--no-progress")
 TINY_EVAL = ("--episodes", "3", "--offset", "5", "--budget", "4", "--device", "cpu", "--no-video",
              "--num-samples", "8", "--iterations", "1", "--num-elites", "2", "--horizon", "2")
-
-
-def wm(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def rows(n: int, first_seed: int = 0, factors=None, policy: str = "expert") -> list[dict]:

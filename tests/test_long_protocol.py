@@ -15,7 +15,7 @@ import data
 import envs
 from benchmarks.protocol import PlanningProtocol, pair_candidates, sample_pairs
 from benchmarks.recipes import RECIPES, LongProtocol, Recipe, get_recipe
-from worldmodel.cli import main
+from tests.cli_helpers import tiny_recipe, wm
 
 TWO_ROOM = "wm/TwoRoom-v0"
 
@@ -37,12 +37,6 @@ PUBLISHED_STAGE_HASHES = {
 #: full hashes of the recipes without a long protocol (unchanged) and of TwoRoom's before it had one
 PUBLISHED_HASHES = {"wm/PushT-v0": "8e30b871e882", "wm/PointMaze-v0": "4f1d3cfb73a3", "wm/Reacher-v0": "2b4f2fe00deb",
                     "wm/Cube-v0": "1c5d756e1c98", TWO_ROOM: "0edf7c63af75"}
-
-
-def wm(capsys, *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # ---- the tour expert ------------------------------------------------------------------------
@@ -190,14 +184,8 @@ def test_twoRoom_long_protocol_is_leworldmodels_and_bad_ones_are_refused() -> No
 # ---- the long stages of wm bench planning ---------------------------------------------------
 
 def tiny(long: bool = True) -> Recipe:
-    r = get_recipe(TWO_ROOM)
-    r.data = dataclasses.replace(r.data, expert_episodes=4, random_episodes=2, heldout_episodes=3, resolution=16)
-    r.train = dataclasses.replace(r.train, steps=3, batch_size=4, model={"pred_steps": 2, "embed_dim": 16})
-    r.eval.planner = {"planner": "icem", "num_samples": 8, "iterations": 1, "num_elites": 2, "horizon": 2}
-    r.eval.protocol = {"offset": 5, "budget": 5, "episodes": 2}
-    r.eval.long_protocol = {**r.eval.long_protocol, "heldout_episodes": 2, "max_steps": 110, "episodes": 3,
-                            "budget": 105} if long else None
-    return r.check()
+    return tiny_recipe(TWO_ROOM, long={"heldout_episodes": 2, "max_steps": 110, "episodes": 3, "budget": 105}
+                       if long else None)
 
 
 def test_long_stage_is_added_to_a_finished_run_then_reused(tmp_path: Path, capsys) -> None:

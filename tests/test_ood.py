@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import wm
+
 import envs
 from benchmarks.conditions import EvalCondition
 from benchmarks.ood import OODConfig, id_condition_of, report_markdown, retained_grid, suite_conditions
@@ -15,12 +17,6 @@ from worldmodel.cli import main
 
 ENV = "wm/TwoRoom-v0"
 TINY = ("--num-samples", "8", "--iterations", "1", "--num-elites", "2", "--horizon", "2")
-
-
-def wm(capsys, *args: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 import pytest
+
+from tests.cli_helpers import wm
 import torch
 
 import planners
@@ -458,14 +460,6 @@ def test_mpc_enables_gradients_only_for_gradient_solvers_and_resets_icem_memory(
 
 
 # --- wm eval --planner ---------------------------------------------------------------------
-
-
-def wm(capsys, *args) -> tuple[int, str, str]:
-    from worldmodel.cli import main
-
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_wm_eval_unknown_planner_suggests_the_closest(tmp_path, capsys):

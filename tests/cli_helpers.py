@@ -1,0 +1,31 @@
+"""Scaffolding shared by the CLI and benchmark-runner tests: ``wm`` in this process, and a recipe
+small enough to run every stage of ``wm bench planning`` in seconds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from benchmarks.recipes import Recipe, get_recipe
+
+
+def wm(capsys, *args: object) -> tuple[int, str, str]:
+    """``wm ARGS`` in this process: (exit code, stdout, stderr)."""
+    from worldmodel.cli import main
+
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def tiny_recipe(env_id: str = "wm/TwoRoom-v0", expert: int = 4, random: int = 2, long: dict | None = None) -> Recipe:
+    """`env_id`'s recipe at test size: 16-px frames, `expert` + `random` training episodes and 3
+    held-out ones, 3 training steps of 4 windows, a 8 x 1 iCEM over 2 blocks, 2 pairs at offset 5
+    and budget 5. ``long``: fields overriding the recipe's long protocol (None: no long protocol)."""
+    r = get_recipe(env_id)
+    r.data = dataclasses.replace(r.data, expert_episodes=expert, random_episodes=random, heldout_episodes=3,
+                                 resolution=16)
+    r.train = dataclasses.replace(r.train, steps=3, batch_size=4, model={"pred_steps": 2, "embed_dim": 16})
+    r.eval.planner = {"planner": "icem", "num_samples": 8, "iterations": 1, "num_elites": 2, "horizon": 2}
+    r.eval.protocol = {"offset": 5, "budget": 5, "episodes": 2}
+    r.eval.long_protocol = None if long is None else {**(r.eval.long_protocol or {}), **long}
+    return r.check()

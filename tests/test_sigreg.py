@@ -51,3 +51,34 @@ def test_gradient_flows_and_bad_shape_raises():
 
 def test_no_persistent_buffers():
     assert SIGReg().state_dict() == {}
+
+
+def test_window_centred_sigreg_shapes_only_the_variation_within_a_window():
+    """``sigreg_center="window"``: the model's sigreg_loss is SIGReg of the embeddings minus their
+    window's mean, so adding a different constant to each window (an episode's colours) leaves
+    it unchanged, while the default (``"none"``) sees the constant."""
+    from worldmodel.config import ModelConfig
+    from worldmodel.model import JEPA
+    from worldmodel.regularizers import set_regularizer_step
+
+    cfg = dict(image_size=16, embed_dim=8, encoder_width=8, predictor_width=16, predictor_depth=1, predictor_heads=2,
+               context=1, pred_steps=2, frameskip=2, sigreg_projections=32)
+    pixels = torch.randint(0, 256, (6, 3, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    actions = torch.randn(6, 2, 4, generator=torch.Generator().manual_seed(1))
+    shift = 5.0 * torch.randn(6, 1, 8, generator=torch.Generator().manual_seed(2))
+    losses = {}
+    for center in ("none", "window"):
+        torch.manual_seed(0)
+        model = JEPA(ModelConfig(**cfg, sigreg_center=center)).train()
+        emb = model.encode(pixels)
+        for shifted in (False, True):
+            model.encode = (lambda e: (lambda p: e))(emb + shift if shifted else emb)
+            set_regularizer_step(model, 3, 0)
+            losses[center, shifted] = model.loss(pixels, actions)["sigreg_loss"].item()
+        set_regularizer_step(model, 3, 0)
+        want = (emb - emb.mean(1, keepdim=True)) if center == "window" else emb
+        assert losses[center, False] == pytest.approx(model.sigreg(want.transpose(0, 1)).item(), rel=1e-5)
+    assert losses["window", True] == pytest.approx(losses["window", False], rel=1e-4)
+    assert losses["none", True] > 2 * losses["none", False]
+    with pytest.raises(ValueError, match="sigreg_center must be one of none, window, got 'episode'"):
+        ModelConfig(sigreg_center="episode")

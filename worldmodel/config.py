@@ -265,12 +265,22 @@ class ModelConfig(WorldModelConfig):
     sigreg_weight: float = _f(0.1, "weight of the SIGReg term in the loss")
     sigreg_projections: int = _f(512, "random 1-D projections per SIGReg evaluation")
     sigreg_knots: int = _f(17, "integration knots of the Epps-Pulley statistic on [0, 3]")
+    sigreg_center: str = _f(
+        "none", "what SIGReg shapes: 'none' (each time step's embeddings over the batch, as LeWorldModel) or "
+                "'window' (the embeddings minus their window's mean: only the variation within an episode is pushed "
+                "towards an isotropic Gaussian; what is constant over an episode, e.g. its colours, is left free)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _require(self.sigreg_center in SIGREG_CENTERS,
+                 f"ModelConfig.sigreg_center must be one of {', '.join(SIGREG_CENTERS)}, got {self.sigreg_center!r}")
         _require(self.sigreg_projections >= 1, f"ModelConfig.sigreg_projections must be >= 1, got {self.sigreg_projections}")
         _require(self.sigreg_knots >= 2, f"ModelConfig.sigreg_knots must be >= 2, got {self.sigreg_knots}")
         _require(self.sigreg_weight >= 0, f"ModelConfig.sigreg_weight must be >= 0, got {self.sigreg_weight}")
+
+
+#: the values of ``ModelConfig.sigreg_center``
+SIGREG_CENTERS = ("none", "window")
 
 
 class UnknownPresetError(ValueError):
@@ -281,7 +291,7 @@ class UnknownPresetError(ValueError):
 #: reproduces the older architecture (a config.json without them loads with these). A
 #: config.json without ``family`` was written before families existed: it is ``lewm``.
 ADDED_MODEL_FIELDS: dict[str, Any] = {"predictor_head_dim": None, "predictor_mlp_dim": None, "family": "lewm",
-                                      "regularizers": ""}
+                                      "regularizers": "", "sigreg_center": "none"}
 ModelConfig.ADDED_FIELDS = ADDED_MODEL_FIELDS
 
 #: Named architectures (``ModelConfig.preset(name)``, ``wm train --preset NAME``); fields

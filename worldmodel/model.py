@@ -260,14 +260,16 @@ class JEPA(LatentPredictorModel):
             dict of scalars: ``loss`` = ``pred_loss + sigreg_weight * sigreg_loss
             + rollout_weight * rollout_loss``, ``pred_loss`` (MSE of teacher-forced
             next-embedding predictions, each from the history planning gives it: ``predict``),
-            ``sigreg_loss`` (SIGReg over the batch, per time step) and ``rollout_loss``
+            ``sigreg_loss`` (SIGReg over the batch, per time step, of the embeddings or, with
+            ``sigreg_center="window"``, of their deviations from the window's mean) and ``rollout_loss``
             (``rollout_loss``; 0 when the window has fewer than two frames after the context).
         """
         self._check_window(pixels, actions)
         emb = self.encode(pixels)  # (B, n, D)
         pred = self.predict(emb[:, :-1], actions)  # (B, n - 1, D)
         pred_loss = F.mse_loss(pred.float(), emb[:, 1:].float())
-        sigreg_loss = self.sigreg(emb.transpose(0, 1))  # (n, B, D) -> scalar
+        shaped = emb - emb.mean(1, keepdim=True) if self.config.sigreg_center == "window" else emb
+        sigreg_loss = self.sigreg(shaped.transpose(0, 1))  # (n, B, D) -> scalar
         rollout_loss = self.rollout_loss(emb, actions)
         loss = pred_loss + self.config.sigreg_weight * sigreg_loss + self.config.rollout_weight * rollout_loss
         return self.add_regularizers(

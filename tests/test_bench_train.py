@@ -109,3 +109,23 @@ def test_keep_freed_memory_is_idempotent() -> None:
     first = keep_freed_memory()
     assert keep_freed_memory() is first
     assert first == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+def test_cli_bench_train_times_the_model_of_a_config_file(fast_gemm, capsys, tmp_path) -> None:
+    """``--config FILE`` (a checkpoint's config.json) times that model instead of a preset."""
+    from worldmodel.cli import main
+
+    cfg = ModelConfig(image_size=16, embed_dim=8, encoder_width=8, predictor_width=16, predictor_depth=1,
+                      predictor_heads=2, context=1, pred_steps=2, frameskip=2, sigreg_projections=16)
+    (tmp_path / "config.json").write_text(json.dumps({"format_version": 1, "model": cfg.to_dict()}))
+    threads = torch.get_num_threads()
+    try:
+        assert main(["bench", "train", "--config", str(tmp_path / "config.json"), "--batch-size", "2", "--steps", "1",
+                     "--warmup", "0", "--threads", "1", "--json"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    result = json.loads(capsys.readouterr().out)
+    assert result["preset"] == str(tmp_path / "config.json") and result["window"] == 3 and result["family"] == "lewm"
+    (tmp_path / "bad.json").write_text(json.dumps({"model": {**cfg.to_dict(), "embed_dimm": 3}}))
+    assert main(["bench", "train", "--config", str(tmp_path / "bad.json"), "--steps", "1"]) == 2
+    assert "embed_dimm" in capsys.readouterr().err

@@ -294,6 +294,9 @@ def _parser() -> argparse.ArgumentParser:
                     "at the same thread count; the protocol and the JSON keys are in benchmarks/train_speed.py.",
     )
     q.add_argument("--preset", default="lewm-tiny", help="model preset of any family (default: lewm-tiny)")
+    q.add_argument("--config", default=None,
+                   help="a JSON file with a 'model' section (a checkpoint's config.json works) instead of --preset: "
+                        "e.g. the model of a benchmark recipe's checkpoint")
     q.add_argument("--batch-size", type=int, default=32, help="windows per training step")
     q.add_argument("--steps", type=int, default=10, help="timed steps per precision (the median counts)")
     q.add_argument("--warmup", type=int, default=3, help="untimed steps before the timed ones")
@@ -791,8 +794,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        result = bench_train(args.preset, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
-                             amp=args.amp, log=_log)
+        config, label = None, args.preset
+        if args.config is not None:
+            from worldmodel.families import get_family
+            from worldmodel.trainargs import read_config_file
+
+            model = read_config_file(args.config)["model"]
+            config, label = get_family(model.get("family", "lewm")).config_cls.from_dict(model), args.config
+        result = bench_train(label, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
+                             amp=args.amp, config=config, log=_log)
         print(_json(result, indent=2) if args.json else "\n" + train_table(result))
         return 0
     if args.bench_command == "planning":

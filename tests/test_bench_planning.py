@@ -123,3 +123,22 @@ def test_bench_planning_refuses_bad_arguments(tmp_path: Path, capsys) -> None:
                           (("--recipe", tmp_path / "x.json", "--split", "train"), "not to --recipe")):
         code, _, err = wm(capsys, "bench", "planning", "--out", tmp_path / "o", *args)
         assert code == 2 and message in err, err
+
+
+@pytest.mark.parametrize("env_id", sorted(RECIPES))
+def test_every_recipe_held_out_data_gives_its_protocol_enough_pairs(env_id: str, tmp_path: Path) -> None:
+    """The held-out episodes a recipe collects (its policy, seeds, episode ends; 16-px frames here)
+    hold at least ``protocol.episodes`` distinct start/goal pairs at its offset: Reacher's expert
+    reaches in ~15 steps, so with episodes that stop at success no pair 25 steps apart exists."""
+    from benchmarks.protocol import PlanningProtocol, pair_candidates
+    from data import collect, open_dataset
+
+    r = get_recipe(env_id)
+    d = r.data
+    path = tmp_path / "heldout.lance"
+    collect(env_id, d.heldout_episodes, path, policy="expert", seed=d.heldout_seed, mode="error",
+            stop_on_success=d.stop_on_success, noise=d.noise, split=d.split, codec=d.codec, resolution=16,
+            factors=d.factors or None)
+    protocol = PlanningProtocol(**r.eval.protocol)
+    pairs = sum(n for _, n in pair_candidates(open_dataset(path), protocol))
+    assert pairs >= 2 * protocol.episodes, (env_id, pairs)

@@ -366,7 +366,7 @@ TWOROOM_LONG_PROTOCOL: dict[str, Any] = dataclasses.asdict(LongProtocol())
 RECIPES: dict[str, Recipe] = {
     # changes from the first published recipe (hash 0edf7c63af75): the long protocol, then bf16 autocast in
     # training (train.amp, 2026-11-30: 45/50 on the recipe's pairs against fp32's 47/50 and 48/50, inside both
-    # intervals; RESULTS.md "bf16 autocast in training")
+    # intervals; RESULTS.md "TwoRoom's recipe with bf16 training")
     "wm/TwoRoom-v0": _recipe("tworoom-cpu", "wm/TwoRoom-v0", train=TrainRecipe(amp=True),
                              eval=EvalRecipe(long_protocol=dict(TWOROOM_LONG_PROTOCOL))),
     "wm/PushT-v0": _recipe("pusht-cpu", "wm/PushT-v0"),

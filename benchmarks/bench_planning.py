@@ -77,16 +77,13 @@ def _check_model_config(ckpt: Path, expected: Any) -> None:
     """
     import dataclasses
 
-    from benchmarks.recipes import family_config_class
+    from worldmodel.checkpoint import load_config
 
-    saved = (_read(ckpt / "config.json") or {}).get("model")
-    if not isinstance(saved, dict):
-        raise ValueError(f"{ckpt}/config.json has no model config: not a worldmodel checkpoint (remove it, or use "
-                         "another --out)")
-    family = saved.get("family", "lewm")
-    if family != expected.family:
-        raise ValueError(f"{ckpt} holds a {family!r} model, the recipe trains {expected.family!r}: use another --out")
-    have, want = dataclasses.asdict(family_config_class(family).from_dict(saved)), dataclasses.asdict(expected)
+    saved = load_config(ckpt)  # CheckpointError (a ValueError) naming a missing or bad config
+    if saved.family != expected.family:
+        raise ValueError(f"{ckpt} holds a {saved.family!r} model, the recipe trains {expected.family!r}: use "
+                         "another --out")
+    have, want = dataclasses.asdict(saved), dataclasses.asdict(expected)
     diff = {k: (have.get(k), want.get(k)) for k in sorted(set(have) | set(want)) if have.get(k) != want.get(k)}
     if diff:
         detail = ", ".join(f"{k}: checkpoint {a!r}, recipe now {b!r}" for k, (a, b) in diff.items())

@@ -304,6 +304,26 @@ def test_rollout_equals_a_step_by_step_reference():
         model.rollout(emb[..., :10], cand, past)
 
 
+@pytest.mark.parametrize("frame_causal", [True, False])
+def test_eval_rollout_equals_the_sliding_window_reference(frame_causal):
+    """The eval-mode rollout (shared context prefix, last layer on the predicted frame only) computes
+    what the whole-window reference does, for every context length the planner gives it."""
+    torch.manual_seed(0)
+    model = DinoWM(tiny_config(frame_causal=frame_causal)).eval()
+    B, S, H, D = 2, 3, 5, model.config.embed_dim
+    for T0, with_past in ((4, True), (3, True), (2, True), (1, True), (4, False)):
+        emb = torch.randn(B, T0, D)
+        past = torch.randn(B, T0 - 1, 10) if with_past else None
+        cand = torch.randn(B, S, H, 10)
+        with torch.no_grad():
+            fast = model.rollout(emb, cand, past)
+            torch.testing.assert_close(fast, model.rollout_reference(emb, cand, past), rtol=1e-5, atol=1e-5)
+    if not frame_causal:  # without the mask a prefix would see the candidates' tokens: not shareable
+        W, N = model.predictor.pos_embedding.shape[-1], model.predictor.tokens
+        with pytest.raises(ValueError, match="shared prefix needs the frame-causal mask"):
+            model.predictor.last_frame(torch.randn(1, N, W), torch.randn(3, N, W))
+
+
 def test_encoder_stays_frozen_through_an_optimiser_step():
     torch.manual_seed(0)
     model = DinoWM(tiny_config()).train()

@@ -345,6 +345,17 @@ class PredictorAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.to_out(y.transpose(1, 2).reshape(B, L, self.heads * self.head_dim))
 
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, L, W) -> queries, keys, values, each (B, heads, L, head_dim)."""
+        B, L, _ = x.shape
+        q, k, v = self.to_qkv(self.norm(x)).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """q (B, heads, Lq, hd), k and v (B, heads, Lk, hd), mask bool (Lq, Lk) or None -> (B, Lq, W); no dropout."""
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.to_out(y.transpose(1, 2).reshape(q.shape[0], q.shape[2], self.heads * self.head_dim))
+
 
 class PredictorFeedForward(nn.Module):
     """LayerNorm -> Linear -> GELU -> Dropout -> Linear -> Dropout: (..., W) -> (..., W)."""
@@ -393,6 +404,51 @@ class FrameCausalPredictor(nn.Module):
         mask = self.mask[:L, :L] if self.frame_causal else None
         for attn, ff in self.layers:
             x = x + attn(x, mask)
+            x = x + ff(x)
+        return self.norm(x)
+
+    def last_frame(self, prefix: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """The final outputs of the last frame's tokens, computing only what they depend on (eval mode).
+
+        Args:
+            prefix: (B, Lp, W) the window's leading tokens shared by the S sequences of each
+                batch element (frames the frame-causal mask keeps from seeing ``x``), or None.
+            x: (B * S, Lx, W) the rest of each window, sample-major within each batch element.
+
+        Returns:
+            (B * S, N, W): equal to ``forward(cat(prefix expanded over S, x))[:, -N:]``. The
+            prefix runs for B rather than B * S sequences, and the last layer computes its
+            queries, feed-forward and norm for the last frame's N tokens only (the only ones read).
+        """
+        N = self.tokens
+        Lp = 0 if prefix is None else prefix.shape[1]
+        BS, Lx, _ = x.shape
+        L = Lp + Lx
+        if L % N or Lx < N or L > self.frames * N:
+            raise ValueError(f"the predictor takes T * {N} tokens with T <= {self.frames} frames, got {Lp} + {Lx}")
+        if Lp and not self.frame_causal:
+            raise ValueError("a shared prefix needs the frame-causal mask (frame_causal=True)")
+        S = BS // prefix.shape[0] if Lp else 1
+        x = x + self.pos_embedding[:, Lp:L]
+        if Lp:
+            prefix = prefix + self.pos_embedding[:, :Lp]
+        mask = self.mask[:L, :L] if self.frame_causal else None
+        last = len(self.layers) - 1
+        for i, (attn, ff) in enumerate(self.layers):
+            q, k, v = attn.qkv(x)  # (BS, h, Lx, hd)
+            if Lp:
+                qp, kp, vp = attn.qkv(prefix)  # (B, h, Lp, hd)
+                if i < last:  # the prefix's own outputs are read by the next layer only
+                    prefix = prefix + attn.attend(qp, kp, vp, mask[:Lp, :Lp])
+                    prefix = prefix + ff(prefix)
+                B, h, _, hd = kp.shape
+                k = torch.cat([kp[:, None].expand(B, S, h, Lp, hd).reshape(BS, h, Lp, hd), k], dim=2)
+                v = torch.cat([vp[:, None].expand(B, S, h, Lp, hd).reshape(BS, h, Lp, hd), v], dim=2)
+            if i == last:  # the last frame attends to every frame of the window: no mask
+                x = x[:, Lx - N :]
+                x = x + attn.attend(q[:, :, Lx - N :], k, v, None)
+            else:
+                x = x + attn.attend(q, k, v, None if mask is None else mask[Lp:L, :L])
             x = x + ff(x)
         return self.norm(x)
 
@@ -520,10 +576,14 @@ class DinoWM(nn.Module):
         Output t sees z[:, :t+1] and actions[:, :t+1] (frame-causal mask).
         """
         B, T, N, d = z.shape
-        a = self.action_encoder(actions.to(z.dtype))  # (B, T, e)
-        x = torch.cat([z, a[:, :, None].expand(B, T, N, a.shape[-1])], dim=-1)  # (B, T, N, d + e)
-        y = self.predictor(x.reshape(B, T * N, -1))
+        y = self.predictor(self._predictor_input(z, actions))
         return y.view(B, T, N, -1)[..., :d]
+
+    def _predictor_input(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """z (B, T, N, d), actions (B, T, A_block) -> (B, T * N, d + e): each token with its frame's encoded action."""
+        B, T, N, _ = z.shape
+        a = self.action_encoder(actions.to(z.dtype))  # (B, T, e)
+        return torch.cat([z, a[:, :, None].expand(B, T, N, a.shape[-1])], dim=-1).reshape(B, T * N, -1)
 
     def predict_tokens(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """z (B, T, N, d), actions (B, T, A_block) -> next-frame tokens (B, T, N, d), any T >= 1.
@@ -575,7 +635,46 @@ class DinoWM(nn.Module):
         tokens from the window, appends them and drops the oldest beyond ``context``. All
         B * S sequences run in one batch; the loop runs over H. Wrap the call in
         ``torch.inference_mode()`` when no gradient is needed.
+
+        In eval mode the rollout skips work that cannot change the result: the window's
+        leading context frames, which the frame-causal mask keeps candidate-independent, run
+        for B rather than B * S sequences, and the last layer runs for the predicted frame's
+        tokens only (`FrameCausalPredictor.last_frame`). It equals the sliding-window
+        computation (`rollout_reference`) to float tolerance; train mode runs that.
         """
+        if self.training:
+            return self.rollout_reference(emb, actions, past_actions)
+        ctx, ctx_actions, future = self._rollout_inputs(emb, actions, past_actions)
+        c = self.config
+        (B, keep, N, d), (S, H, A) = ctx.shape, future.shape[1:]
+        BS = B * S
+        future = future.reshape(BS, H, A)
+        # frame j of each sequence (context, then predictions) and the block taken after it
+        frames = list(ctx.unsqueeze(1).expand(B, S, keep, N, d).reshape(BS, keep, N, d).unbind(1))
+        blocks = list(ctx_actions.unsqueeze(1).expand(B, S, keep - 1, A).reshape(BS, keep - 1, A).unbind(1))
+        blocks.append(future[:, 0])
+        preds = []
+        for h in range(H):
+            end = keep + h  # the window holds frames start .. end - 1
+            start = max(0, end - c.context)
+            shared = max(0, keep - 1 - start) if c.frame_causal else 0  # context frames with a past block
+            prefix = None
+            if shared:
+                prefix = self._predictor_input(ctx[:, start : start + shared], ctx_actions[:, start : start + shared])
+            x = self._predictor_input(torch.stack(frames[start + shared : end], 1),
+                                      torch.stack(blocks[start + shared : end], 1))
+            pred = self.predictor.last_frame(prefix, x)[..., :d]  # (BS, N, d)
+            preds.append(pred)
+            frames.append(pred)
+            if h + 1 < H:
+                blocks.append(future[:, h + 1])
+        return torch.stack(preds, dim=1).reshape(B, S, H, N * d)
+
+    def _rollout_inputs(
+        self, emb: torch.Tensor, actions: torch.Tensor, past_actions: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Check the rollout's inputs -> context tokens (B, k, N, d), their blocks (B, k - 1, A_block),
+        candidates (B, S, H, A_block); k = min(T0, context), 1 without past actions."""
         self._check_emb(emb)
         B, T0, D = emb.shape
         if not isinstance(actions, torch.Tensor) or actions.ndim != 4 or actions.shape[0] != B \
@@ -590,13 +689,25 @@ class DinoWM(nn.Module):
             self._check_actions(past_actions, (B, T0 - 1), "past_actions (B, T0 - 1, A_block)")
         c = self.config
         keep = min(emb.shape[1], c.context)
-        ctx = emb[:, emb.shape[1] - keep :]  # (B, k, D)
+        ctx = emb[:, emb.shape[1] - keep :].reshape(B, keep, c.num_tokens, c.token_dim)
         ctx_actions = past_actions[:, past_actions.shape[1] - (keep - 1) :].to(emb.dtype)  # (B, k - 1, A)
+        return ctx, ctx_actions, actions.to(emb.dtype)
 
+    def rollout_reference(
+        self,
+        emb: torch.Tensor,
+        actions: torch.Tensor,
+        past_actions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`rollout` computed as written: the predictor over each step's whole window of B * S
+        sequences. Same arguments and result (B, S, H, D)."""
+        ctx, ctx_actions, future = self._rollout_inputs(emb, actions, past_actions)
+        c = self.config
+        (B, keep, N, d), (S, H, A) = ctx.shape, future.shape[1:]
         # B * S sequences, sample-major within each batch element
-        z = ctx.unsqueeze(1).expand(B, S, keep, D).reshape(B * S, keep, c.num_tokens, c.token_dim)
+        z = ctx.unsqueeze(1).expand(B, S, keep, N, d).reshape(B * S, keep, N, d)
         ctx_actions = ctx_actions.unsqueeze(1).expand(B, S, keep - 1, A).reshape(B * S, keep - 1, A)
-        future = actions.to(emb.dtype).reshape(B * S, H, A)
+        future = future.reshape(B * S, H, A)
         preds = []
         for h in range(H):
             step_actions = torch.cat([ctx_actions, future[:, h : h + 1]], dim=1)  # (BS, k', A)
@@ -604,7 +715,7 @@ class DinoWM(nn.Module):
             preds.append(pred)
             z = torch.cat([z, pred[:, None]], dim=1)[:, -c.context :]
             ctx_actions = step_actions[:, step_actions.shape[1] - (z.shape[1] - 1) :]
-        return torch.stack(preds, dim=1).reshape(B, S, H, D)
+        return torch.stack(preds, dim=1).reshape(B, S, H, N * d)
 
     # ------------------------------------------------------------------ loss
     def loss(self, pixels: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:

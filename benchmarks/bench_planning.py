@@ -376,6 +376,7 @@ def run_planning_bench(
     seeds: Sequence[int] = (0,),
     split: str | None = None,
     recipe_file: str | Path | None = None,
+    family: str | None = None,
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
     progress: bool = False,
@@ -387,6 +388,7 @@ def run_planning_bench(
         env_ids: env ids (``["all"]``: every env with a recipe).
         split: ``"train"`` runs each recipe's factor-randomised variant.
         recipe_file: a recipe JSON (`benchmarks.recipes.load_recipe`) instead of the registered ones.
+        family: train this model family instead of each recipe's (`benchmarks.recipes.get_recipe`).
         overrides: a function applied to each recipe before it runs (tests shrink budgets with it).
 
     Returns:
@@ -395,10 +397,13 @@ def run_planning_bench(
     from benchmarks.recipes import RECIPES, get_recipe, load_recipe
 
     if recipe_file is not None:
+        if family is not None or split is not None:
+            raise ValueError("family and split apply to the registered recipes, not to a recipe file (set "
+                             "train.model.family / data.split in the file)")
         recipes = [load_recipe(recipe_file)]
     else:
         ids = list(RECIPES) if list(env_ids) == ["all"] else list(env_ids)
-        recipes = [get_recipe(e, split) for e in ids]  # an unknown id: refused, before any work
+        recipes = [get_recipe(e, split, family=family) for e in ids]  # bad id or family: refused before any work
     if overrides is not None:
         recipes = [overrides(r).check() for r in recipes]
     out = Path(out)

@@ -382,12 +382,16 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def get_recipe(env_id: str, split: str | None = None) -> Recipe:
+def get_recipe(env_id: str, split: str | None = None, family: str | None = None) -> Recipe:
     """The registered recipe of `env_id` (a copy); with ``split="train"`` its factor-randomised
-    variant (data drawn over the train ranges, name suffixed ``-randomised``).
+    variant (data drawn over the train ranges, name suffixed ``-randomised``); with `family` the
+    same recipe training that model family instead (its default configuration with the recipe's
+    model fields, name suffixed ``-FAMILY``; the recipe's own family leaves it unchanged).
 
     Raises:
-        ValueError: no recipe for `env_id` (the closest id named).
+        ValueError: no recipe for `env_id` (the closest id named); an unknown family (the closest
+            named); ``dinowm``, whose pretrained encoder no registered recipe names (write a recipe
+            file naming its weights: ``wm bench recipe``).
     """
     if env_id not in RECIPES:
         close = difflib.get_close_matches(env_id, list(RECIPES), n=1)
@@ -397,5 +401,25 @@ def get_recipe(env_id: str, split: str | None = None) -> Recipe:
     if split is not None:
         recipe.data.split = split
         recipe.name += "-randomised" if split == "train" else f"-{split}"
-        recipe.check()
+    if family is not None:
+        from worldmodel.families import get_family
+
+        get_family(family)  # an unknown name: refused, the closest named
+        if family == "dinowm":  # its default would plan with a randomly initialised frozen ViT
+            raise ValueError(
+                f"family 'dinowm' on recipe {RECIPES[env_id].name}: the family plans on a pretrained frozen encoder "
+                "that no registered recipe names; write the recipe to a file (wm bench recipe --env "
+                f"{env_id} --out FILE), set train.model to {{\"family\": \"dinowm\", \"encoder_weights\": "
+                "\"DINOV2.safetensors\"} (or encoder_from_ckpt), and run wm bench planning --recipe FILE")
+        if family != recipe.train.model.get("family", "lewm"):
+            recipe.train.model = {**recipe.train.model, "family": family}
+            recipe.name += f"-{family}"
+            recipe.notes += f" Model family {family!r} (its default configuration; the recipe's model fields kept)."
+    if split is not None or family is not None:
+        try:
+            recipe.check()
+        except ValueError as e:
+            if family is None:
+                raise
+            raise ValueError(f"family {family!r} on recipe {RECIPES[env_id].name}: {e}") from None
     return recipe

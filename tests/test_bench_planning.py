@@ -125,6 +125,46 @@ def test_bench_planning_refuses_bad_arguments(tmp_path: Path, capsys) -> None:
         assert code == 2 and message in err, err
 
 
+def test_family_variants_of_the_registered_recipes(tmp_path: Path, capsys) -> None:
+    base = get_recipe("wm/TwoRoom-v0")
+    pldm = get_recipe("wm/TwoRoom-v0", family="pldm")
+    assert pldm.name == "tworoom-cpu-pldm" and pldm.train.model == {**base.train.model, "family": "pldm"}
+    assert pldm.hash() != base.hash() and pldm.section_hash("data") == base.section_hash("data")
+    assert type(pldm.model_config(image_size=64, action_dim=2)).__name__ == "PLDMConfig"
+    assert get_recipe("wm/TwoRoom-v0", family="lewm") == base  # the recipe's own family: unchanged
+    assert get_recipe("wm/TwoRoom-v0", "train", family="pixel").name == "tworoom-cpu-randomised-pixel"
+    with pytest.raises(ValueError, match="did you mean 'pldm'"):
+        get_recipe("wm/TwoRoom-v0", family="pldn")
+    with pytest.raises(ValueError, match="pretrained frozen encoder.*encoder_weights.*--recipe FILE"):
+        get_recipe("wm/TwoRoom-v0", family="dinowm")
+
+    # wm bench recipe writes what --env/--family would run; a file round-trips with its hash
+    code, stdout, err = wm(capsys, "bench", "recipe", "--env", "wm/TwoRoom-v0", "--family", "pldm")
+    assert code == 0 and Recipe.from_dict(json.loads(stdout)) == pldm and pldm.hash() in err
+    code, _, err = wm(capsys, "bench", "recipe", "--env", "wm/TwoRoom-v0", "--family", "pldm", "--out",
+                      tmp_path / "pldm.json")
+    assert code == 0 and load_recipe(tmp_path / "pldm.json").hash() == pldm.hash()
+    blocker = tmp_path / "o"  # a file where --out's folder would go: a run that got past the checks fails fast
+    blocker.write_text("")
+    for args, message in ((("--env", "wm/TwoRoom-v0", "--family", "pldn"), "did you mean 'pldm'"),
+                          (("--recipe", tmp_path / "pldm.json", "--family", "pldm"), "not to --recipe")):
+        code, _, err = wm(capsys, "bench", "planning", "--out", blocker, *args)
+        assert code == 2 and message in err, err
+
+    # the family reaches training: every stage runs with it
+    from benchmarks.bench_planning import run_planning_bench
+
+    def shrink(recipe: Recipe) -> Recipe:
+        small = tiny_recipe()
+        small.name, small.train.model = recipe.name, {**small.train.model, "family": recipe.train.model["family"]}
+        return small
+
+    (line,) = run_planning_bench(["wm/TwoRoom-v0"], tmp_path / "bench", family="pixel", overrides=shrink)
+    assert line["recipe"] == "tworoom-cpu-pixel"
+    saved = json.loads((tmp_path / "bench" / "TwoRoom-v0" / "seed0" / "ckpt" / "config.json").read_text())
+    assert saved["model"]["family"] == "pixel"
+
+
 @pytest.mark.parametrize("env_id", sorted(RECIPES))
 def test_every_recipe_held_out_data_gives_its_protocol_enough_pairs(env_id: str, tmp_path: Path) -> None:
     """The held-out episodes a recipe collects (its policy, seeds, episode ends; 16-px frames here)

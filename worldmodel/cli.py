@@ -320,9 +320,22 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (pooled, with mean and spread)")
     q.add_argument("--split", default=None, choices=["train"],
                    help="run each recipe's factor-randomised variant (data over the train ranges)")
+    q.add_argument("--family", default=None,
+                   help="train this model family instead of the recipe's (its default configuration with the "
+                        "recipe's model fields; recipe name suffixed -FAMILY): lewm, pldm, pixel")
     q.add_argument("--recipe", default=None, help="a recipe JSON file (as written to OUT/ENV/recipe.json) instead")
     q.add_argument("--device", default="auto", help="auto | cpu | cuda")
     q.add_argument("--json", action="store_true", help="print the result lines as JSON")
+
+    q = bsub.add_parser(
+        "recipe", help="print an env's registered recipe as JSON (edit it, then wm bench planning --recipe FILE)",
+        description="Writes the recipe wm bench planning --env ID would run (with --split / --family, the variant), "
+                    "with its hash on stderr, to stdout or --out FILE.",
+    )
+    q.add_argument("--env", required=True, help="env id with a registered recipe")
+    q.add_argument("--split", default=None, choices=["train"], help="the factor-randomised variant")
+    q.add_argument("--family", default=None, help="the variant training this model family (lewm, pldm, pixel)")
+    q.add_argument("--out", default=None, help="write the JSON to this file instead of stdout")
 
     q = bsub.add_parser(
         "noisy", help="the noisy-feature experiment: model families trained with and without distractors "
@@ -805,6 +818,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                              amp=args.amp, config=config, log=_log)
         print(_json(result, indent=2) if args.json else "\n" + train_table(result))
         return 0
+    if args.bench_command == "recipe":
+        from benchmarks.recipes import get_recipe
+
+        recipe = get_recipe(args.env, args.split, family=args.family)
+        if args.out:
+            recipe.save(args.out)
+            _log(f"wrote recipe {recipe.name} (hash {recipe.hash()}) to {args.out}")
+        else:
+            print(json.dumps(recipe.to_dict(), indent=2))
+            _log(f"recipe {recipe.name}, hash {recipe.hash()}")
+        return 0
     if args.bench_command == "planning":
         from benchmarks.bench_planning import markdown_table as planning_table, run_planning_bench
         from worldmodel.device import resolve_device
@@ -813,8 +837,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise ValueError("wm bench planning needs --env ID (repeatable, or all) or --recipe FILE, not both")
         if args.recipe is not None and args.split:
             raise ValueError("--split applies to the registered recipes (--env), not to --recipe: set data.split in the file")
+        if args.recipe is not None and args.family:
+            raise ValueError("--family applies to the registered recipes (--env), not to --recipe: set "
+                             "train.model.family in the file")
         results = run_planning_bench(args.env or [], args.out, seeds=args.seeds, split=args.split, recipe_file=args.recipe,
-                                     device=str(resolve_device(args.device)), log=_log, progress=True)
+                                     family=args.family, device=str(resolve_device(args.device)), log=_log,
+                                     progress=True)
         print(_json(results, indent=2) if args.json else "\n" + planning_table(results))
         return 0
     if args.bench_command == "noisy":

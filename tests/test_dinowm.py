@@ -324,6 +324,23 @@ def test_eval_rollout_equals_the_sliding_window_reference(frame_causal):
             model.predictor.last_frame(torch.randn(1, N, W), torch.randn(3, N, W))
 
 
+def test_bf16_planning_rollout_is_close_to_float32():
+    """`wm eval --dtype bfloat16` on a dinowm checkpoint: a bf16 copy rolls out, float32 in and out."""
+    from worldmodel.model import PlanningModel, planning_model
+
+    torch.manual_seed(0)
+    model = DinoWM(tiny_config()).eval()
+    bf16 = planning_model(model, "bfloat16")
+    assert isinstance(bf16, PlanningModel) and next(model.parameters()).dtype == torch.float32
+    emb, past, cand = torch.randn(2, 3, model.config.embed_dim), torch.randn(2, 2, 10), torch.randn(2, 4, 3, 10)
+    with torch.inference_mode():
+        low, full = bf16.rollout(emb, cand, past), model.rollout(emb, cand, past)
+        torch.testing.assert_close(bf16.encode(pixels(1, 1)), model.encode(pixels(1, 1)))
+    assert low.dtype == torch.float32 and 0 < (low - full).norm() / full.norm() < 0.05
+    with pytest.raises(ValueError, match="compiled planning needs a model with the JEPA predictor.*DinoWM"):
+        planning_model(model, "float32", compile=True)
+
+
 def test_encoder_stays_frozen_through_an_optimiser_step():
     torch.manual_seed(0)
     model = DinoWM(tiny_config()).train()

@@ -322,7 +322,7 @@ class PlanningModel(nn.Module):
     and train mode keep the eager rollout.
     """
 
-    def __init__(self, model: LatentPredictorModel, dtype: torch.dtype = torch.float32, compile: bool = False):
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.float32, compile: bool = False):
         super().__init__()
         import copy
 
@@ -340,6 +340,9 @@ class PlanningModel(nn.Module):
                 self.inner = copy.deepcopy(model).to(dtype)
         self.config = model.config
         self.dtype = dtype
+        if compile and not isinstance(model, LatentPredictorModel):
+            raise ValueError(f"compiled planning needs a model with the JEPA predictor (families lewm, pldm, pixel), "
+                             f"got {type(model).__name__}")
         self._compiled = torch.compile(self.inner.predictor.rollout) if compile else None
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -366,15 +369,12 @@ def planning_model(model: nn.Module, dtype: str = "float32", compile: bool = Fal
     """The model a planner should roll out, in precision ``dtype`` ('float32' or 'bfloat16').
 
     float32 without ``compile`` returns ``model`` itself (any world model); otherwise a
-    ``PlanningModel`` around a ``LatentPredictorModel`` (``JEPA`` and the other families
-    built on the same predictor; a bf16 copy for bfloat16; float32 in and out),
-    in eval mode.
+    ``PlanningModel`` in eval mode (float32 in and out): for bfloat16 around any world model
+    (a bf16 copy runs its ``rollout``), compiled only around a ``LatentPredictorModel``
+    (``JEPA`` and the other families built on the same predictor).
     """
     if dtype not in PLANNING_DTYPES:
         raise ValueError(f"planning dtype must be one of {', '.join(PLANNING_DTYPES)}, got {dtype!r}")
     if dtype == "float32" and not compile:
         return model
-    if not isinstance(model, LatentPredictorModel):
-        raise ValueError(f"planning in {dtype}{' compiled' if compile else ''} needs a model with the JEPA predictor "
-                         f"(families lewm, pldm, pixel), got {type(model).__name__}")
     return PlanningModel(model, getattr(torch, dtype), compile=compile).eval()

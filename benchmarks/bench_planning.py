@@ -112,24 +112,20 @@ def run_recipe(
         "oracle_success_rate", "oracle_success_ci95", "seconds_per_decision",
         "train_seconds", "seeds", "per_seed", "success_rate_mean", "success_rate_std"}``.
     """
-    from benchmarks.planning import PlannerConfig, checkpoint_data, evaluate_planning
+    from benchmarks.planning import PlannerConfig
     from benchmarks.protocol import PlanningProtocol
     from data import collect, open_dataset
-    from worldmodel.checkpoint import load_checkpoint
     from worldmodel.config import TrainConfig
     from worldmodel.train import train
 
     recipe.check()
     say = log or (lambda line: None)
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds={seeds}: expected distinct training seeds")
+    seeds = _check_seeds(seeds)
     root = Path(out) / env_folder(recipe.env_id)
     root.mkdir(parents=True, exist_ok=True)
     shared = root if data_root is None else Path(data_root)
     shared.mkdir(parents=True, exist_ok=True)
     recipe.save(root / "recipe.json")
-    digest = recipe.hash()
     d = recipe.data
 
     # ---- data
@@ -158,19 +154,8 @@ def run_recipe(
     planner_cfg = PlannerConfig(**recipe.eval.planner)
 
     # ---- oracle (no model: shared by the seeds)
-    oracle: dict | None = None
-    if recipe.eval.oracle:
-        oracle_dir = shared / "oracle"
-        oracle_hash = recipe.section_hash("data", "eval")
-        if _check_stage(oracle_dir, oracle_dir / "stage.json", oracle_hash, "oracle"):
-            oracle = _read(oracle_dir / "summary.json")
-            say(f"{recipe.env_id}: oracle reused")
-        else:
-            oracle_cfg = PlannerConfig(**{**recipe.eval.planner, **recipe.eval.oracle_planner})
-            oracle = evaluate_planning(None, heldout, oracle_dir, protocol=protocol, planner_cfg=oracle_cfg,
-                                       device=device, video=False, oracle=True, progress=progress)
-            (oracle_dir / "stage.json").write_text(json.dumps({"hash": oracle_hash}) + "\n")
-            say(f"{recipe.env_id}: oracle {oracle['oracle_successes']}/{oracle['episodes']}")
+    oracle = _oracle_stage(recipe, shared / "oracle", recipe.section_hash("data", "eval"), "oracle", heldout, protocol,
+                           device, progress, say)
 
     per_seed = []
     for seed in seeds:
@@ -195,20 +180,8 @@ def run_recipe(
             marker.write_text(json.dumps({"hash": train_hash, "seed": seed, "seconds": train_seconds,
                                           "steps": summary["steps"]}, indent=2) + "\n")
         # ---- evaluate
-        eval_dir = sdir / "eval"
-        eval_hash = recipe.section_hash("data", "train", "eval")
-        if _check_stage(eval_dir, sdir / "eval_stage.json", eval_hash, "eval"):
-            ev = _read(eval_dir / "summary.json")
-            say(f"{recipe.env_id} seed {seed}: evaluation reused")
-        else:
-            model = load_checkpoint(sdir / "ckpt", device=device).eval()
-            ev = evaluate_planning(model, heldout, eval_dir, protocol=protocol, planner_cfg=planner_cfg, device=device,
-                                   video=True, trained_on=checkpoint_data(sdir / "ckpt"), progress=progress)
-            ev["recipe"], ev["recipe_hash"] = recipe.name, digest
-            (eval_dir / "summary.json").write_text(json.dumps(ev, indent=2) + "\n")
-            (sdir / "eval_stage.json").write_text(json.dumps({"hash": eval_hash}) + "\n")
-        say(f"{recipe.env_id} seed {seed}: {ev['successes']}/{ev['episodes']} vs random "
-            f"{ev['baseline_successes']}/{ev['episodes']}")
+        ev = _eval_stage(recipe, sdir, "eval", recipe.section_hash("data", "train", "eval"), None, heldout, protocol,
+                         planner_cfg, device, progress, say)
         per_seed.append(_seed_line(seed, ev, train_seconds))
 
     result = _result_line(recipe, "standard", per_seed, oracle, protocol, planner_cfg)
@@ -244,18 +217,15 @@ def run_long_protocol(
         ValueError: a seed's training stage is missing or of another recipe (run
             `run_recipe` first), a stage folder of another recipe.
     """
-    from benchmarks.planning import PlannerConfig, checkpoint_data, evaluate_planning
+    from benchmarks.planning import PlannerConfig
     from data import collect, open_dataset
-    from worldmodel.checkpoint import load_checkpoint
 
     recipe.check()
     lp = recipe.long()
     if lp is None:
         return None
     say = log or (lambda line: None)
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds={seeds}: expected distinct training seeds")
+    seeds = _check_seeds(seeds)
     root = Path(out) / env_folder(recipe.env_id)
     shared = root if data_root is None else Path(data_root)
     d = recipe.data
@@ -285,19 +255,8 @@ def run_long_protocol(
     heldout = open_dataset(path)
 
     # ---- oracle
-    oracle: dict | None = None
-    if recipe.eval.oracle:
-        oracle_dir = shared / "oracle_long"
-        oracle_hash = recipe.section_hash("data", "eval", long=True)
-        if _check_stage(oracle_dir, oracle_dir / "stage.json", oracle_hash, "long-protocol oracle"):
-            oracle = _read(oracle_dir / "summary.json")
-            say(f"{recipe.env_id}: long-protocol oracle reused")
-        else:
-            oracle_cfg = PlannerConfig(**{**recipe.eval.planner, **recipe.eval.oracle_planner})
-            oracle = evaluate_planning(None, heldout, oracle_dir, protocol=protocol, planner_cfg=oracle_cfg,
-                                       device=device, video=False, oracle=True, progress=progress)
-            (oracle_dir / "stage.json").write_text(json.dumps({"hash": oracle_hash}) + "\n")
-            say(f"{recipe.env_id}: long-protocol oracle {oracle['oracle_successes']}/{oracle['episodes']}")
+    oracle = _oracle_stage(recipe, shared / "oracle_long", recipe.section_hash("data", "eval", long=True),
+                           "long-protocol oracle", heldout, protocol, device, progress, say)
 
     per_seed = []
     train_hash = recipe.section_hash("data", "train")
@@ -308,24 +267,69 @@ def run_long_protocol(
         if marker is None or marker.get("hash") != train_hash or marker.get("seed") != seed:
             raise ValueError(f"{sdir}: no finished training stage of recipe {recipe.name} (seed {seed}); "
                              "run the recipe's standard stages first (run_recipe)")
-        eval_dir = sdir / "eval_long"
-        if _check_stage(eval_dir, sdir / "eval_long_stage.json", eval_hash, "long-protocol eval"):
-            ev = _read(eval_dir / "summary.json")
-            say(f"{recipe.env_id} seed {seed}: long-protocol evaluation reused")
-        else:
-            model = load_checkpoint(sdir / "ckpt", device=device).eval()
-            ev = evaluate_planning(model, heldout, eval_dir, protocol=protocol, planner_cfg=planner_cfg, device=device,
-                                   video=True, trained_on=checkpoint_data(sdir / "ckpt"), progress=progress)
-            ev["recipe"], ev["recipe_hash"], ev["protocol_name"] = recipe.name, recipe.hash(), "long"
-            (eval_dir / "summary.json").write_text(json.dumps(ev, indent=2) + "\n")
-            (sdir / "eval_long_stage.json").write_text(json.dumps({"hash": eval_hash}) + "\n")
-        say(f"{recipe.env_id} seed {seed}, long protocol: {ev['successes']}/{ev['episodes']} vs random "
-            f"{ev['baseline_successes']}/{ev['episodes']}")
+        ev = _eval_stage(recipe, sdir, "eval_long", eval_hash, "long", heldout, protocol, planner_cfg, device, progress,
+                         say)
         per_seed.append(_seed_line(seed, ev, float(marker["seconds"])))
     result = _result_line(recipe, "long", per_seed, oracle, protocol, planner_cfg)
     result["long_data"] = lp.data_dict()
     (root / "result_long.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _check_seeds(seeds: Sequence[int]) -> list[int]:
+    """The training seeds as ints; ValueError unless there is at least one and they are distinct."""
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={seeds}: expected distinct training seeds")
+    return seeds
+
+
+def _oracle_stage(recipe: Recipe, oracle_dir: Path, digest: str, what: str, heldout: Any, protocol: Any, device: str,
+                  progress: bool, say: Callable[[str], None]) -> dict | None:
+    """The oracle on `heldout`'s pairs (the recipe's solver with its ``oracle_planner`` settings,
+    planning through the simulator) in `oracle_dir`, or its summary when that stage of `digest`
+    is there; None when the recipe runs no oracle. `what` names the stage in messages."""
+    from benchmarks.planning import PlannerConfig, evaluate_planning
+
+    if not recipe.eval.oracle:
+        return None
+    if _check_stage(oracle_dir, oracle_dir / "stage.json", digest, what):
+        say(f"{recipe.env_id}: {what} reused")
+        return _read(oracle_dir / "summary.json")
+    oracle_cfg = PlannerConfig(**{**recipe.eval.planner, **recipe.eval.oracle_planner})
+    oracle = evaluate_planning(None, heldout, oracle_dir, protocol=protocol, planner_cfg=oracle_cfg,
+                               device=device, video=False, oracle=True, progress=progress)
+    (oracle_dir / "stage.json").write_text(json.dumps({"hash": digest}) + "\n")
+    say(f"{recipe.env_id}: {what} {oracle['oracle_successes']}/{oracle['episodes']}")
+    return oracle
+
+
+def _eval_stage(recipe: Recipe, sdir: Path, name: str, digest: str, protocol_name: str | None, heldout: Any,
+                protocol: Any, planner_cfg: Any, device: str, progress: bool, say: Callable[[str], None]) -> dict:
+    """One seed's model and random baseline on `heldout`'s pairs in ``sdir/name`` (marker
+    ``sdir/name_stage.json``), or the summary of that stage when it is there with `digest`.
+    `protocol_name` (e.g. ``"long"``) is recorded in the summary and named in messages."""
+    from benchmarks.planning import checkpoint_data, evaluate_planning
+    from worldmodel.checkpoint import load_checkpoint
+
+    eval_dir, seed = sdir / name, sdir.name.removeprefix("seed")
+    label = f"{recipe.env_id} seed {seed}" + (f", {protocol_name} protocol" if protocol_name else "")
+    if _check_stage(eval_dir, sdir / f"{name}_stage.json", digest,
+                    "eval" if protocol_name is None else f"{protocol_name}-protocol eval"):
+        ev = _read(eval_dir / "summary.json")
+        say(f"{recipe.env_id} seed {seed}: {'' if protocol_name is None else protocol_name + '-protocol '}"
+            "evaluation reused")
+    else:
+        model = load_checkpoint(sdir / "ckpt", device=device).eval()
+        ev = evaluate_planning(model, heldout, eval_dir, protocol=protocol, planner_cfg=planner_cfg, device=device,
+                               video=True, trained_on=checkpoint_data(sdir / "ckpt"), progress=progress)
+        ev["recipe"], ev["recipe_hash"] = recipe.name, recipe.hash()
+        if protocol_name is not None:
+            ev["protocol_name"] = protocol_name
+        (eval_dir / "summary.json").write_text(json.dumps(ev, indent=2) + "\n")
+        (sdir / f"{name}_stage.json").write_text(json.dumps({"hash": digest}) + "\n")
+    say(f"{label}: {ev['successes']}/{ev['episodes']} vs random {ev['baseline_successes']}/{ev['episodes']}")
+    return ev
 
 
 def _seed_line(seed: int, ev: dict, train_seconds: float) -> dict:

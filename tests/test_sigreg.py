@@ -67,7 +67,7 @@ def test_window_centred_sigreg_shapes_only_the_variation_within_a_window():
     actions = torch.randn(6, 2, 4, generator=torch.Generator().manual_seed(1))
     shift = 5.0 * torch.randn(6, 1, 8, generator=torch.Generator().manual_seed(2))
     losses = {}
-    for center in ("none", "window"):
+    for center in ("none", "window", "both"):
         torch.manual_seed(0)
         model = JEPA(ModelConfig(**cfg, sigreg_center=center)).train()
         emb = model.encode(pixels)
@@ -76,9 +76,14 @@ def test_window_centred_sigreg_shapes_only_the_variation_within_a_window():
             set_regularizer_step(model, 3, 0)
             losses[center, shifted] = model.loss(pixels, actions)["sigreg_loss"].item()
         set_regularizer_step(model, 3, 0)
-        want = (emb - emb.mean(1, keepdim=True)) if center == "window" else emb
-        assert losses[center, False] == pytest.approx(model.sigreg(want.transpose(0, 1)).item(), rel=1e-5)
+        terms = {"none": [emb], "window": [emb - emb.mean(1, keepdim=True)],
+                 "both": [emb, emb - emb.mean(1, keepdim=True)]}[center]  # in the order the loss draws projections
+        want = sum(model.sigreg(t.transpose(0, 1)).item() for t in terms) / len(terms)
+        assert losses[center, False] == pytest.approx(want, rel=1e-5)
     assert losses["window", True] == pytest.approx(losses["window", False], rel=1e-4)
     assert losses["none", True] > 2 * losses["none", False]
-    with pytest.raises(ValueError, match="sigreg_center must be one of none, window, got 'episode'"):
+    # both: the centred half is blind to the constants, the raw half sees them
+    assert losses["both", True] - losses["both", False] == pytest.approx(
+        (losses["none", True] - losses["none", False]) / 2, rel=1e-3)
+    with pytest.raises(ValueError, match="sigreg_center must be one of none, window, both, got 'episode'"):
         ModelConfig(sigreg_center="episode")

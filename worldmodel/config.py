@@ -268,7 +268,8 @@ class ModelConfig(WorldModelConfig):
     sigreg_center: str = _f(
         "none", "what SIGReg shapes: 'none' (each time step's embeddings over the batch, as LeWorldModel) or "
                 "'window' (the embeddings minus their window's mean: only the variation within an episode is pushed "
-                "towards an isotropic Gaussian; what is constant over an episode, e.g. its colours, is left free)")
+                "towards an isotropic Gaussian; what is constant over an episode, e.g. its colours, is left free) or "
+                "'both' (the mean of the two terms)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -280,7 +281,7 @@ class ModelConfig(WorldModelConfig):
 
 
 #: the values of ``ModelConfig.sigreg_center``
-SIGREG_CENTERS = ("none", "window")
+SIGREG_CENTERS = ("none", "window", "both")
 
 
 class UnknownPresetError(ValueError):

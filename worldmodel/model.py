@@ -261,15 +261,22 @@ class JEPA(LatentPredictorModel):
             + rollout_weight * rollout_loss``, ``pred_loss`` (MSE of teacher-forced
             next-embedding predictions, each from the history planning gives it: ``predict``),
             ``sigreg_loss`` (SIGReg over the batch, per time step, of the embeddings or, with
-            ``sigreg_center="window"``, of their deviations from the window's mean) and ``rollout_loss``
+            ``sigreg_center="window"``, of their deviations from the window's mean; ``"both"``: the mean
+            of the two) and ``rollout_loss``
             (``rollout_loss``; 0 when the window has fewer than two frames after the context).
         """
         self._check_window(pixels, actions)
         emb = self.encode(pixels)  # (B, n, D)
         pred = self.predict(emb[:, :-1], actions)  # (B, n - 1, D)
         pred_loss = F.mse_loss(pred.float(), emb[:, 1:].float())
-        shaped = emb - emb.mean(1, keepdim=True) if self.config.sigreg_center == "window" else emb
-        sigreg_loss = self.sigreg(shaped.transpose(0, 1))  # (n, B, D) -> scalar
+        center = self.config.sigreg_center
+        sigreg_loss = emb.new_zeros((), dtype=torch.float32)
+        if center in ("none", "both"):
+            sigreg_loss = sigreg_loss + self.sigreg(emb.transpose(0, 1))  # (n, B, D) -> scalar
+        if center in ("window", "both"):
+            sigreg_loss = sigreg_loss + self.sigreg((emb - emb.mean(1, keepdim=True)).transpose(0, 1))
+        if center == "both":
+            sigreg_loss = sigreg_loss / 2
         rollout_loss = self.rollout_loss(emb, actions)
         loss = pred_loss + self.config.sigreg_weight * sigreg_loss + self.config.rollout_weight * rollout_loss
         return self.add_regularizers(

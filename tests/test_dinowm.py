@@ -472,3 +472,18 @@ def test_token_pooling_averages_the_patch_grid():
         tokens = full.encode_tokens(px).view(2, 2, 2, 2, 2, 2, 32)  # (B, T, rows/2, 2, cols/2, 2, d)
         torch.testing.assert_close(pooled.encode_tokens(px), tokens.mean(dim=(3, 5)).reshape(2, 2, 4, 32))
     assert pooled.config.embed_dim == 4 * 32 and full.config.embed_dim == 16 * 32
+
+
+def test_rollout_speed_benchmark_times_a_checkpoints_rollouts(tmp_path, capsys):
+    """``python -m benchmarks.rollout_speed --ckpt DIR``: reference, fast and bf16 rollouts of a saved dinowm."""
+    from benchmarks.rollout_speed import main
+    from worldmodel.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "ckpt", DinoWM(tiny_config(token_pool=2)).eval())
+    main(["--ckpt", str(tmp_path / "ckpt"), "--envs", "1", "--samples", "2", "--threads", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "DinoWM, dinowm" in lines[0]
+    assert [line.split(":")[0] for line in lines[1:]] == ["sliding window float32", "fast float32", "fast bfloat16"]
+    flops = [float(line.split("(")[1].split(" GFLOP")[0]) for line in lines[1:]]
+    assert flops[1] < flops[0]  # the fast rollout does less work than the sliding window

@@ -118,6 +118,11 @@ def test_state_and_goal_are_validated() -> None:
             env.reset(seed=0, options={"state": state})
     with pytest.raises(ValueError, match="goal_state.*leaves the arena"):
         env.reset(seed=0, options={"goal_state": [0.95, 0.5, 0.0]})
+    # a pose a random pusher left against the top wall (5e-6 into it): a reachable state, a valid goal
+    # (`wm ood`'s goal-source shift takes goals from random-policy episodes)
+    against_wall = [0.48172208167504554, 0.8497677546436703, -1.7263761557173394]
+    env.reset(seed=0, options={"goal_state": against_wall})
+    np.testing.assert_allclose(env.unwrapped.goal_state, against_wall)
     with pytest.raises(ValueError, match=r"goal_state.*shape.*\(3,\)"):
         env.unwrapped.set_goal([0.5, 0.5])
 

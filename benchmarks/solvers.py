@@ -10,15 +10,19 @@ Protocol (one process, this machine's torch threads):
    objective ``terminal_l2``: what ``MPCPolicy`` hands a solver in the middle of an episode.
 2. GEMM rate per precision (float32 and bfloat16): ``F.linear`` with the predictor's own
    weight shapes (qkv, attention output, MLP in and out, AdaLN modulation) on as many rows
-   as the batched plan feeds them (envs x samples x context tokens), best of several
-   timed rounds. Measured before and after the solvers (the machine's speed drifts); the
+   as one predictor call of the batched plan feeds them (envs x samples x context tokens,
+   at most ``ROLLOUT_CHUNK_ROWS``: the rollout runs its candidates in chunks of that many
+   rows), best of several timed rounds; for bfloat16 also oneDNN's linear with prepacked
+   weights (what bf16 planning runs on CPU, ``worldmodel.cpu_fused``), the faster of the
+   two counting. Measured before and after the solvers (the machine's speed drifts); the
    higher of the two is the bound.
 3. Each solver (``planners.get(name)`` with its defaults: CEM 300 samples x 30
    iterations; ``--quick``: 16 samples x 2 iterations), for 1 environment and for
    ``max(envs)`` environments in one batched ``plan`` call: wall time of the plan (best of
    ``repeats``), run under ``torch.inference_mode`` (gradient solvers: autograd on). FLOPs:
    ``torch.utils.flop_counter.FlopCounterMode`` counts every matmul, attention and
-   convolution FLOP (backward passes included) of a separate 1-environment plan; every op
+   convolution FLOP (backward passes included; bf16 planning's oneDNN linear ops through
+   ``worldmodel.cpu_fused.flop_formulas``) of a separate 1-environment plan; every op
    is batched over the environments, so a B-environment plan does B times that. No timed
    plan runs under the counter: on CPU it halves the speed of bf16 matmuls (measured 7.2 s
    vs 14.3 s for one 8 x 300-candidate rollout; float32 13.4 s vs 13.8 s).
@@ -37,7 +41,6 @@ The top-level figures of a solver are those of the batched run (max(envs) enviro
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import time
@@ -72,7 +75,7 @@ def predictor_gemm_shapes(config: Any) -> list[tuple[int, int]]:
 
 
 def gemm_gflops(config: Any, rows: int, dtype: torch.dtype, seconds: float = 1.0, rounds: int = 3,
-                shapes: Sequence[tuple[int, int]] | None = None) -> float:
+                shapes: Sequence[tuple[int, int]] | None = None, packed: bool = False) -> float:
     """This machine's matrix-product rate in GFLOP/s for the predictor's weight shapes (or ``shapes``).
 
     Args:
@@ -81,6 +84,8 @@ def gemm_gflops(config: Any, rows: int, dtype: torch.dtype, seconds: float = 1.0
         dtype: torch.float32 or torch.bfloat16.
         seconds: minimum timed seconds per round; rounds: rounds, the best one counts.
         shapes: (in, out) weight shapes to measure instead (``wm bench train``: the model's own).
+        packed: oneDNN's linear on weights reordered once (``torch.ops.mkldnn``; bfloat16 on a
+            CPU where ``worldmodel.cpu_fused.fused_mlp_available``) instead of ``F.linear``.
 
     Returns:
         2 * rows * sum(in * out) / seconds of the best round, in GFLOP/s.
@@ -92,21 +97,30 @@ def gemm_gflops(config: Any, rows: int, dtype: torch.dtype, seconds: float = 1.0
     xs = {n_in: torch.randn(rows, n_in, generator=gen).to(dtype) for n_in in {s[0] for s in shapes}}
     ws = [torch.randn(n_out, n_in, generator=gen).to(dtype) * n_in**-0.5 for n_in, n_out in shapes]
     flop = 2.0 * rows * sum(n_in * n_out for n_in, n_out in shapes)
+    linear: Callable = F.linear
+    if packed:
+        ws = [torch.ops.mkldnn._reorder_linear_weight(w, rows) for w in ws]
+        linear = _onednn_linear
     with torch.inference_mode():
         for (n_in, _), w in zip(shapes, ws):  # warm-up
-            F.linear(xs[n_in], w)
+            linear(xs[n_in], w)
         best = 0.0
         for _ in range(rounds):
             n, t0 = 0, time.perf_counter()
             while True:
                 for (n_in, _), w in zip(shapes, ws):
-                    F.linear(xs[n_in], w)
+                    linear(xs[n_in], w)
                 n += 1
                 elapsed = time.perf_counter() - t0
                 if elapsed >= seconds:
                     break
             best = max(best, n * flop / elapsed / 1e9)
     return best
+
+
+def _onednn_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x (N, in) times a oneDNN-packed weight (out, in) -> (N, out)."""
+    return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
 
 
 def _solver_factory(quick: bool) -> tuple[Callable[..., Any], list[str], Callable[[str], dict]]:
@@ -150,7 +164,9 @@ def count_plan_flops(solver: Any, cost_fn: Callable, batch: int) -> float:
     """FLOPs of one ``solver.plan(cost_fn, batch)`` (matmuls, attention, convolutions; backward included)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with _grad_mode(solver), FlopCounterMode(display=False) as counter:
+    from worldmodel.cpu_fused import flop_formulas
+
+    with _grad_mode(solver), FlopCounterMode(display=False, custom_mapping=flop_formulas()) as counter:
         solver.plan(cost_fn, batch)
     return float(counter.get_total_flops())
 
@@ -191,6 +207,8 @@ def bench_solvers(
         the dict described in the module docstring.
     """
     from worldmodel.config import ModelConfig
+    import worldmodel.model as wm_model
+    from worldmodel.cpu_fused import fused_mlp_available
     from worldmodel.model import JEPA, PLANNING_DTYPES, planning_model
     from planners.objectives import get_objective
 
@@ -216,11 +234,18 @@ def bench_solvers(
     planner_model = planning_model(model, dtype, compile=compile)
     objective = get_objective("terminal_l2")
     tokens = max(envs) * (QUICK_OPTIONS["num_samples"] if quick else 300) * config.context
+    if wm_model.ROLLOUT_CHUNK_ROWS:  # rows of one predictor call of the chunked rollout
+        tokens = min(tokens, wm_model.ROLLOUT_CHUNK_ROWS)
     gemm_seconds = 0.05 if quick else 1.0
+    onednn = fused_mlp_available()
 
     def measure_gemm() -> dict[str, float]:
-        return {name: gemm_gflops(config, tokens, getattr(torch, name), seconds=gemm_seconds)
-                for name in ("float32", "bfloat16")}
+        rates = {name: gemm_gflops(config, tokens, getattr(torch, name), seconds=gemm_seconds)
+                 for name in ("float32", "bfloat16")}
+        if onednn:
+            rates["bfloat16"] = max(rates["bfloat16"], gemm_gflops(config, tokens, torch.bfloat16,
+                                                                   seconds=gemm_seconds, packed=True))
+        return rates
 
     gemm_before = measure_gemm()
     _log(log, f"GEMM GFLOP/s (predictor shapes, {tokens} rows): " + ", ".join(f"{k} {v:.1f}" for k, v in gemm_before.items()))

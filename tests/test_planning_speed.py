@@ -146,25 +146,139 @@ def test_bf16_planning_model_encodes_with_any_encoder(encoder: str) -> None:
 
 
 def test_bf16_cem_plan_costs_about_what_the_float32_plan_costs() -> None:
+    """bf16 plans improve on random actions about as much as float32 plans, pooled over 16 envs.
+
+    Per env the comparison is noise: a bf16 rounding changes which candidates become elites,
+    and over 120 envs of this toy (30 seeds) single-env ratios of bf16 to float32 gain ranged
+    from 0.37 to 1.1 around a mean of 0.93 (eager and oneDNN bf16 layers alike). A broken bf16
+    rollout plans no better than random: ratio near 0.
+    """
     from planners import CEM
     from planners.objectives import terminal_l2
 
     model = _model(3)
     g = torch.Generator().manual_seed(3)
-    emb, past = torch.randn(4, 3, 16, generator=g), torch.rand(4, 2, 10, generator=g) * 2 - 1
-    goal = torch.randn(4, 16, generator=g)
+    B = 16
+    emb, past = torch.randn(B, 3, 16, generator=g), torch.rand(B, 2, 10, generator=g) * 2 - 1
+    goal = torch.randn(B, 16, generator=g)
     exact = terminal_l2(model, emb, goal, past)
     costs = {}
     for dtype in ("float32", "bfloat16"):
         cem = CEM(horizon=4, action_dim=10, low=-1, high=1, num_samples=64, iterations=6, num_elites=8, seed=0)
         with torch.inference_mode():
-            plan = cem.plan(terminal_l2(planning_model(model, dtype), emb, goal, past), 4).actions
+            plan = cem.plan(terminal_l2(planning_model(model, dtype), emb, goal, past), B).actions
             costs[dtype] = exact(plan[:, None])[:, 0]  # each plan scored by the float32 model
     with torch.inference_mode():
-        random_cost = exact(torch.rand(4, 64, 4, 10, generator=g) * 2 - 1).mean(1)
+        random_cost = exact(torch.rand(B, 64, 4, 10, generator=g) * 2 - 1).mean(1)
     gain32, gain16 = random_cost - costs["float32"], random_cost - costs["bfloat16"]
     assert (gain32 > 0).all()
-    assert (gain16 > 0.8 * gain32).all(), (costs, random_cost)
+    assert gain16.sum() > 0.85 * gain32.sum(), (costs, random_cost)
+
+
+# ------------------------------------------------------------------ oneDNN linear layers (bf16 on CPU)
+_needs_onednn = pytest.mark.skipif(not __import__("worldmodel.cpu_fused", fromlist=["x"]).fused_mlp_available(),
+                                   reason="this PyTorch build or CPU has no oneDNN bf16 linear ops")
+
+
+def _eager_bf16(model: JEPA, monkeypatch) -> PlanningModel:
+    """The bf16 planning model without the oneDNN layers (plain modules, as before them)."""
+    import worldmodel.cpu_fused as cpu_fused
+
+    with monkeypatch.context() as m:
+        m.setattr(cpu_fused, "fused_mlp_available", lambda: False)
+        return planning_model(model, "bfloat16")
+
+
+@pytest.mark.parametrize("n, m, mq", [(2, 1, 1), (1, 2, 2), (0, 3, 3), (0, 3, 1), (1, 2, 1)])
+def test_few_key_attention_equals_sdpa(n: int, m: int, mq: int) -> None:
+    """bf16 rollouts on CPU attend token-major (``_attend_few``): shared history keys broadcast
+    over the candidates, causal mask as the rollout builds it; float32 here: exact up to rounding."""
+    import torch.nn.functional as F
+
+    from worldmodel.predictor import _attend_few
+
+    g = torch.Generator().manual_seed(n * 10 + m + mq)
+    B, S, h, d = 2, 3, 4, 8
+    q = torch.randn(B, S, mq, h, d, generator=g)
+    keys = [torch.randn(B, 1, 1, h, d, generator=g) for _ in range(n)] + [torch.randn(B, S, 1, h, d, generator=g) for _ in range(m)]
+    values = [torch.randn(B, 1, 1, h, d, generator=g) for _ in range(n)] + [torch.randn(B, S, 1, h, d, generator=g) for _ in range(m)]
+    mask = None if mq == 1 else torch.ones(mq, n + m, dtype=torch.bool).tril(n)
+    out = _attend_few(q, keys, values, mask)
+
+    def heads(ts: list) -> torch.Tensor:  # (B * S, h, L, d)
+        return torch.cat([t.expand(B, S, 1, h, d) for t in ts], dim=2).reshape(B * S, -1, h, d).transpose(1, 2)
+
+    ref = F.scaled_dot_product_attention(q.reshape(B * S, mq, h, d).transpose(1, 2), heads(keys), heads(values),
+                                         attn_mask=mask)
+    torch.testing.assert_close(out, ref.transpose(1, 2).reshape(B, S, mq, h, d), rtol=1e-5, atol=1e-6)
+
+
+@_needs_onednn
+def test_bf16_planning_model_runs_onednn_layers_with_the_eager_result(monkeypatch) -> None:
+    from worldmodel.cpu_fused import FusedFeedForward, PackedLinear
+
+    model = _model(3)
+    fused, eager = planning_model(model, "bfloat16"), _eager_bf16(model, monkeypatch)
+    kinds = {type(m) for m in fused.inner.predictor.modules()}
+    assert FusedFeedForward in kinds and PackedLinear in kinds
+    assert not {FusedFeedForward, PackedLinear} & {type(m) for m in eager.inner.modules()}
+    emb, actions, past = _inputs(model, B=2, T0=3, S=8, H=5)
+    with torch.inference_mode():
+        a, b, full = fused.rollout(emb, actions, past), eager.rollout(emb, actions, past), model.rollout(emb, actions, past)
+    # the same bf16 arithmetic up to rounding: as close to the float32 result as the eager bf16 layers are
+    assert (a - b).norm() / full.norm() < 0.02
+    assert (a - full).norm() <= 1.5 * (b - full).norm() + 1e-3
+
+
+@_needs_onednn
+def test_bf16_planning_gradients_run_the_plain_layers(monkeypatch) -> None:
+    """Gradient solvers: with autograd on, the oneDNN layers step aside (they have no backward)."""
+    model = _model(3)
+    fused, eager = planning_model(model, "bfloat16"), _eager_bf16(model, monkeypatch)
+    emb, actions, past = _inputs(model, B=2, T0=3, S=4, H=3)
+    grads = []
+    for pm in (fused, eager):
+        a = actions.clone().requires_grad_(True)
+        pm.rollout(emb, a, past).square().sum().backward()
+        grads.append(a.grad)
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+
+
+@_needs_onednn
+def test_packed_linear_repacks_when_its_weight_changes() -> None:
+    from worldmodel.cpu_fused import FusedFeedForward, PackedLinear
+    from worldmodel.encoder import FeedForward
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(12, 20).to(torch.bfloat16).eval()
+    ff = FeedForward(12, 2.0).to(torch.bfloat16).eval()
+    packed, fused = PackedLinear.from_linear(lin), FusedFeedForward(ff).eval()
+    x = torch.randn(5, 3, 12, dtype=torch.bfloat16)
+    for _ in range(2):
+        with torch.inference_mode():
+            torch.testing.assert_close(packed(x), lin(x), rtol=0.02, atol=0.02)
+            torch.testing.assert_close(packed.forward_rows(x, 4, 9), lin(x)[..., 4:9], rtol=0.02, atol=0.02)
+            torch.testing.assert_close(fused(x), ff(x), rtol=0.02, atol=0.02)
+        with torch.no_grad():  # an in-place update (an optimiser step): the packed copies must follow
+            lin.weight.mul_(-2.0)
+            ff.net[2].weight.add_(0.5)
+
+
+@_needs_onednn
+def test_plan_flops_are_counted_the_same_through_the_onednn_layers(monkeypatch) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from worldmodel.cpu_fused import flop_formulas
+
+    model = _model(3)
+    emb, actions, past = _inputs(model, B=2, T0=3, S=4, H=3)
+    counts = []
+    for pm in (planning_model(model, "bfloat16"), _eager_bf16(model, monkeypatch)):
+        with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=flop_formulas()) as counter:
+            pm.rollout(emb, actions, past)
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0
 
 
 @pytest.mark.slow

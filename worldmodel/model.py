@@ -345,6 +345,10 @@ class PlanningModel(nn.Module):
         else:
             with torch.inference_mode(False):  # normal tensors even when built inside inference mode
                 self.inner = copy.deepcopy(model).to(dtype)
+            if dtype == torch.bfloat16 and not compile:
+                from worldmodel.cpu_fused import pack_linears
+
+                pack_linears(self.inner)  # oneDNN GEMMs with bias and GELU fused, on CPU without autograd
         self.config = model.config
         self.dtype = dtype
         if compile and not isinstance(model, LatentPredictorModel):

@@ -150,6 +150,8 @@ class Predictor(nn.Module):
     #     final norm, out_proj and projector only for the last token.
     # Tokens that do depend on the candidate change position as the window slides (learned
     # absolute positions), so they are recomputed at each step: that is the remaining work.
+    # In bf16 on CPU the attention over those few keys runs token-major (``_attend_few``), and
+    # a bf16 ``PlanningModel``'s linear layers are oneDNN's (``worldmodel.cpu_fused``).
 
     def rollout_prefix(self, ctx: torch.Tensor, ctx_actions: torch.Tensor, steps: int) -> list:
         """Keys/values of the candidate-independent leading tokens of each step's window.
@@ -231,25 +233,35 @@ class Predictor(nn.Module):
                 attn, last = block.attn, i == depth - 1
                 shift1, scale1, gate1, shift2, scale2, gate2 = mods[i][:, a0 : h + 1].unbind(2)  # (BS, m, W)
                 hmod = torch.addcmul(shift1, block.ln1(x), scale1)  # (BS, m, W)
+                inner, heads, hd = attn.inner, attn.heads, attn.head_dim
                 if last and m > 1:  # only the last token's output is read: the others give keys/values
-                    inner = attn.inner
-                    q = _heads(F.linear(hmod[:, -1:], attn.qkv.weight[:inner], attn.qkv.bias[:inner]),
-                               1, attn.heads, attn.head_dim)[0]  # (BS, heads, 1, hd)
-                    kk, v = _heads(F.linear(hmod, attn.qkv.weight[inner:], attn.qkv.bias[inner:]),
-                                   2, attn.heads, attn.head_dim)
+                    q = _rows(attn.qkv, hmod[:, -1:], 0, inner)  # (BS, 1, inner)
+                    kv = _rows(attn.qkv, hmod, inner, 3 * inner)  # (BS, m, 2 * inner)
                 else:
-                    q, kk, v = _heads(attn.qkv(hmod), 3, attn.heads, attn.head_dim)  # (BS, heads, m, hd)
-                if n:
-                    pk, pv = prefix[h][i]  # (B, heads, n, hd)
-                    kk = torch.cat([_expand(pk, S), kk], dim=2)  # (BS, heads, n + m, hd)
-                    v = torch.cat([_expand(pv, S), v], dim=2)
-                mq = q.shape[2]
+                    qkv = attn.qkv(hmod)  # (BS, m, 3 * inner)
+                    q, kv = qkv[..., :inner], qkv[..., inner:]
+                mq = q.shape[1]
                 # the last token sees every key; otherwise query i sits at position n + i
                 mask = None if mq == 1 else torch.ones(mq, n + m, dtype=torch.bool, device=x.device).tril(n)
-                y = _attend(q, kk, v, mask)  # (BS, heads, mq, hd)
+                if FEW_KEY_ATTENTION and use_matmul_attention(q):  # bf16 on CPU: few keys per query, token-major
+                    kv = kv.view(B, S, m, 2, heads, hd)
+                    pk, pv = prefix[h][i] if n else (None, None)  # (B, heads, n, hd): shared by the candidates
+                    keys = [pk[:, :, j].reshape(B, 1, 1, heads, hd) for j in range(n)]
+                    values = [pv[:, :, j].reshape(B, 1, 1, heads, hd) for j in range(n)]
+                    keys += [kv[:, :, j : j + 1, 0] for j in range(m)]  # (B, S, 1, heads, hd) each
+                    values += [kv[:, :, j : j + 1, 1] for j in range(m)]
+                    y = _attend_few(q.view(B, S, mq, heads, hd), keys, values, mask).view(BS, mq, inner)
+                else:
+                    qh = _heads(q, 1, heads, hd)[0]  # (BS, heads, mq, hd)
+                    kk, v = _heads(kv, 2, heads, hd)  # (BS, heads, m, hd)
+                    if n:
+                        pk, pv = prefix[h][i]  # (B, heads, n, hd)
+                        kk = torch.cat([_expand(pk, S), kk], dim=2)  # (BS, heads, n + m, hd)
+                        v = torch.cat([_expand(pv, S), v], dim=2)
+                    y = _attend(qh, kk, v, mask).transpose(1, 2).reshape(BS, mq, inner)  # from (BS, heads, mq, hd)
                 if last:
                     x, gate1, shift2, scale2, gate2 = (t[:, -1:] for t in (x, gate1, shift2, scale2, gate2))
-                x = torch.addcmul(x, gate1, attn.proj(y.transpose(1, 2).reshape(BS, mq, attn.inner)))
+                x = torch.addcmul(x, gate1, attn.proj(y))
                 x = torch.addcmul(x, gate2, block.mlp(torch.addcmul(shift2, block.ln2(x), scale2)))
             out = self.projector(self.out_proj(self.ln(x[:, -1])))  # (BS, D)
             pred = embs[h] + out if self.residual else out
@@ -257,6 +269,14 @@ class Predictor(nn.Module):
             embs.append(pred)
             inputs.append(self.in_proj(pred))
         return torch.stack(preds, dim=1).view(B, S, H, D)
+
+
+def _rows(layer: nn.Linear, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Outputs ``start:stop`` of linear `layer` for x (..., in) -> (..., stop - start); a layer with its
+    own ``forward_rows`` (``worldmodel.cpu_fused.PackedLinear``) computes them its way."""
+    if hasattr(layer, "forward_rows"):
+        return layer.forward_rows(x, start, stop)
+    return F.linear(x, layer.weight[start:stop], None if layer.bias is None else layer.bias[start:stop])
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -272,10 +292,39 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     return matmul_attention(q, k, v, mask)
 
 
+#: bf16 planning rollouts on CPU attend with ``_attend_few`` (False: head-major batched matmuls, as before)
+FEW_KEY_ATTENTION = True
+
+
+def _attend_few(q: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
+                mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax attention over a handful of keys, token-major: q (B, S, Lq, h, d); keys and values:
+    L tensors each broadcastable to (B, S, 1, h, d) (a history token shared by all S candidates
+    stays (B, 1, 1, h, d): never copied per candidate); mask (Lq, L) bool, True = may attend
+    -> (B, S, Lq, h, d). Equals ``scaled_dot_product_attention`` up to bf16 rounding of the
+    products (scores summed and normalised in float32).
+
+    Why: with at most ``context`` keys per query, batched matmuls spend their time on per-matrix
+    overhead and on copying the head-major views they need (BS x heads matrices of 3 x 64);
+    these elementwise passes read the qkv projection where it lies (benchmarks/RESULTS.md).
+    """
+    # keys first: each key's scores are one contiguous slab, and the softmax runs across slabs
+    # (over a last dimension of 2-3 it costs per-row overhead: 2.5x slower, profiled)
+    scores = torch.stack([(q * k).sum(-1, dtype=torch.float32) for k in keys])  # (L, B, S, Lq, h)
+    scores = scores * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask.T[:, None, None, :, None], float("-inf"))
+    p = scores.softmax(0).to(q.dtype).unsqueeze(-1)  # (L, B, S, Lq, h, 1)
+    y = p[0] * values[0]
+    for j in range(1, len(values)):
+        y = torch.addcmul(y, p[j], values[j])
+    return y
+
+
 def _heads(qkv: torch.Tensor, parts: int, heads: int, head_dim: int) -> tuple[torch.Tensor, ...]:
     """(N, L, parts * heads * head_dim) -> ``parts`` tensors (N, heads, L, head_dim)."""
     N, L, _ = qkv.shape
-    return tuple(qkv.view(N, L, parts, heads, head_dim).permute(2, 0, 3, 1, 4))
+    return tuple(qkv.reshape(N, L, parts, heads, head_dim).permute(2, 0, 3, 1, 4))
 
 
 def _expand(t: torch.Tensor, S: int) -> torch.Tensor:

@@ -55,6 +55,21 @@ def test_fast_rollout_equals_sliding_window(context: int, residual: bool) -> Non
             torch.testing.assert_close(fast1, ref1, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("context", [1, 2, 3])
+def test_token_major_attention_rollout_equals_sliding_window(context: int, monkeypatch) -> None:
+    """The rollout's wiring of ``_attend_few`` (history keys, candidate keys, mask), which bf16 on CPU
+    takes, checked in float32 against the sliding window (bf16 rounding would hide a wrong key)."""
+    import worldmodel.predictor as predictor
+
+    monkeypatch.setattr(predictor, "use_matmul_attention", lambda q: True)  # the bf16-on-CPU branch, in float32
+    model = _model(context)
+    for T0 in range(1, context + 2):
+        emb, actions, past = _inputs(model, B=2, T0=T0, S=3, H=4)
+        with torch.no_grad():
+            torch.testing.assert_close(model.rollout(emb, actions, past), model.rollout_reference(emb, actions, past),
+                                       rtol=1e-4, atol=1e-5, msg=f"context={context} T0={T0}")
+
+
 def test_fast_rollout_does_less_work_for_the_same_result() -> None:
     """Per candidate, the fast path's FLOPs are well below the sliding window's (context 3, H 5)."""
     from torch.utils.flop_counter import FlopCounterMode

@@ -99,8 +99,10 @@ def gemm_gflops(config: Any, rows: int, dtype: torch.dtype, seconds: float = 1.0
     flop = 2.0 * rows * sum(n_in * n_out for n_in, n_out in shapes)
     linear: Callable = F.linear
     if packed:
-        ws = [torch.ops.mkldnn._reorder_linear_weight(w, rows) for w in ws]
-        linear = _onednn_linear
+        from worldmodel import cpu_fused
+
+        ws = [cpu_fused.pack_weight(w, rows) for w in ws]
+        linear = cpu_fused.linear
     with torch.inference_mode():
         for (n_in, _), w in zip(shapes, ws):  # warm-up
             linear(xs[n_in], w)
@@ -116,11 +118,6 @@ def gemm_gflops(config: Any, rows: int, dtype: torch.dtype, seconds: float = 1.0
                     break
             best = max(best, n * flop / elapsed / 1e9)
     return best
-
-
-def _onednn_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x (N, in) times a oneDNN-packed weight (out, in) -> (N, out)."""
-    return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
 
 
 def _solver_factory(quick: bool) -> tuple[Callable[..., Any], list[str], Callable[[str], dict]]:

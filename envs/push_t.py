@@ -33,6 +33,9 @@ SUCCESS_POSITION = 0.02
 """Success needs the block centre within this distance of the goal position ..."""
 SUCCESS_ANGLE = 0.15
 """... and the block angle within this many radians of the goal angle (wrapped)."""
+CONTACT_TOLERANCE = 0.01
+"""How far a given state or goal pose may sink into a wall (or the block into the agent) and still
+be accepted: a contact's depth, which poses the simulator reaches have."""
 ANGLE_WEIGHT = 0.1
 """``goal_distance = position error + ANGLE_WEIGHT * |wrapped angle error|`` (world units per radian)."""
 START_DISTANCE = (0.08, 0.25)
@@ -363,16 +366,16 @@ class PushTEnv(WorldModelEnv):
             best = min(best, d)
         return best
 
-    def _check_goal(self, value: Any, name: str, tol: float = 0.01) -> np.ndarray:
+    def _check_goal(self, value: Any, name: str, tol: float = CONTACT_TOLERANCE) -> np.ndarray:
         g = check_vector(value, name, (3,))
         g[2] = wrap_angle(g[2])
         # a pose the simulator reaches is a valid goal: the T pushed against a wall touches it (or sinks
-        # into it by a contact's depth), so the tolerance is the state check's (`_check_state`)
+        # into it by a contact's depth), as the state check (`_check_state`) allows
         if not self._t_inside(g, -tol):
             raise ValueError(f"{name}={g.tolist()}: the T at that pose leaves the arena [{OUTER_WALL:g}, {1 - OUTER_WALL:g}]^2")
         return g
 
-    def _check_state(self, value: Any, name: str, tol: float = 0.01) -> np.ndarray:
+    def _check_state(self, value: Any, name: str, tol: float = CONTACT_TOLERANCE) -> np.ndarray:
         s = check_vector(value, name, (STATE_DIM, 5))
         if s.shape[0] == 5:
             s = np.concatenate([s, np.zeros(STATE_DIM - 5)])

@@ -23,10 +23,6 @@ import torch.nn.functional as F
 
 from worldmodel.encoder import FeedForward
 
-#: the row count oneDNN's weight layout is chosen for (the planner's chunks: ``ROLLOUT_CHUNK_ROWS``)
-_ROWS_HINT = 2048
-
-
 def fused_mlp_available() -> bool:
     """Whether this PyTorch build has oneDNN's fused linear ops and this CPU runs bf16 in them."""
     try:
@@ -56,14 +52,24 @@ class _Packed:
         key = tuple((id(w), w._version) for w in (source or weights))
         if key != self._key:
             with torch.no_grad():
-                self._packed = tuple(torch.ops.mkldnn._reorder_linear_weight(w.detach(), _ROWS_HINT) for w in weights)
+                self._packed = tuple(pack_weight(w.detach()) for w in weights)
             self._key = key
         return self._packed
 
 
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, attr: str = "none",
-            algorithm: str = "") -> torch.Tensor:
-    """oneDNN linear of x (..., in) with a packed weight -> (..., out), `attr` ('none' | 'gelu') applied."""
+def pack_weight(weight: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+    """`weight` (out, in) reordered into oneDNN's layout for `linear`, chosen for inputs of `rows` rows
+    (default: the planner's chunk, ``worldmodel.model.ROLLOUT_CHUNK_ROWS``, else 2,048)."""
+    if rows is None:
+        from worldmodel.model import ROLLOUT_CHUNK_ROWS
+
+        rows = ROLLOUT_CHUNK_ROWS or 2048
+    return torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, attr: str = "none",
+           algorithm: str = "") -> torch.Tensor:
+    """oneDNN linear of x (..., in) with a `pack_weight`-ed weight -> (..., out), `attr` ('none' | 'gelu') applied."""
     shape = x.shape
     y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, shape[-1]), weight, bias, attr, [], algorithm)
     return y.view(*shape[:-1], y.shape[-1])
@@ -88,7 +94,7 @@ class PackedLinear(nn.Linear):
         """x (..., in_features) -> (..., out_features), as ``nn.Linear``."""
         if not _fast_path(self, x):
             return super().forward(x)
-        return _linear(x, *self._packed.get(self.weight), self.bias)
+        return linear(x, *self._packed.get(self.weight), self.bias)
 
     def forward_rows(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Outputs ``start:stop`` only: x (..., in_features) -> (..., stop - start), as
@@ -100,7 +106,7 @@ class PackedLinear(nn.Linear):
         if "_row_packs" not in self.__dict__:
             self._row_packs = {}
         packs = self._row_packs.setdefault((start, stop), _Packed())
-        return _linear(x, *packs.get(weight, source=(self.weight,)), bias)
+        return linear(x, *packs.get(weight, source=(self.weight,)), bias)
 
 
 class FusedFeedForward(nn.Module):
@@ -123,7 +129,7 @@ class FusedFeedForward(nn.Module):
             return self.ff(x)
         lin1, lin2 = self.ff.net[0], self.ff.net[2]
         w1, w2 = self._packed.get(lin1.weight, lin2.weight)
-        return _linear(_linear(x, w1, lin1.bias, "gelu", self._algorithm), w2, lin2.bias)
+        return linear(linear(x, w1, lin1.bias, "gelu", self._algorithm), w2, lin2.bias)
 
 
 def pack_linears(module: nn.Module) -> int:

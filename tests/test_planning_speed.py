@@ -204,10 +204,13 @@ def _eager_bf16(model: JEPA, monkeypatch) -> PlanningModel:
         return planning_model(model, "bfloat16")
 
 
+@pytest.mark.parametrize("grad", [False, True])
 @pytest.mark.parametrize("n, m, mq", [(2, 1, 1), (1, 2, 2), (0, 3, 3), (0, 3, 1), (1, 2, 1)])
-def test_few_key_attention_equals_sdpa(n: int, m: int, mq: int) -> None:
+def test_few_key_attention_equals_sdpa(n: int, m: int, mq: int, grad: bool) -> None:
     """bf16 rollouts on CPU attend token-major (``_attend_few``): shared history keys broadcast
-    over the candidates, causal mask as the rollout builds it; float32 here: exact up to rounding."""
+    over the candidates, causal mask as the rollout builds it (each query row visits only its
+    allowed keys, written into one output without grad, concatenated with it); float32 here:
+    exact up to rounding."""
     import torch.nn.functional as F
 
     from worldmodel.predictor import _attend_few
@@ -218,7 +221,8 @@ def test_few_key_attention_equals_sdpa(n: int, m: int, mq: int) -> None:
     keys = [torch.randn(B, 1, 1, h, d, generator=g) for _ in range(n)] + [torch.randn(B, S, 1, h, d, generator=g) for _ in range(m)]
     values = [torch.randn(B, 1, 1, h, d, generator=g) for _ in range(n)] + [torch.randn(B, S, 1, h, d, generator=g) for _ in range(m)]
     mask = None if mq == 1 else torch.ones(mq, n + m, dtype=torch.bool).tril(n)
-    out = _attend_few(q, keys, values, mask)
+    with torch.set_grad_enabled(grad):
+        out = _attend_few(q, keys, values, mask)
 
     def heads(ts: list) -> torch.Tensor:  # (B * S, h, L, d)
         return torch.cat([t.expand(B, S, 1, h, d) for t in ts], dim=2).reshape(B * S, -1, h, d).transpose(1, 2)

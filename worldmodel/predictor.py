@@ -301,24 +301,39 @@ def _attend_few(q: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Te
     """Softmax attention over a handful of keys, token-major: q (B, S, Lq, h, d); keys and values:
     L tensors each broadcastable to (B, S, 1, h, d) (a history token shared by all S candidates
     stays (B, 1, 1, h, d): never copied per candidate); mask (Lq, L) bool, True = may attend
-    -> (B, S, Lq, h, d). Equals ``scaled_dot_product_attention`` up to bf16 rounding of the
-    products (scores summed and normalised in float32).
+    -> (B, S, Lq, h, d). Equals ``scaled_dot_product_attention`` up to rounding: in bf16 each
+    score is one product-and-sum (accumulated in float32, rounded once to bf16, as a bf16 matmul
+    rounds its output), the softmax runs in float32.
 
     Why: with at most ``context`` keys per query, batched matmuls spend their time on per-matrix
     overhead and on copying the head-major views they need (BS x heads matrices of 3 x 64);
-    these elementwise passes read the qkv projection where it lies (benchmarks/RESULTS.md).
+    these elementwise passes read the qkv projection where it lies (benchmarks/RESULTS.md). Each
+    query row visits only the keys its mask allows (6 of 9 pairs for 3 causal tokens), and the
+    scores are summed in q's dtype: a float32 sum of bf16 products first copies them to float32,
+    a third of the scores' time (profiled).
     """
-    # keys first: each key's scores are one contiguous slab, and the softmax runs across slabs
-    # (over a last dimension of 2-3 it costs per-row overhead: 2.5x slower, profiled)
-    scores = torch.stack([(q * k).sum(-1, dtype=torch.float32) for k in keys])  # (L, B, S, Lq, h)
-    scores = scores * q.shape[-1] ** -0.5
-    if mask is not None:
-        scores = scores.masked_fill(~mask.T[:, None, None, :, None], float("-inf"))
-    p = scores.softmax(0).to(q.dtype).unsqueeze(-1)  # (L, B, S, Lq, h, 1)
-    y = p[0] * values[0]
-    for j in range(1, len(values)):
-        y = torch.addcmul(y, p[j], values[j])
-    return y
+    Lq = q.shape[2]
+    scale = q.shape[-1] ** -0.5
+    rows = [[j for j in range(len(keys)) if mask is None or bool(mask[i, j])] for i in range(Lq)]
+    # rows are written into one output without grad; autograd cannot follow out=, so it concatenates
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device) if Lq > 1 and not torch.is_grad_enabled() else None
+    ys = []
+    for i, allowed in enumerate(rows):
+        qi = q[:, :, i : i + 1]  # (B, S, 1, h, d)
+        # keys first: each key's scores are one contiguous slab, and the softmax runs across slabs
+        # (over a last dimension of 2-3 it costs per-row overhead: 2.5x slower, profiled)
+        scores = torch.stack([(qi * keys[j]).sum(-1) for j in allowed])  # (L_i, B, S, 1, h)
+        p = (scores.float() * scale).softmax(0).to(q.dtype).unsqueeze(-1)  # (L_i, B, S, 1, h, 1)
+        if out is not None:
+            y = torch.mul(p[0], values[allowed[0]], out=out[:, :, i : i + 1])
+            for t, j in enumerate(allowed[1:], start=1):
+                y.addcmul_(p[t], values[j])
+        else:
+            y = p[0] * values[allowed[0]]
+            for t, j in enumerate(allowed[1:], start=1):
+                y = torch.addcmul(y, p[t], values[j])
+            ys.append(y)
+    return out if out is not None else (ys[0] if Lq == 1 else torch.cat(ys, dim=2))
 
 
 def _heads(qkv: torch.Tensor, parts: int, heads: int, head_dim: int) -> tuple[torch.Tensor, ...]:

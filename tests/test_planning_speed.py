@@ -241,6 +241,8 @@ def test_bf16_planning_model_runs_onednn_layers_with_the_eager_result(monkeypatc
     kinds = {type(m) for m in fused.inner.predictor.modules()}
     assert FusedFeedForward in kinds and PackedLinear in kinds
     assert not {FusedFeedForward, PackedLinear} & {type(m) for m in eager.inner.modules()}
+    for ff in (m for m in fused.inner.modules() if isinstance(m, FusedFeedForward)):  # it packs its own linears
+        assert PackedLinear not in {type(m) for m in ff.modules()}
     emb, actions, past = _inputs(model, B=2, T0=3, S=8, H=5)
     with torch.inference_mode():
         a, b, full = fused.rollout(emb, actions, past), eager.rollout(emb, actions, past), model.rollout(emb, actions, past)

@@ -142,8 +142,10 @@ def pack_linears(module: nn.Module) -> int:
         return 0
     count = 0
     for cls, make in ((FeedForward, FusedFeedForward), (nn.Linear, PackedLinear.from_linear)):
-        targets = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
-                   if type(child) is cls]
+        # a FusedFeedForward packs its own two linears: the ones inside it stay plain nn.Linear
+        inside = {id(m) for f in module.modules() if isinstance(f, FusedFeedForward) for m in f.modules()}
+        targets = [(parent, name, child) for parent in module.modules() if id(parent) not in inside
+                   for name, child in parent.named_children() if type(child) is cls]
         for parent, name, child in targets:
             setattr(parent, name, make(child))
         count += len(targets)

@@ -21,7 +21,10 @@ oracle too with ``oracle=True``). Outputs in ``OUT/``: ``conditions/<name>/`` (t
 ``factor``, ``episodes``, ``successes``, ``success_rate``, ``success_ci95``,
 ``baseline_success_rate``, ``oracle_success_rate``, ``retained`` = success ÷ ``id``'s
 success, ``seconds_per_decision``, ``env_id``, ``ckpt``, ``training``), ``report.md``
-(ID-vs-OOD table) and ``heatmap.png`` (retained success, split/factor × severity).
+(ID-vs-OOD table) and ``heatmap.png`` (retained success, split/factor × severity). A
+condition other than ``id`` whose episodes give too few start/goal pairs (random-action Cube
+episodes whose cube never moves) is skipped with its reason in the log and ``report.md``, and
+has no result line; the others still run.
 """
 
 from __future__ import annotations
@@ -168,7 +171,7 @@ def run_ood(
     """
     from benchmarks.conditions import collect_condition_pairs
     from benchmarks.planning import PlannerConfig, checkpoint_data, evaluate_planning
-    from benchmarks.protocol import PlanningProtocol
+    from benchmarks.protocol import PlanningProtocol, TooFewPairsError
     from worldmodel.checkpoint import load_checkpoint
 
     cfg = cfg or OODConfig()
@@ -189,6 +192,7 @@ def run_ood(
     say(f"wm ood: {len(conditions)} conditions of {env_id}, {cfg.episodes} pairs each, training '{training}', "
         f"in-distribution = {id_cond.label()}")
     rows: list[dict] = []
+    skipped: list[tuple[str, str]] = []  # (condition, why): conditions whose episodes give too few pairs
     out.mkdir(parents=True, exist_ok=True)
     for i, sc in enumerate(conditions):
         folder = out / "conditions" / _slug(sc.name)
@@ -198,10 +202,18 @@ def run_ood(
             t0 = time.perf_counter()
             pairs = collect_condition_pairs(env_id, sc.condition, folder / "pairs.lance", cfg.episodes,
                                             model.config.image_size, progress=progress)
-            summary = evaluate_planning(
-                model, pairs, folder, protocol=protocol, planner_cfg=planner_cfg, device=device, video=False,
-                trained_on=trained_on, progress=progress, oracle=cfg.oracle, condition=sc.condition.to_dict(),
-            )
+            try:
+                summary = evaluate_planning(
+                    model, pairs, folder, protocol=protocol, planner_cfg=planner_cfg, device=device, video=False,
+                    trained_on=trained_on, progress=progress, oracle=cfg.oracle, condition=sc.condition.to_dict(),
+                )
+            except TooFewPairsError as err:
+                if sc.kind == "id":  # every other condition is measured against it
+                    raise
+                # e.g. random-action Cube episodes, whose cube mostly never moves: the other conditions still count
+                skipped.append((sc.name, str(err)))
+                say(f"[{i + 1}/{len(conditions)}] {sc.name}: skipped: {err}")
+                continue
             summary["ood_settings"] = settings
             summary_path.write_text(json.dumps(summary, indent=2) + "\n")
             say(f"[{i + 1}/{len(conditions)}] {sc.name}: {summary['successes']}/{summary['episodes']} "
@@ -216,7 +228,7 @@ def run_ood(
         rows.insert(1, {**rows[0], "condition": "train", "kind": "split", "split": "train"})
     _write_jsonl(out / "results.jsonl", rows)
     heatmap = write_heatmap(rows, out / "heatmap.png")
-    (out / "report.md").write_text(report_markdown(rows, heatmap.name if heatmap else None))
+    (out / "report.md").write_text(report_markdown(rows, heatmap.name if heatmap else None, skipped))
     say(f"wm ood: results in {out / 'results.jsonl'}, report {out / 'report.md'}")
     return rows
 
@@ -305,8 +317,10 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f}%"
 
 
-def report_markdown(rows: Sequence[dict], heatmap: str | None = None) -> str:
-    """``report.md``: the ID-vs-OOD table of a suite's result lines."""
+def report_markdown(rows: Sequence[dict], heatmap: str | None = None,
+                    skipped: Sequence[tuple[str, str]] = ()) -> str:
+    """``report.md``: the ID-vs-OOD table of a suite's result lines, and the conditions `skipped`
+    ((name, why) pairs: their episodes gave too few start/goal pairs; no result line)."""
     first = rows[0]
     lines = [
         f"# OOD suite: {first['env_id']}, training '{first['training']}'",
@@ -323,6 +337,9 @@ def report_markdown(rows: Sequence[dict], heatmap: str | None = None) -> str:
         spd = "n/a" if r["seconds_per_decision"] is None else f"{r['seconds_per_decision']:.2f}"
         lines.append(f"| {r['condition']} | {r['successes']}/{r['episodes']} | {_pct(lo)}–{_pct(hi)} | "
                      f"{_pct(r['baseline_success_rate'])} | {_pct(r['oracle_success_rate'])} | {ret} | {spd} |")
+    if skipped:
+        lines += ["", "Not evaluated (their episodes gave too few start/goal pairs; no result line):", ""]
+        lines += [f"- {name}: {why}" for name, why in skipped]
     if heatmap:
         lines += ["", f"![retained success]({heatmap})"]
     return "\n".join(lines) + "\n"

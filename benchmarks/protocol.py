@@ -49,6 +49,11 @@ class StartGoalPair:
     seed: int
 
 
+class TooFewPairsError(ValueError):
+    """The data cannot give the protocol's number of distinct start/goal pairs (too few pairs at
+    all, or too many of them starting already within the success radius)."""
+
+
 def pair_candidates(dataset, protocol: PlanningProtocol) -> list[tuple[dict, int]]:
     """The episodes that can give start/goal pairs and how many start steps each has.
 
@@ -112,7 +117,7 @@ def sample_pairs(dataset, protocol: PlanningProtocol, env) -> list[StartGoalPair
             "collect longer episodes (wm collect runs them to the time limit unless --stop-on-success) or lower --offset"
         )
     if protocol.episodes > total:
-        raise ValueError(
+        raise TooFewPairsError(
             f"episodes={protocol.episodes} is more than the {total} distinct start/goal pairs in {where}, "
             f"from {len(candidates)} episodes; pass --episodes {total} or fewer, or collect more held-out episodes"
         )
@@ -126,7 +131,7 @@ def sample_pairs(dataset, protocol: PlanningProtocol, env) -> list[StartGoalPair
         if not order:
             open_ = [k for k, (_, n) in enumerate(candidates) if len(tried[k]) < n]
             if not open_:
-                raise ValueError(
+                raise TooFewPairsError(
                     f"could only draw {len(pairs)} of {protocol.episodes} start/goal pairs from {where}: "
                     f"{rejected} of its {total} distinct pairs start already within the success radius; "
                     f"pass --episodes {len(pairs)} or fewer"

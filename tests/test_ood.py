@@ -127,3 +127,38 @@ def test_retained_grid_and_report_from_result_lines() -> None:
     assert grid[0][0] == 0.5 and grid[1][1] == 0.25 and grid[0][1] != grid[0][1]  # NaN where not run
     md = report_markdown(rows)
     assert "| ood_visual@1 | 4/10 | 10%–90% | 0% | n/a | 0.50 | 1.00 |" in md
+
+
+def test_a_condition_with_too_few_pairs_is_skipped_with_its_reason_and_the_others_still_run(
+        ckpts, tmp_path: Path, capsys, monkeypatch) -> None:
+    """Random-action Cube episodes whose cube never moves gave 21 of 30 pairs: that condition is
+    reported as not evaluated, the suite's other conditions are kept; an ``id`` condition with too
+    few pairs still fails (every other condition is measured against it)."""
+    import benchmarks.planning as planning
+    from benchmarks.protocol import TooFewPairsError
+
+    real = planning.evaluate_planning
+    short = {"goal_source": "could only draw 1 of 2 start/goal pairs from X: 5 of its 6 distinct pairs start already "
+                            "within the success radius; pass --episodes 1 or fewer"}
+
+    def fake(model, pairs, folder, **kw):
+        cond = kw["condition"]
+        if cond.get("goal_source") == "random" or (short.get("id") and cond.get("split") is None):
+            raise TooFewPairsError(short["goal_source"])
+        return real(model, pairs, folder, **kw)
+
+    monkeypatch.setattr(planning, "evaluate_planning", fake)
+    out = tmp_path / "ood"
+    args = ("ood", "--ckpt", ckpts["default"], "--env", ENV, "--out", out, "--episodes", 2, "--severities", 1,
+            "--splits", "ood_physics", "--no-factor-sweeps", "--budget", 5, "--device", "cpu", *TINY)
+    code, _, err = wm(capsys, *args)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["condition"] for r in rows] == ["id", "train", "ood_physics@1"]
+    assert "goal_source:random: skipped: could only draw 1 of 2" in err
+    report = (out / "report.md").read_text()
+    assert "Not evaluated" in report and "- goal_source:random: could only draw 1 of 2" in report
+
+    short["id"] = True
+    code, _, err = wm(capsys, *args[:6], tmp_path / "ood_id", *args[7:])
+    assert code == 2 and "could only draw 1 of 2" in err

@@ -55,19 +55,43 @@ def test_fast_rollout_equals_sliding_window(context: int, residual: bool) -> Non
             torch.testing.assert_close(fast1, ref1, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("token_major", [True, False])
 @pytest.mark.parametrize("context", [1, 2, 3])
-def test_token_major_attention_rollout_equals_sliding_window(context: int, monkeypatch) -> None:
-    """The rollout's wiring of ``_attend_few`` (history keys, candidate keys, mask), which bf16 on CPU
-    takes, checked in float32 against the sliding window (bf16 rounding would hide a wrong key)."""
+def test_token_major_attention_rollout_equals_sliding_window(context: int, token_major: bool, monkeypatch) -> None:
+    """The rollout's wiring of ``_attend_few`` (history keys, candidate keys, mask), which the CPU
+    takes, and of the head-major branch (GPUs, float32 gradients), checked in float32 against the
+    sliding window (bf16 rounding would hide a wrong key)."""
     import worldmodel.predictor as predictor
 
-    monkeypatch.setattr(predictor, "use_matmul_attention", lambda q: True)  # the bf16-on-CPU branch, in float32
+    monkeypatch.setattr(predictor, "use_few_key_attention", lambda q: token_major)
     model = _model(context)
     for T0 in range(1, context + 2):
         emb, actions, past = _inputs(model, B=2, T0=T0, S=3, H=4)
         with torch.no_grad():
             torch.testing.assert_close(model.rollout(emb, actions, past), model.rollout_reference(emb, actions, past),
                                        rtol=1e-4, atol=1e-5, msg=f"context={context} T0={T0}")
+
+
+def test_cpu_rollouts_attend_token_major_in_float32_without_grad_and_in_bf16(monkeypatch) -> None:
+    """Which branch a CPU rollout takes: token-major without autograd (float32 and bf16) and in
+    bf16 with it; head-major for float32 gradients (the gradient solvers), as measured."""
+    import worldmodel.predictor as predictor
+
+    calls = []
+    real = predictor._attend_few
+    monkeypatch.setattr(predictor, "_attend_few", lambda *a: calls.append(1) or real(*a))
+    model = _model(3)
+    emb, actions, past = _inputs(model, B=2, T0=3, S=3, H=2)
+    with torch.no_grad():
+        model.rollout(emb, actions, past)
+    assert calls, "float32 without grad: token-major"
+    calls.clear()
+    model.rollout(emb, actions.requires_grad_(), past)
+    assert not calls, "float32 with grad: head-major"
+    bf16 = planning_model(model, "bfloat16")
+    with torch.inference_mode():
+        bf16.rollout(emb, actions.detach(), past)
+    assert calls, "bf16: token-major"
 
 
 def test_fast_rollout_does_less_work_for_the_same_result() -> None:

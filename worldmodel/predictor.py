@@ -150,7 +150,7 @@ class Predictor(nn.Module):
     #     final norm, out_proj and projector only for the last token.
     # Tokens that do depend on the candidate change position as the window slides (learned
     # absolute positions), so they are recomputed at each step: that is the remaining work.
-    # In bf16 on CPU the attention over those few keys runs token-major (``_attend_few``), and
+    # On CPU the attention over those few keys runs token-major (``_attend_few``), and
     # a bf16 ``PlanningModel``'s linear layers are oneDNN's (``worldmodel.cpu_fused``).
 
     def rollout_prefix(self, ctx: torch.Tensor, ctx_actions: torch.Tensor, steps: int) -> list:
@@ -243,7 +243,7 @@ class Predictor(nn.Module):
                 mq = q.shape[1]
                 # the last token sees every key; otherwise query i sits at position n + i
                 mask = None if mq == 1 else torch.ones(mq, n + m, dtype=torch.bool, device=x.device).tril(n)
-                if FEW_KEY_ATTENTION and use_matmul_attention(q):  # bf16 on CPU: few keys per query, token-major
+                if use_few_key_attention(q):  # CPU: few keys per query, token-major
                     kv = kv.view(B, S, m, 2, heads, hd)
                     pk, pv = prefix[h][i] if n else (None, None)  # (B, heads, n, hd): shared by the candidates
                     keys = [pk[:, :, j].reshape(B, 1, 1, heads, hd) for j in range(n)]
@@ -292,8 +292,19 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     return matmul_attention(q, k, v, mask)
 
 
-#: bf16 planning rollouts on CPU attend with ``_attend_few`` (False: head-major batched matmuls, as before)
+#: planning rollouts on CPU attend with ``_attend_few`` where ``use_few_key_attention`` says so
+#: (False: head-major SDPA / batched matmuls everywhere)
 FEW_KEY_ATTENTION = True
+
+
+def use_few_key_attention(q: torch.Tensor) -> bool:
+    """Whether ``Predictor.rollout`` attends token-major (``_attend_few``) for queries `q`: on the CPU
+    in bf16 (measured with and without autograd) and in float32 without autograd (one 8 x 300
+    LeWorldModel-scale rollout, 2 threads: 3.80 s vs 4.51 s with SDPA; benchmarks/RESULTS.md).
+    Elsewhere (GPUs, float32 gradients) the fused SDPA kernels or batched matmuls."""
+    if not FEW_KEY_ATTENTION or q.device.type != "cpu":
+        return False
+    return q.dtype == torch.bfloat16 or (q.dtype == torch.float32 and not torch.is_grad_enabled())
 
 
 def _attend_few(q: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],

@@ -325,7 +325,8 @@ def _attend_few(q: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Te
     """
     Lq = q.shape[2]
     scale = q.shape[-1] ** -0.5
-    rows = [[j for j in range(len(keys)) if mask is None or bool(mask[i, j])] for i in range(Lq)]
+    allow = [[True] * len(keys)] * Lq if mask is None else mask.tolist()
+    rows = [[j for j in range(len(keys)) if allow[i][j]] for i in range(Lq)]
     # rows are written into one output without grad; autograd cannot follow out=, so it concatenates
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device) if Lq > 1 and not torch.is_grad_enabled() else None
     ys = []

@@ -254,6 +254,16 @@ def test_few_key_attention_equals_sdpa(n: int, m: int, mq: int, grad: bool) -> N
     ref = F.scaled_dot_product_attention(q.reshape(B * S, mq, h, d).transpose(1, 2), heads(keys), heads(values),
                                          attn_mask=mask)
     torch.testing.assert_close(out, ref.transpose(1, 2).reshape(B, S, mq, h, d), rtol=1e-5, atol=1e-6)
+    if grad:  # the gradient solvers differentiate through it (the weighted sum accumulates in place)
+        inputs = [q, *keys, *values]
+        weight = torch.randn(B, S, mq, h, d, generator=g)
+        for t in inputs:
+            t.requires_grad_()
+        got = torch.autograd.grad((_attend_few(q, keys, values, mask) * weight).sum(), inputs)
+        ref = F.scaled_dot_product_attention(q.reshape(B * S, mq, h, d).transpose(1, 2), heads(keys), heads(values),
+                                             attn_mask=mask).transpose(1, 2).reshape(B, S, mq, h, d)
+        for a, b in zip(got, torch.autograd.grad((ref * weight).sum(), inputs)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 @_needs_onednn

@@ -336,15 +336,10 @@ def _attend_few(q: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Te
         # (over a last dimension of 2-3 it costs per-row overhead: 2.5x slower, profiled)
         scores = torch.stack([(qi * keys[j]).sum(-1) for j in allowed])  # (L_i, B, S, 1, h)
         p = (scores.float() * scale).softmax(0).to(q.dtype).unsqueeze(-1)  # (L_i, B, S, 1, h, 1)
-        if out is not None:
-            y = torch.mul(p[0], values[allowed[0]], out=out[:, :, i : i + 1])
-            for t, j in enumerate(allowed[1:], start=1):
-                y.addcmul_(p[t], values[j])
-        else:
-            y = p[0] * values[allowed[0]]
-            for t, j in enumerate(allowed[1:], start=1):
-                y = torch.addcmul(y, p[t], values[j])
-            ys.append(y)
+        y = torch.mul(p[0], values[allowed[0]], out=None if out is None else out[:, :, i : i + 1])
+        for t, j in enumerate(allowed[1:], start=1):
+            y.addcmul_(p[t], values[j])  # in place on mul's output, which its backward does not need
+        ys.append(y)
     return out if out is not None else (ys[0] if Lq == 1 else torch.cat(ys, dim=2))
 
 

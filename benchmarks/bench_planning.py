@@ -109,7 +109,7 @@ def run_recipe(
     Returns:
         ``{"env_id", "recipe", "recipe_hash", "protocol", "episodes", "success_rate",
         "success_ci95", "baseline_success_rate", "baseline_success_ci95",
-        "oracle_success_rate", "oracle_success_ci95", "seconds_per_decision",
+        "oracle_success_rate", "oracle_success_ci95", "oracle_successes", "oracle_episodes", "seconds_per_decision",
         "train_seconds", "seeds", "per_seed", "success_rate_mean", "success_rate_std"}``.
     """
     from benchmarks.planning import PlannerConfig
@@ -362,6 +362,9 @@ def _result_line(recipe: Recipe, protocol_name: str, per_seed: list[dict], oracl
         "baseline_success_ci95": list(wilson_interval(kb, n)),
         "oracle_success_rate": oracle.get("oracle_success_rate") if oracle else None,
         "oracle_success_ci95": oracle.get("oracle_success_ci95") if oracle else None,
+        # the oracle plans the shared pairs once (no model, no seed): its own count, not the pooled one
+        "oracle_successes": oracle.get("oracle_successes") if oracle else None,
+        "oracle_episodes": oracle.get("episodes") if oracle else None,
         "oracle_seconds_per_decision": oracle.get("oracle_seconds_per_decision") if oracle else None,
         "seconds_per_decision": statistics.fmean(s["seconds_per_decision"] or 0.0 for s in per_seed),
         "train_seconds": statistics.fmean(s["train_seconds"] for s in per_seed),

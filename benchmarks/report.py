@@ -186,10 +186,14 @@ def _count(obj: dict, key: str, where: str, *, optional: bool = False) -> int | 
 
 def _rate(obj: dict, prefix: str, where: str, episodes: int, *, optional: bool = False) -> Rate | None:
     """The ``{prefix}success_rate`` of `obj` with its ``{prefix}success_ci95`` (or a Wilson
-    interval from ``{prefix}successes`` when the file has none); None if optional and absent."""
+    interval from ``{prefix}successes`` when the file has none); None if optional and absent.
+    ``{prefix}episodes``, when the line has it, overrides `episodes` (a pooled multi-seed line's
+    oracle ran once on the shared pairs)."""
     rate = _number(obj, f"{prefix}success_rate", where, optional=optional, unit=True)
     if rate is None:
         return None
+    if prefix and obj.get(f"{prefix}episodes") is not None:
+        episodes = _count(obj, f"{prefix}episodes", where)
     successes = _count(obj, f"{prefix}successes", where, optional=True)
     if successes is None and abs(rate * episodes - round(rate * episodes)) < 1e-6:
         successes = round(rate * episodes)  # the rate of a whole number of episodes: show the count

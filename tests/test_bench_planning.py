@@ -92,7 +92,10 @@ def test_bench_planning_runs_every_stage_then_reuses_them(tmp_path: Path, capsys
         used = json.loads((root / f"seed{seed}" / "ckpt" / "train_config.json").read_text())
         assert used["amp"] is True and used["augment"] == "frame-color"
     assert line["successes"] == sum(s["successes"] for s in line["per_seed"])
-    assert json.loads((root / "oracle" / "summary.json").read_text())["oracle_success_rate"] == line["oracle_success_rate"]
+    oracle = json.loads((root / "oracle" / "summary.json").read_text())
+    assert oracle["oracle_success_rate"] == line["oracle_success_rate"]
+    # the oracle planned the 2 shared pairs once: its own count, not the two seeds' pooled 4 episodes
+    assert (line["oracle_successes"], line["oracle_episodes"]) == (oracle["oracle_successes"], 2)
     assert {e["seed"] for e in __import__("data").open_dataset(root / "data" / "heldout.lance").episodes()} == {
         1_500_000, 1_500_001, 1_500_002}
 

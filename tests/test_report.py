@@ -157,6 +157,20 @@ def test_report_from_all_three_kinds(results: Path, tmp_path: Path) -> None:
         assert (out.parent / line.split("](<")[1].rstrip(">)")).is_file()
 
 
+def test_a_pooled_seeds_line_shows_the_oracle_on_its_own_pairs(tmp_path: Path) -> None:
+    """Three seeds pooled (150 episodes) beside an oracle run once on the 50 shared pairs: the
+    oracle's count is its own (50/50), not inferred from the pooled episodes (150/150)."""
+    (line,) = [x for x in bench_lines() if x["protocol"] == "standard"][:1]
+    line.update(episodes=150, successes=140, success_rate=140 / 150, success_ci95=list(wilson_interval(140, 150)),
+                baseline_success_rate=0.0, baseline_success_ci95=list(wilson_interval(0, 150)),
+                oracle_successes=50, oracle_episodes=50)
+    write_jsonl(tmp_path / "bench" / "results.jsonl", [line])
+    out = tmp_path / "report.md"
+    build_report([tmp_path / "bench"], out)
+    (row,) = [r for r in out.read_text().splitlines() if r.startswith("| wm/TwoRoom-v0")]
+    assert "| 93% [88–96] (140/150) | 0% [0–2] (0/150) | 100% [93–100] (50/50) |" in row
+
+
 def test_same_inputs_same_report_and_images(results: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.md"
     build_report([results / "ood_default", results / "ood_randomised", results], out)  # overlapping DIRs: no row twice

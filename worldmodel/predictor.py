@@ -242,16 +242,17 @@ class Predictor(nn.Module):
                     q, kv = qkv[..., :inner], qkv[..., inner:]
                 mq = q.shape[1]
                 # the last token sees every key; otherwise query i sits at position n + i
-                mask = None if mq == 1 else torch.ones(mq, n + m, dtype=torch.bool, device=x.device).tril(n)
                 if use_few_key_attention(q):  # CPU: few keys per query, token-major
+                    allow = None if mq == 1 else [[j <= n + i for j in range(n + m)] for i in range(mq)]
                     kv = kv.view(B, S, m, 2, heads, hd)
                     pk, pv = prefix[h][i] if n else (None, None)  # (B, heads, n, hd): shared by the candidates
                     keys = [pk[:, :, j].reshape(B, 1, 1, heads, hd) for j in range(n)]
                     values = [pv[:, :, j].reshape(B, 1, 1, heads, hd) for j in range(n)]
                     keys += [kv[:, :, j : j + 1, 0] for j in range(m)]  # (B, S, 1, heads, hd) each
                     values += [kv[:, :, j : j + 1, 1] for j in range(m)]
-                    y = _attend_few(q.view(B, S, mq, heads, hd), keys, values, mask).view(BS, mq, inner)
+                    y = _attend_few(q.view(B, S, mq, heads, hd), keys, values, allow).view(BS, mq, inner)
                 else:
+                    mask = None if mq == 1 else torch.ones(mq, n + m, dtype=torch.bool, device=x.device).tril(n)
                     qh = _heads(q, 1, heads, hd)[0]  # (BS, heads, mq, hd)
                     kk, v = _heads(kv, 2, heads, hd)  # (BS, heads, m, hd)
                     if n:
@@ -308,10 +309,11 @@ def use_few_key_attention(q: torch.Tensor) -> bool:
 
 
 def _attend_few(q: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
-                mask: torch.Tensor | None) -> torch.Tensor:
+                mask: torch.Tensor | list[list[bool]] | None) -> torch.Tensor:
     """Softmax attention over a handful of keys, token-major: q (B, S, Lq, h, d); keys and values:
     L tensors each broadcastable to (B, S, 1, h, d) (a history token shared by all S candidates
-    stays (B, 1, 1, h, d): never copied per candidate); mask (Lq, L) bool, True = may attend
+    stays (B, 1, 1, h, d): never copied per candidate); mask (Lq, L) bool, True = may attend (a
+    tensor or nested lists: the rollout passes lists, read here without a tensor round trip)
     -> (B, S, Lq, h, d). Equals ``scaled_dot_product_attention`` up to rounding: in bf16 each
     score is one product-and-sum (accumulated in float32, rounded once to bf16, as a bf16 matmul
     rounds its output), the softmax runs in float32.
@@ -325,7 +327,7 @@ def _attend_few(q: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Te
     """
     Lq = q.shape[2]
     scale = q.shape[-1] ** -0.5
-    allow = [[True] * len(keys)] * Lq if mask is None else mask.tolist()
+    allow = [[True] * len(keys)] * Lq if mask is None else mask.tolist() if torch.is_tensor(mask) else mask
     rows = [[j for j in range(len(keys)) if allow[i][j]] for i in range(Lq)]
     # rows are written into one output without grad; autograd cannot follow out=, so it concatenates
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device) if Lq > 1 and not torch.is_grad_enabled() else None

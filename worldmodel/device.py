@@ -57,6 +57,20 @@ _MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
 _allocator_tuned: bool | None = None
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU runs bf16 matrix products natively (oneDNN's AVX-512 / AVX-512 BF16 / AMX
+    paths). Without them (an AVX2-only CPU) PyTorch emulates bf16 products, measured ~100x slower
+    than float32: 0.56 against 58.8 GFLOP/s for a 1024^3 product on one core of an AVX2 AMD EPYC.
+    """
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        if check is not None:
+            return bool(check())
+        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    except (RuntimeError, AttributeError):
+        return False
+
+
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed blocks up to 32 MB for reuse instead of returning them to the OS.
 

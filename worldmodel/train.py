@@ -55,7 +55,7 @@ from worldmodel.checkpoint import (
 )
 from worldmodel.episode_record import merge_records, record_of_datasets
 from worldmodel.config import TrainConfig, WorldModelConfig
-from worldmodel.device import keep_freed_memory, resolve_device
+from worldmodel.device import cpu_has_fast_bf16, keep_freed_memory, resolve_device
 from worldmodel.families import WorldModel, build_model
 from worldmodel.paths import check_output_dir
 from worldmodel.progress import JsonlLogger, ProgressBar
@@ -409,7 +409,9 @@ def train(
         summary dict: ``steps`` (reached), ``start_step``, ``steps_run``, ``loss``,
         ``pred_loss``, every other loss term of the family (lewm: ``sigreg_loss``,
         ``rollout_loss``), ``val_pred_loss`` (or None; rank 0 only under DDP), ``seconds``,
-        ``steps_per_s``, ``samples_per_s``, ``device``, ``world_size``, ``out``.
+        ``steps_per_s``, ``samples_per_s``, ``device``, ``amp`` (bf16 autocast as run: an amp
+        request on a CPU without native bf16 products trains in float32, said on stderr),
+        ``world_size``, ``out``.
     """
     out = check_output_dir(train_cfg.out)
     t_start = time.perf_counter()
@@ -466,7 +468,13 @@ def _train(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset | No
     rank_batch = train_cfg.batch_size // world
     accum = train_cfg.grad_accum
     torch.manual_seed(train_cfg.seed)
-    autocast = autocast_context(device, train_cfg.amp)
+    amp = train_cfg.amp
+    if amp and device.type == "cpu" and not cpu_has_fast_bf16():
+        if main:
+            _say("train: amp (bf16 autocast) was asked for, but this CPU has no native bf16 matrix products "
+                 "(AVX2 only: emulated bf16 runs ~100x slower than float32): training in float32")
+        amp = False
+    autocast = autocast_context(device, amp)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on the activations every step (worldmodel/device.py)
 
@@ -697,6 +705,7 @@ def _train(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset | No
         "steps_per_s": steps_run / max(seconds, 1e-9),
         "samples_per_s": samples / max(seconds, 1e-9),
         "device": str(device),
+        "amp": amp if amp is not None else device.type == "cuda",  # bf16 autocast as run (False: float32)
         "world_size": world,
         "out": str(out),
         "finished": True,

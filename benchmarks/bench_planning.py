@@ -178,7 +178,7 @@ def run_recipe(
             summary = train(model_cfg, train_cfg)
             train_seconds = float(summary.get("total_seconds", summary["seconds"]))  # resumed sessions included
             marker.write_text(json.dumps({"hash": train_hash, "seed": seed, "seconds": train_seconds,
-                                          "steps": summary["steps"]}, indent=2) + "\n")
+                                          "steps": summary["steps"], "amp": summary.get("amp")}, indent=2) + "\n")
         # ---- evaluate
         ev = _eval_stage(recipe, sdir, "eval", recipe.section_hash("data", "train", "eval"), None, heldout, protocol,
                          planner_cfg, device, progress, say)

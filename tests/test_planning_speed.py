@@ -4,8 +4,10 @@ MPC skipping ended episodes, and `wm bench solvers`' JSON contract (tiny models 
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
+
 import pytest
 import torch
 
@@ -167,6 +169,17 @@ def test_bf16_planning_model_is_close_and_float32_outside() -> None:
     assert (low - full).norm() / full.norm() < 0.05
     with pytest.raises(ValueError, match="float32, bfloat16, got .float16."):
         planning_model(model, "float16")
+
+
+def test_bf16_planning_warns_on_a_cpu_without_native_bf16(monkeypatch) -> None:
+    model = _model(3)
+    monkeypatch.setattr("worldmodel.device.cpu_has_fast_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="without native bf16 matrix products"):
+        planning_model(model, "bfloat16")
+    monkeypatch.setattr("worldmodel.device.cpu_has_fast_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        planning_model(model, "bfloat16")
 
 
 @pytest.mark.parametrize("encoder", ["cnn", "vit"])

@@ -9,6 +9,8 @@ No stop-gradient and no EMA target: SIGReg keeps the embeddings from collapsing.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -388,4 +390,10 @@ def planning_model(model: nn.Module, dtype: str = "float32", compile: bool = Fal
         raise ValueError(f"planning dtype must be one of {', '.join(PLANNING_DTYPES)}, got {dtype!r}")
     if dtype == "float32" and not compile:
         return model
+    if dtype == "bfloat16" and next(model.parameters()).device.type == "cpu":
+        from worldmodel.device import cpu_has_fast_bf16
+
+        if not cpu_has_fast_bf16():
+            warnings.warn("bfloat16 planning on a CPU without native bf16 matrix products (AVX2 only): emulated, "
+                          "~100x slower than float32 here; plan in float32 (--dtype float32)", stacklevel=2)
     return PlanningModel(model, getattr(torch, dtype), compile=compile).eval()

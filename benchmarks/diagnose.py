@@ -51,7 +51,6 @@ step) and ``surprise.png`` (error distributions by kind).
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Sequence

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import queue
-import sys
 import time
 import traceback
 from typing import Any, Sequence

@@ -150,7 +150,7 @@ class ICEM(Solver):
             ((iterations, B), each iteration's lowest cost).
         """
         B = positive_int("batch_size", batch_size)
-        K, H, A = self.num_elites, self.horizon, self.action_dim
+        K, H = self.num_elites, self.horizon
         mean = self._initial_mean(B, init)  # (B, H, A)
         std = torch.full_like(mean, self.init_std)  # (B, H, A)
         best = BestSoFar(mean)

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import lance
-import numpy as np
 import pytest
 
 import data
@@ -41,7 +40,7 @@ def test_compact_merges_fragments_and_keeps_every_episode(tmp_path: Path, monkey
     result = compact_dataset(path)
     assert result["fragments_before"][C.STEPS_TABLE] == 12 and result["fragments_after"][C.STEPS_TABLE] == 1
     assert snapshot(path) == before and validate_dataset(path) == []
-    with EpisodeWriter(path) as w, pytest.raises(data.DatasetError, match="another EpisodeWriter"):
+    with EpisodeWriter(path), pytest.raises(data.DatasetError, match="another EpisodeWriter"):
         compact_dataset(path)  # never under an open writer
 
 

@@ -448,7 +448,7 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset | None, val_dataset: Dataset | None,
+def _train(model_cfg: WorldModelConfig, train_cfg: TrainConfig, dataset: Dataset | None, val_dataset: Dataset | None,
            out: Path, t_start: float, start_step: int, saved_state: dict, device: torch.device, rank: int,
            world: int) -> dict:
     """The body of ``train`` once the process group (if any) is set up."""

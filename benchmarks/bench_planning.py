@@ -109,8 +109,10 @@ def run_recipe(
     Returns:
         ``{"env_id", "recipe", "recipe_hash", "protocol", "episodes", "success_rate",
         "success_ci95", "baseline_success_rate", "baseline_success_ci95",
-        "oracle_success_rate", "oracle_success_ci95", "oracle_successes", "oracle_episodes", "seconds_per_decision",
-        "train_seconds", "seeds", "per_seed", "success_rate_mean", "success_rate_std"}``.
+        "oracle_success_rate", "oracle_success_ci95", "oracle_successes", "oracle_episodes",
+        "seconds_per_decision", "train_seconds", "seeds", "per_seed", "success_rate_mean",
+        "success_rate_std"}`` (the oracle's count and episodes are its own: it plans the shared
+        pairs once, whatever the number of seeds).
     """
     from benchmarks.planning import PlannerConfig
     from benchmarks.protocol import PlanningProtocol

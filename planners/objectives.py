@@ -14,6 +14,9 @@ Terms (all (B, S), lower is better; pred = predicted embeddings (B, S, H, D)):
   squared distance summed over dimensions, not averaged).
 - ``all_steps_l2``: ``sum_h w_h sum_D (pred[:, :, h] - goal)^2``, a true sum over the H
   planned steps with per-step weights ``w`` (default all 1).
+- ``min_step_l2``: ``min_h sum_D (pred[:, :, h] - goal)^2``, the closest the plan comes to the
+  goal at any planned step: the model-side analogue of the oracle's ``--oracle-reduce min``
+  (a candidate that passes the goal is not charged for drifting past it before the horizon ends).
 - ``terminal_l1``: ``sum_D |pred[:, :, -1] - goal|``.
 - ``state``: ``sum_g ((probe(pred[:, :, -1]) - goal_state) / std)_g^2`` with a
   ``StateProbe`` (a linear map from an embedding to the env's goal layout, fitted on the
@@ -192,6 +195,10 @@ def _all_steps_l2(x: TermInputs) -> torch.Tensor:
     return (per_step * x.step_weights.to(per_step)).sum(-1)
 
 
+def _min_step_l2(x: TermInputs) -> torch.Tensor:
+    return (x.pred - x.goal_emb[:, None, None]).pow(2).sum(-1).amin(-1)  # (B, S, H) -> (B, S)
+
+
 def _terminal_l1(x: TermInputs) -> torch.Tensor:
     return (x.pred[:, :, -1] - x.goal_emb[:, None]).abs().sum(-1)
 
@@ -217,6 +224,7 @@ TERMS: dict[str, ObjectiveTerm] = {
     for t in (
         ObjectiveTerm("terminal_l2", _terminal_l2, "sum_D (pred[H] - goal)^2, LeWorldModel's cost"),
         ObjectiveTerm("all_steps_l2", _all_steps_l2, "sum_h w_h sum_D (pred[h] - goal)^2 (step weights w, default 1)"),
+        ObjectiveTerm("min_step_l2", _min_step_l2, "min_h sum_D (pred[h] - goal)^2, the plan's closest step"),
         ObjectiveTerm("terminal_l1", _terminal_l1, "sum_D |pred[H] - goal|"),
         ObjectiveTerm("state", _state, "sum_g ((probe(pred[H]) - goal_state) / std)^2, a linear state probe",
                       needs_probe=True),

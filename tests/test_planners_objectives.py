@@ -60,6 +60,8 @@ HAND = {
     "terminal_l2": [[0.0, 4.0], [0.0, 2.0]],
     # per-step squared distances: env 0 s0 [4, 0], s1 [2, 4]; env 1 s0 [0, 0], s1 [2, 2]; summed (not averaged)
     "all_steps_l2": [[4.0, 6.0], [0.0, 4.0]],
+    # the closest step of each plan: env 0 s0 min(4, 0), s1 min(2, 4); env 1 s0 min(0, 0), s1 min(2, 2)
+    "min_step_l2": [[0.0, 2.0], [0.0, 2.0]],
     "terminal_l1": [[0.0, 2.0], [0.0, 2.0]],
     # raw actions: env 0 s0 1,0,0,2 -> 5; s1 0,1,1,-1 -> 3; env 1 s0 -1,-1,0,0 -> 2; s1 0
     "effort": [[5.0, 3.0], [2.0, 0.0]],
@@ -114,14 +116,16 @@ def test_state_term_normalises_by_the_dataset_std_and_reads_the_goal_state() -> 
 
 
 def test_composite_is_the_weighted_sum_with_one_rollout_per_call() -> None:
-    objective = CompositeObjective({"terminal_l2": 1.0, "all_steps_l2": 0.5, "terminal_l1": 0.25, "state": 2.0,
-                                    "effort": 0.1, "effort_diff": 0.01}, step_weights=STEP_WEIGHTS, state_probe=PROBE)
+    objective = CompositeObjective({"terminal_l2": 1.0, "all_steps_l2": 0.5, "min_step_l2": 3.0, "terminal_l1": 0.25,
+                                    "state": 2.0, "effort": 0.1, "effort_diff": 0.01}, step_weights=STEP_WEIGHTS,
+                                   state_probe=PROBE)
     model = AdditiveModel()
     cost_fn = objective(model, CTX, GOAL, None, goal_state=GOAL_STATE)
     total = cost_fn(ACTIONS)
-    assert model.calls == 1  # six terms, five of them read the rollout: computed once
-    expected = (torch.tensor(HAND["terminal_l2"]) + 0.5 * torch.tensor(WEIGHTED_STEPS) + 0.25 * torch.tensor(HAND["terminal_l1"])
-                + 2.0 * torch.tensor(HAND_STATE) + 0.1 * torch.tensor(HAND["effort"]) + 0.01 * torch.tensor(HAND["effort_diff"]))
+    assert model.calls == 1  # seven terms, six of them read the rollout: computed once
+    expected = (torch.tensor(HAND["terminal_l2"]) + 0.5 * torch.tensor(WEIGHTED_STEPS) + 3.0 * torch.tensor(HAND["min_step_l2"])
+                + 0.25 * torch.tensor(HAND["terminal_l1"]) + 2.0 * torch.tensor(HAND_STATE) + 0.1 * torch.tensor(HAND["effort"])
+                + 0.01 * torch.tensor(HAND["effort_diff"]))
     torch.testing.assert_close(total, expected)
     cost_fn(ACTIONS)
     assert model.calls == 2  # once per call, nothing cached across calls
@@ -147,7 +151,8 @@ def test_held_actions_count_every_raw_step() -> None:
 
 def test_gradients_flow_through_every_term() -> None:
     actions = ACTIONS.clone().requires_grad_(True)
-    objective = CompositeObjective("terminal_l2,all_steps_l2,terminal_l1,state,effort,effort_diff", state_probe=PROBE)
+    objective = CompositeObjective("terminal_l2,all_steps_l2,min_step_l2,terminal_l1,state,effort,effort_diff",
+                                   state_probe=PROBE)
     objective(AdditiveModel(), CTX, GOAL, None, goal_state=GOAL_STATE)(actions).sum().backward()
     assert actions.grad is not None and torch.isfinite(actions.grad).all() and actions.grad.abs().sum() > 0
 

@@ -57,7 +57,8 @@ class PlannerConfig:
     objective: str = field(
         default="terminal_l2",
         metadata={"help": "planning objective: a term or a weighted sum of terms, e.g. terminal_l2=1,effort=0.01 "
-                          "(terms: terminal_l2, all_steps_l2, terminal_l1, state, effort, effort_diff; planners/objectives.py)"},
+                          "(terms: terminal_l2, all_steps_l2, min_step_l2, terminal_l1, state, effort, effort_diff; "
+                          "planners/objectives.py)"},
     )
     step_weights: str = field(
         default="", metadata={"help": "all_steps_l2's weight of each planned step, comma-separated, one per --horizon step "

@@ -327,6 +327,11 @@ def _all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     return tensor
 
 
+def amp_enabled(device: torch.device, amp: bool | None) -> bool:
+    """Whether ``amp`` (None: CUDA only; True / False: on any device / nowhere) asks for bf16 autocast on `device`."""
+    return device.type == "cuda" if amp is None else bool(amp)
+
+
 def autocast_context(device: torch.device, amp: bool | None) -> Any:
     """The context training's forward passes run in: bfloat16 autocast or nothing.
 
@@ -334,8 +339,7 @@ def autocast_context(device: torch.device, amp: bool | None) -> Any:
     included (where matrix products then run in bf16; SIGReg and the other regularisers
     stay float32); False: float32 everywhere.
     """
-    enabled = device.type == "cuda" if amp is None else bool(amp)
-    if not enabled:
+    if not amp_enabled(device, amp):
         return contextlib.nullcontext
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
@@ -468,7 +472,7 @@ def _train(model_cfg: WorldModelConfig, train_cfg: TrainConfig, dataset: Dataset
     rank_batch = train_cfg.batch_size // world
     accum = train_cfg.grad_accum
     torch.manual_seed(train_cfg.seed)
-    amp = train_cfg.amp
+    amp = amp_enabled(device, train_cfg.amp)
     if amp and device.type == "cpu" and not cpu_has_fast_bf16():
         if main:
             _say("train: amp (bf16 autocast) was asked for, but this CPU has no native bf16 matrix products "
@@ -705,7 +709,7 @@ def _train(model_cfg: WorldModelConfig, train_cfg: TrainConfig, dataset: Dataset
         "steps_per_s": steps_run / max(seconds, 1e-9),
         "samples_per_s": samples / max(seconds, 1e-9),
         "device": str(device),
-        "amp": amp if amp is not None else device.type == "cuda",  # bf16 autocast as run (False: float32)
+        "amp": amp,  # bf16 autocast as run (False: float32)
         "world_size": world,
         "out": str(out),
         "finished": True,

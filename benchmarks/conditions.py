@@ -123,6 +123,54 @@ def pair_episodes(episodes: int) -> int:
     return episodes + max(2, math.ceil(0.2 * episodes))
 
 
+#: the most episodes `plan_on_condition` collects for N pairs: this many times `pair_episodes(N)`
+MAX_PAIR_EPISODE_FACTOR = 8
+
+
+def plan_on_condition(
+    evaluate: Callable[[Any], dict],
+    env_id: str,
+    condition: EvalCondition,
+    out: str | os.PathLike,
+    episodes: int,
+    resolution: int,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """``evaluate(dataset)`` on the start/goal episodes of `condition`, collecting more of them
+    while they give too few pairs.
+
+    Collects `pair_episodes(episodes)` episodes (`collect_condition_pairs`) and returns
+    `evaluate`'s summary. Where the episodes cannot give `episodes` pairs (`evaluate` raises
+    `benchmarks.protocol.TooFewPairsError`: random-action Cube episodes whose cube never
+    moves start almost every pair already at its goal), the dataset is grown to twice as
+    many episodes (seeds continuing) and `evaluate` called again, up to
+    `MAX_PAIR_EPISODE_FACTOR` times the first count.
+
+    Raises:
+        benchmarks.protocol.TooFewPairsError: still too few pairs from that many episodes
+            (its message says how many were collected); `collect_condition_pairs`'s errors.
+    """
+    from benchmarks.protocol import TooFewPairsError
+
+    first = pair_episodes(episodes)
+    n = first
+    while True:
+        dataset = collect_condition_pairs(env_id, condition, out, episodes, resolution, progress=progress, log=log,
+                                          collect_episodes=n)
+        n = len(dataset.episodes())  # a dataset grown by an earlier run is evaluated whole
+        try:
+            return evaluate(dataset)
+        except TooFewPairsError as err:
+            if n >= MAX_PAIR_EPISODE_FACTOR * first:
+                raise TooFewPairsError(f"{err} (from {n} episodes of condition {condition.label()!r}, "
+                                       f"{MAX_PAIR_EPISODE_FACTOR}x the {first} collected for {episodes} pairs)") from err
+            n = min(2 * n, MAX_PAIR_EPISODE_FACTOR * first)
+            if log:
+                log(f"too few start/goal pairs for condition {condition.label()!r} ({err}): "
+                    f"growing its episodes to {n}")
+
+
 def collect_condition_pairs(
     env_id: str,
     condition: EvalCondition,
@@ -133,15 +181,18 @@ def collect_condition_pairs(
     workers: int = 1,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    collect_episodes: int | None = None,
 ) -> Any:
     """Collect (or reuse) the start/goal episodes of `condition` into the dataset `out`.
 
-    Collects `pair_episodes(episodes)` episodes of `env_id` at `resolution` with the
-    condition's policy, split, severity and fixed factors, seeds ``seed..``, running to the
-    env's time limit, and writes `CONDITION_FILE` beside them. A dataset already at `out`
-    that was collected for the same env, condition, resolution and seed with at least as
-    many episodes is reused as it is; one whose collection by this function was interrupted
-    (its marker says ``"complete": false``) is collected again.
+    Collects `collect_episodes` (default `pair_episodes(episodes)`) episodes of `env_id` at
+    `resolution` with the condition's policy, split, severity and fixed factors, seeds
+    ``seed..``, running to the env's time limit, and writes `CONDITION_FILE` beside them. A
+    dataset already at `out` that was collected for the same env, condition, resolution and
+    seed is reused as it is when it holds at least as many episodes, and otherwise grown by
+    the missing ones (seeds continuing where it stopped: the same episodes as collecting
+    them all at once; the ones already written are not touched); one whose collection by
+    this function was interrupted (its marker says ``"complete": false``) is collected again.
 
     Returns:
         the opened `data.EpisodeDataset`.
@@ -157,7 +208,9 @@ def collect_condition_pairs(
     condition = condition.check(env_id)
     out = Path(out)
     want = {"env_id": env_id, "condition": condition.to_dict(), "resolution": int(resolution), "seed": int(seed)}
-    n = pair_episodes(episodes)
+    n = pair_episodes(episodes) if collect_episodes is None else int(collect_episodes)
+    if n < 1:
+        raise ValueError(f"collect_episodes={collect_episodes!r}: expected a positive integer")
     marker = out.parent / f"{out.name}.{CONDITION_FILE}"
     have = json.loads(marker.read_text()) if marker.is_file() else None
     if out.exists() and have is not None and have.get("complete") is False and \
@@ -169,22 +222,23 @@ def collect_condition_pairs(
                 f"{out} exists but was not collected for condition {condition.label()!r} of {env_id} "
                 f"(resolution {resolution}, seeds {seed}..): choose another --out, or remove it"
             )
-        ds = open_dataset(out)
-        if len(ds.episodes()) >= n:
+        have = len(open_dataset(out).episodes())
+        if have >= n:
             if log:
-                log(f"reusing the {len(ds.episodes())} episodes of condition {condition.label()!r} in {out}")
-            return ds
-        raise ValueError(f"{out} holds {len(ds.episodes())} episodes of condition {condition.label()!r}, "
-                         f"fewer than the {n} needed for {episodes} pairs: choose another --out, or remove it")
+                log(f"reusing the {have} episodes of condition {condition.label()!r} in {out}")
+            return open_dataset(out)
+    else:
+        have = 0
     if log:
-        log(f"collecting {n} {condition.goal_source} episodes of {env_id} under condition {condition.label()!r} "
-            f"(seeds {seed}..) into {out}")
+        seeds = f"seeds {seed + have}..{seed + n - 1}, {n} in all" if have else f"seeds {seed}.."
+        log(f"collecting {n - have}{' more' if have else ''} {condition.goal_source} episodes of {env_id} under "
+            f"condition {condition.label()!r} ({seeds}) into {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({**want, "episodes": n, "complete": False}, indent=2) + "\n")
     collect(
-        env_id, n, out, policy=condition.goal_source, split=condition.split, severity=condition.severity,
-        factors=dict(condition.factors) or None, ood_factors=list(condition.ood_factors) or None, seed=seed, mode="error", progress=progress, workers=workers,
-        resolution=int(resolution),
+        env_id, n - have, out, policy=condition.goal_source, split=condition.split, severity=condition.severity,
+        factors=dict(condition.factors) or None, ood_factors=list(condition.ood_factors) or None, seed=seed + have,
+        mode="append" if have else "error", progress=progress, workers=workers, resolution=int(resolution),
     )
     marker.write_text(json.dumps({**want, "episodes": n, "complete": True}, indent=2) + "\n")
     return open_dataset(out)

@@ -22,9 +22,11 @@ oracle too with ``oracle=True``). Outputs in ``OUT/``: ``conditions/<name>/`` (t
 ``baseline_success_rate``, ``oracle_success_rate``, ``retained`` = success ÷ ``id``'s
 success, ``seconds_per_decision``, ``env_id``, ``ckpt``, ``training``), ``report.md``
 (ID-vs-OOD table) and ``heatmap.png`` (retained success, split/factor × severity). A
-condition other than ``id`` whose episodes give too few start/goal pairs (random-action Cube
-episodes whose cube never moves) is skipped with its reason in the log and ``report.md``, and
-has no result line; the others still run.
+condition whose episodes give too few start/goal pairs (random-action Cube episodes whose
+cube never moves) collects more of them, up to 8 times as many
+(`benchmarks.conditions.plan_on_condition`); one other than ``id`` that still has too few is
+skipped with its reason in the log and ``report.md``, and has no result line; the others
+still run.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ def run_ood(
     Returns:
         the result lines, as written to ``results.jsonl``.
     """
-    from benchmarks.conditions import collect_condition_pairs
+    from benchmarks.conditions import plan_on_condition
     from benchmarks.planning import PlannerConfig, checkpoint_data, evaluate_planning
     from benchmarks.protocol import PlanningProtocol, TooFewPairsError
     from worldmodel.checkpoint import load_checkpoint
@@ -200,13 +202,16 @@ def run_ood(
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
         if summary is None or summary.get("ood_settings") != settings:
             t0 = time.perf_counter()
-            pairs = collect_condition_pairs(env_id, sc.condition, folder / "pairs.lance", cfg.episodes,
-                                            model.config.image_size, progress=progress)
-            try:
-                summary = evaluate_planning(
+
+            def evaluate(pairs, sc=sc, folder=folder):
+                return evaluate_planning(
                     model, pairs, folder, protocol=protocol, planner_cfg=planner_cfg, device=device, video=False,
                     trained_on=trained_on, progress=progress, oracle=cfg.oracle, condition=sc.condition.to_dict(),
                 )
+
+            try:
+                summary = plan_on_condition(evaluate, env_id, sc.condition, folder / "pairs.lance", cfg.episodes,
+                                            model.config.image_size, progress=progress, log=say)
             except TooFewPairsError as err:
                 if sc.kind == "id":  # every other condition is measured against it
                     raise

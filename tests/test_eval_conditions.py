@@ -77,9 +77,51 @@ def test_pairs_are_reused_and_never_mixed_with_another_condition(tmp_path: Path)
     assert [e["factors"] for e in again.episodes()] == first
     with pytest.raises(ValueError, match="not collected for condition 'ood_geometry@2'"):
         collect_condition_pairs(ENV, EvalCondition(split="ood_geometry", severity=2), out, 2, 16)
-    with pytest.raises(ValueError, match="fewer than the"):
-        collect_condition_pairs(ENV, cond, out, 20, 16)
     assert [e["factors"] for e in open_dataset(out).episodes()] == first  # nothing damaged
+    # asked for more episodes: grown by the missing ones, seeds continuing, the first ones untouched,
+    # the same episodes as collecting them all at once
+    grown = collect_condition_pairs(ENV, cond, out, 2, 16, collect_episodes=len(first) + 2)
+    eps = sorted(grown.episodes(), key=lambda e: e["seed"])
+    assert [e["seed"] for e in eps] == list(range(EVAL_SEED_BASE, EVAL_SEED_BASE + len(first) + 2))
+    assert [e["factors"] for e in eps[:len(first)]] == first
+    at_once = collect_condition_pairs(ENV, cond, tmp_path / "at_once.lance", 2, 16, collect_episodes=len(first) + 2)
+    assert [e["factors"] for e in sorted(at_once.episodes(), key=lambda e: e["seed"])] == [e["factors"] for e in eps]
+    assert np.array_equal(grown.load_episode(eps[-1]["episode_id"], columns=("state",))["state"],
+                          at_once.load_episode(max(e["episode_id"] for e in at_once.episodes()),
+                                               columns=("state",))["state"])
+
+
+def test_a_condition_whose_episodes_give_too_few_pairs_collects_more_of_them(tmp_path: Path) -> None:
+    """Random-action Cube episodes whose cube never moves gave 21 of 30 pairs: the episodes are
+    doubled (seeds continuing) until the pairs suffice, up to MAX_PAIR_EPISODE_FACTOR times as many."""
+    from benchmarks.conditions import MAX_PAIR_EPISODE_FACTOR, plan_on_condition
+    from benchmarks.protocol import TooFewPairsError
+
+    seen: list[int] = []
+
+    def needs(k: int):
+        def evaluate(dataset) -> dict:
+            seen.append(len(dataset.episodes()))
+            if seen[-1] < k:
+                raise TooFewPairsError(f"could only draw 1 of 2 start/goal pairs from {len(dataset.episodes())}")
+            return {"episodes": 2}
+        return evaluate
+
+    cond, logged = EvalCondition(goal_source="random"), []
+    first = pair_episodes(2)
+    assert plan_on_condition(needs(2 * first + 1), ENV, cond, tmp_path / "p.lance", 2, 16, log=logged.append) == {
+        "episodes": 2}
+    assert seen == [first, 2 * first, 4 * first]
+    assert sum("growing its episodes to" in line for line in logged) == 2
+    eps = open_dataset(tmp_path / "p.lance").episodes()
+    assert sorted(e["seed"] for e in eps) == list(range(EVAL_SEED_BASE, EVAL_SEED_BASE + 4 * first))
+    seen.clear()  # enough already: reused, nothing collected
+    assert plan_on_condition(needs(0), ENV, cond, tmp_path / "p.lance", 2, 16) == {"episodes": 2}
+    assert seen == [4 * first]
+    seen.clear()  # never enough: up to the cap, then the error says how many episodes were tried
+    with pytest.raises(TooFewPairsError, match=f"from {MAX_PAIR_EPISODE_FACTOR * first} episodes"):
+        plan_on_condition(needs(10 ** 6), ENV, cond, tmp_path / "p.lance", 2, 16)
+    assert seen == [4 * first, MAX_PAIR_EPISODE_FACTOR * first]
 
 
 def test_bad_conditions_are_refused_by_name(tmp_path: Path, capsys) -> None:

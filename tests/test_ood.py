@@ -13,6 +13,7 @@ from tests.cli_helpers import wm
 import envs
 from benchmarks.conditions import EvalCondition
 from benchmarks.ood import OODConfig, id_condition_of, report_markdown, retained_grid, suite_conditions
+from data import open_dataset
 from worldmodel.cli import main
 
 ENV = "wm/TwoRoom-v0"
@@ -131,8 +132,8 @@ def test_retained_grid_and_report_from_result_lines() -> None:
 
 def test_a_condition_with_too_few_pairs_is_skipped_with_its_reason_and_the_others_still_run(
         ckpts, tmp_path: Path, capsys, monkeypatch) -> None:
-    """Random-action Cube episodes whose cube never moves gave 21 of 30 pairs: that condition is
-    reported as not evaluated, the suite's other conditions are kept; an ``id`` condition with too
+    """Random-action Cube episodes whose cube never moves gave 21 of 30 pairs: that condition collects
+    more episodes, and with still too few pairs is reported as not evaluated, the suite's other conditions are kept; an ``id`` condition with too
     few pairs still fails (every other condition is measured against it)."""
     import benchmarks.planning as planning
     from benchmarks.protocol import TooFewPairsError
@@ -156,6 +157,9 @@ def test_a_condition_with_too_few_pairs_is_skipped_with_its_reason_and_the_other
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["condition"] for r in rows] == ["id", "train", "ood_physics@1"]
     assert "goal_source:random: skipped: could only draw 1 of 2" in err
+    # more random episodes were collected first, up to 8x the pair_episodes(2) = 4 of the others
+    assert "growing its episodes to 32" in err and "(from 32 episodes of condition 'goal_source:random'" in err
+    assert len(open_dataset(out / "conditions" / "goal_source_random" / "pairs.lance").episodes()) == 32
     report = (out / "report.md").read_text()
     assert "Not evaluated" in report and "- goal_source:random: could only draw 1 of 2" in report
 

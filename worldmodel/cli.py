@@ -665,42 +665,47 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     protocol = dataclass_from_args(PlanningProtocol, args)
     trained_on = None if model is None else checkpoint_data(args.ckpt)
     if condition is not None:
-        from benchmarks.conditions import collect_condition_pairs
-
         if trained_on and trained_on.get("env_id") not in (None, args.env):
             raise ValueError(f"--ckpt {args.ckpt} was trained on {trained_on['env_id']} data, not {args.env}: "
                              f"evaluate it with --env {trained_on['env_id']}")
         resolution = args.resolution or (model.config.image_size if model is not None else 64)
         _check_resolution(resolution)
-        dataset = collect_condition_pairs(args.env, condition, os.path.join(args.out, "pairs.lance"), protocol.episodes,
-                                          resolution, progress=True, log=_log)
-    else:
-        dataset = open_dataset(args.data)
+    dataset = open_dataset(args.data) if condition is None else None  # else collected for the condition, below
     planner_cfg = dataclass_from_args(PlannerConfig, args, seed=protocol.seed, planner_options=options)
     state_probe = None
     if terms.get("state", 0) > 0 and model is not None:  # the state term reads a linear probe, fitted on the training data once
         from benchmarks.state_probe import load_or_fit_state_probe
 
         state_probe = load_or_fit_state_probe(args.ckpt, model, device=device, log=lambda line: print(line, file=sys.stderr))
-    summary = evaluate_planning(
-        model,
-        dataset,
-        args.out,
-        protocol=protocol,
-        planner_cfg=planner_cfg,
-        device=str(device),
-        video=args.video,
-        log=lambda line: print(line, file=sys.stderr),
-        trained_on=trained_on,  # a checkpoint of another env is refused by name
-        progress=True,
-        oracle=args.oracle or args.oracle_only,
-        oracle_frameskip=args.oracle_frameskip,
-        oracle_reduce=args.oracle_reduce,
-        state_probe=state_probe,
-        condition=None if condition is None else condition.to_dict(),
-        batch_envs=batch_envs,
-        allow_train_episodes=args.allow_train_episodes,  # else pairs from episodes it trained on are refused
-    )
+
+    def evaluate(dataset: Any) -> dict:
+        return evaluate_planning(
+            model,
+            dataset,
+            args.out,
+            protocol=protocol,
+            planner_cfg=planner_cfg,
+            device=str(device),
+            video=args.video,
+            log=lambda line: print(line, file=sys.stderr),
+            trained_on=trained_on,  # a checkpoint of another env is refused by name
+            progress=True,
+            oracle=args.oracle or args.oracle_only,
+            oracle_frameskip=args.oracle_frameskip,
+            oracle_reduce=args.oracle_reduce,
+            state_probe=state_probe,
+            condition=None if condition is None else condition.to_dict(),
+            batch_envs=batch_envs,
+            allow_train_episodes=args.allow_train_episodes,  # else pairs from episodes it trained on are refused
+        )
+
+    if condition is None:
+        summary = evaluate(dataset)
+    else:  # pairs collected for the condition, more of them while they give too few pairs
+        from benchmarks.conditions import plan_on_condition
+
+        summary = plan_on_condition(evaluate, args.env, condition, os.path.join(args.out, "pairs.lance"),
+                                    protocol.episodes, resolution, progress=True, log=_log)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -569,7 +569,8 @@ def evaluate_planning(
 
     Returns:
         the summary dict (also written to ``summary.json``), with ``distinct_pairs`` (the
-        pairs the dataset can give), ``notes`` (what could not be checked), ``batch_envs``,
+        pairs the dataset can give), ``source_episodes`` (the episodes the pairs come from),
+        ``notes`` (what could not be checked; pairs from at most half as many episodes), ``batch_envs``,
         ``plan_seconds_total`` (the time of every planner call, which the episodes'
         ``plan_seconds`` add up to), ``allow_train_episodes``, ``train_overlap_pairs`` and
         ``train_overlap_episode_ids`` (None: the checkpoint records no episodes).
@@ -627,6 +628,10 @@ def evaluate_planning(
         leak_keys, leak_notes = check_train_episodes(seen_record, dataset, [p.episode_id for p in pairs],
                                                      allow=allow_train_episodes)
         notes += leak_notes
+    source_episodes = len({p.episode_id for p in pairs})
+    if 2 * source_episodes <= len(pairs):  # e.g. random-action Cube episodes: the few whose cube moved
+        notes.append(f"the {len(pairs)} pairs come from only {source_episodes} episodes: pairs of one episode are "
+                     f"not independent, so the success interval overstates what is known")
     for note in notes:
         if log:
             log(f"note: {note}")
@@ -708,6 +713,7 @@ def evaluate_planning(
         "env_id": env_id,
         "episodes": len(pairs),
         "distinct_pairs": distinct,
+        "source_episodes": source_episodes,
         **(_rates("", planned) if model is not None else {}),
         **_rates("baseline_", baseline),
         "planner_seconds_total": planner_seconds,

@@ -55,7 +55,7 @@ def test_eval_standard_protocol_on_every_env(env_id: str, runs, tmp_path_factory
     assert json.loads(stdout) == summary
     assert summary["env_id"] == env_id and summary["episodes"] == 2
     assert summary["protocol"]["offset"] == 25 and summary["protocol"]["budget"] == 50
-    assert summary["trained_on"]["env_id"] == env_id and summary["notes"] == []
+    assert summary["trained_on"]["env_id"] == env_id and summary["notes"] == [] and summary["source_episodes"] == 2
     lines = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     cem = [line for line in lines if line["policy"] == "cem"]
     rnd = [line for line in lines if line["policy"] == "random"]
@@ -129,6 +129,14 @@ def test_eval_refuses_more_episodes_than_distinct_pairs(runs, tmp_path_factory, 
     assert code == 2
     assert f"episodes={distinct + 1} is more than the {distinct} distinct start/goal pairs" in err
     assert f"--episodes {distinct} or fewer" in err
+    # more pairs than episodes: several from one episode, which the summary says
+    code, _, err = wm(capsys, "eval", "--ckpt", ckpt, "--data", heldout, "--out", tmp_path / "e2", "--episodes", 4,
+                      "--budget", 5, "--device", "cpu", "--no-video", *TINY_PLANNER)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "e2" / "summary.json").read_text())
+    assert summary["source_episodes"] == len(ds.episodes()) == 2
+    assert summary["notes"] == ["the 4 pairs come from only 2 episodes: pairs of one episode are not independent, "
+                                "so the success interval overstates what is known"]
 
 
 def test_eval_progress_lines_while_planning_off_a_terminal(monkeypatch, capsys) -> None:

@@ -212,12 +212,12 @@ def collect_condition_pairs(
     if n < 1:
         raise ValueError(f"collect_episodes={collect_episodes!r}: expected a positive integer")
     marker = out.parent / f"{out.name}.{CONDITION_FILE}"
-    have = json.loads(marker.read_text()) if marker.is_file() else None
-    if out.exists() and have is not None and have.get("complete") is False and \
-            {k: have.get(k) for k in want} == want:  # this function's own collection, interrupted: start again
+    recorded = json.loads(marker.read_text()) if marker.is_file() else None
+    if out.exists() and recorded is not None and recorded.get("complete") is False and \
+            {k: recorded.get(k) for k in want} == want:  # this function's own collection, interrupted: start again
         shutil.rmtree(out)
     if out.exists():
-        if have is None or {k: have.get(k) for k in want} != want:
+        if recorded is None or {k: recorded.get(k) for k in want} != want:
             raise ValueError(
                 f"{out} exists but was not collected for condition {condition.label()!r} of {env_id} "
                 f"(resolution {resolution}, seeds {seed}..): choose another --out, or remove it"

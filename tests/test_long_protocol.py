@@ -33,9 +33,10 @@ PUBLISHED_STAGE_HASHES = {
     ("wm/PushT-v0", None): ("5ce08c33843c", "d94b255a30fa", "965c27f47562", "5026a393cb8a"),
     ("wm/PushT-v0", "train"): ("6e2af20c69cc", "e2cca2dfdc14", "110455c86014", "9fa25a00a8a0"),
     # PointMaze's objective is min_step_l2 since 2026-12-01 (data and train stages unchanged; the eval stages
-    # were ("c564ae818f42", "6fc36276ea35"), randomised ("acf9957e4b6d", "f592badfed35"))
-    ("wm/PointMaze-v0", None): ("2643ddb83283", "a7f1f6eea551", "a7764025f38d", "bbbbeb4762a9"),
-    ("wm/PointMaze-v0", "train"): ("ce11bbe388c3", "ba479173ecb4", "b27f1f7e199d", "5c28afbabcc8"),
+    # were ("c564ae818f42", "6fc36276ea35"), randomised ("acf9957e4b6d", "f592badfed35")), then with 600 iCEM
+    # samples (eval stages ("a7764025f38d", "bbbbeb4762a9"), randomised ("b27f1f7e199d", "5c28afbabcc8") before)
+    ("wm/PointMaze-v0", None): ("2643ddb83283", "a7f1f6eea551", "145967752fe3", "90e0a2dda1a7"),
+    ("wm/PointMaze-v0", "train"): ("ce11bbe388c3", "ba479173ecb4", "c3853b1df635", "3fb62d536503"),
     # Reacher's episodes run to the time limit since 2026-11-30 (none stopping at success held a pair;
     # no Reacher result had been produced): ("64f8a70bdd6a", ...) and full hash 2b4f2fe00deb before.
     # Its planner's objective is all_steps_l2 since 2026-11-30 (data and train stages unchanged; the
@@ -155,7 +156,7 @@ def test_stage_hashes_of_the_published_recipes_are_unchanged() -> None:
             assert r.hash() != digest
             r.eval.long_protocol, r.train.amp = None, None  # and its training gains bf16 autocast
             r.eval.planner = {"planner": "icem"}  # and its objective min_step_l2
-        if env_id in ("wm/Reacher-v0", "wm/PointMaze-v0"):  # its planner's objective changed, nothing else
+        if env_id in ("wm/Reacher-v0", "wm/PointMaze-v0"):  # its planner (objective; PointMaze's samples) changed, nothing else
             assert r.hash() != digest
             r.eval.planner = {"planner": "icem"}
         assert r.hash() == digest, env_id

@@ -222,11 +222,12 @@ def collect_condition_pairs(
                 f"{out} exists but was not collected for condition {condition.label()!r} of {env_id} "
                 f"(resolution {resolution}, seeds {seed}..): choose another --out, or remove it"
             )
-        have = len(open_dataset(out).episodes())
+        ds = open_dataset(out)
+        have = len(ds.episodes())
         if have >= n:
             if log:
                 log(f"reusing the {have} episodes of condition {condition.label()!r} in {out}")
-            return open_dataset(out)
+            return ds
     else:
         have = 0
     if log:

@@ -98,8 +98,9 @@ def test_condition_recipes_differ_only_in_the_data_condition_and_family() -> Non
     # eval.long_protocol while null (TwoRoom's recipe gained one: without it, it is the published recipe)
     assert off.eval.long_protocol is None
     published = get_recipe("wm/TwoRoom-v0")
-    published.eval.long_protocol, published.train.amp = None, None  # TwoRoom's later changes (long protocol, bf16,
-    published.eval.planner = {"planner": "icem"}  # the objective min_step_l2)
+    # TwoRoom's later changes: the long protocol, bf16 training, the objective min_step_l2
+    published.eval.long_protocol, published.train.amp = None, None
+    published.eval.planner = {"planner": "icem"}
     assert published.hash() == "0edf7c63af75"
     assert get_recipe("wm/PushT-v0").section_hash("data", "train") == "d94b255a30fa"
     with pytest.raises(ValueError, match="condition='maybe'"):

@@ -271,8 +271,17 @@ class ModelConfig(WorldModelConfig):
                 "towards an isotropic Gaussian; what is constant over an episode, e.g. its colours, is left free) or "
                 "'both' (the mean of the two terms)")
 
+    idm_weight: float = _f(
+        0.0, "weight of an inverse-dynamics term: MSE of an MLP's prediction of the action block a_t from "
+             "(emb[t], emb[t+1]), as PLDM's; it asks the embedding to keep what the actions move (0: none, "
+             "LeWorldModel's loss)")
+    idm_hidden: int = _f(256, "hidden width of the inverse-dynamics MLP (used when idm_weight > 0)")
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        _require(self.idm_weight >= 0 and math.isfinite(self.idm_weight),
+                 f"ModelConfig.idm_weight must be a finite number >= 0, got {self.idm_weight}")
+        _require(self.idm_hidden >= 1, f"ModelConfig.idm_hidden must be >= 1, got {self.idm_hidden}")
         _require(self.sigreg_center in SIGREG_CENTERS,
                  f"ModelConfig.sigreg_center must be one of {', '.join(SIGREG_CENTERS)}, got {self.sigreg_center!r}")
         _require(self.sigreg_projections >= 1, f"ModelConfig.sigreg_projections must be >= 1, got {self.sigreg_projections}")
@@ -292,7 +301,8 @@ class UnknownPresetError(ValueError):
 #: reproduces the older architecture (a config.json without them loads with these). A
 #: config.json without ``family`` was written before families existed: it is ``lewm``.
 ADDED_MODEL_FIELDS: dict[str, Any] = {"predictor_head_dim": None, "predictor_mlp_dim": None, "family": "lewm",
-                                      "regularizers": "", "sigreg_center": "none"}
+                                      "regularizers": "", "sigreg_center": "none", "idm_weight": 0.0,
+                                      "idm_hidden": 256}
 ModelConfig.ADDED_FIELDS = ADDED_MODEL_FIELDS
 
 #: Named architectures (``ModelConfig.preset(name)``, ``wm train --preset NAME``); fields

@@ -3,6 +3,7 @@
     pixels (B, T, 3, H, W) uint8 --encode--> emb (B, T, D)
     emb[:, :-1], actions --predict--> pred (B, T-1, D) ~ emb[:, 1:]
     loss = MSE(pred, emb[:, 1:]) + sigreg_weight * SIGReg(emb)
+         [+ idm_weight * MSE(idm(emb[:, t], emb[:, t+1]), a_t): an optional inverse-dynamics term]
 
 No stop-gradient and no EMA target: SIGReg keeps the embeddings from collapsing.
 """
@@ -241,6 +242,20 @@ class LatentPredictorModel(WorldModel):
         return F.mse_loss(rolled[:, 0].float(), emb[:, k:].float())
 
 
+class InverseDynamics(nn.Module):
+    """MLP from two consecutive embeddings to the action block between them: (..., 2D) -> (..., A_block)."""
+
+    def __init__(self, embed_dim: int, hidden: int, block_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(2 * embed_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, block_dim)
+        )
+
+    def forward(self, z_t: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
+        """z_t, z_next (..., D) -> predicted action block (..., A_block)."""
+        return self.net(torch.cat([z_t, z_next], dim=-1))
+
+
 class JEPA(LatentPredictorModel):
     """Family ``lewm``: encoder + action-conditioned predictor + SIGReg, configured by a ``ModelConfig``."""
 
@@ -250,6 +265,8 @@ class JEPA(LatentPredictorModel):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.sigreg = SIGReg(config.sigreg_knots, config.sigreg_projections)
+        # the inverse-dynamics head exists only when its term is on: older checkpoints keep their state dict
+        self.idm = InverseDynamics(config.embed_dim, config.idm_hidden, config.block_dim) if config.idm_weight > 0 else None
 
     def loss(self, pixels: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training loss on a batch of windows.
@@ -265,7 +282,10 @@ class JEPA(LatentPredictorModel):
             ``sigreg_loss`` (SIGReg over the batch, per time step, of the embeddings or, with
             ``sigreg_center="window"``, of their deviations from the window's mean; ``"both"``: the mean
             of the two) and ``rollout_loss``
-            (``rollout_loss``; 0 when the window has fewer than two frames after the context).
+            (``rollout_loss``; 0 when the window has fewer than two frames after the context);
+            with ``idm_weight > 0`` also ``idm_loss`` (MSE of the inverse-dynamics head's action
+            blocks from consecutive embeddings, (B, n-1, A_block) against ``actions``), added to
+            ``loss`` times ``idm_weight``.
         """
         self._check_window(pixels, actions)
         emb = self.encode(pixels)  # (B, n, D)
@@ -281,8 +301,12 @@ class JEPA(LatentPredictorModel):
             sigreg_loss = sigreg_loss / 2
         rollout_loss = self.rollout_loss(emb, actions)
         loss = pred_loss + self.config.sigreg_weight * sigreg_loss + self.config.rollout_weight * rollout_loss
-        return self.add_regularizers(
-            {"loss": loss, "pred_loss": pred_loss, "sigreg_loss": sigreg_loss, "rollout_loss": rollout_loss}, emb)
+        losses = {"loss": loss, "pred_loss": pred_loss, "sigreg_loss": sigreg_loss, "rollout_loss": rollout_loss}
+        if self.idm is not None:
+            idm_loss = F.mse_loss(self.idm(emb[:, :-1], emb[:, 1:]).float(), actions.float())
+            losses["idm_loss"] = idm_loss
+            losses["loss"] = loss + self.config.idm_weight * idm_loss
+        return self.add_regularizers(losses, emb)
 
 
 def chunked_rollout(rollout, ctx: torch.Tensor, ctx_actions: torch.Tensor, future: torch.Tensor, prefix: list,

@@ -31,22 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from worldmodel.config import PLDMConfig
-from worldmodel.model import LatentPredictorModel
+from worldmodel.model import InverseDynamics, LatentPredictorModel
 from worldmodel.regularizers import VICReg
-
-
-class InverseDynamics(nn.Module):
-    """MLP from two consecutive embeddings to the action block between them: (..., 2D) -> (..., A_block)."""
-
-    def __init__(self, embed_dim: int, hidden: int, block_dim: int):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(2 * embed_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, block_dim)
-        )
-
-    def forward(self, z_t: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
-        """z_t, z_next (..., D) -> predicted action block (..., A_block)."""
-        return self.net(torch.cat([z_t, z_next], dim=-1))
 
 
 class PLDM(LatentPredictorModel):

@@ -27,7 +27,6 @@ hidden ReLU layers, as EB-JEPA's ``InverseDynamicsModel``.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from worldmodel.config import PLDMConfig

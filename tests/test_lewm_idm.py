@@ -44,7 +44,7 @@ def test_the_term_is_the_heads_action_mse_weighted_into_the_loss() -> None:
     c = model.config
     torch.testing.assert_close(out["loss"], out["pred_loss"] + c.sigreg_weight * out["sigreg_loss"]
                                + c.rollout_weight * out["rollout_loss"] + 0.5 * out["idm_loss"])
-    # it measures the actions: other actions, another (larger) idm_loss, the other terms unchanged
+    # it measures the actions: other actions, another (larger) idm_loss
     torch.manual_seed(1)
     other = model.loss(pixels, actions * 3)
     assert other["idm_loss"].item() > out["idm_loss"].item()

@@ -279,8 +279,7 @@ class ModelConfig(WorldModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(self.idm_weight >= 0 and math.isfinite(self.idm_weight),
-                 f"ModelConfig.idm_weight must be a finite number >= 0, got {self.idm_weight}")
+        _require(self.idm_weight >= 0, f"ModelConfig.idm_weight must be >= 0, got {self.idm_weight}")  # NaN/inf: base
         _require(self.idm_hidden >= 1, f"ModelConfig.idm_hidden must be >= 1, got {self.idm_hidden}")
         _require(self.sigreg_center in SIGREG_CENTERS,
                  f"ModelConfig.sigreg_center must be one of {', '.join(SIGREG_CENTERS)}, got {self.sigreg_center!r}")

@@ -17,6 +17,13 @@ and, for a recipe with a long protocol (``eval.long_protocol``, `run_long_protoc
     seed{S}/eval_long/              the model + random baseline on them + seed{S}/eval_long_stage.json
     result_long.json                its result, ``"protocol": "long"``
 
+and, with ``--validation`` (`run_validation`: where a recipe change is chosen, the held-out
+pairs left unseen; the data and training stages are the ones above, shared)::
+
+    data/validation.lance + data/validation_stage.json   expert episodes of seeds 2,000,000..
+    seed{S}/eval_validation/        the model + random baseline on their pairs (no oracle)
+    result_validation.json          its result, ``"protocol": "validation"``
+
 Re-running reuses every finished stage whose recipe sections are unchanged (a stage's
 marker holds the digest of the sections it depends on: data; data + train; data + train
 + eval); a finished training run is a no-op, an interrupted one resumes. A folder that
@@ -116,42 +123,14 @@ def run_recipe(
     """
     from benchmarks.planning import PlannerConfig
     from benchmarks.protocol import PlanningProtocol
-    from data import collect, open_dataset
-    from worldmodel.config import TrainConfig
-    from worldmodel.train import train
+    from data import open_dataset
 
     recipe.check()
     say = log or (lambda line: None)
     seeds = _check_seeds(seeds)
-    root = Path(out) / env_folder(recipe.env_id)
-    root.mkdir(parents=True, exist_ok=True)
-    shared = root if data_root is None else Path(data_root)
-    shared.mkdir(parents=True, exist_ok=True)
-    recipe.save(root / "recipe.json")
-    d = recipe.data
-
-    # ---- data
-    data_dir = shared / "data"
-    train_path, heldout_path = data_dir / "train.lance", data_dir / "heldout.lance"
-    data_hash = recipe.section_hash("data")
-    if _check_stage(data_dir, data_dir / "stage.json", data_hash, "data"):
-        say(f"{recipe.env_id}: data reused ({data_dir})")
-    else:
-        t0 = time.perf_counter()
-        say(f"{recipe.env_id}: collecting {d.expert_episodes} expert + {d.random_episodes} random training episodes "
-            f"and {d.heldout_episodes} held-out ones")
-        common = dict(split=d.split, codec=d.codec, progress=progress, resolution=d.resolution, factors=d.factors or None)
-        collect(recipe.env_id, d.expert_episodes, train_path, policy="expert", seed=d.seed, mode="error",
-                stop_on_success=d.stop_on_success, noise=d.noise, **common)
-        if d.random_episodes:
-            collect(recipe.env_id, d.random_episodes, train_path, policy="random", seed=d.seed + d.expert_episodes,
-                    mode="append", stop_on_success=d.stop_on_success, **common)
-        collect(recipe.env_id, d.heldout_episodes, heldout_path, policy="expert", seed=d.heldout_seed, mode="error",
-                stop_on_success=d.stop_on_success, noise=d.noise, **common)
-        (data_dir / "stage.json").write_text(json.dumps(
-            {"hash": data_hash, "seconds": time.perf_counter() - t0}, indent=2) + "\n")
+    root, shared = _folders(recipe, out, data_root)
+    train_path, heldout_path = _data_stage(recipe, shared, progress, say)
     heldout = open_dataset(heldout_path)
-    meta = open_dataset(train_path).meta
     protocol = PlanningProtocol(**recipe.eval.protocol)
     planner_cfg = PlannerConfig(**recipe.eval.planner)
 
@@ -162,26 +141,7 @@ def run_recipe(
     per_seed = []
     for seed in seeds:
         sdir = root / f"seed{seed}"
-        sdir.mkdir(exist_ok=True)
-        # ---- train
-        train_hash = recipe.section_hash("data", "train")
-        marker = sdir / "train_stage.json"
-        if _check_stage(sdir / "ckpt", marker, train_hash, "train") and (_read(marker) or {}).get("seed") == seed:
-            _check_model_config(sdir / "ckpt", recipe.model_config(image_size=int(meta["image_shape"][0]),
-                                                                    action_dim=int(meta["action_dim"])))
-            train_seconds = float(_read(marker)["seconds"])
-            say(f"{recipe.env_id} seed {seed}: checkpoint reused")
-        else:
-            t = recipe.train
-            model_cfg = recipe.model_config(image_size=int(meta["image_shape"][0]), action_dim=int(meta["action_dim"]))
-            train_cfg = TrainConfig(data=str(train_path), out=str(sdir / "ckpt"), steps=t.steps, batch_size=t.batch_size,
-                                    lr=t.lr, seed=t.seed + seed, amp=t.amp, augment=t.augment, device=device, progress=progress)
-            say(f"{recipe.env_id} seed {seed}: training {t.steps} steps of {t.batch_size} windows")
-            summary = train(model_cfg, train_cfg)
-            train_seconds = float(summary.get("total_seconds", summary["seconds"]))  # resumed sessions included
-            marker.write_text(json.dumps({"hash": train_hash, "seed": seed, "seconds": train_seconds,
-                                          "steps": summary["steps"], "amp": summary.get("amp")}, indent=2) + "\n")
-        # ---- evaluate
+        train_seconds = _train_stage(recipe, sdir, seed, train_path, device, progress, say)
         ev = _eval_stage(recipe, sdir, "eval", recipe.section_hash("data", "train", "eval"), None, heldout, protocol,
                          planner_cfg, device, progress, say)
         per_seed.append(_seed_line(seed, ev, train_seconds))
@@ -189,6 +149,158 @@ def run_recipe(
     result = _result_line(recipe, "standard", per_seed, oracle, protocol, planner_cfg)
     (root / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+#: first seed of the validation episodes (`run_validation`): past every recipe's training and held-out seeds
+VALIDATION_SEED = 2_000_000
+
+
+def run_validation(
+    recipe: Recipe,
+    out: str | Path,
+    seeds: Sequence[int] = (0,),
+    device: str = "cpu",
+    log: Callable[[str], None] | None = None,
+    progress: bool = False,
+    data_root: str | Path | None = None,
+) -> dict:
+    """Train `recipe` (or reuse its checkpoints) and plan on validation pairs instead of the held-out ones.
+
+    This is where a recipe change is chosen: its held-out pairs stay unseen until it is adopted.
+    Stages: `run_recipe`'s data and training stages (shared with it: a later `run_recipe` in the
+    same folder reuses them), the validation episodes (``data/validation.lance`` +
+    ``data/validation_stage.json``: ``heldout_episodes`` expert episodes of seeds `VALIDATION_SEED`..,
+    collected as the held-out ones are) and per seed the model with the random baseline on their
+    pairs (``seed{S}/eval_validation/``, the checkpoint's episode record checked against them as for
+    every evaluation). No oracle and no long protocol.
+
+    Returns:
+        the validation result line (also in ``result_validation.json``): `run_recipe`'s keys with
+        ``"protocol": "validation"`` and the oracle's keys None.
+
+    Raises:
+        ValueError: the validation seeds overlap the recipe's training or held-out seeds (naming
+            both ranges); a stage folder of another recipe.
+    """
+    from benchmarks.planning import PlannerConfig
+    from benchmarks.protocol import PlanningProtocol
+    from data import collect, open_dataset
+
+    recipe.check()
+    say = log or (lambda line: None)
+    seeds = _check_seeds(seeds)
+    d = recipe.data
+    val = range(VALIDATION_SEED, VALIDATION_SEED + d.heldout_episodes)
+    for what, used in (("training", range(d.seed, d.seed + d.expert_episodes + d.random_episodes)),
+                       ("held-out", range(d.heldout_seed, d.heldout_seed + d.heldout_episodes))):
+        if used.start < val.stop and val.start < used.stop:
+            raise ValueError(f"recipe {recipe.name}: its {what} episodes' seeds {used.start}..{used.stop - 1} overlap "
+                             f"the validation seeds {val.start}..{val.stop - 1}; move data.seed or data.heldout_seed")
+    root, shared = _folders(recipe, out, data_root)
+    train_path, _ = _data_stage(recipe, shared, progress, say)
+
+    # ---- data: validation episodes
+    path, marker = shared / "data" / "validation.lance", shared / "data" / "validation_stage.json"
+    data_hash = _digest({"validation_data": recipe.section_hash("data"), "seed": VALIDATION_SEED})
+    have = _read(marker)
+    if have is not None and have.get("hash") == data_hash:
+        say(f"{recipe.env_id}: validation data reused ({path})")
+    elif have is not None:
+        raise ValueError(f"{path} holds the validation data of another recipe (stage hash {have.get('hash')}, "
+                         f"this recipe's {data_hash}): use another --out, or remove it")
+    else:  # none, or an interrupted collection (no marker yet): collected afresh
+        t0 = time.perf_counter()
+        say(f"{recipe.env_id}: collecting {d.heldout_episodes} validation episodes (seeds {val.start}..)")
+        collect(recipe.env_id, d.heldout_episodes, path, policy="expert", seed=VALIDATION_SEED, mode="overwrite",
+                stop_on_success=d.stop_on_success, noise=d.noise, split=d.split, codec=d.codec, progress=progress,
+                resolution=d.resolution, factors=d.factors or None)
+        marker.write_text(json.dumps({"hash": data_hash, "seconds": time.perf_counter() - t0}, indent=2) + "\n")
+    validation = open_dataset(path)
+    protocol = PlanningProtocol(**recipe.eval.protocol)
+    planner_cfg = PlannerConfig(**recipe.eval.planner)
+
+    per_seed = []
+    eval_hash = _digest({"validation_eval": recipe.section_hash("data", "train", "eval"), "data": data_hash})
+    for seed in seeds:
+        sdir = root / f"seed{seed}"
+        train_seconds = _train_stage(recipe, sdir, seed, train_path, device, progress, say)
+        ev = _eval_stage(recipe, sdir, "eval_validation", eval_hash, "validation", validation, protocol, planner_cfg,
+                         device, progress, say)
+        per_seed.append(_seed_line(seed, ev, train_seconds))
+    result = _result_line(recipe, "validation", per_seed, None, protocol, planner_cfg)
+    (root / "result_validation.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _digest(value: dict) -> str:
+    """A 12-hex-digit digest of a JSON-able dict (a stage marker's hash)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _folders(recipe: Recipe, out: str | Path, data_root: str | Path | None) -> tuple[Path, Path]:
+    """``out/<env>/`` (made, with the recipe written to it) and the folder of the shared data stages."""
+    root = Path(out) / env_folder(recipe.env_id)
+    root.mkdir(parents=True, exist_ok=True)
+    shared = root if data_root is None else Path(data_root)
+    shared.mkdir(parents=True, exist_ok=True)
+    recipe.save(root / "recipe.json")
+    return root, shared
+
+
+def _data_stage(recipe: Recipe, shared: Path, progress: bool, say: Callable[[str], None]) -> tuple[Path, Path]:
+    """Collect (or reuse) the training and held-out episodes in ``shared/data``; their paths."""
+    from data import collect
+
+    d = recipe.data
+    data_dir = shared / "data"
+    train_path, heldout_path = data_dir / "train.lance", data_dir / "heldout.lance"
+    data_hash = recipe.section_hash("data")
+    if _check_stage(data_dir, data_dir / "stage.json", data_hash, "data"):
+        say(f"{recipe.env_id}: data reused ({data_dir})")
+        return train_path, heldout_path
+    t0 = time.perf_counter()
+    say(f"{recipe.env_id}: collecting {d.expert_episodes} expert + {d.random_episodes} random training episodes "
+        f"and {d.heldout_episodes} held-out ones")
+    common = dict(split=d.split, codec=d.codec, progress=progress, resolution=d.resolution, factors=d.factors or None)
+    collect(recipe.env_id, d.expert_episodes, train_path, policy="expert", seed=d.seed, mode="error",
+            stop_on_success=d.stop_on_success, noise=d.noise, **common)
+    if d.random_episodes:
+        collect(recipe.env_id, d.random_episodes, train_path, policy="random", seed=d.seed + d.expert_episodes,
+                mode="append", stop_on_success=d.stop_on_success, **common)
+    collect(recipe.env_id, d.heldout_episodes, heldout_path, policy="expert", seed=d.heldout_seed, mode="error",
+            stop_on_success=d.stop_on_success, noise=d.noise, **common)
+    (data_dir / "stage.json").write_text(json.dumps(
+        {"hash": data_hash, "seconds": time.perf_counter() - t0}, indent=2) + "\n")
+    return train_path, heldout_path
+
+
+def _train_stage(recipe: Recipe, sdir: Path, seed: int, train_path: Path, device: str, progress: bool,
+                 say: Callable[[str], None]) -> float:
+    """Train training seed `seed` into ``sdir/ckpt`` (or reuse / resume it); its training seconds."""
+    from data import open_dataset
+    from worldmodel.config import TrainConfig
+    from worldmodel.train import train
+
+    sdir.mkdir(exist_ok=True)
+    meta = open_dataset(train_path).meta
+    model_cfg = recipe.model_config(image_size=int(meta["image_shape"][0]), action_dim=int(meta["action_dim"]))
+    train_hash = recipe.section_hash("data", "train")
+    marker = sdir / "train_stage.json"
+    if _check_stage(sdir / "ckpt", marker, train_hash, "train") and (_read(marker) or {}).get("seed") == seed:
+        _check_model_config(sdir / "ckpt", model_cfg)
+        say(f"{recipe.env_id} seed {seed}: checkpoint reused")
+        return float(_read(marker)["seconds"])
+    t = recipe.train
+    train_cfg = TrainConfig(data=str(train_path), out=str(sdir / "ckpt"), steps=t.steps, batch_size=t.batch_size,
+                            lr=t.lr, seed=t.seed + seed, amp=t.amp, augment=t.augment, device=device, progress=progress)
+    say(f"{recipe.env_id} seed {seed}: training {t.steps} steps of {t.batch_size} windows")
+    summary = train(model_cfg, train_cfg)
+    train_seconds = float(summary.get("total_seconds", summary["seconds"]))  # resumed sessions included
+    marker.write_text(json.dumps({"hash": train_hash, "seed": seed, "seconds": train_seconds,
+                                  "steps": summary["steps"], "amp": summary.get("amp")}, indent=2) + "\n")
+    return train_seconds
 
 
 def run_long_protocol(
@@ -390,6 +502,7 @@ def run_planning_bench(
     log: Callable[[str], None] | None = None,
     progress: bool = False,
     overrides: Callable[[Recipe], Recipe] | None = None,
+    validation: bool = False,
 ) -> list[dict]:
     """Run the recipe of each env (or the recipe in `recipe_file`) and write ``out/results.jsonl``.
 
@@ -399,6 +512,8 @@ def run_planning_bench(
         recipe_file: a recipe JSON (`benchmarks.recipes.load_recipe`) instead of the registered ones.
         family: train this model family instead of each recipe's (`benchmarks.recipes.get_recipe`).
         overrides: a function applied to each recipe before it runs (tests shrink budgets with it).
+        validation: plan on validation pairs instead of the held-out ones (`run_validation`: no
+            oracle, no long protocol), to choose a recipe change without seeing the held-out pairs.
 
     Returns:
         the result lines (also merged into ``out/results.jsonl``: one line per env and recipe).
@@ -419,6 +534,11 @@ def run_planning_bench(
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for recipe in recipes:
+        if validation:
+            mine = [run_validation(recipe, out, seeds=seeds, device=device, log=log, progress=progress)]
+            _merge_results(out, recipe, mine)
+            results += mine
+            continue
         mine = [run_recipe(recipe, out, seeds=seeds, device=device, log=log, progress=progress)]
         _merge_results(out, recipe, mine)  # the standard line is kept even if the long stages fail
         long = run_long_protocol(recipe, out, seeds=seeds, device=device, log=log, progress=progress)

@@ -185,3 +185,49 @@ def test_every_recipe_held_out_data_gives_its_protocol_enough_pairs(env_id: str,
     protocol = PlanningProtocol(**r.eval.protocol)
     pairs = sum(n for _, n in pair_candidates(open_dataset(path), protocol))
     assert pairs >= 2 * protocol.episodes, (env_id, pairs)
+
+
+def test_validation_pairs_choose_a_recipe_change_without_the_held_out_ones(tmp_path: Path, capsys) -> None:
+    """``--validation``: the shared data and training stages, then the model and the random baseline
+    on pairs of expert episodes from seeds 2,000,000.. (no oracle, no held-out evaluation); a
+    later standard run in the same folder reuses the data and the checkpoint."""
+    from data import open_dataset
+
+    recipe = tiny()
+    path = recipe.save(tmp_path / "recipe.json")
+    out = tmp_path / "bench"
+    args = ("bench", "planning", "--recipe", path, "--out", out, "--device", "cpu", "--json")
+    code, stdout, err = wm(capsys, *args, "--validation")
+    assert code == 0, err
+    (line,) = json.loads(stdout)
+    assert line["protocol"] == "validation" and line["recipe_hash"] == recipe.hash() and line["episodes"] == 2
+    assert line["oracle_success_rate"] is None and line["oracle_successes"] is None
+    root = out / "TwoRoom-v0"
+    assert json.loads((root / "result_validation.json").read_text()) == line
+    assert [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()] == [line]
+    assert {e["seed"] for e in open_dataset(root / "data" / "validation.lance").episodes()} == {
+        2_000_000, 2_000_001, 2_000_002}
+    ev = json.loads((root / "seed0" / "eval_validation" / "summary.json").read_text())
+    assert ev["dataset"].endswith("validation.lance") and ev["successes"] == line["successes"]
+    assert ev["protocol_name"] == "validation"
+    assert not (root / "oracle").exists() and not (root / "seed0" / "eval").exists()  # held-out pairs unseen
+
+    code, stdout, err = wm(capsys, *args, "--validation")  # everything reused
+    assert code == 0 and json.loads(stdout) == [line], err
+    assert "validation data reused" in err and "checkpoint reused" in err and "evaluation reused" in err
+
+    code, stdout, err = wm(capsys, *args)  # the held-out run after adoption: data and checkpoint reused
+    assert code == 0, err
+    (held,) = json.loads(stdout)
+    assert "data reused" in err and "checkpoint reused" in err and "training" not in err
+    assert held["protocol"] == "standard" and held["oracle_episodes"] == 2
+    assert {x["protocol"] for x in map(json.loads, (out / "results.jsonl").read_text().splitlines())} == {
+        "validation", "standard"}
+
+    near = tiny()  # training seeds that reach the validation seeds: refused before any work
+    near.data.seed = 2_000_000 - 5
+    near.save(tmp_path / "near.json")
+    code, _, err = wm(capsys, "bench", "planning", "--recipe", tmp_path / "near.json", "--out", tmp_path / "o2",
+                      "--validation")
+    assert code == 2 and "training episodes' seeds 1999995..2000000 overlap the validation seeds 2000000..2000002" in err
+    assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").rglob("*.lance"))

@@ -324,6 +324,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="train this model family instead of the recipe's (its default configuration with the "
                         "recipe's model fields; recipe name suffixed -FAMILY): lewm, pldm, pixel")
     q.add_argument("--recipe", default=None, help="a recipe JSON file (as written to OUT/ENV/recipe.json) instead")
+    q.add_argument("--validation", action="store_true",
+                   help="choose a recipe change here: train, then plan on validation pairs (expert episodes of "
+                        "seeds 2,000,000.., disjoint from training and held-out) instead of the held-out ones; no "
+                        "oracle, no long protocol; result lines with \"protocol\": \"validation\"")
     q.add_argument("--device", default="auto", help="auto | cpu | cuda")
     q.add_argument("--json", action="store_true", help="print the result lines as JSON")
 
@@ -847,7 +851,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                              "train.model.family in the file")
         results = run_planning_bench(args.env or [], args.out, seeds=args.seeds, split=args.split, recipe_file=args.recipe,
                                      family=args.family, device=str(resolve_device(args.device)), log=_log,
-                                     progress=True)
+                                     progress=True, validation=args.validation)
         print(_json(results, indent=2) if args.json else "\n" + planning_table(results))
         return 0
     if args.bench_command == "noisy":

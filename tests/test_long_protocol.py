@@ -46,9 +46,11 @@ PUBLISHED_STAGE_HASHES = {
     ("wm/Reacher-v0", None): ("c1be63375cc1", "b658739fd457", "8e4973605d5b", "fbf77bbbda9a"),
     ("wm/Reacher-v0", "train"): ("cb7cba97662a", "fc89eb96a3e6", "0f95c48f6819", "d1870ddec337"),
     # Cube's model has the inverse-dynamics term since 2026-12-01 (data stage and oracle unchanged; the train
-    # and eval stages were ("8129f58f8fb1", "0bc24e94a9cc"), randomised ("34088ac3a33d", "2d33ee980dd1"))
-    ("wm/Cube-v0", None): ("aa1ad3f2f962", "7eda7b9856eb", "5b9e7c517b14", "3a8c79e1bf3c"),
-    ("wm/Cube-v0", "train"): ("3d94b0be34b7", "eeaf6e0307d6", "ece7dc132799", "e4230e74533c"),
+    # and eval stages were ("8129f58f8fb1", "0bc24e94a9cc"), randomised ("34088ac3a33d", "2d33ee980dd1")), then
+    # twice the data and steps (every stage moves; they were ("aa1ad3f2f962", "7eda7b9856eb", "5b9e7c517b14",
+    # "3a8c79e1bf3c"), randomised ("3d94b0be34b7", "eeaf6e0307d6", "ece7dc132799", "e4230e74533c"))
+    ("wm/Cube-v0", None): ("bfd4cb172bf9", "bf5bedd8528d", "d674cb5b7d19", "89dc2f98e7d4"),
+    ("wm/Cube-v0", "train"): ("82310bfcdcf7", "f300286632a7", "6cc7f79e23c4", "521855041285"),
 }
 #: full hashes of the recipes without a long protocol (unchanged) and of TwoRoom's before it had one
 PUBLISHED_HASHES = {"wm/PushT-v0": "8e30b871e882", "wm/PointMaze-v0": "4f1d3cfb73a3", "wm/Reacher-v0": "5db566849d26",
@@ -166,6 +168,10 @@ def test_stage_hashes_of_the_published_recipes_are_unchanged() -> None:
         if env_id in ("wm/Cube-v0", "wm/PushT-v0"):  # its model gained the inverse-dynamics term, nothing else
             assert r.hash() != digest
             r.train.model = {"pred_steps": 3}
+        if env_id == "wm/Cube-v0":  # and twice the data and steps, with a note saying so
+            assert r.hash() != digest
+            r.data.expert_episodes, r.data.random_episodes, r.train.steps = 300, 200, 3000
+            r.notes = get_recipe("wm/PushT-v0").notes
         assert r.hash() == digest, env_id
     # the long stages' digests follow the long protocol; the standard ones never do
     r = get_recipe(TWO_ROOM)

@@ -20,7 +20,7 @@ and, for a recipe with a long protocol (``eval.long_protocol``, `run_long_protoc
 and, with ``--validation`` (`run_validation`: where a recipe change is chosen, the held-out
 pairs left unseen; the data and training stages are the ones above, shared)::
 
-    data/validation.lance + data/validation_stage.json   expert episodes of seeds 2,000,000..
+    data/validation.lance + data/validation_stage.json   expert episodes of seeds 3,000,000..
     seed{S}/eval_validation/        the model + random baseline on their pairs (no oracle)
     result_validation.json          its result, ``"protocol": "validation"``
 
@@ -151,8 +151,10 @@ def run_recipe(
     return result
 
 
-#: first seed of the validation episodes (`run_validation`): past every recipe's training and held-out seeds
-VALIDATION_SEED = 2_000_000
+#: first seed of the validation episodes (`run_validation`): past every recipe's training (0..) and held-out
+#: (1,000,000.. and 1,500,000..) seeds and the condition episodes of ``wm eval --env`` / ``wm ood``
+#: (`benchmarks.conditions.EVAL_SEED_BASE`, 2,000,000..), so a choice made here sees none of them
+VALIDATION_SEED = 3_000_000
 
 
 def run_validation(
@@ -179,8 +181,8 @@ def run_validation(
         ``"protocol": "validation"`` and the oracle's keys None.
 
     Raises:
-        ValueError: the validation seeds overlap the recipe's training or held-out seeds (naming
-            both ranges); a stage folder of another recipe.
+        ValueError: the validation seeds overlap the recipe's training or held-out (also the
+            long protocol's) seeds, naming both ranges; a stage folder of another recipe.
     """
     from benchmarks.planning import PlannerConfig
     from benchmarks.protocol import PlanningProtocol
@@ -191,8 +193,12 @@ def run_validation(
     seeds = _check_seeds(seeds)
     d = recipe.data
     val = range(VALIDATION_SEED, VALIDATION_SEED + d.heldout_episodes)
-    for what, used in (("training", range(d.seed, d.seed + d.expert_episodes + d.random_episodes)),
-                       ("held-out", range(d.heldout_seed, d.heldout_seed + d.heldout_episodes))):
+    ranges = [("training", range(d.seed, d.seed + d.expert_episodes + d.random_episodes)),
+              ("held-out", range(d.heldout_seed, d.heldout_seed + d.heldout_episodes))]
+    lp = recipe.long()
+    if lp is not None:
+        ranges.append(("long-protocol held-out", range(lp.heldout_seed, lp.heldout_seed + lp.heldout_episodes)))
+    for what, used in ranges:
         if used.start < val.stop and val.start < used.stop:
             raise ValueError(f"recipe {recipe.name}: its {what} episodes' seeds {used.start}..{used.stop - 1} overlap "
                              f"the validation seeds {val.start}..{val.stop - 1}; move data.seed or data.heldout_seed")

@@ -189,7 +189,7 @@ def test_every_recipe_held_out_data_gives_its_protocol_enough_pairs(env_id: str,
 
 def test_validation_pairs_choose_a_recipe_change_without_the_held_out_ones(tmp_path: Path, capsys) -> None:
     """``--validation``: the shared data and training stages, then the model and the random baseline
-    on pairs of expert episodes from seeds 2,000,000.. (no oracle, no held-out evaluation); a
+    on pairs of expert episodes from seeds 3,000,000.. (no oracle, no held-out evaluation); a
     later standard run in the same folder reuses the data and the checkpoint."""
     from data import open_dataset
 
@@ -206,7 +206,7 @@ def test_validation_pairs_choose_a_recipe_change_without_the_held_out_ones(tmp_p
     assert json.loads((root / "result_validation.json").read_text()) == line
     assert [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()] == [line]
     assert {e["seed"] for e in open_dataset(root / "data" / "validation.lance").episodes()} == {
-        2_000_000, 2_000_001, 2_000_002}
+        3_000_000, 3_000_001, 3_000_002}
     ev = json.loads((root / "seed0" / "eval_validation" / "summary.json").read_text())
     assert ev["dataset"].endswith("validation.lance") and ev["successes"] == line["successes"]
     assert ev["protocol_name"] == "validation"
@@ -225,9 +225,14 @@ def test_validation_pairs_choose_a_recipe_change_without_the_held_out_ones(tmp_p
         "validation", "standard"}
 
     near = tiny()  # training seeds that reach the validation seeds: refused before any work
-    near.data.seed = 2_000_000 - 5
+    near.data.seed = 3_000_000 - 5
     near.save(tmp_path / "near.json")
     code, _, err = wm(capsys, "bench", "planning", "--recipe", tmp_path / "near.json", "--out", tmp_path / "o2",
                       "--validation")
-    assert code == 2 and "training episodes' seeds 1999995..2000000 overlap the validation seeds 2000000..2000002" in err
+    assert code == 2 and "training episodes' seeds 2999995..3000000 overlap the validation seeds 3000000..3000002" in err
     assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").rglob("*.lance"))
+    tours = tiny_recipe(long={"heldout_seed": 3_000_001, "heldout_episodes": 2})  # the long protocol's too
+    tours.save(tmp_path / "tours.json")
+    code, _, err = wm(capsys, "bench", "planning", "--recipe", tmp_path / "tours.json", "--out", tmp_path / "o3",
+                      "--validation")
+    assert code == 2 and "long-protocol held-out episodes' seeds 3000001..3000002 overlap" in err, err

@@ -32,8 +32,10 @@ PUBLISHED_STAGE_HASHES = {
     (TWO_ROOM, "train"): ("e02fe4d4aef4", "57b555f0e212", "4b3bede3d43b", "23e14a9a057e"),
     # PushT's model has the inverse-dynamics term since 2026-12-01 (data stage and oracle unchanged; the train
     # and eval stages were ("d94b255a30fa", "5026a393cb8a"), randomised ("e2cca2dfdc14", "9fa25a00a8a0"))
-    ("wm/PushT-v0", None): ("5ce08c33843c", "dfb7aff4cdfa", "965c27f47562", "46e7bde92f49"),
-    ("wm/PushT-v0", "train"): ("6e2af20c69cc", "f1512c000129", "110455c86014", "6b01cab6c02f"),
+    # then twice the data and steps, as Cube (every stage moves; they were ("5ce08c33843c", "dfb7aff4cdfa",
+    # "965c27f47562", "46e7bde92f49"), randomised ("6e2af20c69cc", "f1512c000129", "110455c86014", "6b01cab6c02f"))
+    ("wm/PushT-v0", None): ("26bb8741a5ba", "907d152553b4", "95dee4dd9d56", "2a73a3a99055"),
+    ("wm/PushT-v0", "train"): ("27a235daff2a", "791546964360", "f2623d6591c5", "5d9bb7e9d734"),
     # PointMaze's objective is min_step_l2 since 2026-12-01 (data and train stages unchanged; the eval stages
     # were ("c564ae818f42", "6fc36276ea35"), randomised ("acf9957e4b6d", "f592badfed35")), then with 600 iCEM
     # samples (eval stages ("a7764025f38d", "bbbbeb4762a9"), randomised ("b27f1f7e199d", "5c28afbabcc8") before)
@@ -168,10 +170,10 @@ def test_stage_hashes_of_the_published_recipes_are_unchanged() -> None:
         if env_id in ("wm/Cube-v0", "wm/PushT-v0"):  # its model gained the inverse-dynamics term, nothing else
             assert r.hash() != digest
             r.train.model = {"pred_steps": 3}
-        if env_id == "wm/Cube-v0":  # and twice the data and steps, with a note saying so
+        if env_id in ("wm/Cube-v0", "wm/PushT-v0"):  # and twice the data and steps, with a note saying so
             assert r.hash() != digest
             r.data.expert_episodes, r.data.random_episodes, r.train.steps = 300, 200, 3000
-            r.notes = get_recipe("wm/PushT-v0").notes
+            r.notes = get_recipe("wm/Reacher-v0").notes  # the common note they had
         assert r.hash() == digest, env_id
     # the long stages' digests follow the long protocol; the standard ones never do
     r = get_recipe(TWO_ROOM)

@@ -359,6 +359,18 @@ def _recipe(name: str, env_id: str, notes: str = _COMMON_NOTE, **sections: Any) 
     return Recipe(name=name, env_id=env_id, notes=notes, **sections)
 
 
+def _idm_twice_recipe(name: str, env_id: str, **sections: Any) -> Recipe:
+    """The demo's model with the inverse-dynamics term on twice its data for twice its steps (Cube's and
+    PushT's recipes; fresh sections per call, so no two recipes share a mutable object)."""
+    return _recipe(
+        name, env_id,
+        notes="The demo's model recipe (CNN encoder, 3 predicted steps, batch 32) with the inverse-dynamics term, "
+              "on 600 noisy-expert + 400 random episodes at 64x64 (default factors) for 6,000 steps, planned with "
+              "iCEM (300 x 30, its published defaults).",
+        data=DataRecipe(expert_episodes=600, random_episodes=400),
+        train=TrainRecipe(steps=6000, model={"pred_steps": 3, "idm_weight": 1.0}), **sections)
+
+
 #: the registered recipes, by env id
 #: TwoRoom's long protocol: LeWorldModel's offset 100 / budget 150, pairs from 50 tour episodes of 300 steps
 TWOROOM_LONG_PROTOCOL: dict[str, Any] = dataclasses.asdict(LongProtocol())
@@ -377,13 +389,7 @@ RECIPES: dict[str, Recipe] = {
     # Since 2026-12-01 (hash 66b1a9846fff before) on twice the data (600 expert + 400 random episodes) for twice
     # the steps (6,000), as Cube: 12/50 against 10/50 on the same 50 other pairs (random 6/50; inside both
     # intervals, adopted by the rule written first; RESULTS.md "Cube: twice the data")
-    "wm/PushT-v0": _recipe(
-        "pusht-cpu", "wm/PushT-v0",
-        notes="The demo's model recipe (CNN encoder, 3 predicted steps, batch 32) with the inverse-dynamics term, "
-              "on 600 noisy-expert + 400 random episodes at 64x64 (default factors) for 6,000 steps, planned with "
-              "iCEM (300 x 30, its published defaults).",
-        data=DataRecipe(expert_episodes=600, random_episodes=400),
-        train=TrainRecipe(steps=6000, model={"pred_steps": 3, "idm_weight": 1.0})),
+    "wm/PushT-v0": _idm_twice_recipe("pusht-cpu", "wm/PushT-v0"),
     # PointMaze plans with min_step_l2 since 2026-12-01 (hash 4f1d3cfb73a3 before, terminal_l2): chosen on 150
     # pairs of other episodes (seeds 2,000,000..), 87/150 against terminal_l2's 62/150 with the same checkpoint;
     # then with 600 iCEM samples instead of 300 (hash 63e488b61250 before): 92/150 against 87/150 on the same
@@ -408,16 +414,10 @@ RECIPES: dict[str, Recipe] = {
     # failed to encode (RESULTS.md "Cube: an inverse-dynamics term"); min_step_l2 (19/50) and all_steps_l2
     # (3/50) did not beat terminal_l2 there. Since 2026-12-01 (hash c312ca757222 before) it trains on twice the
     # data (600 expert + 400 random episodes) for twice the steps (6,000): chosen on the same 50 other pairs
-    # (wm bench planning --validation's seeds), 26/50 against 21/50; 6,000 steps on the old data alone got
+    # (seeds 2,000,000..), 26/50 against 21/50; 6,000 steps on the old data alone got
     # 10/50 there (RESULTS.md "Cube: twice the data")
-    "wm/Cube-v0": _recipe(
-        "cube-cpu", "wm/Cube-v0",
-        notes="The demo's model recipe (CNN encoder, 3 predicted steps, batch 32) with the inverse-dynamics term, "
-              "on 600 noisy-expert + 400 random episodes at 64x64 (default factors) for 6,000 steps, planned with "
-              "iCEM (300 x 30, its published defaults).",
-        data=DataRecipe(expert_episodes=600, random_episodes=400),
-        train=TrainRecipe(steps=6000, model={"pred_steps": 3, "idm_weight": 1.0}),
-        eval=EvalRecipe(oracle_planner={"num_samples": 64, "iterations": 8, "num_elites": 6})),
+    "wm/Cube-v0": _idm_twice_recipe("cube-cpu", "wm/Cube-v0", eval=EvalRecipe(
+        oracle_planner={"num_samples": 64, "iterations": 8, "num_elites": 6})),
 }
 
 

@@ -39,6 +39,7 @@ per-seed rates and each seed's line.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import time
@@ -138,10 +139,10 @@ def run_recipe(
     oracle = _oracle_stage(recipe, shared / "oracle", recipe.section_hash("data", "eval"), "oracle", heldout, protocol,
                            device, progress, say)
 
-    per_seed = []
+    per_seed, model_cfg = [], _model_config(recipe, train_path)
     for seed in seeds:
         sdir = root / f"seed{seed}"
-        train_seconds = _train_stage(recipe, sdir, seed, train_path, device, progress, say)
+        train_seconds = _train_stage(recipe, sdir, seed, train_path, model_cfg, device, progress, say)
         ev = _eval_stage(recipe, sdir, "eval", recipe.section_hash("data", "train", "eval"), None, heldout, protocol,
                          planner_cfg, device, progress, say)
         per_seed.append(_seed_line(seed, ev, train_seconds))
@@ -227,9 +228,10 @@ def run_validation(
 
     per_seed = []
     eval_hash = _digest({"validation_eval": recipe.section_hash("data", "train", "eval"), "data": data_hash})
+    model_cfg = _model_config(recipe, train_path)
     for seed in seeds:
         sdir = root / f"seed{seed}"
-        train_seconds = _train_stage(recipe, sdir, seed, train_path, device, progress, say)
+        train_seconds = _train_stage(recipe, sdir, seed, train_path, model_cfg, device, progress, say)
         ev = _eval_stage(recipe, sdir, "eval_validation", eval_hash, "validation", validation, protocol, planner_cfg,
                          device, progress, say)
         per_seed.append(_seed_line(seed, ev, train_seconds))
@@ -240,8 +242,6 @@ def run_validation(
 
 def _digest(value: dict) -> str:
     """A 12-hex-digit digest of a JSON-able dict (a stage marker's hash)."""
-    import hashlib
-
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -282,16 +282,22 @@ def _data_stage(recipe: Recipe, shared: Path, progress: bool, say: Callable[[str
     return train_path, heldout_path
 
 
-def _train_stage(recipe: Recipe, sdir: Path, seed: int, train_path: Path, device: str, progress: bool,
-                 say: Callable[[str], None]) -> float:
-    """Train training seed `seed` into ``sdir/ckpt`` (or reuse / resume it); its training seconds."""
+def _model_config(recipe: Recipe, train_path: Path) -> Any:
+    """The model config `recipe` resolves to on the training data in `train_path` (its frame size, action width)."""
     from data import open_dataset
+
+    meta = open_dataset(train_path).meta
+    return recipe.model_config(image_size=int(meta["image_shape"][0]), action_dim=int(meta["action_dim"]))
+
+
+def _train_stage(recipe: Recipe, sdir: Path, seed: int, train_path: Path, model_cfg: Any, device: str,
+                 progress: bool, say: Callable[[str], None]) -> float:
+    """Train training seed `seed` of `model_cfg` (`_model_config`) into ``sdir/ckpt`` (or reuse / resume
+    it); its training seconds."""
     from worldmodel.config import TrainConfig
     from worldmodel.train import train
 
     sdir.mkdir(exist_ok=True)
-    meta = open_dataset(train_path).meta
-    model_cfg = recipe.model_config(image_size=int(meta["image_shape"][0]), action_dim=int(meta["action_dim"]))
     train_hash = recipe.section_hash("data", "train")
     marker = sdir / "train_stage.json"
     if _check_stage(sdir / "ckpt", marker, train_hash, "train") and (_read(marker) or {}).get("seed") == seed:

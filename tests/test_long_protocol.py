@@ -167,10 +167,9 @@ def test_stage_hashes_of_the_published_recipes_are_unchanged() -> None:
         if env_id in ("wm/Reacher-v0", "wm/PointMaze-v0"):  # its planner (objective; PointMaze's samples) changed, nothing else
             assert r.hash() != digest
             r.eval.planner = {"planner": "icem"}
-        if env_id in ("wm/Cube-v0", "wm/PushT-v0"):  # its model gained the inverse-dynamics term, nothing else
-            assert r.hash() != digest
+        if env_id in ("wm/Cube-v0", "wm/PushT-v0"):  # its model gained the inverse-dynamics term, then twice
+            assert r.hash() != digest  # the data and steps with a note saying so; nothing else
             r.train.model = {"pred_steps": 3}
-        if env_id in ("wm/Cube-v0", "wm/PushT-v0"):  # and twice the data and steps, with a note saying so
             assert r.hash() != digest
             r.data.expert_episodes, r.data.random_episodes, r.train.steps = 300, 200, 3000
             r.notes = get_recipe("wm/Reacher-v0").notes  # the common note they had

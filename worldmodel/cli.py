@@ -326,8 +326,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--recipe", default=None, help="a recipe JSON file (as written to OUT/ENV/recipe.json) instead")
     q.add_argument("--validation", action="store_true",
                    help="choose a recipe change here: train, then plan on validation pairs (expert episodes of "
-                        "seeds 3,000,000.., disjoint from training, held-out and wm eval --env's) instead of the held-out ones; no "
-                        "oracle, no long protocol; result lines with \"protocol\": \"validation\"")
+                        "seeds 3,000,000.., disjoint from training, held-out and wm eval --env's) instead of the "
+                        "held-out ones; no oracle, no long protocol; result lines with \"protocol\": \"validation\"")
     q.add_argument("--device", default="auto", help="auto | cpu | cuda")
     q.add_argument("--json", action="store_true", help="print the result lines as JSON")
 

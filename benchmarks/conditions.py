@@ -10,7 +10,8 @@ them under the standard protocol. The episodes:
   goals are states a random walk reaches rather than states an expert passes through);
 - use seeds from `EVAL_SEED_BASE` on, disjoint from the seeds training data is collected
   with (0.., and the held-out 1,000,000.. of ``wm demo``), the same seeds for every
-  condition, so conditions differ in their factors and not in their start layouts;
+  condition, so conditions differ in their factors and not in their start layouts (another
+  first seed, ``--pair-seed``, draws other episodes: apart from pairs a recipe was chosen on);
 - record the factors each episode ran with, which every planned episode restores
   exactly at reset (`benchmarks.planning.run_episodes` resets with the pair's factors).
 """
@@ -28,6 +29,16 @@ from typing import Any
 
 #: the first seed of condition episodes (training data: 0.., held-out data of ``wm demo``: 1,000,000..)
 EVAL_SEED_BASE = 2_000_000
+
+
+
+def check_pair_seed(seed: Any) -> int:
+    """`seed` as the first seed of condition episodes: a non-negative integer, else a ValueError naming it."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"pair seed {seed!r}: expected a non-negative integer (the first seed of the condition's "
+                         f"start/goal episodes; default {EVAL_SEED_BASE:,})")
+    return seed
+
 
 #: the policies start/goal episodes can come from
 GOAL_SOURCES = ("expert", "random")
@@ -136,11 +147,12 @@ def plan_on_condition(
     resolution: int,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    seed: int = EVAL_SEED_BASE,
 ) -> dict:
     """``evaluate(dataset)`` on the start/goal episodes of `condition`, collecting more of them
     while they give too few pairs.
 
-    Collects `pair_episodes(episodes)` episodes (`collect_condition_pairs`) and returns
+    Collects `pair_episodes(episodes)` episodes of seeds ``seed..`` (`collect_condition_pairs`) and returns
     `evaluate`'s summary. Where the episodes cannot give `episodes` pairs (`evaluate` raises
     `benchmarks.protocol.TooFewPairsError`: random-action Cube episodes whose cube never
     moves start almost every pair already at its goal), the dataset is grown to twice as
@@ -156,8 +168,8 @@ def plan_on_condition(
     first = pair_episodes(episodes)
     n = first
     while True:
-        dataset = collect_condition_pairs(env_id, condition, out, episodes, resolution, progress=progress, log=log,
-                                          collect_episodes=n)
+        dataset = collect_condition_pairs(env_id, condition, out, episodes, resolution, seed=seed, progress=progress,
+                                          log=log, collect_episodes=n)
         n = len(dataset.episodes())  # a dataset grown by an earlier run is evaluated whole
         try:
             return evaluate(dataset)
@@ -205,6 +217,7 @@ def collect_condition_pairs(
 
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes={episodes!r}: expected a positive integer")
+    check_pair_seed(seed)
     condition = condition.check(env_id)
     out = Path(out)
     want = {"env_id": env_id, "condition": condition.to_dict(), "resolution": int(resolution), "seed": int(seed)}

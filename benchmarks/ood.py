@@ -1,8 +1,9 @@
 """``wm ood``: a checkpoint's planning success in and out of distribution, condition by condition.
 
 Conditions (`suite_conditions`), each planned on its own start/goal pairs collected for it
-(`benchmarks.conditions.collect_condition_pairs`: expert episodes, seeds 2,000,000.., the
-same seeds in every condition, so conditions differ in their factors only):
+(`benchmarks.conditions.collect_condition_pairs`: expert episodes, seeds 2,000,000.. or
+``pair_seed``.. (``--pair-seed``), the same seeds in every condition, so conditions differ in
+their factors only):
 
 - ``id``: the condition the checkpoint trained on, read from the split labels its training
   dataset recorded per episode (``default`` factors, or the ``train`` split);
@@ -20,7 +21,7 @@ oracle too with ``oracle=True``). Outputs in ``OUT/``: ``conditions/<name>/`` (t
 ``results.jsonl`` (a line per condition: ``condition``, ``kind``, ``split``, ``severity``,
 ``factor``, ``episodes``, ``successes``, ``success_rate``, ``success_ci95``,
 ``baseline_success_rate``, ``oracle_success_rate``, ``retained`` = success ÷ ``id``'s
-success, ``seconds_per_decision``, ``env_id``, ``ckpt``, ``training``), ``report.md``
+success, ``seconds_per_decision``, ``env_id``, ``ckpt``, ``training``, ``pair_seed``), ``report.md``
 (ID-vs-OOD table) and ``heatmap.png`` (retained success, split/factor × severity). A
 condition whose episodes give too few start/goal pairs (random-action Cube episodes whose
 cube never moves) collects more of them, up to 8 times as many
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.conditions import EvalCondition
+from benchmarks.conditions import EVAL_SEED_BASE, EvalCondition, check_pair_seed
 
 OOD_SPLITS: tuple[str, ...] = ("ood_visual", "ood_geometry", "ood_physics", "ood_all")
 SEVERITIES: tuple[int, ...] = (1, 2, 3)
@@ -63,6 +64,9 @@ class OODConfig:
                 "from its dataset)"})
     id_split: str | None = field(default=None, metadata={
         "help": "the condition the checkpoint trained on: 'default' or 'train' (default: read from its dataset)"})
+    pair_seed: int = field(default=EVAL_SEED_BASE, metadata={
+        "help": f"first seed of every condition's start/goal episodes (default {EVAL_SEED_BASE:,}; another range "
+                "keeps them apart from pairs a recipe was chosen on: wm eval --env uses the same default)"})
 
     def __post_init__(self) -> None:
         from envs.factors import SPLITS, check_severity
@@ -75,6 +79,7 @@ class OODConfig:
                 raise ValueError(f"split {split!r}: expected OOD splits among {[s for s in SPLITS if s != 'train']}")
         if self.id_split not in (None, "default", "train"):
             raise ValueError(f"id_split={self.id_split!r}: expected 'default' or 'train'")
+        check_pair_seed(self.pair_seed)
 
 
 @dataclass(frozen=True)
@@ -190,9 +195,11 @@ def run_ood(
     conditions = suite_conditions(env_id, cfg, id_cond)
     settings = {"protocol": protocol.to_dict(), "planner": planner_cfg.to_dict(), "oracle": cfg.oracle,
                 "ckpt": str(Path(ckpt).resolve())}
+    if cfg.pair_seed != EVAL_SEED_BASE:  # left out at the default: folders written before the option stay reusable
+        settings["pair_seed"] = cfg.pair_seed
     say = log or (lambda line: None)
     say(f"wm ood: {len(conditions)} conditions of {env_id}, {cfg.episodes} pairs each, training '{training}', "
-        f"in-distribution = {id_cond.label()}")
+        f"in-distribution = {id_cond.label()}, episodes of seeds {cfg.pair_seed:,}..")
     rows: list[dict] = []
     skipped: list[tuple[str, str]] = []  # (condition, why): conditions whose episodes give too few pairs
     out.mkdir(parents=True, exist_ok=True)
@@ -211,7 +218,7 @@ def run_ood(
 
             try:
                 summary = plan_on_condition(evaluate, env_id, sc.condition, folder / "pairs.lance", cfg.episodes,
-                                            model.config.image_size, progress=progress, log=say)
+                                            model.config.image_size, progress=progress, log=say, seed=cfg.pair_seed)
             except TooFewPairsError as err:
                 if sc.kind == "id":  # every other condition is measured against it
                     raise
@@ -225,7 +232,7 @@ def run_ood(
                 f"(random {summary['baseline_successes']}/{summary['episodes']}) in {time.perf_counter() - t0:.0f} s")
         else:
             say(f"[{i + 1}/{len(conditions)}] {sc.name}: reused {summary['successes']}/{summary['episodes']}")
-        rows.append(_row(sc, summary, env_id, str(ckpt), training))
+        rows.append(_row(sc, summary, env_id, str(ckpt), training, cfg.pair_seed))
     id_rate = rows[0]["success_rate"]
     for row in rows:
         row["retained"] = row["success_rate"] / id_rate if id_rate > 0 else None
@@ -238,7 +245,7 @@ def run_ood(
     return rows
 
 
-def _row(sc: SuiteCondition, summary: dict, env_id: str, ckpt: str, training: str) -> dict:
+def _row(sc: SuiteCondition, summary: dict, env_id: str, ckpt: str, training: str, pair_seed: int) -> dict:
     return {
         "env_id": env_id,
         "ckpt": ckpt,
@@ -259,6 +266,7 @@ def _row(sc: SuiteCondition, summary: dict, env_id: str, ckpt: str, training: st
         "retained": None,
         "seconds_per_decision": summary.get("seconds_per_decision"),
         "condition_label": (summary.get("condition") or {}).get("label"),
+        "pair_seed": pair_seed,
     }
 
 
@@ -330,8 +338,9 @@ def report_markdown(rows: Sequence[dict], heatmap: str | None = None,
     lines = [
         f"# OOD suite: {first['env_id']}, training '{first['training']}'",
         "",
-        f"Checkpoint `{first['ckpt']}`; {first['episodes']} start/goal pairs per condition; retained = success ÷ "
-        f"the `id` condition's success ({_pct(first['success_rate'])}).",
+        f"Checkpoint `{first['ckpt']}`; {first['episodes']} start/goal pairs per condition"
+        + (f" (episodes of seeds {first['pair_seed']:,}..)" if first.get("pair_seed") is not None else "")
+        + f"; retained = success ÷ the `id` condition's success ({_pct(first['success_rate'])}).",
         "",
         "| condition | success | 95% Wilson | random | oracle | retained | s per decision |",
         "|---|---|---|---|---|---|---|",

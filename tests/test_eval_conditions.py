@@ -203,3 +203,26 @@ def test_an_interrupted_collection_of_pairs_is_collected_again(tmp_path: Path, m
     with pytest.raises(ValueError, match="not collected for condition"):
         collect_condition_pairs(ENV, EvalCondition(), other, 2, 16)
     assert len(__import__("data").open_dataset(other).episodes()) == 1
+
+
+def test_pair_seed_moves_the_condition_episodes_apart_and_is_refused_where_it_means_nothing(
+        tmp_path: Path, capsys) -> None:
+    """--pair-seed S: the condition's episodes use seeds S.. (pairs disjoint from ones a recipe was
+    chosen on); with --data, or negative, it is refused by name before any work."""
+    out = tmp_path / "eval"
+    code, stdout, err = wm(capsys, "eval", "--oracle-only", "--env", ENV, "--pair-seed", 3_000_000, "--out", out,
+                           "--episodes", 2, "--budget", 5, "--resolution", 16, *TINY)
+    assert code == 0, err
+    seeds = sorted(e["seed"] for e in open_dataset(out / "pairs.lance").episodes())
+    assert seeds == list(range(3_000_000, 3_000_000 + pair_episodes(2)))
+    assert {r["env_seed"] for r in lines(out)} <= set(seeds)
+    # the same folder asked for the default seeds: refused, its episodes untouched
+    code, _, err = wm(capsys, "eval", "--oracle-only", "--env", ENV, "--out", out, "--episodes", 2, "--budget", 5,
+                      "--resolution", 16, *TINY)
+    assert code == 2 and f"seeds {EVAL_SEED_BASE}.." in err
+    assert sorted(e["seed"] for e in open_dataset(out / "pairs.lance").episodes()) == seeds
+    for args, message in [(("--env", ENV, "--pair-seed", -1), "pair seed -1: expected a non-negative integer"),
+                          (("--data", tmp_path / "x.lance", "--pair-seed", 5), "--pair-seed only apply to --env")]:
+        code, _, err = wm(capsys, "eval", "--oracle-only", "--out", tmp_path / "e", "--episodes", 2, *args, *TINY)
+        assert code == 2 and message in err, (args, err)
+    assert not (tmp_path / "e").exists()

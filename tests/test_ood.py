@@ -112,6 +112,29 @@ def test_randomised_checkpoint_runs_with_the_train_split_in_distribution(ckpts, 
     assert code == 2 and "trained on wm/TwoRoom-v0 data, not wm/PushT-v0" in err
 
 
+def test_pair_seed_draws_every_condition_from_other_episodes_and_training_seeds_stay_refused(
+        ckpts, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ood"
+    base = ("ood", "--ckpt", ckpts["default"], "--env", ENV, "--episodes", 2, "--severities", 1, "--splits",
+            "ood_physics", "--no-factor-sweeps", "--no-goal-source", "--budget", 5, "--device", "cpu", *TINY)
+    code, _, err = wm(capsys, *base, "--out", out, "--pair-seed", 3_000_000)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["condition"] for r in rows] == ["id", "train", "ood_physics@1"]
+    assert {r["pair_seed"] for r in rows} == {3_000_000}
+    for name in ("id", "train", "ood_physics@1"):  # the same seeds in every condition, from 3,000,000 on
+        seeds = sorted(e["seed"] for e in open_dataset(out / "conditions" / name / "pairs.lance").episodes())
+        assert seeds[0] == 3_000_000 and seeds == list(range(3_000_000, 3_000_000 + len(seeds)))
+    assert "episodes of seeds 3,000,000.." in (out / "report.md").read_text()
+    code, _, err = wm(capsys, *base, "--out", out, "--pair-seed", 3_000_000)  # again: reused
+    assert code == 0 and err.count("reused") == 3
+    # the seeds the checkpoint trained on (0..5): its own episodes, refused by name
+    code, _, err = wm(capsys, *base, "--out", tmp_path / "leak", "--pair-seed", 0)
+    assert code == 2 and "trained or validated on" in err and "--allow-train-episodes" in err
+    code, _, err = wm(capsys, *base, "--out", tmp_path / "neg", "--pair-seed", -5)
+    assert code == 2 and "pair seed -5" in err and not (tmp_path / "neg").exists()
+
+
 def test_retained_grid_and_report_from_result_lines() -> None:
     base = {"env_id": ENV, "ckpt": "c", "training": "default", "episodes": 10, "success_ci95": [0.1, 0.9],
             "baseline_success_rate": 0.0, "oracle_success_rate": None, "seconds_per_decision": 1.0}

@@ -199,6 +199,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="policy whose episodes give the start/goal pairs (default: expert)")
     g.add_argument("--resolution", type=int, default=None,
                    help="frame size of the collected episodes (default: the checkpoint's image size, else 64)")
+    g.add_argument("--pair-seed", type=int, default=None, metavar="S",
+                   help="first seed of those episodes (default 2,000,000, as wm ood; another range keeps the pairs "
+                        "apart from ones a recipe was chosen on)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--no-video", dest="video", action="store_false", help="skip the MP4 of a planned episode")
     add_dataclass_arguments(p.add_argument_group("protocol"), PlanningProtocol)
@@ -706,10 +709,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if condition is None:
         summary = evaluate(dataset)
     else:  # pairs collected for the condition, more of them while they give too few pairs
-        from benchmarks.conditions import plan_on_condition
+        from benchmarks.conditions import EVAL_SEED_BASE, plan_on_condition
 
         summary = plan_on_condition(evaluate, args.env, condition, os.path.join(args.out, "pairs.lance"),
-                                    protocol.episodes, resolution, progress=True, log=_log)
+                                    protocol.episodes, resolution, progress=True, log=_log,
+                                    seed=EVAL_SEED_BASE if args.pair_seed is None else args.pair_seed)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -720,7 +724,8 @@ def _eval_condition(args: argparse.Namespace) -> Any:
     from benchmarks.conditions import EvalCondition
     from envs.factors import parse_factor_args
 
-    given = [f"--{name.replace('_', '-')}" for name in ("split", "severity", "factor", "ood_factor", "resolution")
+    given = [f"--{name.replace('_', '-')}" for name in ("split", "severity", "factor", "ood_factor", "resolution",
+                                                         "pair_seed")
              if getattr(args, name) is not None] + (["--goal-source"] if args.goal_source != "expert" else [])
     if args.data and args.env:
         raise ValueError("pass either --data (pairs from a dataset) or --env (pairs collected for a condition), not both")

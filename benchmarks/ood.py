@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -94,6 +95,26 @@ class SuiteCondition:
     factor: str | None = None
 
 
+def _training_dataset_path(trained_on: dict) -> str | None:
+    """The checkpoint's training dataset as it recorded it; where that path does not resolve from
+    here (recorded relative to another working directory), the absolute path its episode record
+    kept, when that one exists."""
+    path = trained_on.get("path")
+    if path is None or os.path.exists(path):
+        return path
+    from benchmarks.leaks import checkpoint_record
+
+    try:
+        record = checkpoint_record(trained_on)
+    except (OSError, ValueError):  # a missing or altered record: the recorded path's error stands
+        return path
+    for entry in (record or {}).get("datasets") or []:
+        real = entry.get("realpath")
+        if entry.get("path") == path and real and os.path.exists(real):
+            return real
+    return path
+
+
 def id_condition_of(trained_on: dict, id_split: str | None = None) -> tuple[EvalCondition, str]:
     """The condition a checkpoint trained on, and its training label (``default`` / ``randomised``).
 
@@ -108,7 +129,7 @@ def id_condition_of(trained_on: dict, id_split: str | None = None) -> tuple[Eval
     if id_split is None:
         from data import open_dataset
 
-        path = trained_on.get("path")
+        path = _training_dataset_path(trained_on)
         try:
             labels = {str(ep["split"]).split("+")[0] for ep in open_dataset(path).episodes()}
         except Exception as e:  # noqa: BLE001 - any unreadable dataset gets the same advice

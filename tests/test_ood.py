@@ -64,6 +64,25 @@ def test_id_condition_is_read_from_the_training_data(ckpts: dict[str, Path], tmp
         id_condition_of({"path": str(tmp_path / "gone")})
 
 
+def test_id_condition_is_found_from_another_working_directory(tmp_path: Path, monkeypatch) -> None:
+    """A checkpoint trained with a relative --data path: its episode record's absolute path is read."""
+    from benchmarks.planning import checkpoint_data
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["collect", "--env", ENV, "--episodes", "3", "--out", "rel.lance", "--resolution", "16",
+                 "--split", "train"]) == 0
+    assert main(["train", "--data", "rel.lance", "--out", "ckpt", "--steps", "1", "--batch-size", "2",
+                 "--device", "cpu", "--embed-dim", "16", "--no-progress"]) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    trained_on = checkpoint_data(tmp_path / "ckpt")
+    assert trained_on["path"] == "rel.lance"
+    assert id_condition_of(trained_on) == (EvalCondition(split="train"), "randomised")
+    (tmp_path / "rel.lance").rename(tmp_path / "moved.lance")  # gone from both paths: the advice stands
+    with pytest.raises(ValueError, match="pass --id-split"):
+        id_condition_of(trained_on)
+
+
 def test_wm_ood_writes_results_report_and_heatmap_and_reuses_finished_conditions(
         ckpts: dict[str, Path], tmp_path: Path, capsys) -> None:
     out = tmp_path / "ood"

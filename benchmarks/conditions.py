@@ -31,7 +31,6 @@ from typing import Any
 EVAL_SEED_BASE = 2_000_000
 
 
-
 def check_pair_seed(seed: Any) -> int:
     """`seed` as the first seed of condition episodes: a non-negative integer, else a ValueError naming it."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

@@ -14,7 +14,10 @@ any model family through the model contract only (``config``, ``encode``, ``roll
     episode, never by frame: consecutive frames are near copies). The value is the mean
     over state dimensions of the held-out R^2 (`worldmodel.diagnostics.heldout_r2`; a
     constant dimension is left out). Per dimension, and for the env's goal layout
-    (``env.goal_from_state(state)``, e.g. PushT's block pose), in the details.
+    (``env.goal_from_state(state)``, e.g. PushT's block pose), in the details; where the
+    layout holds angles (the env's ``goal_angle_dims``), also with each angle as its
+    (cos, sin), which a linear read-out can follow across the wrap at ±π
+    (``details.probe.goal.angles``).
 ``open_loop_mse``
     A list by step k = 1..K: the model rolls out (``model.rollout``) from ``context``
     true embeddings with the true action blocks, open loop, and each predicted embedding
@@ -181,6 +184,37 @@ def probe_r2(
     valid = [v for v in per_dim if v is not None]
     return {"r2": float(np.mean(valid)) if valid else None, "r2_per_dim": per_dim,
             "fit_frames": int(len(fit_x)), "score_frames": int(len(score_x))}
+
+
+def angle_probe(
+    fit_x: np.ndarray, fit_goal: np.ndarray, score_x: np.ndarray, score_goal: np.ndarray, angle_dims: Sequence[int],
+    ridge: float = PROBE_RIDGE,
+) -> dict[str, Any]:
+    """`probe_r2` of the goal layout's angles read as (cos, sin): a wrapped angle jumps by 2π where the
+    scene does not change, so its own R^2 understates what a read-out knows.
+
+    Args:
+        fit_x: (N, D) and score_x: (M, D) embeddings; fit_goal: (N, G) and score_goal: (M, G)
+            goal layouts; angle_dims: the indices of G that are angles in radians.
+
+    Returns:
+        ``{"angle_dims", "targets": ["cos k", "sin k", ...], "r2_per_dim" (2 per angle, in that
+        order), "r2" (their mean), "fit_frames", "score_frames"}``.
+
+    Raises:
+        ValueError: an index outside the layout, or none given.
+    """
+    dims = [int(k) for k in angle_dims]
+    g = np.asarray(fit_goal).shape[-1]
+    if not dims or any(not 0 <= k < g for k in dims):
+        raise ValueError(f"angle_dims={list(angle_dims)}: expected indices of the {g}-dim goal layout")
+
+    def periodic(goal: np.ndarray) -> np.ndarray:
+        a = np.asarray(goal, np.float64)[:, dims]
+        return np.stack([np.cos(a), np.sin(a)], -1).reshape(len(a), 2 * len(dims))
+
+    out = probe_r2(fit_x, periodic(fit_goal), score_x, periodic(score_goal), ridge)
+    return {"angle_dims": dims, "targets": [f"{t} {k}" for k in dims for t in ("cos", "sin")], **out}
 
 
 # --------------------------------------------------------------------------- dynamics
@@ -365,6 +399,7 @@ def diagnose(
     device: str | torch.device = "cpu",
     max_transitions: int = 2048,
     progress: bool = False,
+    goal_angle_dims: Sequence[int] = (),
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Every diagnostic on already encoded episodes (`encode_episodes`).
 
@@ -373,6 +408,8 @@ def diagnose(
         eps: at least 2 encoded episodes.
         steps: K, the open-loop rollout length in action blocks.
         seed: draws the probe's episode split, the open-loop starts and the surprise transitions and donors.
+        goal_angle_dims: indices of the goal layout that are angles (the env's ``goal_angle_dims``):
+            also probed as (cos, sin), in ``details.probe.goal.angles``.
 
     Returns:
         (the metrics: ``rankme``, ``probe_r2``, ``open_loop_mse``, ``surprise_ratio``,
@@ -407,6 +444,9 @@ def diagnose(
         goal = {"goal_is_state": same}
         goal.update(probe if same else probe_r2(stack(fit, "emb"), stack(fit, "goal"), stack(score, "emb"), stack(score, "goal")))
         goal["target"] = "goal_from_state"
+        if goal_angle_dims:
+            goal["angles"] = angle_probe(stack(fit, "emb"), stack(fit, "goal"), stack(score, "emb"), stack(score, "goal"),
+                                         goal_angle_dims)
 
     open_loop = open_loop_errors(model, eps, int(steps), var, rng, device=device, progress=progress)
     errors = surprise_errors(model, eps, var, rng, max_transitions=max_transitions, device=device, progress=progress)
@@ -538,10 +578,11 @@ def run_diagnose(
     for note in notes:
         if log:
             log(f"note: {note}")
-    goal_fn = None
+    goal_fn, angle_dims = None, ()
     try:
         env = envs.make(env_id, resolution=int(dataset.meta["image_shape"][0]))
         goal_fn = env.unwrapped.goal_from_state
+        angle_dims = tuple(getattr(env.unwrapped, "goal_angle_dims", ()))
     except Exception as err:  # an env that cannot be built here (a missing optional dependency): no goal probe
         notes.append(f"no goal-layout probe: {env_id} could not be built here ({err})")
         env = None
@@ -551,7 +592,8 @@ def run_diagnose(
                           progress=progress)
     if env is not None:
         env.close()
-    metrics, errors = diagnose(model, eps, steps=steps, seed=seed, device=device, progress=progress)
+    metrics, errors = diagnose(model, eps, steps=steps, seed=seed, device=device, progress=progress,
+                               goal_angle_dims=angle_dims)
     cfg = model.config
     result = {
         **metrics,
@@ -595,7 +637,9 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"rankme          {f(result['rankme'], '.2f')} of at most {d['rankme']['max']} (centred {f(d['rankme']['centered'], '.2f')})",
         f"probe_r2        {f(result['probe_r2'])} (per state dim [{', '.join(f(v) for v in probe['r2_per_dim'])}]; "
         f"fit on {len(probe['fit_episode_ids'])} episodes, scored on {len(probe['score_episode_ids'])} others)"
-        + ("" if goal is None or goal.get("goal_is_state") else f"; goal layout {f(goal['r2'])}"),
+        + ("" if goal is None or goal.get("goal_is_state") else f"; goal layout {f(goal['r2'])}")
+        + ("" if goal is None or "angles" not in goal else "; angles as (cos, sin) ["
+           + ", ".join(f"{t} {f(v)}" for t, v in zip(goal["angles"]["targets"], goal["angles"]["r2_per_dim"])) + "]"),
         f"open_loop_mse   [{', '.join(f(v, '.3g') for v in result['open_loop_mse'])}] by step (normalised; nothing-moves "
         f"baseline [{', '.join(f(v, '.3g') for v in d['open_loop']['copy_baseline'])}])",
         f"surprise_ratio  {f(result['surprise_ratio'], '.2f')} ("

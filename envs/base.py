@@ -94,7 +94,7 @@ class WorldModelEnv(gym.Env):
             added without changing any default behaviour: the ``terminate_on_success``
             constructor argument and `goal_from_state`; an episode key and a frame index
             (steps since reset) for time-varying visuals such as `envs.distractors`;
-            the ``tour_expert`` class attribute.
+            the ``tour_expert`` and ``goal_angle_dims`` class attributes.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -106,6 +106,9 @@ class WorldModelEnv(gym.Env):
     tour_expert: str = ""
     """``"module:Class"`` of the env's tour expert (policy ``"expert-tour"``, `envs.make_policy`):
     it heads for target after target of its own drawing, ignoring the episode's goal; empty: none."""
+    goal_angle_dims: tuple[int, ...] = ()
+    """Indices of `goal_from_state`'s layout that are angles in radians (the scene looks the same at
+    θ and θ + 2π): a read-out of them is scored as (cos, sin) by `benchmarks.diagnose`."""
 
     def __init__(self, resolution: int = 64, render_mode: str | None = None, terminate_on_success: bool = True) -> None:
         """Check the arguments and set up the spaces; the subclass then builds its world."""

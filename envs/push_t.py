@@ -203,6 +203,7 @@ class PushTEnv(WorldModelEnv):
     state_dim: int = STATE_DIM
 
     expert = "envs.push_t_expert:PushTExpert"
+    goal_angle_dims = (2,)  # the block's angle in the goal (x, y, angle)
 
     def __init__(self, resolution: int = 64, render_mode: str | None = None, terminate_on_success: bool = True) -> None:
         """Create the env; `resolution` is the image side in pixels (>= 8); `terminate_on_success`

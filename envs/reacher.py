@@ -176,6 +176,7 @@ class ReacherEnv(MujocoEnv):
     state_dim: int = 4
     frame_skip = FRAME_SKIP
     expert = "envs.reacher:ReacherExpert"
+    goal_angle_dims = (0, 1)  # the goal is the two joint angles
 
     def __init__(
         self, resolution: int = 64, render_mode: str | None = None, antialias: bool = False, terminate_on_success: bool = True

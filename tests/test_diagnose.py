@@ -23,8 +23,8 @@ import pytest
 import torch
 
 from benchmarks.diagnose import (
-    DIAGNOSTICS_FILE, SURPRISE_FILE, EpisodeEmbeddings, _split_episodes, diagnose, probe_r2, run_diagnose,
-    summary_lines, surprise_summary,
+    DIAGNOSTICS_FILE, SURPRISE_FILE, EpisodeEmbeddings, _split_episodes, angle_probe, diagnose, probe_r2,
+    run_diagnose, summary_lines, surprise_summary,
 )
 from worldmodel.diagnostics import auroc, heldout_r2, rankme, straightness
 
@@ -86,6 +86,40 @@ def test_probe_r2_is_one_for_a_linear_map_of_the_state_and_zero_for_noise() -> N
     assert (linear["fit_frames"], linear["score_frames"]) == (700, 300)
     noise = probe_r2(rng.standard_normal((len(fy), 32)), fy, rng.standard_normal((len(sy), 32)), sy)
     assert noise["r2"] <= 0.1, noise
+
+
+def _angle_data(n: int, m: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 16) embeddings ``(x, y, cos, sin) @ m`` + noise, holding an angle's (cos, sin) and a
+    position linearly, and the (n, 3) goal layouts (x, y, angle wrapped to [-pi, pi)) they encode."""
+    theta = rng.uniform(-np.pi, np.pi, n)
+    xy = rng.uniform(0, 1, (n, 2))
+    feats = np.column_stack([xy, np.cos(theta), np.sin(theta)])
+    emb = feats @ m + 0.001 * rng.standard_normal((n, m.shape[1]))
+    return emb, np.column_stack([xy, theta])
+
+
+def test_angle_probe_reads_an_angle_across_its_wrap_where_the_wrapped_value_cannot() -> None:
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((4, 16))
+    (fx, fg), (sx, sg) = _angle_data(2000, m, rng), _angle_data(500, m, rng)
+    wrapped = probe_r2(fx, fg, sx, sg)["r2_per_dim"]
+    assert wrapped[0] > 0.99 and wrapped[1] > 0.99 and wrapped[2] < 0.8  # the wrap hides a perfectly readable angle
+    angles = angle_probe(fx, fg, sx, sg, (2,))
+    assert angles["angle_dims"] == [2] and angles["targets"] == ["cos 2", "sin 2"]
+    assert all(v > 0.99 for v in angles["r2_per_dim"]) and angles["r2"] > 0.99
+    noise = angle_probe(rng.standard_normal(fx.shape), fg, rng.standard_normal(sx.shape), sg, (2,))
+    assert noise["r2"] <= 0.1, noise  # nothing of the angle: nothing read
+    for bad in ((), (3,), (-1,)):
+        with pytest.raises(ValueError, match="angle_dims"):
+            angle_probe(fx, fg, sx, sg, bad)
+
+
+def test_envs_name_the_angles_of_their_goal_layout() -> None:
+    import envs
+
+    dims = {env_id: envs.make(env_id, resolution=16).unwrapped.goal_angle_dims
+            for env_id in ("wm/TwoRoom-v0", "wm/PushT-v0", "wm/Reacher-v0")}
+    assert dims == {"wm/TwoRoom-v0": (), "wm/PushT-v0": (2,), "wm/Reacher-v0": (0, 1)}
 
 
 def test_heldout_r2_reference_values() -> None:
@@ -322,6 +356,25 @@ def _dot_dataset(path: Path, n_eps: int, length: int, size: int) -> Path:
                 w.add_step(frames[t], states[t], rng.uniform(-1, 1, 2).astype(np.float32) if t < length - 1 else None)
             w.save_episode(seed=10_000 + i, policy="dots")
     return path
+
+
+def test_run_diagnose_probes_pusht_angle_as_cos_and_sin(tiny, tmp_path) -> None:
+    """On PushT (goal: block x, y, angle) the details hold the angle read as (cos, sin) and the
+    summary prints it."""
+    from worldmodel import ModelConfig, TrainConfig
+    from worldmodel.train import train
+
+    pusht = tiny.root / "pusht.lance"
+    mc = ModelConfig(image_size=32, action_dim=2, frameskip=2, context=1, pred_steps=1, embed_dim=8, encoder_width=4,
+                     projector_hidden=16, predictor_width=16, predictor_depth=1, predictor_heads=2, sigreg_projections=16)
+    train(mc, TrainConfig(data=str(pusht), out=str(tmp_path / "ckpt"), steps=1, batch_size=4, warmup_steps=1,
+                          val_every=1000, ckpt_every=1, device="cpu", progress=False))
+    result = run_diagnose(tmp_path / "ckpt", pusht, tmp_path / "out", steps=1, allow_train_episodes=True)
+    goal = result["details"]["probe"]["goal"]
+    assert goal["goal_is_state"] is False and len(goal["r2_per_dim"]) == 3
+    assert goal["angles"]["angle_dims"] == [2] and goal["angles"]["targets"] == ["cos 2", "sin 2"]
+    assert len(goal["angles"]["r2_per_dim"]) == 2
+    assert "angles as (cos, sin) [cos 2 " in summary_lines(result)[2]
 
 
 def test_run_diagnose_bad_input_is_named(tiny) -> None:

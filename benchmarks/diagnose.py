@@ -68,7 +68,7 @@ from worldmodel.diagnostics import auroc, heldout_r2, normalised_sq_error, rankm
 
 __all__ = [
     "DIAGNOSTICS_FILE", "SURPRISE_FILE", "SURPRISE_KINDS", "EpisodeEmbeddings", "encode_episodes", "probe_r2",
-    "open_loop_errors", "surprise_errors", "surprise_summary", "diagnose", "run_diagnose", "summary_lines",
+    "angle_probe", "open_loop_errors", "surprise_errors", "surprise_summary", "diagnose", "run_diagnose", "summary_lines",
     "plot_diagnostics",
 ]
 

@@ -417,7 +417,7 @@ RECIPES: dict[str, Recipe] = {
     # (seeds 2,000,000..), 26/50 against 21/50; 6,000 steps on the old data alone got
     # 10/50 there (RESULTS.md "Cube: twice the data"). Its 6,000 steps trained in 1,962 s (32.7 min) on 2 quiet
     # cores (AVX2 EPYC), 2,238 s with collection: inside the 45 minutes (RESULTS.md "Cube's and PushT's 6,000-step
-    # recipes on 2 quiet cores"; PushT's, measured over 1,000 steps, ~1,670 s)
+    # recipes on 2 quiet cores"; PushT's model and data, 6,000 steps: 1,908 s)
     "wm/Cube-v0": _idm_twice_recipe("cube-cpu", "wm/Cube-v0", eval=EvalRecipe(
         oracle_planner={"num_samples": 64, "iterations": 8, "num_elites": 6})),
 }

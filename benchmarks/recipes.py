@@ -388,7 +388,7 @@ RECIPES: dict[str, Recipe] = {
     # on the same data (random 6/50: a difference inside both intervals; RESULTS.md "PushT: the same term")
     # Since 2026-12-01 (hash 66b1a9846fff before) on twice the data (600 expert + 400 random episodes) for twice
     # the steps (6,000), as Cube: 12/50 against 10/50 on the same 50 other pairs (random 6/50; inside both
-    # intervals, adopted by the rule written first; RESULTS.md "Cube: twice the data")
+    # intervals, adopted by the rule written first; RESULTS.md "PushT: twice the data")
     "wm/PushT-v0": _idm_twice_recipe("pusht-cpu", "wm/PushT-v0"),
     # PointMaze plans with min_step_l2 since 2026-12-01 (hash 4f1d3cfb73a3 before, terminal_l2): chosen on 150
     # pairs of other episodes (seeds 2,000,000..), 87/150 against terminal_l2's 62/150 with the same checkpoint;

@@ -442,6 +442,9 @@ def get_recipe(env_id: str, split: str | None = None, family: str | None = None)
     if split is not None:
         recipe.data.split = split
         recipe.name += "-randomised" if split == "train" else f"-{split}"
+        # the registered notes describe default-factor data; say what this variant's data is instead
+        recipe.notes += (f" This variant's data is drawn over the {split!r} split's factor ranges (data.split), "
+                         "not at the default factors.")
     if family is not None:
         from worldmodel.families import get_family
 

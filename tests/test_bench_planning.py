@@ -46,6 +46,17 @@ def test_every_env_has_a_recipe_that_round_trips_and_whose_hash_follows_every_fi
     assert get_recipe("wm/TwoRoom-v0", "train").hash() != r.hash()
 
 
+def test_a_split_variant_says_in_its_notes_what_its_data_is() -> None:
+    # every registered recipe's notes describe default-factor data; the variant must not repeat that unqualified
+    for env_id in RECIPES:
+        base, randomised = get_recipe(env_id), get_recipe(env_id, "train")
+        assert randomised.notes.startswith(base.notes) and "'train' split's factor ranges" in randomised.notes
+        # the stages a variant reuses are keyed by section digests, which the notes do not enter
+        assert randomised.section_hash("data") != base.section_hash("data")
+        assert get_recipe(env_id, "ood_visual").notes.endswith("drawn over the 'ood_visual' split's factor ranges "
+                                                               "(data.split), not at the default factors.")
+
+
 def test_bad_recipes_are_refused_by_name(tmp_path: Path) -> None:
     d = get_recipe("wm/TwoRoom-v0").to_dict()
     with pytest.raises(ValueError, match="unknown keys \\['epsiodes'\\] in recipe section 'data'"):

@@ -36,6 +36,37 @@ def test_frame_color_is_a_channel_permutation_times_a_gain_per_frame() -> None:
     assert len(transforms) == 12  # every frame its own transform, within a window too
 
 
+def _transform(x: torch.Tensor, y: torch.Tensor) -> tuple | None:
+    """The (channel permutation, per-channel gains) that map frame x (C, H, W) to y, or None."""
+    xf, yf = x.float(), y.float()
+    for perm in itertools.permutations(range(3)):
+        src = xf[list(perm)]
+        gain = (yf * src).sum((1, 2)) / (src * src).sum((1, 2))
+        if torch.all((gain - 1).abs() <= FRAME_COLOR_GAIN + 0.01) and torch.allclose(
+                (src * gain[:, None, None]).round().clamp(0, 255), yf, atol=1.0):
+            return perm, tuple(round(v, 3) for v in gain.tolist())
+    return None
+
+
+def test_window_color_is_one_transform_per_window_shared_by_its_frames() -> None:
+    x = _frames()
+    y = augment_frames(x, "window-color", augment_generator(0, 5))
+    assert y.shape == x.shape and y.dtype == torch.uint8 and not torch.equal(x, y)
+    per_window = []
+    for b in range(3):
+        found = [_transform(x[b, t], y[b, t]) for t in range(4)]
+        assert None not in found, (b, found)
+        perms, gains = {f[0] for f in found}, torch.tensor([f[1] for f in found])
+        # all frames of a window: the same transform (gains estimated through uint8 rounding)
+        assert len(perms) == 1 and (gains - gains[0]).abs().max() < 0.005, (b, found)
+        per_window.append(found[0])
+    for (pa, ga), (pb, gb) in itertools.combinations(per_window, 2):  # each window its own
+        assert pa != pb or (torch.tensor(ga) - torch.tensor(gb)).abs().max() > 0.01
+    assert torch.equal(y, augment_frames(x, "window-color", augment_generator(0, 5)))
+    assert not torch.equal(y, augment_frames(x, "window-color", augment_generator(0, 6)))
+    TrainConfig(augment="window-color")  # a known name for `wm train --augment`
+
+
 def test_frame_color_draws_are_deterministic_and_none_is_the_identity() -> None:
     x = _frames()
     a = augment_frames(x, "frame-color", augment_generator(3, 7))

@@ -9,6 +9,12 @@ while the layout (agent, walls, objects: the contrast structure the transform ke
 predictable. This is the distractor experiment's lesson (RESULTS.md: a JEPA ignores
 per-step random patches) turned on colour, which factor-randomised data otherwise makes a
 per-episode constant that the embedding spends itself on (issue #11 item 4).
+``window-color``: the same transform family, drawn once per training window and applied to all of
+its frames. Colour stays predictable within the window (no pressure to drop it, unlike
+``frame-color``), but the encoder sees every scene under many colourings, so colours outside the
+data's own ranges (a visual OOD shift) are less foreign: domain randomisation of colour,
+beside factor-randomised data.
+
 Validation and planning see the frames unchanged.
 
 Draws are deterministic in ``(seed, draw)`` (`augment_frames`'s ``generator``): a resumed run
@@ -22,7 +28,7 @@ import difflib
 import torch
 
 #: the augmentations `augment_frames` knows
-AUGMENTATIONS = ("none", "frame-color")
+AUGMENTATIONS = ("none", "frame-color", "window-color")
 #: half-width of the per-channel gain range of ``frame-color``
 FRAME_COLOR_GAIN = 0.3
 
@@ -61,8 +67,10 @@ def augment_frames(pixels: torch.Tensor, name: str, generator: torch.Generator) 
         raise ValueError(f"augment_frames expects uint8 (B, n, C, H, W) frames, got {tuple(pixels.shape)} "
                          f"{pixels.dtype}")
     b, n, c = pixels.shape[:3]
-    perm = torch.argsort(torch.rand(b, n, c, generator=generator), dim=-1).to(pixels.device)
-    gain = (1.0 + FRAME_COLOR_GAIN * (2.0 * torch.rand(b, n, c, 1, 1, generator=generator) - 1.0)).to(pixels.device)
+    m = n if name == "frame-color" else 1  # window-color: one draw per window, broadcast over its n frames
+    perm = torch.argsort(torch.rand(b, m, c, generator=generator), dim=-1).expand(b, n, c).to(pixels.device)
+    gain = (1.0 + FRAME_COLOR_GAIN * (2.0 * torch.rand(b, m, c, 1, 1, generator=generator) - 1.0))
+    gain = gain.expand(b, n, c, 1, 1).to(pixels.device)
     index = perm[..., None, None].expand(pixels.shape)
     out = torch.gather(pixels, 2, index).float().mul_(gain).round_().clamp_(0, 255)
     return out.to(torch.uint8)

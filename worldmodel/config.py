@@ -489,7 +489,9 @@ class TrainConfig:
     compile: bool = _f(False, "run the model's loss through torch.compile (the first steps compile: minutes on CPU)")
     tensorboard: bool = _f(True, "also write TensorBoard event files beside metrics.jsonl (rank 0)")
     augment: str = _f("none", "training-frame augmentation: none | frame-color (each frame its own random channel "
-                              "permutation and gains: colour becomes unpredictable; worldmodel/augment.py)")
+                              "permutation and gains: colour becomes unpredictable) | window-color (one such "
+                              "transform per window, all its frames: colour randomised, still predictable; "
+                              "worldmodel/augment.py)")
 
     def __post_init__(self) -> None:
         _require_finite(self)

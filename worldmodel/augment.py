@@ -9,6 +9,7 @@ while the layout (agent, walls, objects: the contrast structure the transform ke
 predictable. This is the distractor experiment's lesson (RESULTS.md: a JEPA ignores
 per-step random patches) turned on colour, which factor-randomised data otherwise makes a
 per-episode constant that the embedding spends itself on (issue #11 item 4).
+
 ``window-color``: the same transform family, drawn once per training window and applied to all of
 its frames. Colour stays predictable within the window (no pressure to drop it, unlike
 ``frame-color``), but the encoder sees every scene under many colourings, so colours outside the
@@ -29,7 +30,7 @@ import torch
 
 #: the augmentations `augment_frames` knows
 AUGMENTATIONS = ("none", "frame-color", "window-color")
-#: half-width of the per-channel gain range of ``frame-color``
+#: half-width of the per-channel gain range of ``frame-color`` and ``window-color``
 FRAME_COLOR_GAIN = 0.3
 
 

@@ -16,36 +16,28 @@ def _frames(seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 190, (3, 4, 3, 8, 8), generator=g, dtype=torch.uint8)  # below 255 / max gain: no clipping
 
 
-def test_frame_color_is_a_channel_permutation_times_a_gain_per_frame() -> None:
-    x = _frames()
-    y = augment_frames(x, "frame-color", augment_generator(0, 5))
-    assert y.shape == x.shape and y.dtype == torch.uint8
-    xf, yf = x.float(), y.float()
-    transforms = set()
-    for b, t in itertools.product(range(3), range(4)):
-        found = None
-        for perm in itertools.permutations(range(3)):
-            src = xf[b, t, list(perm)]  # (C, H, W)
-            gain = (yf[b, t] * src).sum((1, 2)) / (src * src).sum((1, 2))  # least-squares gain per channel
-            if torch.all((gain - 1).abs() <= FRAME_COLOR_GAIN + 0.01) and torch.allclose(
-                    (src * gain[:, None, None]).round().clamp(0, 255), yf[b, t], atol=1.0):
-                found = (perm, tuple(round(v, 3) for v in gain.tolist()))
-                break
-        assert found is not None, (b, t)
-        transforms.add(found)
-    assert len(transforms) == 12  # every frame its own transform, within a window too
-
-
 def _transform(x: torch.Tensor, y: torch.Tensor) -> tuple | None:
     """The (channel permutation, per-channel gains) that map frame x (C, H, W) to y, or None."""
     xf, yf = x.float(), y.float()
     for perm in itertools.permutations(range(3)):
         src = xf[list(perm)]
-        gain = (yf * src).sum((1, 2)) / (src * src).sum((1, 2))
+        gain = (yf * src).sum((1, 2)) / (src * src).sum((1, 2))  # least-squares gain per channel
         if torch.all((gain - 1).abs() <= FRAME_COLOR_GAIN + 0.01) and torch.allclose(
                 (src * gain[:, None, None]).round().clamp(0, 255), yf, atol=1.0):
             return perm, tuple(round(v, 3) for v in gain.tolist())
     return None
+
+
+def test_frame_color_is_a_channel_permutation_times_a_gain_per_frame() -> None:
+    x = _frames()
+    y = augment_frames(x, "frame-color", augment_generator(0, 5))
+    assert y.shape == x.shape and y.dtype == torch.uint8
+    transforms = set()
+    for b, t in itertools.product(range(3), range(4)):
+        found = _transform(x[b, t], y[b, t])
+        assert found is not None, (b, t)
+        transforms.add(found)
+    assert len(transforms) == 12  # every frame its own transform, within a window too
 
 
 def test_window_color_is_one_transform_per_window_shared_by_its_frames() -> None:

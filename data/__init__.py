@@ -21,6 +21,7 @@ _LAZY = {
     "repair_dataset": "repair",
     "WindowDataset": "windows",
     "WindowSampler": "windows",
+    "EpisodeGroupSampler": "windows",
     "select_episodes": "windows",
     "collate_windows": "windows",
     "SCHEMA_VERSION": "schema",

@@ -1,4 +1,4 @@
-"""`WindowDataset`: fixed-shape training windows over an episode dataset; `WindowSampler`.
+"""`WindowDataset`: fixed-shape training windows over an episode dataset; `WindowSampler`, `EpisodeGroupSampler`.
 
 Window i starts at (episode e, step t) and covers n = context + horizon frames at rows
 t, t+f, ..., t+(n-1)f of that episode (f = frameskip). Actions come in blocks: block k
@@ -15,7 +15,8 @@ Episode edges (episode of T rows):
 
 Episodes can be chosen by id, split and factor values (read from the episodes table)
 for train / held-out sets; `WindowSampler` shuffles them deterministically per
-(seed, epoch) and shards them across ranks.
+(seed, epoch) and shards them across ranks; `EpisodeGroupSampler` does the same with
+batches made of several windows of each episode.
 """
 
 from __future__ import annotations
@@ -425,6 +426,12 @@ class WindowDataset(Dataset):
         return self._ep_len.copy()
 
     @property
+    def window_episodes(self) -> np.ndarray:
+        """The episode of each window, int64 (W,): its position in `episode_ids` (a copy);
+        what `EpisodeGroupSampler` groups windows by."""
+        return self._win_ep.copy()
+
+    @property
     def block_dim(self) -> int:
         """Size of one action block: frameskip * action_dim."""
         return self.frameskip * self.action_dim
@@ -599,6 +606,75 @@ class WindowSampler(Sampler):
             return mine if self.batch_size is None else mine // self.batch_size
         mine = max(0, -(-(n - self.rank) // w))  # positions rank, rank + w, ... below n
         return mine if self.batch_size is None else -(-mine // self.batch_size)
+
+
+class EpisodeGroupSampler(Sampler):
+    """Seeded, shardable batches of windows made of whole groups: ``group`` windows of one
+    episode each, ``batch_size // group`` episodes per batch (pass it as a DataLoader
+    `batch_sampler`). What ``sigreg_center="episode"`` needs: SIGReg on each window's
+    deviation from its episode's mean in the batch sees the variation over an episode,
+    which a batch of one window per episode has none of.
+
+    Epoch ``k`` (`set_epoch`) draws from ``(seed, k)``: each episode's windows in a random
+    order, cut into groups of ``group`` (an episode's last ``len % group`` windows sit out
+    that epoch; another epoch cuts differently), the groups in a random order. Rank r of
+    `world_size` takes groups r, r + world_size, ... of it, cut to the same number of full
+    batches on every rank (what DDP needs); the ranks' windows are disjoint. Incomplete
+    batches are dropped.
+
+    Args:
+        window_episodes: int (W,): the episode of each window (`WindowDataset.window_episodes`).
+        batch_size: windows per batch, a multiple of `group`.
+        group: windows per episode in a batch, >= 1.
+    """
+
+    def __init__(self, window_episodes: np.ndarray | Sequence[int], batch_size: int, group: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        eps = np.asarray(window_episodes)
+        if eps.ndim != 1 or (eps.size and not np.issubdtype(eps.dtype, np.integer)):
+            raise ValueError(f"window_episodes must be a 1-D integer array, got {eps.dtype} {eps.shape}")
+        if int(group) != group or group < 1:
+            raise ValueError(f"group must be an integer >= 1, got {group!r}")
+        if int(batch_size) != batch_size or batch_size < 1 or batch_size % group:
+            raise ValueError(f"batch_size must be a positive multiple of group={group}, got {batch_size!r}")
+        if int(world_size) != world_size or world_size < 1:
+            raise ValueError(f"world_size must be an integer >= 1, got {world_size!r}")
+        if int(rank) != rank or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
+        self.window_episodes = eps.astype(np.int64)
+        self.batch_size, self.group, self.seed = int(batch_size), int(group), int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.epoch = 0
+        _, counts = np.unique(self.window_episodes, return_counts=True)
+        self.num_groups = int((counts // self.group).sum())  # the same every epoch
+        per_batch = self.batch_size // self.group
+        self._batches = self.num_groups // (self.world_size * per_batch)  # full batches per rank
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order the next iteration yields."""
+        self.epoch = int(epoch)
+
+    def groups(self) -> np.ndarray:
+        """All groups of the current epoch in order, int64 (num_groups, group) window indices."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.window_episodes))
+        order = order[np.argsort(self.window_episodes[order], kind="stable")]  # by episode, random within
+        eps = self.window_episodes[order]
+        starts = np.flatnonzero(np.r_[True, eps[1:] != eps[:-1]]) if len(eps) else np.zeros(0, np.int64)
+        ends = np.r_[starts[1:], len(eps)]
+        keep = [order[s : s + (e - s) // self.group * self.group] for s, e in zip(starts, ends)]
+        flat = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+        groups = flat.reshape(-1, self.group)
+        return groups[rng.permutation(len(groups))]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        per_batch = self.batch_size // self.group
+        mine = self.groups()[self.rank :: self.world_size][: self._batches * per_batch]
+        for b in range(self._batches):
+            yield mine[b * per_batch : (b + 1) * per_batch].reshape(-1).tolist()
+
+    def __len__(self) -> int:
+        return self._batches
 
 
 def collate_windows(batch: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import torch
 
 from data import EpisodeWriter, WindowDataset, collate_windows, open_dataset
 from data import columns as C
-from data.windows import WindowSampler, select_episodes
+from data.windows import EpisodeGroupSampler, WindowSampler, select_episodes
 from tests.test_data_store import write_episodes
 
 LENGTHS = [2, 1, 5, 9, 13, 4, 20]
@@ -293,6 +293,46 @@ def test_sampler_shards_are_disjoint_and_cover_everything(n, world_size):
     batches = [list(WindowSampler(n, batch_size=4, seed=5, rank=r, world_size=world_size)) for r in range(world_size)]
     assert sorted(i for b in batches for x in b for i in x) == list(range(n))
     assert [len(WindowSampler(n, batch_size=4, seed=5, rank=r, world_size=world_size)) for r in range(world_size)] == list(map(len, batches))
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_episode_group_sampler_batches_whole_groups_of_one_episode(world_size):
+    """Each batch is batch_size / group groups of `group` distinct windows of one episode; the ranks get
+    the same number of full batches, disjoint; an epoch uses each window at most once and sits out only
+    an episode's remainder; the order is fixed by (seed, epoch) and changes with the epoch."""
+    rng = np.random.default_rng(0)
+    eps = np.repeat(np.arange(12), rng.integers(0, 15, 12))  # episodes of 0..14 windows
+    group, batch = 3, 6
+    counts = np.bincount(eps, minlength=12)
+    groups_total = int((counts // group).sum())
+    samplers = [EpisodeGroupSampler(eps, batch, group, seed=4, rank=r, world_size=world_size)
+                for r in range(world_size)]
+    batches = [list(s) for s in samplers]
+    assert len({len(b) for b in batches}) == 1 and [len(s) for s in samplers] == [len(b) for b in batches]
+    assert len(batches[0]) == groups_total // (world_size * batch // group) > 0
+    flat = []
+    for b in (x for rank in batches for x in rank):
+        assert len(b) == batch
+        for g in range(0, batch, group):
+            assert len(set(eps[b[g : g + group]])) == 1  # one episode per group
+        flat += b
+    assert len(flat) == len(set(flat))  # disjoint over batches and ranks
+    # the whole epoch (before sharding): every episode gives floor(count / group) groups
+    all_groups = samplers[0].groups()
+    assert all_groups.shape == (groups_total, group) and len(np.unique(all_groups)) == all_groups.size
+    assert np.array_equal(np.bincount(eps[all_groups[:, 0]], minlength=12), counts // group)
+    again = EpisodeGroupSampler(eps, batch, group, seed=4, rank=0, world_size=world_size)
+    assert list(again) == batches[0]
+    again.set_epoch(1)
+    assert list(again) != batches[0]
+    with pytest.raises(ValueError, match="batch_size must be a positive multiple of group=4, got 6"):
+        EpisodeGroupSampler(eps, 6, 4)
+
+
+def test_window_dataset_names_each_windows_episode(dataset_path):
+    ds = WindowDataset(dataset_path, context=1, horizon=1, frameskip=1)
+    items = ds.__getitems__(list(range(len(ds))))
+    assert np.array_equal(ds.episode_ids[ds.window_episodes], np.asarray(items["episode_id"]))
 
 
 def test_sampler_is_deterministic_per_seed_and_epoch():

@@ -85,5 +85,44 @@ def test_window_centred_sigreg_shapes_only_the_variation_within_a_window():
     # both: the centred half is blind to the constants, the raw half sees them
     assert losses["both", True] - losses["both", False] == pytest.approx(
         (losses["none", True] - losses["none", False]) / 2, rel=1e-3)
-    with pytest.raises(ValueError, match="sigreg_center must be one of none, window, both, got 'episode'"):
-        ModelConfig(sigreg_center="episode")
+    with pytest.raises(ValueError, match="sigreg_center must be one of none, window, both, episode, got 'episod'"):
+        ModelConfig(sigreg_center="episod")
+
+
+def test_episode_centred_sigreg_shapes_the_variation_over_each_episode_in_the_batch():
+    """``sigreg_center="episode"``: SIGReg of the embeddings minus the mean over all frames of the
+    batch's windows of their episode. A constant per episode (its colours) changes nothing; a constant
+    per window of one episode (where the agent is) is variation it sees, which "window" does not."""
+    from worldmodel.config import ModelConfig
+    from worldmodel.model import JEPA
+    from worldmodel.regularizers import set_regularizer_step
+
+    cfg = dict(image_size=16, embed_dim=8, encoder_width=8, predictor_width=16, predictor_depth=1, predictor_heads=2,
+               context=1, pred_steps=2, frameskip=2, sigreg_projections=32, sigreg_center="episode", sigreg_group=2)
+    pixels = torch.randint(0, 256, (6, 3, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    actions = torch.randn(6, 2, 4, generator=torch.Generator().manual_seed(1))
+    ids = torch.tensor([7, 7, 3, 3, 9, 9])
+    per_episode = 5.0 * torch.randn(3, 1, 8, generator=torch.Generator().manual_seed(2)).repeat_interleave(2, 0)
+    per_window = 5.0 * torch.randn(6, 1, 8, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(0)
+    model = JEPA(ModelConfig(**cfg)).train()
+    assert model.uses_episode_ids
+    emb = model.encode(pixels)
+
+    def sigreg_loss(e: torch.Tensor) -> float:
+        model.encode = lambda p: e
+        set_regularizer_step(model, 3, 0)
+        return model.loss(pixels, actions, episode_ids=ids)["sigreg_loss"].item()
+
+    base = sigreg_loss(emb)
+    means = torch.stack([emb[ids == i].mean((0, 1)) for i in ids.tolist()])[:, None]  # (6, 1, 8)
+    set_regularizer_step(model, 3, 0)
+    assert base == pytest.approx(model.sigreg((emb - means).transpose(0, 1)).item(), rel=1e-5)
+    assert sigreg_loss(emb + per_episode) == pytest.approx(base, rel=1e-4)
+    assert sigreg_loss(emb + per_window) > 2 * base
+    with pytest.raises(ValueError, match="needs the windows' episode ids"):
+        model.loss(pixels, actions)
+    with pytest.raises(ValueError, match=r"episode_ids: expected shape \(6,\)"):
+        model.loss(pixels, actions, episode_ids=ids[:4])
+    with pytest.raises(ValueError, match="sigreg_group must be >= 1, got 0"):
+        ModelConfig(sigreg_center="episode", sigreg_group=0)

@@ -199,3 +199,43 @@ def test_progress_prints_periodic_lines_when_not_a_terminal(capsys, monkeypatch)
     assert len(lines) == 11  # 10 periodic lines + the final one
     assert lines[0].startswith("train: 10/100 (10%)") and "loss=0.5" in lines[0]
     assert lines[-1].startswith("train: 100/100 (100%)")
+
+
+class EpisodicMovingSquare(BatchedMovingSquare):
+    """BatchedMovingSquare whose windows come 4 to an episode (`window_episodes`, ``episode_id``)."""
+
+    @property
+    def window_episodes(self) -> np.ndarray:
+        return np.arange(len(self)) // 4
+
+    def __getitems__(self, indices: list[int]) -> dict:
+        batch = super().__getitems__(indices)
+        return {**batch, "episode_id": batch["episode_id"] // 4}
+
+
+def test_episode_centred_sigreg_trains_on_batches_of_whole_episode_groups(tmp_path, monkeypatch):
+    """``sigreg_center="episode"``: training draws batches of `sigreg_group` windows per episode
+    (data.EpisodeGroupSampler) and hands the loss their episode ids; a batch size that is not a multiple
+    of the group, or a dataset that cannot name each window's episode, is refused before training."""
+    import worldmodel.model as model_module
+
+    seen: list[torch.Tensor] = []
+    real = model_module.episode_means
+
+    def spy(emb, episode_ids):
+        seen.append(episode_ids.clone())
+        return real(emb, episode_ids)
+
+    monkeypatch.setattr(model_module, "episode_means", spy)
+    mcfg = ModelConfig(**TINY, sigreg_center="episode", sigreg_group=2)
+    summary = train(mcfg, tcfg(tmp_path, steps=4, val_every=0), EpisodicMovingSquare(64))
+    assert summary["steps_run"] == 4 and len(seen) == 4
+    for ids in seen:  # 16 windows: 8 groups of 2 windows, each group one episode
+        assert len(ids) == 16 and torch.equal(ids[0::2], ids[1::2])
+    assert load_checkpoint(tmp_path / "run").config.sigreg_center == "episode"
+    with pytest.raises(ValueError, match="sigreg_group=3 windows per episode: the batch of 16 windows must be a "
+                                         "multiple of 3"):
+        train(ModelConfig(**TINY, sigreg_center="episode", sigreg_group=3), tcfg(tmp_path / "b"),
+              EpisodicMovingSquare(64))
+    with pytest.raises(ValueError, match="needs each window's episode: a data.WindowDataset, got BatchedMovingSquare"):
+        train(mcfg, tcfg(tmp_path / "c"), BatchedMovingSquare(64))

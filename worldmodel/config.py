@@ -269,7 +269,12 @@ class ModelConfig(WorldModelConfig):
         "none", "what SIGReg shapes: 'none' (each time step's embeddings over the batch, as LeWorldModel) or "
                 "'window' (the embeddings minus their window's mean: only the variation within an episode is pushed "
                 "towards an isotropic Gaussian; what is constant over an episode, e.g. its colours, is left free) or "
-                "'both' (the mean of the two terms)")
+                "'both' (the mean of the two terms) or 'episode' (the embeddings minus their episode's mean over "
+                "the batch, whose windows come sigreg_group per episode: the variation over an episode is shaped, "
+                "not only within one window)")
+    sigreg_group: int = _f(
+        4, "with sigreg_center='episode': windows of one episode in each training batch (batch_size must be a "
+           "multiple); unused otherwise")
 
     idm_weight: float = _f(
         0.0, "weight of an inverse-dynamics term: MSE of an MLP's prediction of the action block a_t from "
@@ -283,13 +288,14 @@ class ModelConfig(WorldModelConfig):
         _require(self.idm_hidden >= 1, f"ModelConfig.idm_hidden must be >= 1, got {self.idm_hidden}")
         _require(self.sigreg_center in SIGREG_CENTERS,
                  f"ModelConfig.sigreg_center must be one of {', '.join(SIGREG_CENTERS)}, got {self.sigreg_center!r}")
+        _require(self.sigreg_group >= 1, f"ModelConfig.sigreg_group must be >= 1, got {self.sigreg_group}")
         _require(self.sigreg_projections >= 1, f"ModelConfig.sigreg_projections must be >= 1, got {self.sigreg_projections}")
         _require(self.sigreg_knots >= 2, f"ModelConfig.sigreg_knots must be >= 2, got {self.sigreg_knots}")
         _require(self.sigreg_weight >= 0, f"ModelConfig.sigreg_weight must be >= 0, got {self.sigreg_weight}")
 
 
 #: the values of ``ModelConfig.sigreg_center``
-SIGREG_CENTERS = ("none", "window", "both")
+SIGREG_CENTERS = ("none", "window", "both", "episode")
 
 
 class UnknownPresetError(ValueError):
@@ -301,7 +307,7 @@ class UnknownPresetError(ValueError):
 #: config.json without ``family`` was written before families existed: it is ``lewm``.
 ADDED_MODEL_FIELDS: dict[str, Any] = {"predictor_head_dim": None, "predictor_mlp_dim": None, "family": "lewm",
                                       "regularizers": "", "sigreg_center": "none", "idm_weight": 0.0,
-                                      "idm_hidden": 256}
+                                      "idm_hidden": 256, "sigreg_group": 4}
 ModelConfig.ADDED_FIELDS = ADDED_MODEL_FIELDS
 
 #: Named architectures (``ModelConfig.preset(name)``, ``wm train --preset NAME``); fields

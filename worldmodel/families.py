@@ -71,8 +71,15 @@ class WorldModel(nn.Module, abc.ABC):
         """pixels uint8 (B, n, C, H, W), actions (B, n - 1, A_block) -> dict of scalar tensors.
 
         ``"loss"`` is the total that training back-propagates; every other key is a named
-        term that training logs under its own name.
+        term that training logs under its own name. A model whose `uses_episode_ids` is True
+        also takes ``episode_ids`` (int (B,), each window's episode) by keyword.
         """
+
+    @property
+    def uses_episode_ids(self) -> bool:
+        """Whether `loss` needs ``episode_ids=`` and batches with several windows per episode
+        (``data.EpisodeGroupSampler``); False unless a family says otherwise."""
+        return False
 
 
 @dataclass(frozen=True)

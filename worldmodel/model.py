@@ -268,12 +268,21 @@ class JEPA(LatentPredictorModel):
         # the inverse-dynamics head exists only when its term is on: older checkpoints keep their state dict
         self.idm = InverseDynamics(config.embed_dim, config.idm_hidden, config.block_dim) if config.idm_weight > 0 else None
 
-    def loss(self, pixels: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+    @property
+    def uses_episode_ids(self) -> bool:
+        """Whether `loss` needs the windows' episode ids (``sigreg_center="episode"``)."""
+        return self.config.sigreg_center == "episode"
+
+    def loss(self, pixels: torch.Tensor, actions: torch.Tensor,
+             episode_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Training loss on a batch of windows.
 
         Args:
             pixels: uint8 (B, n, C, H, W), n = context + pred_steps frames (2 <= n).
             actions: (B, n - 1, A_block), block k taken between frames k and k+1.
+            episode_ids: int (B,), each window's episode; needed (only) with
+                ``sigreg_center="episode"``, whose batches hold several windows per episode
+                (``data.EpisodeGroupSampler``).
 
         Returns:
             dict of scalars: ``loss`` = ``pred_loss + sigreg_weight * sigreg_loss
@@ -281,7 +290,8 @@ class JEPA(LatentPredictorModel):
             next-embedding predictions, each from the history planning gives it: ``predict``),
             ``sigreg_loss`` (SIGReg over the batch, per time step, of the embeddings or, with
             ``sigreg_center="window"``, of their deviations from the window's mean; ``"both"``: the mean
-            of the two) and ``rollout_loss``
+            of the two; ``"episode"``: of their deviations from the mean over all frames of the
+            batch's windows of the same episode) and ``rollout_loss``
             (``rollout_loss``; 0 when the window has fewer than two frames after the context);
             with ``idm_weight > 0`` also ``idm_loss`` (MSE of the inverse-dynamics head's action
             blocks from consecutive embeddings, (B, n-1, A_block) against ``actions``), added to
@@ -299,6 +309,8 @@ class JEPA(LatentPredictorModel):
             sigreg_loss = sigreg_loss + self.sigreg((emb - emb.mean(1, keepdim=True)).transpose(0, 1))
         if center == "both":
             sigreg_loss = sigreg_loss / 2
+        if center == "episode":
+            sigreg_loss = self.sigreg((emb - episode_means(emb, episode_ids)).transpose(0, 1))
         rollout_loss = self.rollout_loss(emb, actions)
         loss = pred_loss + self.config.sigreg_weight * sigreg_loss + self.config.rollout_weight * rollout_loss
         losses = {"loss": loss, "pred_loss": pred_loss, "sigreg_loss": sigreg_loss, "rollout_loss": rollout_loss}
@@ -307,6 +319,29 @@ class JEPA(LatentPredictorModel):
             losses["idm_loss"] = idm_loss
             losses["loss"] = loss + self.config.idm_weight * idm_loss
         return self.add_regularizers(losses, emb)
+
+
+def episode_means(emb: torch.Tensor, episode_ids: torch.Tensor | None) -> torch.Tensor:
+    """Each window's episode mean: the mean of `emb` over all frames of the windows with its episode id.
+
+    Args:
+        emb: (B, n, D) embeddings of B windows of n frames.
+        episode_ids: int (B,), the windows' episodes.
+
+    Returns:
+        (B, 1, D), broadcastable against `emb`.
+    """
+    if episode_ids is None:
+        raise ValueError("sigreg_center='episode' needs the windows' episode ids (loss(..., episode_ids=...)); "
+                         "train with batches of several windows per episode (data.EpisodeGroupSampler)")
+    B = emb.shape[0]
+    if tuple(episode_ids.shape) != (B,):
+        raise ValueError(f"episode_ids: expected shape ({B},), one id per window, got {tuple(episode_ids.shape)}")
+    _, inverse = torch.unique(episode_ids.to(emb.device), return_inverse=True)  # (B,) group of each window
+    groups = int(inverse.max()) + 1
+    sums = emb.new_zeros((groups, emb.shape[-1]), dtype=torch.float32).index_add_(0, inverse, emb.float().sum(1))
+    frames = torch.bincount(inverse, minlength=groups).to(torch.float32) * emb.shape[1]  # (G,)
+    return (sums / frames[:, None])[inverse][:, None].to(emb.dtype)
 
 
 def chunked_rollout(rollout, ctx: torch.Tensor, ctx_actions: torch.Tensor, future: torch.Tensor, prefix: list,

@@ -149,7 +149,8 @@ def estimate_val_loss(model: WorldModel, loader: DataLoader, device: torch.devic
     total, count = 0.0, 0
     for batch in loader:
         with autocast():
-            out = model.loss(batch["pixels"].to(device), batch["actions"].to(device))
+            out = LossModule(model)(batch["pixels"].to(device), batch["actions"].to(device),
+                                    *loss_inputs(model, batch, device))
         n = len(batch["pixels"])
         total += out.get("pred_loss", out["loss"]).item() * n  # .item() syncs the device; fine, this runs rarely
         count += n
@@ -230,9 +231,21 @@ class LossModule(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, pixels: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
-        """pixels uint8 (B, n, C, H, W), actions (B, n - 1, A_block) -> the model's loss dict."""
-        return self.model.loss(pixels, actions)
+    def forward(self, pixels: torch.Tensor, actions: torch.Tensor,
+                episode_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """pixels uint8 (B, n, C, H, W), actions (B, n - 1, A_block), episode_ids int (B,) or None
+        (given only to a model that `uses_episode_ids`) -> the model's loss dict."""
+        if episode_ids is None:
+            return self.model.loss(pixels, actions)
+        return self.model.loss(pixels, actions, episode_ids=episode_ids)
+
+
+def loss_inputs(model: torch.nn.Module, batch: dict, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """What a batch adds to ``(pixels, actions)`` for `model`'s loss: ``(episode_ids,)`` (int64 (B,),
+    on `device`) for a model that `uses_episode_ids`, else nothing."""
+    if not getattr(model, "uses_episode_ids", False):
+        return ()
+    return (torch.as_tensor(batch["episode_id"]).to(device),)
 
 
 def setup_distributed(device: torch.device) -> tuple[int, int, bool]:
@@ -378,7 +391,7 @@ def accumulate_gradients(runner: Any, model: torch.nn.Module, batches: Iterator[
         sync = ddp is None or micro == accum - 1
         with (contextlib.nullcontext() if sync else ddp.no_sync()):
             with autocast():
-                losses = runner(pixels, actions)
+                losses = runner(pixels, actions, *loss_inputs(model, batch, device))
             (losses["loss"] / accum).backward()
         if not keys:
             keys.extend(loss_keys(losses))
@@ -456,7 +469,7 @@ def _train(model_cfg: WorldModelConfig, train_cfg: TrainConfig, dataset: Dataset
            out: Path, t_start: float, start_step: int, saved_state: dict, device: torch.device, rank: int,
            world: int) -> dict:
     """The body of ``train`` once the process group (if any) is set up."""
-    from data.windows import WindowSampler
+    from data.windows import EpisodeGroupSampler, WindowSampler
 
     from worldmodel.distributed import convert_batchnorm
 
@@ -524,8 +537,24 @@ def _train(model_cfg: WorldModelConfig, train_cfg: TrainConfig, dataset: Dataset
     torch.manual_seed(train_cfg.seed + start_step)
     pin = device.type == "cuda"
     workers = train_cfg.num_workers
-    sampler = WindowSampler(len(dataset), batch_size=rank_batch, shuffle=True, seed=train_cfg.seed, rank=rank,
-                            world_size=world, drop_last=True)
+    if getattr(model, "uses_episode_ids", False):  # batches of several windows per episode
+        group = int(model_cfg.sigreg_group)
+        if rank_batch % group:
+            raise ValueError(f"sigreg_center='episode' takes sigreg_group={group} windows per episode: the batch of "
+                             f"{rank_batch} windows" + (" per process" if world > 1 else "")
+                             + f" must be a multiple of {group}")
+        if not hasattr(dataset, "window_episodes"):
+            raise ValueError(f"sigreg_center='episode' needs each window's episode: a data.WindowDataset, got "
+                             f"{type(dataset).__name__}")
+        sampler: Any = EpisodeGroupSampler(dataset.window_episodes, rank_batch, group, seed=train_cfg.seed, rank=rank,
+                                           world_size=world)
+        if len(sampler) < 1:
+            raise ValueError(f"sigreg_center='episode': {sampler.num_groups} groups of {group} windows of one episode "
+                             f"in {len(dataset)} windows, fewer than one batch of {rank_batch} needs per process; "
+                             f"collect more or longer episodes, or lower sigreg_group")
+    else:
+        sampler = WindowSampler(len(dataset), batch_size=rank_batch, shuffle=True, seed=train_cfg.seed, rank=rank,
+                                world_size=world, drop_last=True)
     # Workers are spawned, not forked: Lance (the data layer) is not fork-safe. The
     # start method is set on this loader only, never process-wide.
     loader = DataLoader(dataset, batch_sampler=ResumableBatches(sampler, start_step * accum), collate_fn=collate,

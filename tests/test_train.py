@@ -228,10 +228,12 @@ def test_episode_centred_sigreg_trains_on_batches_of_whole_episode_groups(tmp_pa
 
     monkeypatch.setattr(model_module, "episode_means", spy)
     mcfg = ModelConfig(**TINY, sigreg_center="episode", sigreg_group=2)
-    summary = train(mcfg, tcfg(tmp_path, steps=4, val_every=0), EpisodicMovingSquare(64))
-    assert summary["steps_run"] == 4 and len(seen) == 4
-    for ids in seen:  # 16 windows: 8 groups of 2 windows, each group one episode
+    summary = train(mcfg, tcfg(tmp_path, steps=4, val_every=4), EpisodicMovingSquare(64),
+                    val_dataset=EpisodicMovingSquare(64, seed=1))
+    assert summary["steps_run"] == 4 and len(seen) == 4 + 2  # 4 steps, then 2 validation batches
+    for ids in seen[:4]:  # 16 windows: 8 groups of 2 windows, each group one episode
         assert len(ids) == 16 and torch.equal(ids[0::2], ids[1::2])
+    assert math.isfinite(summary["val_pred_loss"])
     assert load_checkpoint(tmp_path / "run").config.sigreg_center == "episode"
     with pytest.raises(ValueError, match="sigreg_group=3 windows per episode: the batch of 16 windows must be a "
                                          "multiple of 3"):

@@ -59,6 +59,35 @@ def test_window_color_is_one_transform_per_window_shared_by_its_frames() -> None
     TrainConfig(augment="window-color")  # a known name for `wm train --augment`
 
 
+def test_episode_color_is_one_transform_per_episode_shared_by_its_windows() -> None:
+    """Windows 0 and 2 are of one episode: every frame of both gets one transform; window 1 its own."""
+    x = _frames()
+    ids = torch.tensor([5, 9, 5])
+    y = augment_frames(x, "episode-color", augment_generator(0, 5), ids)
+    assert y.shape == x.shape and y.dtype == torch.uint8
+    found = {b: [_transform(x[b, t], y[b, t]) for t in range(4)] for b in range(3)}
+    assert all(None not in f for f in found.values()), found
+    same = found[0] + found[2]
+    gains = torch.tensor([f[1] for f in same])
+    assert len({f[0] for f in same}) == 1 and (gains - gains[0]).abs().max() < 0.005, same
+    (pa, ga), (pb, gb) = found[0][0], found[1][0]
+    assert pa != pb or (torch.tensor(ga) - torch.tensor(gb)).abs().max() > 0.01
+    assert torch.equal(y, augment_frames(x, "episode-color", augment_generator(0, 5), ids))
+    with pytest.raises(ValueError, match=r"episode-color needs each window's episode id, int \(3,\), got None"):
+        augment_frames(x, "episode-color", augment_generator(0, 5))
+    TrainConfig(augment="episode-color")
+
+
+def test_window_color_draws_are_those_it_made_before_episode_color() -> None:
+    """Adding episode-color left the other augmentations' draws as they were: runs made with them reproduce."""
+    x = _frames()
+    g = augment_generator(0, 5)
+    perm = torch.argsort(torch.rand(3, 1, 3, generator=g), dim=-1)
+    gain = 1.0 + FRAME_COLOR_GAIN * (2.0 * torch.rand(3, 1, 3, 1, 1, generator=g) - 1.0)
+    want = torch.gather(x, 2, perm.expand(3, 4, 3)[..., None, None].expand(x.shape)).float().mul_(gain).round_()
+    assert torch.equal(augment_frames(x, "window-color", augment_generator(0, 5)), want.clamp_(0, 255).to(torch.uint8))
+
+
 def test_frame_color_draws_are_deterministic_and_none_is_the_identity() -> None:
     x = _frames()
     a = augment_frames(x, "frame-color", augment_generator(3, 7))
@@ -96,3 +125,8 @@ def test_training_feeds_the_model_augmented_frames_of_its_draw() -> None:
     accumulate_gradients(runner, model, iter([{"pixels": x, "actions": torch.zeros(3, 3, 10)}]), 1, [],
                          torch.device("cpu"), seed=4, first=10)
     assert seen[0] is x or torch.equal(seen[0], x)
+    ids = torch.tensor([2, 2, 7])
+    seen.clear()
+    accumulate_gradients(runner, model, iter([{"pixels": x, "actions": torch.zeros(3, 3, 10), "episode_id": ids}]), 1,
+                         [], torch.device("cpu"), seed=4, first=10, augment="episode-color")
+    assert torch.equal(seen[0], augment_frames(x, "episode-color", augment_generator(4, 10), ids))

@@ -16,6 +16,13 @@ its frames. Colour stays predictable within the window (no pressure to drop it, 
 data's own ranges (a visual OOD shift) are less foreign: domain randomisation of colour,
 beside factor-randomised data.
 
+``episode-color``: the same transform family, drawn once per episode of the batch and applied to
+every frame of that episode's windows (`augment_frames`'s ``episode_ids``). With
+``sigreg_center="episode"``, whose batches hold several windows per episode and whose SIGReg
+counts what varies over an episode as spread, colour stays constant over the episode (as in the
+data) while the encoder still sees every scene under many colourings; ``window-color`` would make
+colour vary between an episode's windows.
+
 Validation and planning see the frames unchanged.
 
 Draws are deterministic in ``(seed, draw)`` (`augment_frames`'s ``generator``): a resumed run
@@ -29,8 +36,8 @@ import difflib
 import torch
 
 #: the augmentations `augment_frames` knows
-AUGMENTATIONS = ("none", "frame-color", "window-color")
-#: half-width of the per-channel gain range of ``frame-color`` and ``window-color``
+AUGMENTATIONS = ("none", "frame-color", "window-color", "episode-color")
+#: half-width of the per-channel gain range of the colour augmentations
 FRAME_COLOR_GAIN = 0.3
 
 
@@ -50,13 +57,15 @@ def augment_generator(seed: int, draw: int) -> torch.Generator:
     return g
 
 
-def augment_frames(pixels: torch.Tensor, name: str, generator: torch.Generator) -> torch.Tensor:
+def augment_frames(pixels: torch.Tensor, name: str, generator: torch.Generator,
+                   episode_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Augment training frames.
 
     Args:
         pixels: uint8 (B, n, C, H, W) windows of n frames.
         name: one of `AUGMENTATIONS` (``"none"`` returns `pixels` itself).
         generator: CPU generator of the draws (`augment_generator`).
+        episode_ids: int (B,), each window's episode; needed (only) by ``episode-color``.
 
     Returns:
         uint8 (B, n, C, H, W), on `pixels`' device.
@@ -69,8 +78,18 @@ def augment_frames(pixels: torch.Tensor, name: str, generator: torch.Generator) 
                          f"{pixels.dtype}")
     b, n, c = pixels.shape[:3]
     m = n if name == "frame-color" else 1  # window-color: one draw per window, broadcast over its n frames
-    perm = torch.argsort(torch.rand(b, m, c, generator=generator), dim=-1).expand(b, n, c).to(pixels.device)
-    gain = (1.0 + FRAME_COLOR_GAIN * (2.0 * torch.rand(b, m, c, 1, 1, generator=generator) - 1.0))
+    rows = b
+    if name == "episode-color":  # one draw per episode, shared by its windows
+        if episode_ids is None or tuple(episode_ids.shape) != (b,):
+            raise ValueError(f"episode-color needs each window's episode id, int ({b},), got "
+                             f"{None if episode_ids is None else tuple(episode_ids.shape)}")
+        _, which = torch.unique(episode_ids.cpu(), return_inverse=True)  # (B,) episode of each window
+        rows = int(which.max()) + 1
+    perm = torch.argsort(torch.rand(rows, m, c, generator=generator), dim=-1)
+    gain = 1.0 + FRAME_COLOR_GAIN * (2.0 * torch.rand(rows, m, c, 1, 1, generator=generator) - 1.0)
+    if name == "episode-color":
+        perm, gain = perm[which], gain[which]
+    perm = perm.expand(b, n, c).to(pixels.device)
     gain = gain.expand(b, n, c, 1, 1).to(pixels.device)
     index = perm[..., None, None].expand(pixels.shape)
     out = torch.gather(pixels, 2, index).float().mul_(gain).round_().clamp_(0, 255)

@@ -496,8 +496,9 @@ class TrainConfig:
     tensorboard: bool = _f(True, "also write TensorBoard event files beside metrics.jsonl (rank 0)")
     augment: str = _f("none", "training-frame augmentation: none | frame-color (each frame its own random channel "
                               "permutation and gains: colour becomes unpredictable) | window-color (one such "
-                              "transform per window, all its frames: colour randomised, still predictable; "
-                              "worldmodel/augment.py)")
+                              "transform per window, all its frames: colour randomised, still predictable) | "
+                              "episode-color (one per episode of the batch, all its windows: for "
+                              "sigreg_center=episode; worldmodel/augment.py)")
 
     def __post_init__(self) -> None:
         _require_finite(self)

@@ -383,8 +383,9 @@ def accumulate_gradients(runner: Any, model: torch.nn.Module, batches: Iterator[
         batch = next(batches)
         pixels = batch["pixels"]
         if augment != "none":
+            ids = batch.get("episode_id") if augment == "episode-color" else None
             pixels = augment_frames(pixels, augment, augment_generator(seed, first + micro),
-                                    torch.as_tensor(batch["episode_id"]) if augment == "episode-color" else None)
+                                    None if ids is None else torch.as_tensor(ids))
         pixels = pixels.to(device, non_blocking=pin)
         actions = batch["actions"].to(device, non_blocking=pin)
         # the regularisers' random projections: the same on every rank, and on resume

@@ -366,7 +366,8 @@ def accumulate_gradients(runner: Any, model: torch.nn.Module, batches: Iterator[
     (`loss_keys`: ``"loss"`` first).
 
     ``runner(pixels, actions)`` returns the loss dict (the model's ``loss``, maybe wrapped in
-    DDP or compiled); micro-batch m draws the regularisers' projections from ``(seed, first + m)``.
+    DDP or compiled; a model that `uses_episode_ids` also gets the batch's ``episode_id``:
+    `loss_inputs`); micro-batch m draws the regularisers' projections from ``(seed, first + m)``.
     The gradient is that of the mean of the micro-batch losses: for a loss that is a mean over
     samples, the gradient of one batch of ``accum`` times the size. BatchNorm and SIGReg are
     batch statistics: they are computed per micro-batch (as one batch of the micro size would),

@@ -241,3 +241,11 @@ def test_episode_centred_sigreg_trains_on_batches_of_whole_episode_groups(tmp_pa
               EpisodicMovingSquare(64))
     with pytest.raises(ValueError, match="needs each window's episode: a data.WindowDataset, got BatchedMovingSquare"):
         train(mcfg, tcfg(tmp_path / "c"), BatchedMovingSquare(64))
+
+    class OnePerEpisode(EpisodicMovingSquare):
+        @property
+        def window_episodes(self) -> np.ndarray:
+            return np.arange(len(self))
+
+    with pytest.raises(ValueError, match="0 groups of 2 windows of one episode in 64 windows, fewer than one batch"):
+        train(mcfg, tcfg(tmp_path / "d"), OnePerEpisode(64))

@@ -536,6 +536,14 @@ class WindowDataset(Dataset):
         )
 
 
+def _check_shard(rank: int, world_size: int) -> None:
+    """ValueError unless `world_size` is an integer >= 1 and `rank` one in [0, world_size)."""
+    if int(world_size) != world_size or world_size < 1:
+        raise ValueError(f"world_size must be an integer >= 1, got {world_size!r}")
+    if int(rank) != rank or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
+
+
 class WindowSampler(Sampler):
     """Seeded, shardable order over `num_windows` windows: yields indices, or batches of
     indices (lists) when `batch_size` is given (pass it as a DataLoader `batch_sampler`).
@@ -565,10 +573,7 @@ class WindowSampler(Sampler):
             raise ValueError(f"num_windows must be >= 0, got {n}")
         if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
             raise ValueError(f"batch_size must be None or an integer >= 1, got {batch_size!r}")
-        if int(world_size) != world_size or world_size < 1:
-            raise ValueError(f"world_size must be an integer >= 1, got {world_size!r}")
-        if int(rank) != rank or not 0 <= rank < world_size:
-            raise ValueError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
+        _check_shard(rank, world_size)
         self.num_windows = int(n)
         self.batch_size = None if batch_size is None else int(batch_size)
         self.shuffle, self.seed, self.drop_last = bool(shuffle), int(seed), bool(drop_last)
@@ -637,10 +642,7 @@ class EpisodeGroupSampler(Sampler):
             raise ValueError(f"group must be an integer >= 1, got {group!r}")
         if int(batch_size) != batch_size or batch_size < 1 or batch_size % group:
             raise ValueError(f"batch_size must be a positive multiple of group={group}, got {batch_size!r}")
-        if int(world_size) != world_size or world_size < 1:
-            raise ValueError(f"world_size must be an integer >= 1, got {world_size!r}")
-        if int(rank) != rank or not 0 <= rank < world_size:
-            raise ValueError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
+        _check_shard(rank, world_size)
         self.window_episodes = eps.astype(np.int64)
         self.batch_size, self.group, self.seed = int(batch_size), int(group), int(seed)
         self.rank, self.world_size = int(rank), int(world_size)

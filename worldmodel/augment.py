@@ -83,8 +83,8 @@ def augment_frames(pixels: torch.Tensor, name: str, generator: torch.Generator,
         if episode_ids is None or tuple(episode_ids.shape) != (b,):
             raise ValueError(f"episode-color needs each window's episode id, int ({b},), got "
                              f"{None if episode_ids is None else tuple(episode_ids.shape)}")
-        _, which = torch.unique(episode_ids.cpu(), return_inverse=True)  # (B,) episode of each window
-        rows = int(which.max()) + 1
+        uniq, which = torch.unique(episode_ids.cpu(), return_inverse=True)  # (B,) episode of each window
+        rows = len(uniq)
     perm = torch.argsort(torch.rand(rows, m, c, generator=generator), dim=-1)
     gain = 1.0 + FRAME_COLOR_GAIN * (2.0 * torch.rand(rows, m, c, 1, 1, generator=generator) - 1.0)
     if name == "episode-color":

@@ -337,8 +337,8 @@ def episode_means(emb: torch.Tensor, episode_ids: torch.Tensor | None) -> torch.
     B = emb.shape[0]
     if tuple(episode_ids.shape) != (B,):
         raise ValueError(f"episode_ids: expected shape ({B},), one id per window, got {tuple(episode_ids.shape)}")
-    _, inverse = torch.unique(episode_ids.to(emb.device), return_inverse=True)  # (B,) group of each window
-    groups = int(inverse.max()) + 1
+    uniq, inverse = torch.unique(episode_ids.to(emb.device), return_inverse=True)  # (B,) group of each window
+    groups = len(uniq)
     sums = emb.new_zeros((groups, emb.shape[-1]), dtype=torch.float32).index_add_(0, inverse, emb.float().sum(1))
     frames = torch.bincount(inverse, minlength=groups).to(torch.float32) * emb.shape[1]  # (G,)
     return (sums / frames[:, None])[inverse][:, None].to(emb.dtype)

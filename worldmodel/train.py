@@ -147,10 +147,10 @@ def estimate_val_loss(model: WorldModel, loader: DataLoader, device: torch.devic
     (BatchNorm uses running statistics)."""
     model.eval()
     total, count = 0.0, 0
+    runner = LossModule(model)
     for batch in loader:
         with autocast():
-            out = LossModule(model)(batch["pixels"].to(device), batch["actions"].to(device),
-                                    *loss_inputs(model, batch, device))
+            out = runner(batch["pixels"].to(device), batch["actions"].to(device), *loss_inputs(model, batch, device))
         n = len(batch["pixels"])
         total += out.get("pred_loss", out["loss"]).item() * n  # .item() syncs the device; fine, this runs rarely
         count += n

@@ -57,13 +57,13 @@ def test_default_frames_are_the_frames_from_before_the_distractor(env_id: str, r
     import cv2
     import pymunk
 
-    digest = _golden_digest(env_id, resolution)
+    digest, golden = _golden_digest(env_id, resolution), GOLDEN[(env_id, resolution)]
     versions = (cv2.__version__, pymunk.version, np.__version__)
-    if digest != GOLDEN[(env_id, resolution)] and versions != ("5.0.0", "7.3.1", "2.4.6"):
+    if digest != golden and versions != ("5.0.0", "7.3.1", "2.4.6"):
         # another library version may draw other pixels: only then is a mismatch not this code's
         pytest.skip(f"the golden digests were recorded with opencv 5.0.0, pymunk 7.3.1, numpy 2.4.6; "
                     f"here {versions} draw other frames")
-    assert digest == GOLDEN[(env_id, resolution)]
+    assert digest == golden
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)

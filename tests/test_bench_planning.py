@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.recipes import RECIPES, Recipe, get_recipe, load_recipe
+from benchmarks.recipes import RANDOMISED_TRAIN, RECIPES, Recipe, TrainRecipe, get_recipe, load_recipe
 from tests.cli_helpers import tiny_recipe, wm
 
 
@@ -57,6 +57,32 @@ def test_a_split_variant_says_in_its_notes_what_its_data_is() -> None:
         assert reworded.hash() != randomised.hash()
         assert get_recipe(env_id, "ood_visual").notes.endswith("drawn over the 'ood_visual' split's factor ranges "
                                                                "(data.split), not at the default factors.")
+
+
+def test_the_randomised_variant_trains_as_registered_and_the_recipe_is_untouched() -> None:
+    for env_id in RECIPES:
+        base, randomised = get_recipe(env_id), get_recipe(env_id, "train")
+        changes = RANDOMISED_TRAIN.get(env_id, {})
+        assert randomised.train.model == {**base.train.model, **changes.get("model", {})}
+        for name in TrainRecipe.__dataclass_fields__:
+            if name != "model":
+                assert getattr(randomised.train, name) == changes.get(name, getattr(base.train, name)), (env_id, name)
+        assert randomised.data.split == "train" and randomised.eval == base.eval
+        # only the 'train' variant: a recipe over another split trains as the registered one
+        assert get_recipe(env_id, "ood_visual").train == base.train
+        if changes:
+            assert randomised.section_hash("data", "train") != Recipe.from_dict(
+                {**randomised.to_dict(), "train": base.to_dict()["train"]}).section_hash("data", "train")
+            assert "RANDOMISED_TRAIN" in randomised.notes
+    # TwoRoom's: the episode-centred SIGReg at weight 1.0, episode-color, 6,000 steps (RESULTS.md, issue 11 item 4)
+    tworoom = get_recipe("wm/TwoRoom-v0", "train").train
+    assert (tworoom.steps, tworoom.augment) == (6000, "episode-color")
+    assert {k: tworoom.model[k] for k in ("sigreg_center", "sigreg_group", "sigreg_weight")} == {
+        "sigreg_center": "episode", "sigreg_group": 4, "sigreg_weight": 1.0}
+    assert get_recipe("wm/TwoRoom-v0").train.model == {"pred_steps": 3}  # the registered recipe is not mutated
+    # chosen for the recipe's family: another family's variant trains as the recipe does, the own family's does not
+    assert get_recipe("wm/TwoRoom-v0", "train", family="pixel").train.model == {"pred_steps": 3, "family": "pixel"}
+    assert get_recipe("wm/TwoRoom-v0", "train", family="lewm").train == tworoom
 
 
 def test_bad_recipes_are_refused_by_name(tmp_path: Path) -> None:

@@ -29,7 +29,10 @@ PUBLISHED_STAGE_HASHES = {
     # (data and train stages unchanged; the eval stages were ("773836f66259", "eba94a936558"), randomised
     # ("ab9799ab4b82", "a6beaa6d3ada"))
     (TWO_ROOM, None): ("eb8ff99cff1c", "f6fb042d1f36", "f369aef9d94c", "da14d30da07d"),
-    (TWO_ROOM, "train"): ("e02fe4d4aef4", "57b555f0e212", "4b3bede3d43b", "23e14a9a057e"),
+    # Its randomised variant trains differently since 2026-12-02 (`RANDOMISED_TRAIN`: episode-centred SIGReg,
+    # episode-color, 6,000 steps; data and eval stages unchanged, its train and train+eval stages were
+    # ("57b555f0e212", "23e14a9a057e"))
+    (TWO_ROOM, "train"): ("e02fe4d4aef4", "a7a9c6fdcb19", "4b3bede3d43b", "5d7be5a9c050"),
     # PushT's model has the inverse-dynamics term since 2026-12-01 (data stage and oracle unchanged; the train
     # and eval stages were ("d94b255a30fa", "5026a393cb8a"), randomised ("e2cca2dfdc14", "9fa25a00a8a0"))
     # then twice the data and steps, as Cube (every stage moves; they were ("5ce08c33843c", "dfb7aff4cdfa",

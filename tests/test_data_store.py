@@ -671,7 +671,9 @@ def test_save_episode_keeps_a_given_id_and_refuses_a_used_one(tmp_path):
 def test_commit_every_batches_whole_episodes(tmp_path):
     px = np.zeros((4, 4, 3), np.uint8)
     path = tmp_path / "ds"
-    with EpisodeWriter(path, commit_every=3, action_dim=2) as w:
+    # the step in flight at close is discarded, with a warning that says so
+    with pytest.warns(UserWarning, match="discarding 1 unsaved steps"), \
+            EpisodeWriter(path, commit_every=3, action_dim=2) as w:
         for e in range(7):
             w.add_step(px, np.zeros(2), np.zeros(2))
             w.add_step(px, np.ones(2), None, terminated=True)

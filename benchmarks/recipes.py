@@ -459,14 +459,15 @@ def get_recipe(env_id: str, split: str | None = None, family: str | None = None)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"no recipe for env {env_id!r}; recipes exist for {', '.join(RECIPES)}{hint}")
     recipe = Recipe.from_dict(RECIPES[env_id].to_dict())
+    own_family = recipe.train.model.get("family", "lewm")
     if split is not None:
         recipe.data.split = split
         recipe.name += "-randomised" if split == "train" else f"-{split}"
         # the registered notes describe default-factor data; say what this variant's data is instead
         recipe.notes += (f" This variant's data is drawn over the {split!r} split's factor ranges (data.split), "
                          "not at the default factors.")
-        own_family = family is None or family == recipe.train.model.get("family", "lewm")
-        if split == "train" and env_id in RANDOMISED_TRAIN and own_family:  # via from_dict: a misspelt field is refused
+        if split == "train" and env_id in RANDOMISED_TRAIN and family in (None, own_family):
+            # through from_dict: a misspelt field is refused
             changes = RANDOMISED_TRAIN[env_id]
             values = recipe.to_dict()
             values["train"] = {**values["train"], **changes,
@@ -484,7 +485,7 @@ def get_recipe(env_id: str, split: str | None = None, family: str | None = None)
                 "that no registered recipe names; write the recipe to a file (wm bench recipe --env "
                 f"{env_id} --out FILE), set train.model to {{\"family\": \"dinowm\", \"encoder_weights\": "
                 "\"DINOV2.safetensors\"} (or encoder_from_ckpt), and run wm bench planning --recipe FILE")
-        if family != recipe.train.model.get("family", "lewm"):
+        if family != own_family:
             recipe.train.model = {**recipe.train.model, "family": family}
             recipe.name += f"-{family}"
             recipe.notes += f" Model family {family!r} (its default configuration; the recipe's model fields kept)."

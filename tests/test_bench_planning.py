@@ -80,6 +80,11 @@ def test_the_randomised_variant_trains_as_registered_and_the_recipe_is_untouched
     assert {k: tworoom.model[k] for k in ("sigreg_center", "sigreg_group", "sigreg_weight")} == {
         "sigreg_center": "episode", "sigreg_group": 4, "sigreg_weight": 1.0}
     assert get_recipe("wm/TwoRoom-v0").train.model == {"pred_steps": 3}  # the registered recipe is not mutated
+    # PointMaze's: the same changes, with bf16 autocast as TwoRoom's recipe has (RESULTS.md, issue 11 item 4)
+    pointmaze = get_recipe("wm/PointMaze-v0", "train").train
+    assert (pointmaze.steps, pointmaze.augment, pointmaze.amp, pointmaze.model) == (
+        tworoom.steps, tworoom.augment, True, tworoom.model)
+    assert get_recipe("wm/PointMaze-v0").train.amp is None
     # chosen for the recipe's family: another family's variant trains as the recipe does, the own family's does not
     assert get_recipe("wm/TwoRoom-v0", "train", family="pixel").train.model == {"pred_steps": 3, "family": "pixel"}
     assert get_recipe("wm/TwoRoom-v0", "train", family="lewm").train == tworoom

@@ -43,7 +43,9 @@ PUBLISHED_STAGE_HASHES = {
     # were ("c564ae818f42", "6fc36276ea35"), randomised ("acf9957e4b6d", "f592badfed35")), then with 600 iCEM
     # samples (eval stages ("a7764025f38d", "bbbbeb4762a9"), randomised ("b27f1f7e199d", "5c28afbabcc8") before)
     ("wm/PointMaze-v0", None): ("2643ddb83283", "a7f1f6eea551", "145967752fe3", "90e0a2dda1a7"),
-    ("wm/PointMaze-v0", "train"): ("ce11bbe388c3", "ba479173ecb4", "c3853b1df635", "3fb62d536503"),
+    # Its randomised variant trains as TwoRoom's since 2026-12-02 (`RANDOMISED_TRAIN`; data and eval stages
+    # unchanged, its train and train+eval stages were ("ba479173ecb4", "3fb62d536503"))
+    ("wm/PointMaze-v0", "train"): ("ce11bbe388c3", "971fe95c4ee9", "c3853b1df635", "110c08f8cb41"),
     # Reacher's episodes run to the time limit since 2026-11-30 (none stopping at success held a pair;
     # no Reacher result had been produced): ("64f8a70bdd6a", ...) and full hash 2b4f2fe00deb before.
     # Its planner's objective is all_steps_l2 since 2026-11-30 (data and train stages unchanged; the

@@ -323,7 +323,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (pooled, with mean and spread)")
     q.add_argument("--split", default=None, choices=["train"],
                    help="run each recipe's factor-randomised variant (data over the train ranges; trained with "
-                        "benchmarks.recipes.RANDOMISED_TRAIN's changes where it has some, as TwoRoom)")
+                        "benchmarks.recipes.RANDOMISED_TRAIN's changes where it has some, as TwoRoom and PointMaze)")
     q.add_argument("--family", default=None,
                    help="train this model family instead of the recipe's (its default configuration with the "
                         "recipe's model fields; recipe name suffixed -FAMILY): lewm, pldm, pixel")

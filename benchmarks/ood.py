@@ -21,7 +21,8 @@ oracle too with ``oracle=True``). Outputs in ``OUT/``: ``conditions/<name>/`` (t
 ``results.jsonl`` (a line per condition: ``condition``, ``kind``, ``split``, ``severity``,
 ``factor``, ``episodes``, ``successes``, ``success_rate``, ``success_ci95``,
 ``baseline_success_rate``, ``oracle_success_rate``, ``retained`` = success ÷ ``id``'s
-success, ``seconds_per_decision``, ``env_id``, ``ckpt``, ``training``, ``pair_seed``), ``report.md``
+success, ``retained_ci95`` (its 95% interval, `benchmarks.stats.ratio_interval`: the two rates come
+from different pairs; null on the ``id`` line and where ``id`` had no success), ``seconds_per_decision``, ``env_id``, ``ckpt``, ``training``, ``pair_seed``), ``report.md``
 (ID-vs-OOD table) and ``heatmap.png`` (retained success, split/factor × severity). A
 condition whose episodes give too few start/goal pairs (random-action Cube episodes whose
 cube never moves) collects more of them, up to 8 times as many
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.conditions import EVAL_SEED_BASE, EvalCondition, check_pair_seed
+from benchmarks.stats import ratio_interval
 
 OOD_SPLITS: tuple[str, ...] = ("ood_visual", "ood_geometry", "ood_physics", "ood_all")
 SEVERITIES: tuple[int, ...] = (1, 2, 3)
@@ -254,9 +256,7 @@ def run_ood(
         else:
             say(f"[{i + 1}/{len(conditions)}] {sc.name}: reused {summary['successes']}/{summary['episodes']}")
         rows.append(_row(sc, summary, env_id, str(ckpt), training, cfg.pair_seed))
-    id_rate = rows[0]["success_rate"]
-    for row in rows:
-        row["retained"] = row["success_rate"] / id_rate if id_rate > 0 else None
+    add_retained(rows)
     if id_cond.split == "train":  # the train split is the id condition: one line for each name
         rows.insert(1, {**rows[0], "condition": "train", "kind": "split", "split": "train"})
     _write_jsonl(out / "results.jsonl", rows)
@@ -285,10 +285,24 @@ def _row(sc: SuiteCondition, summary: dict, env_id: str, ckpt: str, training: st
         "oracle_success_rate": summary.get("oracle_success_rate"),
         "oracle_success_ci95": summary.get("oracle_success_ci95"),
         "retained": None,
+        "retained_ci95": None,
         "seconds_per_decision": summary.get("seconds_per_decision"),
         "condition_label": (summary.get("condition") or {}).get("label"),
         "pair_seed": pair_seed,
     }
+
+
+def add_retained(rows: Sequence[dict]) -> None:
+    """Set each result line's ``retained`` (its success rate ÷ the first line's, the ``id`` condition's;
+    None where ``id`` had no success) and ``retained_ci95`` (`ratio_interval` of the two counts; None on
+    the ``id`` line itself and where ``id`` had no success), in place."""
+    id_row = rows[0]
+    id_rate = id_row["success_rate"]
+    for row in rows:
+        row["retained"] = row["success_rate"] / id_rate if id_rate > 0 else None
+        ci = None if row is id_row else ratio_interval(row["successes"], row["episodes"], id_row["successes"],
+                                                       id_row["episodes"])
+        row["retained_ci95"] = None if ci is None else list(ci)
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
@@ -361,7 +375,8 @@ def report_markdown(rows: Sequence[dict], heatmap: str | None = None,
         "",
         f"Checkpoint `{first['ckpt']}`; {first['episodes']} start/goal pairs per condition"
         + (f" (episodes of seeds {first['pair_seed']:,}..)" if first.get("pair_seed") is not None else "")
-        + f"; retained = success ÷ the `id` condition's success ({_pct(first['success_rate'])}).",
+        + f"; retained = success ÷ the `id` condition's success ({_pct(first['success_rate'])}), "
+        "with its 95% interval (Katz's log interval for a ratio of two proportions).",
         "",
         "| condition | success | 95% Wilson | random | oracle | retained | s per decision |",
         "|---|---|---|---|---|---|---|",
@@ -369,6 +384,8 @@ def report_markdown(rows: Sequence[dict], heatmap: str | None = None,
     for r in rows:
         lo, hi = r["success_ci95"]
         ret = "n/a" if r["retained"] is None else f"{r['retained']:.2f}"
+        if r["retained"] is not None and r.get("retained_ci95"):
+            ret += " [{:.2f}–{:.2f}]".format(*r["retained_ci95"])
         spd = "n/a" if r["seconds_per_decision"] is None else f"{r['seconds_per_decision']:.2f}"
         lines.append(f"| {r['condition']} | {r['successes']}/{r['episodes']} | {_pct(lo)}–{_pct(hi)} | "
                      f"{_pct(r['baseline_success_rate'])} | {_pct(r['oracle_success_rate'])} | {ret} | {spd} |")

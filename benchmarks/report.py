@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from benchmarks.stats import wilson_interval
+from benchmarks.stats import ratio_interval, wilson_interval
 
 SUMMARY_FILE, EPISODES_FILE, RESULTS_FILE, VIDEO_FILE = "summary.json", "episodes.jsonl", "results.jsonl", "planned_episode.mp4"
 DEMO_MARKER = "demo.json"  # benchmarks.demo.DEMO_MARKER (not imported: the demo module pulls in torch-side code)
@@ -109,6 +109,21 @@ class OodResult:
         ids = [r for r in self.rows if r["kind"] == "id"]
         base = ids[0]["success_rate"] if ids else 0.0
         return row["success_rate"] / base if base > 0 else None
+
+    def retained_ci95(self, row: dict[str, Any]) -> tuple[float, float] | None:
+        """The 95% interval of the row's ``retained``: the file's ``retained_ci95`` where it has the key,
+        else `ratio_interval` of the row's and the ``id`` row's counts; None for the ``id`` row (and the
+        ``train`` line that repeats it), where ``id`` had no success, or where a count is unknown."""
+        if "retained_ci95" in row:
+            ci = row["retained_ci95"]
+            return None if ci is None else (float(ci[0]), float(ci[1]))
+        ids = [r for r in self.rows if r["kind"] == "id"]
+        if not ids or row is ids[0] or (row.get("split") == "train" and ids[0].get("split") == "train"):
+            return None
+        num, ref = row["_rate"], ids[0]["_rate"]
+        if num.successes is None or ref.successes is None:
+            return None
+        return ratio_interval(num.successes, num.episodes, ref.successes, ref.episodes)
 
 
 @dataclass
@@ -316,6 +331,11 @@ def _results_file(folder: Path) -> tuple[str, list]:
         row["_oracle"] = _rate(line, "oracle_", where, row["episodes"], optional=True)
         if "retained" in line:
             row["retained"] = _number(line, "retained", where, optional=True)
+        ci = line.get("retained_ci95")
+        if ci is not None and (not isinstance(ci, (list, tuple)) or len(ci) != 2
+                               or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                          and math.isfinite(v) and v >= 0 for v in ci) or ci[0] > ci[1]):
+            raise ValueError(f"{where}: retained_ci95={ci!r}; expected [low, high] with 0 <= low <= high, or null")
         row["_line"] = n
         key = (line["env_id"], str(line.get("ckpt") or ""), str(line.get("training") or "default"))
         condition = str(line["condition"])
@@ -641,9 +661,9 @@ def _ood_table(runs: list[OodResult]) -> list[str]:
             if row is None:
                 cells += ["—", "—", "—"]
                 continue
-            retained = run.retained(row)
+            retained, ci = run.retained(row), run.retained_ci95(row)
             cells += [row["_rate"].text(), _pct(row["_baseline"].rate if row["_baseline"] else None),
-                      "—" if retained is None else f"{retained:.2f}"]
+                      "—" if retained is None else f"{retained:.2f}" + ("" if ci is None else " [{:.2f}–{:.2f}]".format(*ci))]
         lines.append("| " + " | ".join(_cell(x) for x in cells) + " |")
     return lines
 

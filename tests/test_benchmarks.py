@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from benchmarks.protocol import PlanningProtocol
-from benchmarks.stats import wilson_interval
+from benchmarks.stats import ratio_interval, wilson_interval
 
 
 def test_wilson_interval_contains_rate_and_narrows_with_n() -> None:
@@ -92,3 +92,20 @@ def test_sample_pairs_rejects_starts_at_the_goal_until_none_are_left(tmp_path) -
         sample_pairs(open_dataset(path), PlanningProtocol(offset=5, episodes=2), env)
     with pytest.raises(ValueError, match=r"states of size 2 .*PushT-v0 has states of size 10: the data comes from another environment"):
         sample_pairs(open_dataset(path), PlanningProtocol(offset=5, episodes=2), envs.make("wm/PushT-v0", resolution=16))
+
+
+def test_ratio_interval_of_two_proportions() -> None:
+    """Katz's log interval of (81/150) / (111/150) = 0.73: exp(log 0.73 -/+ 1.96 * 0.0896) (hand-computed)."""
+    lo, hi = ratio_interval(81, 150, 111, 150)
+    assert lo == pytest.approx(0.6122, abs=1e-4) and hi == pytest.approx(0.8698, abs=1e-4)
+    assert lo * hi == pytest.approx((81 / 111) ** 2)  # symmetric about the ratio on the log scale
+    lo2, hi2 = ratio_interval(810, 1500, 1110, 1500)
+    assert lo < lo2 < 81 / 111 < hi2 < hi  # narrows with n
+    assert ratio_interval(50, 50, 50, 50) == (1.0, 1.0)
+    lo0, hi0 = ratio_interval(0, 50, 10, 50)  # no success: 0.5 added to each cell, bound below 0
+    assert lo0 == 0.0 and 0.05 < hi0 < 1.0
+    assert ratio_interval(5, 10, 0, 10) is None  # undefined without a reference success
+    with pytest.raises(ValueError, match="successes=11, n=10"):
+        ratio_interval(11, 10, 5, 10)
+    with pytest.raises(ValueError, match="successes=0, n=0"):
+        ratio_interval(1, 10, 0, 0)

@@ -12,7 +12,8 @@ from tests.cli_helpers import wm
 
 import envs
 from benchmarks.conditions import EvalCondition
-from benchmarks.ood import OODConfig, id_condition_of, report_markdown, retained_grid, suite_conditions
+from benchmarks.ood import OODConfig, add_retained, id_condition_of, report_markdown, retained_grid, suite_conditions
+from benchmarks.stats import ratio_interval
 from data import open_dataset
 from worldmodel.cli import main
 
@@ -104,6 +105,8 @@ def test_wm_ood_writes_results_report_and_heatmap_and_reuses_finished_conditions
         assert summary["condition"]["label"] == r["condition_label"]
         id_rate = rows[0]["success_rate"]
         assert r["retained"] == (r["success_rate"] / id_rate if id_rate else None)
+        ci = None if r is rows[0] else ratio_interval(r["successes"], 2, rows[0]["successes"], 2)
+        assert r["retained_ci95"] == (None if ci is None else list(ci))
     # every factor condition ran with that factor OOD and the others at their defaults
     space = envs.factor_space(ENV)
     for line in (out / "conditions" / "factor_door_width@2" / "episodes.jsonl").read_text().splitlines():
@@ -154,6 +157,21 @@ def test_pair_seed_draws_every_condition_from_other_episodes_and_training_seeds_
     assert code == 2 and "pair seed -5" in err and not (tmp_path / "neg").exists()
 
 
+def test_retained_and_its_interval_against_the_id_line() -> None:
+    rows = [{"condition": "id", "successes": 37, "episodes": 50, "success_rate": 0.74},
+            {"condition": "ood_all@1", "successes": 27, "episodes": 50, "success_rate": 0.54},
+            {"condition": "ood_visual@1", "successes": 0, "episodes": 50, "success_rate": 0.0}]
+    add_retained(rows)
+    assert [r["retained"] for r in rows] == [1.0, 0.54 / 0.74, 0.0]
+    assert rows[0]["retained_ci95"] is None  # the reference itself
+    assert rows[1]["retained_ci95"] == list(ratio_interval(27, 50, 37, 50))
+    assert rows[1]["retained_ci95"][0] < 0.54 / 0.74 < rows[1]["retained_ci95"][1]
+    assert rows[2]["retained_ci95"][0] == 0.0 and rows[2]["retained_ci95"][1] > 0
+    none = [{**rows[0], "successes": 0, "success_rate": 0.0}, dict(rows[1])]
+    add_retained(none)  # no ID success: nothing to retain
+    assert none[1]["retained"] is None and none[1]["retained_ci95"] is None
+
+
 def test_retained_grid_and_report_from_result_lines() -> None:
     base = {"env_id": ENV, "ckpt": "c", "training": "default", "episodes": 10, "success_ci95": [0.1, 0.9],
             "baseline_success_rate": 0.0, "oracle_success_rate": None, "seconds_per_decision": 1.0}
@@ -170,6 +188,8 @@ def test_retained_grid_and_report_from_result_lines() -> None:
     assert grid[0][0] == 0.5 and grid[1][1] == 0.25 and grid[0][1] != grid[0][1]  # NaN where not run
     md = report_markdown(rows)
     assert "| ood_visual@1 | 4/10 | 10%–90% | 0% | n/a | 0.50 | 1.00 |" in md
+    rows[1]["retained_ci95"] = [0.2, 1.01]
+    assert "| ood_visual@1 | 4/10 | 10%–90% | 0% | n/a | 0.50 [0.20–1.01] | 1.00 |" in report_markdown(rows)
 
 
 def test_a_condition_with_too_few_pairs_is_skipped_with_its_reason_and_the_others_still_run(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.report import REPORT_MARK, build_report, find_results
-from benchmarks.stats import wilson_interval
+from benchmarks.stats import ratio_interval, wilson_interval
 from worldmodel.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "report"  # eval folders written by the real `wm eval` (README.md there)
@@ -147,7 +147,10 @@ def test_report_from_all_three_kinds(results: Path, tmp_path: Path) -> None:
     id_row = next(line for line in ood.splitlines() if line.startswith("| id |"))
     assert "90% [70–97] (18/20)" in id_row and "80% [58–92] (16/20)" in id_row
     visual2 = next(line for line in ood.splitlines() if line.startswith("| ood_visual@2 |"))
-    assert "45% [26–66] (9/20) | 5% | 0.50 |" in visual2 and "(14/20) | 5% | 0.87 |" in visual2  # 0.7 / 0.8 = 0.8749...
+    # retained with its 95% interval (Katz's log interval of 9/20 over 18/20, 14/20 over 16/20); none for the ID rows
+    assert "45% [26–66] (9/20) | 5% | 0.50 [0.30–0.83] |" in visual2  # 0.7 / 0.8 = 0.8749...
+    assert "(14/20) | 5% | 0.87 [0.61–1.26] |" in visual2
+    assert "(18/20) | 5% | 1.00 |" in id_row and "(16/20) | 5% | 1.00 |" in id_row
     # videos: relative links to every planned_episode.mp4, the bench's own eval's included
     links = [line for line in text.splitlines() if line.startswith("- [") and "planned_episode.mp4" in line]
     assert links == ["- [../results/bench/tworoom/eval/planned_episode.mp4](<../results/bench/tworoom/eval/planned_episode.mp4>)",
@@ -169,6 +172,29 @@ def test_a_pooled_seeds_line_shows_the_oracle_on_its_own_pairs(tmp_path: Path) -
     build_report([tmp_path / "bench"], out)
     (row,) = [r for r in out.read_text().splitlines() if r.startswith("| wm/TwoRoom-v0")]
     assert "| 93% [88–96] (140/150) | 0% [0–2] (0/150) | 100% [93–100] (50/50) |" in row
+
+
+def test_retained_interval_read_from_the_file_or_computed_from_counts(tmp_path: Path, capsys) -> None:
+    """A ``retained_ci95`` written by `wm ood` is shown as written; an older file without the key gets
+    `ratio_interval` of its counts, except on the ``train`` line that repeats a train-split ``id``;
+    a malformed interval is refused by file and line."""
+    lines = ood_lines("wm/TwoRoom-v0", "randomised", 16, 0.05)
+    lines[0]["split"] = "train"  # trained on the train split: the `train` line repeats `id`
+    lines[1] = {**lines[0], "condition": "train", "kind": "split"}
+    lines[2]["retained_ci95"] = [0.11, 0.22]  # (not the counts' interval: read from the file)
+    write_jsonl(tmp_path / "ood" / "results.jsonl", lines)
+    out = tmp_path / "report.md"
+    build_report([tmp_path / "ood"], out)
+    text = out.read_text()
+    row = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
+    assert row["train"].endswith("| 5% | 1.00 |") and row["id"].endswith("| 5% | 1.00 |")
+    assert row["ood_visual@1"].endswith("(15/20) | 5% | 0.94 [0.11–0.22] |")
+    lo, hi = ratio_interval(15, 20, 16, 20)
+    assert row["ood_geometry@1"].endswith(f"(15/20) | 5% | 0.94 [{lo:.2f}–{hi:.2f}] |")
+    lines[2]["retained_ci95"] = [0.5, 0.2]
+    write_jsonl(tmp_path / "ood" / "results.jsonl", lines)
+    err = report_error([str(tmp_path / "ood"), "--out", str(tmp_path / "r2.md")], capsys)
+    assert "line 3: retained_ci95=[0.5, 0.2]; expected [low, high]" in err
 
 
 def test_same_inputs_same_report_and_images(results: Path, tmp_path: Path) -> None:

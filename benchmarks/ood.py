@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.conditions import EVAL_SEED_BASE, EvalCondition, check_pair_seed
-from benchmarks.stats import ratio_interval
+from benchmarks.stats import ratio_interval, wilson_interval
 
 OOD_SPLITS: tuple[str, ...] = ("ood_visual", "ood_geometry", "ood_physics", "ood_all")
 SEVERITIES: tuple[int, ...] = (1, 2, 3)
@@ -246,7 +246,7 @@ def run_ood(
                 if sc.kind == "id":  # every other condition is measured against it
                     raise
                 # e.g. random-action Cube episodes, whose cube mostly never moves: the other conditions still count
-                skipped.append((sc.name, str(err)))
+                skipped.append((sc.name, f"not evaluated: {err}"))
                 say(f"[{i + 1}/{len(conditions)}] {sc.name}: skipped: {err}")
                 continue
             summary["ood_settings"] = settings
@@ -295,14 +295,127 @@ def _row(sc: SuiteCondition, summary: dict, env_id: str, ckpt: str, training: st
 def add_retained(rows: Sequence[dict]) -> None:
     """Set each result line's ``retained`` (its success rate ÷ the first line's, the ``id`` condition's;
     None where ``id`` had no success) and ``retained_ci95`` (`ratio_interval` of the two counts; None on
-    the ``id`` line itself and where ``id`` had no success), in place."""
+    the ``id`` line itself, the ``train`` line that repeats a train-split ``id``, and where ``id`` had no
+    success), in place."""
     id_row = rows[0]
     id_rate = id_row["success_rate"]
     for row in rows:
         row["retained"] = row["success_rate"] / id_rate if id_rate > 0 else None
-        ci = None if row is id_row else ratio_interval(row["successes"], row["episodes"], id_row["successes"],
-                                                       id_row["episodes"])
+        repeats_id = row is id_row or (row["condition"] == "train" and id_row.get("split") == "train")
+        ci = None if repeats_id else ratio_interval(row["successes"], row["episodes"], id_row["successes"],
+                                                    id_row["episodes"])
         row["retained_ci95"] = None if ci is None else list(ci)
+
+
+#: the keys `pool_ood` needs on every result line it pools
+POOL_KEYS = ("env_id", "training", "condition", "kind", "episodes", "successes", "success_rate", "baseline_success_rate")
+
+
+def _read_suite(folder: Path) -> list[dict]:
+    path = folder / "results.jsonl"
+    if not path.is_file():
+        raise ValueError(f"{folder}: no results.jsonl (expected a `wm ood --out` folder)")
+    rows = []
+    for n, text in enumerate(path.read_text().splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} line {n}: not valid JSON ({err.msg})") from None
+        missing = [k for k in POOL_KEYS if k not in row] if isinstance(row, dict) else list(POOL_KEYS)
+        if missing:
+            raise ValueError(f"{path} line {n}: missing {missing} (expected a `wm ood` result line)")
+        rows.append(row)
+    if not rows or rows[0]["kind"] != "id":
+        raise ValueError(f"{path}: its first line is not the `id` condition (expected `wm ood`'s results.jsonl)")
+    return rows
+
+
+def pool_ood(folders: Sequence[str | Path], out: str | Path, log: Callable[[str], None] | None = None) -> list[dict]:
+    """Pool `wm ood` runs of one recipe trained with several seeds into one suite and write its
+    ``results.jsonl``, ``report.md`` and ``heatmap.png`` in `out`.
+
+    Each condition's successes, episodes and random-baseline successes are summed over the runs; its
+    success interval is Wilson's on the pooled count and ``retained`` is pooled success ÷ pooled
+    ``id`` success, with `ratio_interval`. Runs of one recipe evaluated on the same pairs
+    (``--pair-seed``) are not independent draws of pairs: the pooled interval measures the seeds'
+    mean success on those pairs. Lines keep `wm ood`'s keys, plus ``pooled_from`` (the folders),
+    ``runs`` and ``run_successes`` (per run, in order); ``ckpt`` lists the checkpoints.
+
+    Args:
+        folders: two or more `wm ood --out` folders of one env and training label, each run once.
+        out: output folder (created; a folder among `folders` is refused).
+
+    Returns:
+        the pooled lines, as written to ``results.jsonl``.
+
+    Raises:
+        ValueError: fewer than two folders, a folder twice (or two runs of one checkpoint), a folder
+            without a `wm ood` results.jsonl, runs of different envs, training labels or pair seeds,
+            or no condition common to every run; each named.
+    """
+    say = log or (lambda msg: None)
+    folders = [Path(f) for f in folders]
+    out = Path(out)
+    if len(folders) < 2:
+        raise ValueError(f"pooling needs two or more wm ood folders, got {len(folders)}")
+    resolved = [f.resolve() for f in folders]
+    for i, f in enumerate(resolved):
+        if f in resolved[:i]:
+            raise ValueError(f"{folders[i]} given twice: each run is pooled once")
+    if out.resolve() in resolved:
+        raise ValueError(f"--out {out} is one of the pooled folders; write the pool elsewhere")
+    runs = [_read_suite(f) for f in folders]
+    for key in ("env_id", "training", "pair_seed"):
+        values = [run[0].get(key) for run in runs]
+        if len(set(map(str, values))) > 1:
+            raise ValueError(f"the runs differ in {key}: " + ", ".join(f"{f}: {v!r}" for f, v in zip(folders, values))
+                             + "; pool runs of one env, training label and pair seed")
+    ckpts = [str(run[0].get("ckpt")) for run in runs]
+    for i, c in enumerate(ckpts):
+        if c != "None" and c in ckpts[:i]:
+            raise ValueError(f"{folders[ckpts.index(c)]} and {folders[i]} are runs of one checkpoint ({c}); "
+                             f"pool runs of different training seeds")
+    names = [r["condition"] for r in runs[0]]
+    common = [c for c in names if all(any(r["condition"] == c for r in run) for run in runs[1:])]
+    left_out = sorted({r["condition"] for run in runs for r in run} - set(common))
+    if "id" not in common:
+        raise ValueError("no `id` condition in every run")
+    rows = []
+    for name in common:
+        lines = [next(r for r in run if r["condition"] == name) for run in runs]
+        k = sum(int(r["successes"]) for r in lines)
+        n = sum(int(r["episodes"]) for r in lines)
+        b = sum(round(float(r["baseline_success_rate"]) * int(r["episodes"])) for r in lines)
+        oracle = [r.get("oracle_success_rate") for r in lines]
+        o = (sum(round(float(x) * int(r["episodes"])) for x, r in zip(oracle, lines))
+             if all(x is not None for x in oracle) else None)
+        spd = [r.get("seconds_per_decision") for r in lines]
+        first = lines[0]
+        rows.append({
+            "env_id": first["env_id"], "ckpt": ckpts, "training": first["training"], "condition": name,
+            "kind": first["kind"], "split": first.get("split"), "severity": first.get("severity"),
+            "factor": first.get("factor"), "episodes": n, "successes": k, "success_rate": k / n,
+            "success_ci95": list(wilson_interval(k, n)), "baseline_success_rate": b / n,
+            "baseline_success_ci95": list(wilson_interval(b, n)),
+            "oracle_success_rate": None if o is None else o / n,
+            "oracle_success_ci95": None if o is None else list(wilson_interval(o, n)),
+            "retained": None, "retained_ci95": None,
+            "seconds_per_decision": (sum(spd) / len(spd)) if all(x is not None for x in spd) else None,
+            "condition_label": first.get("condition_label"), "pair_seed": first.get("pair_seed"),
+            "pooled_from": [str(f) for f in folders], "runs": len(lines),
+            "run_successes": [int(r["successes"]) for r in lines],
+        })
+    add_retained(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(out / "results.jsonl", rows)
+    heatmap = write_heatmap(rows, out / "heatmap.png")
+    skipped = [(c, "not in every pooled run") for c in left_out]
+    (out / "report.md").write_text(report_markdown(rows, heatmap.name if heatmap else None, skipped))
+    say(f"wm ood-pool: {len(runs)} runs, {len(rows)} conditions pooled; results in {out / 'results.jsonl'}"
+        + (f"; not in every run: {', '.join(left_out)}" if left_out else ""))
+    return rows
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
@@ -367,13 +480,20 @@ def _pct(x: float | None) -> str:
 
 def report_markdown(rows: Sequence[dict], heatmap: str | None = None,
                     skipped: Sequence[tuple[str, str]] = ()) -> str:
-    """``report.md``: the ID-vs-OOD table of a suite's result lines, and the conditions `skipped`
-    ((name, why) pairs: their episodes gave too few start/goal pairs; no result line)."""
+    """``report.md``: the ID-vs-OOD table of a suite's result lines (or of `pool_ood`'s pooled ones), and
+    the conditions `skipped` ((name, why) pairs, e.g. their episodes gave too few start/goal pairs; no
+    result line)."""
     first = rows[0]
+    if first.get("pooled_from"):
+        where = (f"{first['runs']} runs pooled ({', '.join(f'`{f}`' for f in first['pooled_from'])}; checkpoints "
+                 f"{', '.join(f'`{c}`' for c in first['ckpt'])}); {first['episodes']} planned episodes per condition "
+                 "summed over the runs (successes per run in `results.jsonl`'s `run_successes`)")
+    else:
+        where = f"Checkpoint `{first['ckpt']}`; {first['episodes']} start/goal pairs per condition"
     lines = [
         f"# OOD suite: {first['env_id']}, training '{first['training']}'",
         "",
-        f"Checkpoint `{first['ckpt']}`; {first['episodes']} start/goal pairs per condition"
+        where
         + (f" (episodes of seeds {first['pair_seed']:,}..)" if first.get("pair_seed") is not None else "")
         + f"; retained = success ÷ the `id` condition's success ({_pct(first['success_rate'])}), "
         "with its 95% interval (Katz's log interval for a ratio of two proportions).",
@@ -390,7 +510,7 @@ def report_markdown(rows: Sequence[dict], heatmap: str | None = None,
         lines.append(f"| {r['condition']} | {r['successes']}/{r['episodes']} | {_pct(lo)}–{_pct(hi)} | "
                      f"{_pct(r['baseline_success_rate'])} | {_pct(r['oracle_success_rate'])} | {ret} | {spd} |")
     if skipped:
-        lines += ["", "Not evaluated (their episodes gave too few start/goal pairs; no result line):", ""]
+        lines += ["", "Not in this table (no result line):", ""]
         lines += [f"- {name}: {why}" for name, why in skipped]
     if heatmap:
         lines += ["", f"![retained success]({heatmap})"]

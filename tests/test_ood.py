@@ -13,7 +13,7 @@ from tests.cli_helpers import wm
 import envs
 from benchmarks.conditions import EvalCondition
 from benchmarks.ood import OODConfig, add_retained, id_condition_of, report_markdown, retained_grid, suite_conditions
-from benchmarks.stats import ratio_interval
+from benchmarks.stats import ratio_interval, wilson_interval
 from data import open_dataset
 from worldmodel.cli import main
 
@@ -223,8 +223,74 @@ def test_a_condition_with_too_few_pairs_is_skipped_with_its_reason_and_the_other
     assert "growing its episodes to 32" in err and "(from 32 episodes of condition 'goal_source:random'" in err
     assert len(open_dataset(out / "conditions" / "goal_source_random" / "pairs.lance").episodes()) == 32
     report = (out / "report.md").read_text()
-    assert "Not evaluated" in report and "- goal_source:random: could only draw 1 of 2" in report
+    assert "Not in this table" in report and "- goal_source:random: not evaluated: could only draw 1 of 2" in report
 
     short["id"] = True
     code, _, err = wm(capsys, *args[:6], tmp_path / "ood_id", *args[7:])
     assert code == 2 and "could only draw 1 of 2" in err
+
+
+def _suite_lines(ckpt: str, counts: dict[str, int], episodes: int = 50, training: str = "randomised",
+                 pair_seed: int = 4_000_000, env_id: str = ENV) -> list[dict]:
+    """`wm ood` result lines of one checkpoint (its keys), successes per condition from `counts` (id first)."""
+    kinds = {"id": ("id", "train", None), "train": ("split", "train", None), "ood_all@1": ("split", "ood_all", 1),
+             "ood_visual@1": ("split", "ood_visual", 1), "goal_source:random": ("goal_source", None, None)}
+    rows = []
+    for name, k in counts.items():
+        kind, split, sev = kinds[name]
+        rows.append({"env_id": env_id, "ckpt": ckpt, "training": training, "condition": name, "kind": kind,
+                     "split": split, "severity": sev, "factor": None, "episodes": episodes, "successes": k,
+                     "success_rate": k / episodes, "success_ci95": [0.0, 1.0], "baseline_success_rate": 0.1,
+                     "oracle_success_rate": None, "retained": None, "seconds_per_decision": 2.0,
+                     "pair_seed": pair_seed})
+    return rows
+
+
+def _write_suite(folder: Path, rows: list[dict]) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_wm_ood_pool_sums_the_seeds_runs_and_refuses_runs_that_do_not_pool(tmp_path: Path, capsys) -> None:
+    a = _write_suite(tmp_path / "s0", _suite_lines("ck/seed0", {"id": 37, "train": 37, "ood_visual@1": 35,
+                                                                 "ood_all@1": 27, "goal_source:random": 47}))
+    b = _write_suite(tmp_path / "s1", _suite_lines("ck/seed1", {"id": 38, "train": 38, "ood_visual@1": 33,
+                                                                 "ood_all@1": 28}))
+    out = tmp_path / "pool"
+    code, stdout, err = wm(capsys, "ood-pool", a, b, "--out", out)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert rows == json.loads(stdout)
+    by = {r["condition"]: r for r in rows}
+    assert list(by) == ["id", "train", "ood_visual@1", "ood_all@1"]  # goal_source: only in seed 0's run
+    assert "goal_source:random: not in every pooled run" in (out / "report.md").read_text()
+    assert "goal_source:random" in err
+    assert (by["ood_all@1"]["successes"], by["ood_all@1"]["episodes"], by["ood_all@1"]["run_successes"]) == (55, 100, [27, 28])
+    assert by["ood_all@1"]["retained"] == pytest.approx(55 / 75)
+    assert by["ood_all@1"]["retained_ci95"] == list(ratio_interval(55, 100, 75, 100))
+    assert by["ood_all@1"]["success_ci95"] == list(wilson_interval(55, 100))
+    assert by["id"]["retained_ci95"] is None and by["train"]["retained_ci95"] is None  # train repeats a train-split id
+    assert by["id"]["baseline_success_rate"] == pytest.approx(0.1) and by["id"]["ckpt"] == ["ck/seed0", "ck/seed1"]
+    report = (out / "report.md").read_text()
+    assert "2 runs pooled" in report and "| ood_all@1 | 55/100 |" in report
+    assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def refused(*folders: Path) -> str:
+        code, _, err = wm(capsys, "ood-pool", *folders, "--out", tmp_path / "x")
+        assert code == 2 and not (tmp_path / "x").exists()
+        return err
+
+    assert "two or more wm ood folders, got 1" in refused(a)
+    assert "given twice" in refused(a, tmp_path / "s0" / ".." / "s0")
+    same = _write_suite(tmp_path / "again", _suite_lines("ck/seed0", {"id": 30}))
+    assert "are runs of one checkpoint (ck/seed0)" in refused(a, same)
+    other = _write_suite(tmp_path / "pairs", _suite_lines("ck/seed2", {"id": 30}, pair_seed=2_000_000))
+    assert "differ in pair_seed" in refused(a, other) and "4000000" in refused(a, other)
+    label = _write_suite(tmp_path / "label", _suite_lines("ck/seed3", {"id": 30}, training="default"))
+    assert "differ in training" in refused(a, label)
+    assert "no results.jsonl" in refused(a, tmp_path / "nowhere")
+    bad = _write_suite(tmp_path / "bad", [{"condition": "id"}])
+    assert f"{bad / 'results.jsonl'} line 1: missing" in refused(a, bad)
+    code, _, err = wm(capsys, "ood-pool", a, b, "--out", a)
+    assert code == 2 and "is one of the pooled folders" in err

@@ -241,6 +241,15 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--planner-opt", dest="planner_opt", action="append", default=[], metavar="KEY=VALUE",
                    help="a solver option (repeatable), as in wm eval")
 
+    p = add("ood-pool", "pool wm ood runs of one recipe trained with several seeds into one suite, with a report")
+    p.description = ("Sums each condition's successes, episodes and random-baseline successes over the runs (one env, "
+                     "training label and pair seed; each checkpoint once) and writes OUT/results.jsonl (wm ood's keys, "
+                     "plus pooled_from, runs, run_successes), OUT/report.md and OUT/heatmap.png; retained = pooled "
+                     "success / pooled id success, with its 95% interval. Conditions missing from a run are left out "
+                     "and named.")
+    p.add_argument("runs", nargs="+", metavar="DIR", help="wm ood --out folders (two or more)")
+    p.add_argument("--out", required=True, help="folder for results.jsonl, report.md, heatmap.png")
+
     p = add("bench", "measure the platform's speed")
     bsub = p.add_subparsers(dest="bench_command", required=True, metavar="SUBCOMMAND")
     q = bsub.add_parser("envs", help="single-process steps/s of every env, a frame rendered every step")
@@ -764,6 +773,14 @@ def _cmd_ood(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ood_pool(args: argparse.Namespace) -> int:
+    from benchmarks.ood import pool_ood
+
+    rows = pool_ood(args.runs, args.out, log=_log)
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from benchmarks.demo import run_demo
 
@@ -942,6 +959,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "eval": _cmd_eval,
     "demo": _cmd_demo,
     "ood": _cmd_ood,
+    "ood-pool": _cmd_ood_pool,
     "report": _cmd_report,
 }
 

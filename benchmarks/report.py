@@ -337,7 +337,9 @@ def _results_file(folder: Path) -> tuple[str, list]:
                                           and math.isfinite(v) and v >= 0 for v in ci) or ci[0] > ci[1]):
             raise ValueError(f"{where}: retained_ci95={ci!r}; expected [low, high] with 0 <= low <= high, or null")
         row["_line"] = n
-        key = (line["env_id"], str(line.get("ckpt") or ""), str(line.get("training") or "default"))
+        ckpt = line.get("ckpt")
+        ckpt = ", ".join(map(str, ckpt)) if isinstance(ckpt, list) else str(ckpt or "")  # a list: wm ood-pool's
+        key = (line["env_id"], ckpt, str(line.get("training") or "default"))
         condition = str(line["condition"])
         if (*key, condition) in seen:
             raise ValueError(f"{where}: condition {condition!r} again (first on line {seen[(*key, condition)]})")
@@ -547,7 +549,9 @@ def _split_rank(name: str) -> int:
 def _panel_title(run: OodResult, runs: list[OodResult]) -> str:
     title = f"training: {run.training}"
     if sum(r.training == run.training for r in runs) > 1:
-        title += f"\n{run.folder.name}" + (f" ({Path(run.ckpt).name})" if run.ckpt else "")
+        pooled = run.rows[0].get("runs") if run.rows[0].get("pooled_from") else None
+        title += f"\n{run.folder.name}" + (f" ({pooled} runs pooled)" if pooled
+                                           else f" ({Path(run.ckpt).name})" if run.ckpt else "")
     return title
 
 

@@ -197,6 +197,26 @@ def test_retained_interval_read_from_the_file_or_computed_from_counts(tmp_path: 
     assert "line 3: retained_ci95=[0.5, 0.2]; expected [low, high]" in err
 
 
+def test_a_pooled_suite_reports_beside_its_runs(tmp_path: Path) -> None:
+    """`wm ood-pool`'s folder is one more OOD run on the page: its checkpoints listed, not a Python list."""
+    from benchmarks.ood import pool_ood
+
+    for seed, k in ((0, 16), (1, 14)):
+        lines = ood_lines("wm/TwoRoom-v0", "randomised", k, 0.05)
+        for line in lines:
+            line["ckpt"] = f"runs/seed{seed}/ckpt"
+        write_jsonl(tmp_path / f"ood_s{seed}" / "results.jsonl", lines)
+    pool_ood([tmp_path / "ood_s0", tmp_path / "ood_s1"], tmp_path / "pooled")
+    out = tmp_path / "report.md"
+    build_report([tmp_path], out)
+    text = out.read_text()
+    assert "checkpoint `runs/seed0/ckpt, runs/seed1/ckpt`" in text and "['" not in text
+    ood = text[text.index("### wm/TwoRoom-v0"):]
+    assert "pooled (2 runs pooled): success" in ood
+    id_row = next(line for line in ood.splitlines() if line.startswith("| id |"))
+    assert "(16/20)" in id_row and "(14/20)" in id_row and "(30/40)" in id_row
+
+
 def test_same_inputs_same_report_and_images(results: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.md"
     build_report([results / "ood_default", results / "ood_randomised", results], out)  # overlapping DIRs: no row twice

@@ -18,12 +18,29 @@ def pixels(B: int, T: int, size: int = 32) -> torch.Tensor:
     return torch.randint(0, 256, (B, T, 3, size, size), dtype=torch.uint8)
 
 
-@pytest.mark.parametrize("encoder", ["cnn", "vit"])
+@pytest.mark.parametrize("encoder", ["cnn", "cnn-spatial", "vit"])
 @pytest.mark.parametrize("size", [32, 64, 96])
 def test_encode_shape_any_image_size(encoder, size):
     model = tiny(encoder=encoder, image_size=size, patch_size=8, vit_width=32, vit_depth=1, vit_heads=2).eval()
     emb = model.encode(pixels(3, 2, size))
     assert emb.shape == (3, 2, 16) and emb.dtype == torch.float32
+
+
+def test_the_spatial_encoder_keeps_each_cell_apart():
+    """cnn-spatial: the projector sees one cell of the 4x4 map at a time, so changing one cell of the
+    map changes only that cell's embed_dim / 16 channels of the embedding (channel-major: c * 16 + cell)."""
+    model = tiny(encoder="cnn-spatial", embed_dim=32).eval()
+    assert model.encode(pixels(2, 1)).shape == (2, 1, 32)
+    projector = model.encoder.projector
+    feature_map = torch.randn(2, 64, 4, 4)  # (N, 8 * encoder_width, 4, 4)
+    changed = feature_map.clone()
+    changed[:, :, 1, 2] += 3.0  # cell 1 * 4 + 2 = 6
+    with torch.no_grad():
+        diff = (projector(changed) - projector(feature_map)).abs().amax(0)  # (32,)
+    moved = {int(i) for i in torch.nonzero(diff > 1e-6).flatten()}
+    assert moved == {6, 16 + 6}  # both channels of cell 6, nothing else
+    with pytest.raises(ValueError, match="embed_dim=24: the cnn-spatial encoder needs a multiple of 16"):
+        ModelConfig(**{**TINY, "encoder": "cnn-spatial", "embed_dim": 24})
 
 
 def test_encode_accepts_non_contiguous_input():
@@ -165,7 +182,7 @@ def test_config_round_trip_and_errors():
         ModelConfig.from_dict({"embed_dim": "64"})
     with pytest.raises(ValueError, match="missing keys"):
         ModelConfig.from_dict({"embed_dim": 64}, strict=True)
-    with pytest.raises(ValueError, match="'cnn' or 'vit'"):
+    with pytest.raises(ValueError, match="'cnn', 'cnn-spatial' or 'vit'"):
         ModelConfig(encoder="resnet")
     with pytest.raises(ValueError, match="divisible by patch_size"):
         ModelConfig(encoder="vit", image_size=60, patch_size=8)

@@ -11,9 +11,9 @@ TINY = dict(image_size=32, encoder_width=8, embed_dim=16, projector_hidden=32, p
             predictor_depth=1, predictor_heads=2, sigreg_projections=32, frameskip=2, action_dim=2)
 
 
-def trained_model(steps: int = 2):
+def trained_model(steps: int = 2, **kw):
     torch.manual_seed(0)
-    model = JEPA(ModelConfig(**TINY))
+    model = JEPA(ModelConfig(**{**TINY, **kw}))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
     for _ in range(steps):  # moves BatchNorm running stats and fills the optimiser state
         out = model.loss(torch.randint(0, 256, (8, 2, 3, 32, 32), dtype=torch.uint8), torch.randn(8, 1, 4))
@@ -23,8 +23,9 @@ def trained_model(steps: int = 2):
     return model, opt
 
 
-def test_round_trip_gives_identical_outputs(tmp_path):
-    model, _ = trained_model()
+@pytest.mark.parametrize("encoder", ["cnn", "cnn-spatial"])
+def test_round_trip_gives_identical_outputs(tmp_path, encoder):
+    model, _ = trained_model(encoder=encoder)
     save_checkpoint(tmp_path / "ckpt", model, extra={"note": "hi"})
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
     loaded = load_checkpoint(tmp_path / "ckpt")

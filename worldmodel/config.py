@@ -112,6 +112,10 @@ def parse_regularizers(spec: str) -> dict[str, float]:
     return out
 
 
+#: the frame encoders a `WorldModelConfig` may name (``worldmodel/encoder.py``)
+ENCODERS = ("cnn", "cnn-spatial", "vit")
+
+
 @dataclass
 class WorldModelConfig:
     """What every world-model family shares: the planner-facing sizes and the encoder/predictor backbone.
@@ -138,7 +142,8 @@ class WorldModelConfig:
     context: int = _f(1, "past embeddings the predictor sees (in training as in planning)")
     pred_steps: int = _f(1, "frames a training window predicts beyond the context (window = context + pred_steps; formerly horizon)")
     embed_dim: int = _f(64, "size D of the latent embedding")
-    encoder: str = _f("cnn", "encoder backbone: 'cnn' or 'vit'")
+    encoder: str = _f("cnn", "encoder backbone: 'cnn', 'cnn-spatial' (the CNN's 4x4 map kept as D/16 channels per "
+                             "cell, the projector per cell: the embedding keeps where things are) or 'vit'")
     encoder_width: int = _f(32, "CNN base channels (doubled at each of the 4 stride-2 blocks)")
     patch_size: int = _f(8, "ViT patch side in pixels (must divide image_size)")
     vit_width: int = _f(192, "ViT token width")
@@ -181,7 +186,7 @@ class WorldModelConfig:
         _require(self.pred_steps >= 0, f"{name_}.pred_steps must be >= 0, got {self.pred_steps}")
         _require(self.context + self.pred_steps >= 2,
                  f"a training window needs >= 2 frames, got context={self.context} + pred_steps={self.pred_steps}")
-        _require(self.encoder in ("cnn", "vit"), f"{name_}.encoder must be 'cnn' or 'vit', got {self.encoder!r}")
+        _require(self.encoder in ENCODERS, f"{name_}.encoder must be 'cnn', 'cnn-spatial' or 'vit', got {self.encoder!r}")
         _require(0.0 <= self.dropout < 1.0, f"{name_}.dropout must be in [0, 1), got {self.dropout}")
         _require(self.mlp_ratio > 0, f"{name_}.mlp_ratio must be > 0, got {self.mlp_ratio}")
         _require(self.rollout_weight >= 0, f"{name_}.rollout_weight must be >= 0, got {self.rollout_weight}")
@@ -191,8 +196,11 @@ class WorldModelConfig:
         _require(self.predictor_head_dim is not None or self.predictor_width % self.predictor_heads == 0,
                  f"predictor_width={self.predictor_width} must be divisible by predictor_heads={self.predictor_heads} "
                  f"(or set predictor_head_dim)")
-        if self.encoder == "cnn":
+        if self.encoder in ("cnn", "cnn-spatial"):
             _require(self.image_size >= 16, f"the CNN encoder needs image_size >= 16, got {self.image_size}")
+            _require(self.encoder == "cnn" or self.embed_dim % 16 == 0,
+                     f"{name_}.embed_dim={self.embed_dim}: the cnn-spatial encoder needs a multiple of 16 "
+                     f"(4 x 4 cells of embed_dim / 16 channels)")
         else:
             _require(self.image_size % self.patch_size == 0,
                      f"image_size={self.image_size} must be divisible by patch_size={self.patch_size}")

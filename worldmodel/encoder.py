@@ -1,4 +1,4 @@
-"""Frame encoders: uint8 pixels -> embedding (CNN or small ViT) + BatchNorm projector.
+"""Frame encoders: uint8 pixels -> embedding (CNN, CNN map kept spatial, or small ViT) + BatchNorm projector.
 
 Also holds the transformer pieces shared with the predictor (``Attention``,
 ``FeedForward``) and the ``Projector`` MLP used after both encoder and predictor.
@@ -99,6 +99,16 @@ class FeedForward(nn.Module):
         return self.net(x)
 
 
+def cnn_blocks(in_channels: int, width: int) -> nn.Sequential:
+    """4 stride-2 conv blocks (Conv 3x3 -> GroupNorm -> GELU), channels width, 2w, 4w, 8w:
+    (N, C, S, S) -> (N, 8 * width, S/16, S/16)."""
+    chans = [in_channels, width, 2 * width, 4 * width, 8 * width]
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip(chans[:-1], chans[1:]):
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(min(8, c_out), c_out), nn.GELU()]
+    return nn.Sequential(*layers)
+
+
 class CNNBackbone(nn.Module):
     """4 stride-2 conv blocks (Conv -> GroupNorm -> GELU), pool to 4x4, flatten, linear.
 
@@ -108,11 +118,7 @@ class CNNBackbone(nn.Module):
 
     def __init__(self, in_channels: int, width: int):
         super().__init__()
-        chans = [in_channels, width, 2 * width, 4 * width, 8 * width]
-        layers: list[nn.Module] = []
-        for c_in, c_out in zip(chans[:-1], chans[1:]):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(min(8, c_out), c_out), nn.GELU()]
-        self.convs = nn.Sequential(*layers)
+        self.convs = cnn_blocks(in_channels, width)
         self.pool = nn.AdaptiveAvgPool2d(4)
         self.out_dim = 8 * width
         self.fc = nn.Linear(8 * width * 16, self.out_dim)
@@ -120,6 +126,42 @@ class CNNBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, C, S, S) float -> (N, 8 * width)."""
         return self.fc(self.pool(self.convs(x)).flatten(1))
+
+
+#: side of the spatial map of the ``cnn-spatial`` encoder (its embedding is SPATIAL_GRID^2 cells of D / 16 channels)
+SPATIAL_GRID = 4
+
+
+class CNNMap(nn.Module):
+    """The CNN backbone's conv blocks and 4x4 pooling without the linear layer that mixes the cells:
+    (N, C, S, S) float -> (N, 8 * width, 4, 4)."""
+
+    def __init__(self, in_channels: int, width: int):
+        super().__init__()
+        self.convs = cnn_blocks(in_channels, width)
+        self.pool = nn.AdaptiveAvgPool2d(SPATIAL_GRID)
+        self.out_dim = 8 * width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, C, S, S) float -> (N, 8 * width, 4, 4)."""
+        return self.pool(self.convs(x))
+
+
+class SpatialProjector(nn.Module):
+    """The BatchNorm projector applied to every cell of a map on its own (1x1 convolutions), then
+    flattened: (N, d_in, G, G) -> (N, d_out * G * G), channel-major (``(N, d_out, G, G).flatten(1)``).
+
+    Each cell's output depends on that cell's input only, so the embedding keeps the map's layout
+    (where in the frame each feature is): the ``cnn-spatial`` encoder.
+    """
+
+    def __init__(self, d_in: int, hidden: int, d_out: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(d_in, hidden, 1), nn.BatchNorm2d(hidden), nn.GELU(), nn.Conv2d(hidden, d_out, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, d_in, G, G) -> (N, d_out * G * G)."""
+        return self.net(x).flatten(1)
 
 
 class ViTBlock(nn.Module):
@@ -164,17 +206,28 @@ class ViTBackbone(nn.Module):
 
 
 class Encoder(nn.Module):
-    """uint8 frames (N, C, S, S) -> embeddings (N, D): scale to [-1, 1], backbone, projector."""
+    """uint8 frames (N, C, S, S) -> embeddings (N, D): scale to [-1, 1], backbone, projector.
+
+    ``encoder`` ``cnn``: CNN features mixed by a linear layer, then the BatchNorm projector;
+    ``cnn-spatial``: the CNN's 4x4 map, the projector applied per cell (D / 16 channels each), flattened;
+    ``vit``: the ViT's CLS token, then the projector.
+    """
 
     def __init__(self, config: WorldModelConfig):
         super().__init__()
         c = config
         if c.encoder == "cnn":
             self.backbone: nn.Module = CNNBackbone(c.in_channels, c.encoder_width)
+        elif c.encoder == "cnn-spatial":
+            self.backbone = CNNMap(c.in_channels, c.encoder_width)
         else:
             self.backbone = ViTBackbone(c.in_channels, c.image_size, c.patch_size, c.vit_width, c.vit_depth,
                                         c.vit_heads, c.mlp_ratio, c.dropout)
-        self.projector = Projector(self.backbone.out_dim, c.projector_hidden, c.embed_dim)
+        if c.encoder == "cnn-spatial":
+            self.projector: nn.Module = SpatialProjector(self.backbone.out_dim, c.projector_hidden,
+                                                         c.embed_dim // SPATIAL_GRID**2)
+        else:
+            self.projector = Projector(self.backbone.out_dim, c.projector_hidden, c.embed_dim)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels uint8 (N, C, S, S) -> (N, D)."""

@@ -82,6 +82,9 @@ PROBE_FIT_FRACTION = 0.7
 PROBE_RIDGE = 1e-3
 #: per-dimension variance floor, relative to the mean variance (a dead dimension must not divide by ~0)
 VAR_FLOOR = 1e-6
+#: a dimension varying less than this fraction of the mean dimension's variance counts as near-constant:
+#: the normalised errors divide by its variance, so its small absolute errors can dominate them
+NEAR_CONSTANT_FRACTION = 0.01
 
 
 @dataclass
@@ -423,8 +426,9 @@ def diagnose(
     rng = np.random.default_rng(seed)
     f = int(model.config.frameskip)
     all_emb = np.concatenate([ep.emb for ep in eps]).astype(np.float64)
-    var = all_emb.var(0)
-    var = np.maximum(var, VAR_FLOOR * max(float(var.mean()), 1e-30))
+    raw_var = all_emb.var(0)
+    var = np.maximum(raw_var, VAR_FLOOR * max(float(raw_var.mean()), 1e-30))
+    near_constant = raw_var < NEAR_CONSTANT_FRACTION * float(raw_var.mean())
 
     rank = {"value": rankme(all_emb), "centered": rankme(all_emb, center=True), "frames": int(all_emb.shape[0]),
             "embed_dim": int(all_emb.shape[1]), "max": int(min(all_emb.shape))}
@@ -483,6 +487,10 @@ def diagnose(
                          "transitions; surprise_ratio: the three kinds pooled (equal counts) / mean normal error = "
                          "the mean of the kinds' ratios; errors normalised as open_loop; auroc: P(implausible error "
                          "> normal error)"},
+            "variance": {"near_constant_dims": int(near_constant.sum()), "embed_dim": int(all_emb.shape[1]),
+                         "fraction": NEAR_CONSTANT_FRACTION, "mean": float(raw_var.mean()),
+                         "definition": "dimensions whose variance over the held-out frames is below fraction x the "
+                         "mean dimension's variance (e.g. the cells of a spatial embedding that see only a wall)"},
             "straightness": {"value": straight, "pairs": pairs, "skipped_still": skipped, "state_straightness": s_straight,
                              "state_pairs": s_pairs, "stride": f, "definition": "mean cos(z[t+f] - z[t], z[t+2f] - "
                              "z[t+f]) over held-out trajectories and raw offsets; pairs with a near-zero velocity "
@@ -490,6 +498,18 @@ def diagnose(
         },
     }
     return metrics, errors
+
+
+def variance_note(details: dict[str, Any]) -> str | None:
+    """The note ``wm diagnose`` prints when near-constant embedding dimensions dominate the normalised
+    errors (``details["variance"]`` of `diagnose`), else None."""
+    v = details.get("variance") or {}
+    n = int(v.get("near_constant_dims", 0))
+    if n == 0:
+        return None
+    return (f"{n} of {v['embed_dim']} embedding dimensions vary less than {v['fraction']:g} x the mean dimension's "
+            f"variance: open_loop_mse and the surprise ratios divide each dimension's error by its variance, so these "
+            f"dimensions can dominate them; read open_loop_mse_raw (undivided) beside them")
 
 
 def _check_model_fits(model: Any, dataset: Any) -> None:
@@ -594,6 +614,9 @@ def run_diagnose(
         env.close()
     metrics, errors = diagnose(model, eps, steps=steps, seed=seed, device=device, progress=progress,
                                goal_angle_dims=angle_dims)
+    note = variance_note(metrics["details"])
+    if note is not None:
+        notes.append(note)
     cfg = model.config
     result = {
         **metrics,

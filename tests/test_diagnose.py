@@ -24,7 +24,7 @@ import torch
 
 from benchmarks.diagnose import (
     DIAGNOSTICS_FILE, SURPRISE_FILE, EpisodeEmbeddings, _split_episodes, angle_probe, diagnose, probe_r2,
-    run_diagnose, summary_lines, surprise_summary,
+    run_diagnose, summary_lines, surprise_summary, variance_note,
 )
 from worldmodel.diagnostics import auroc, heldout_r2, rankme, straightness
 
@@ -235,6 +235,26 @@ def test_diagnose_known_answers_with_a_stub_model_on_the_contract() -> None:
     # the same seed, the same figures
     again, _ = diagnose(model, eps, steps=4, seed=0)
     assert json.dumps(again, sort_keys=True) == json.dumps(metrics, sort_keys=True)
+
+
+def test_near_constant_dimensions_are_counted_and_named_in_a_note() -> None:
+    """A dimension the frames barely move (a spatial embedding's wall cell) is counted, and the note
+    says the normalised errors are dominated by it; none in an embedding without one."""
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((2, 8))
+    model = LinearWorld(m)
+    metrics, _ = diagnose(model, synthetic_episodes(model), steps=2, seed=0)
+    assert metrics["details"]["variance"]["near_constant_dims"] == 0
+    assert variance_note(metrics["details"]) is None
+    m[:, 5] = 0.0  # dimension 5 is the noise alone: variance ~4e-6 against ~0.05
+    m[:, 6] = 0.0
+    model = LinearWorld(m)
+    metrics, _ = diagnose(model, synthetic_episodes(model), steps=2, seed=0)
+    assert metrics["details"]["variance"]["near_constant_dims"] == 2
+    note = variance_note(metrics["details"])
+    assert note is not None and note.startswith("2 of 8 embedding dimensions") and "open_loop_mse_raw" in note
+    # why it matters: the noise-only dimensions alone lift the normalised error far above the raw one's scale
+    assert metrics["open_loop_mse"][0] > 0.1
 
 
 def test_probe_is_scored_on_other_episodes_than_it_was_fitted_on() -> None:

@@ -246,7 +246,7 @@ def test_near_constant_dimensions_are_counted_and_named_in_a_note() -> None:
     metrics, _ = diagnose(model, synthetic_episodes(model), steps=2, seed=0)
     assert metrics["details"]["variance"]["near_constant_dims"] == 0
     assert variance_note(metrics["details"]) is None
-    m[:, 5] = 0.0  # dimension 5 is the noise alone: variance ~4e-6 against ~0.05
+    m[:, 5] = 0.0  # dimensions 5 and 6 are the noise alone: variance ~4e-6 against ~0.05
     m[:, 6] = 0.0
     model = LinearWorld(m)
     metrics, _ = diagnose(model, synthetic_episodes(model), steps=2, seed=0)
@@ -361,6 +361,22 @@ def test_run_diagnose_with_a_stub_encoder_that_is_a_linear_map_of_the_state(tiny
     result = run_diagnose(tiny.ckpt, path, tmp_path / "out", steps=3, model=model)
     assert result["probe_r2"] > 0.98, result["details"]["probe"]
     assert model.calls > 0 and len(result["open_loop_mse"]) == 3
+
+
+def test_run_diagnose_notes_near_constant_dimensions(tiny, tmp_path) -> None:
+    """wm diagnose's result (and its printed summary) carries the near-constant note when the
+    embedding has a dimension that never moves, and not when it has none."""
+    path = _dot_dataset(tmp_path / "dots.lance", n_eps=6, length=20, size=32)
+    m = np.random.default_rng(0).standard_normal((2, 6))
+    plain = run_diagnose(tiny.ckpt, path, tmp_path / "plain", steps=2, model=LinearWorld(m, frameskip=2, image_size=32))
+    assert not any("embedding dimensions vary less than" in n for n in plain["notes"])
+    m[:, 3] = 0.0  # dimension 3 never moves
+    result = run_diagnose(tiny.ckpt, path, tmp_path / "out", steps=2, model=LinearWorld(m, frameskip=2, image_size=32))
+    assert result["details"]["variance"]["near_constant_dims"] == 1
+    assert any(n.startswith("1 of 6 embedding dimensions vary less than") for n in result["notes"]), result["notes"]
+    assert any(line.startswith("note: 1 of 6 embedding dimensions") for line in summary_lines(result))
+    saved = json.loads((tmp_path / "out" / DIAGNOSTICS_FILE).read_text())
+    assert saved["notes"] == result["notes"]
 
 
 def _dot_dataset(path: Path, n_eps: int, length: int, size: int) -> Path:

@@ -11,7 +11,8 @@ their factors only):
 - each OOD split (``ood_visual``, ``ood_geometry``, ``ood_physics``, ``ood_all``) at
   severities 1..3 (``ood_visual@2``);
 - one factor at a time (``factor:NAME@K``): that factor drawn from its OOD ranges at
-  severity K, the others as in ``id``;
+  severity K, the others as in ``id`` (every factor, or those `OODConfig.sweep_factors` names, by
+  name or by kind: ``--sweep-factors visual`` sweeps the visual factors only);
 - ``goal_source:random``: the ``id`` factors with start/goal pairs from random-action
   episodes instead of expert ones.
 
@@ -60,6 +61,9 @@ class OODConfig:
     severities: tuple[int, ...] = field(default=SEVERITIES, metadata={"help": "OOD severities to evaluate (1..3)"})
     splits: tuple[str, ...] = field(default=OOD_SPLITS, metadata={"help": "OOD splits to evaluate"})
     factor_sweeps: bool = field(default=True, metadata={"help": "one-factor-at-a-time conditions for every factor"})
+    sweep_factors: tuple[str, ...] = field(default=(), metadata={
+        "help": "the factors the one-factor-at-a-time sweep covers: names or kinds (visual, geometric, physical); "
+                "empty: every factor"})
     goal_source: bool = field(default=True, metadata={"help": "the goal-source shift (pairs from random episodes)"})
     oracle: bool = field(default=False, metadata={"help": "also plan each condition through the true simulator"})
     training: str | None = field(default=None, metadata={
@@ -83,6 +87,40 @@ class OODConfig:
         if self.id_split not in (None, "default", "train"):
             raise ValueError(f"id_split={self.id_split!r}: expected 'default' or 'train'")
         check_pair_seed(self.pair_seed)
+        self.sweep_factors = tuple(str(x) for x in self.sweep_factors)
+
+
+def swept_factors(env_id: str, names: Sequence[str] = ()) -> list[str]:
+    """The factors of `env_id` a one-factor-at-a-time sweep covers, in the space's order.
+
+    Args:
+        names: factor names or kinds (``visual``, ``geometric``, ``physical``; ``geometry`` and
+            ``physics`` too, as the split names spell them); empty: every factor.
+
+    Raises:
+        ValueError: a name that is neither a factor of `env_id` nor a kind (the closest named).
+    """
+    import difflib
+
+    import envs
+    from envs.factors import KINDS
+
+    space = list(envs.factor_space(env_id))
+    if not names:
+        return [f.name for f in space]
+    kinds = {k: k for k in KINDS} | {"geometry": "geometric", "physics": "physical"}
+    factor_names = [f.name for f in space]
+    chosen: set[str] = set()
+    for name in names:
+        if name in factor_names:
+            chosen.add(name)
+        elif name in kinds:
+            chosen.update(f.name for f in space if f.kind == kinds[name])
+        else:
+            close = difflib.get_close_matches(name, factor_names + list(kinds), n=1)
+            raise ValueError(f"--sweep-factors {name!r}: not a factor of {env_id} nor a kind; expected one of "
+                             f"{factor_names} or {list(KINDS)}" + (f"; did you mean {close[0]!r}?" if close else ""))
+    return [n for n in factor_names if n in chosen]
 
 
 @dataclass(frozen=True)
@@ -153,8 +191,6 @@ def id_condition_of(trained_on: dict, id_split: str | None = None) -> tuple[Eval
 
 def suite_conditions(env_id: str, cfg: OODConfig, id_cond: EvalCondition) -> list[SuiteCondition]:
     """The conditions of the suite, in report order (see the module docstring)."""
-    import envs
-
     out = [SuiteCondition("id", "id", id_cond, split=id_cond.split)]
     if id_cond.split != "train":
         out.append(SuiteCondition("train", "split", EvalCondition(split="train"), split="train"))
@@ -162,10 +198,10 @@ def suite_conditions(env_id: str, cfg: OODConfig, id_cond: EvalCondition) -> lis
         for k in cfg.severities:
             out.append(SuiteCondition(f"{split}@{k}", "split", EvalCondition(split=split, severity=k), split, k))
     if cfg.factor_sweeps:
-        for f in envs.factor_space(env_id):
+        for name in swept_factors(env_id, cfg.sweep_factors):
             for k in cfg.severities:
-                cond = EvalCondition(split=id_cond.split, severity=k, ood_factors=(f.name,))
-                out.append(SuiteCondition(f"factor:{f.name}@{k}", "factor", cond, id_cond.split, k, f.name))
+                cond = EvalCondition(split=id_cond.split, severity=k, ood_factors=(name,))
+                out.append(SuiteCondition(f"factor:{name}@{k}", "factor", cond, id_cond.split, k, name))
     if cfg.goal_source:
         out.append(SuiteCondition("goal_source:random", "goal_source",
                                   dataclasses.replace(id_cond, goal_source="random"), id_cond.split))

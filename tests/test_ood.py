@@ -12,7 +12,8 @@ from tests.cli_helpers import wm
 
 import envs
 from benchmarks.conditions import EvalCondition
-from benchmarks.ood import OODConfig, add_retained, id_condition_of, report_markdown, retained_grid, suite_conditions
+from benchmarks.ood import (OODConfig, add_retained, id_condition_of, report_markdown, retained_grid, suite_conditions,
+                            swept_factors)
 from benchmarks.stats import ratio_interval, wilson_interval
 from data import open_dataset
 from worldmodel.cli import main
@@ -82,6 +83,34 @@ def test_id_condition_is_found_from_another_working_directory(tmp_path: Path, mo
     (tmp_path / "rel.lance").rename(tmp_path / "moved.lance")  # gone from both paths: the advice stands
     with pytest.raises(ValueError, match="pass --id-split"):
         id_condition_of(trained_on)
+
+
+def test_sweep_factors_choose_the_swept_factors_by_name_or_kind() -> None:
+    space = envs.factor_space(ENV)
+    visual = [f.name for f in space if f.kind == "visual"]
+    assert visual and len(visual) < len(space.names)
+    assert swept_factors(ENV) == list(space.names)
+    assert swept_factors(ENV, ("visual",)) == visual
+    # names and kinds together, in the space's order, each once
+    assert swept_factors(ENV, ("door_width", "physics", "door_width")) == ["door_width", "agent_speed"]
+    cfg = OODConfig(severities=(2,), splits=(), sweep_factors=("geometric",))
+    names = [c.name for c in suite_conditions(ENV, cfg, EvalCondition())]
+    assert names == ["id", "train", "factor:door_position@2", "factor:door_width@2", "goal_source:random"]
+    with pytest.raises(ValueError, match="'door_wdth'.*did you mean 'door_width'"):
+        swept_factors(ENV, ("door_wdth",))
+
+
+def test_wm_ood_sweeps_only_the_named_factors_and_refuses_unknown_ones(ckpts, tmp_path: Path, capsys) -> None:
+    base = ("ood", "--ckpt", ckpts["randomised"], "--env", ENV, "--episodes", 2, "--severities", 1, "--splits",
+            "--no-goal-source", "--budget", 5, "--device", "cpu", *TINY)
+    code, stdout, err = wm(capsys, *base, "--out", tmp_path / "ood", "--sweep-factors", "agent_speed")
+    assert code == 0, err
+    # the train line repeats id (the train split is this checkpoint's id); no split conditions
+    assert [r["condition"] for r in json.loads(stdout)] == ["id", "train", "factor:agent_speed@1"]
+    code, _, err = wm(capsys, *base, "--out", tmp_path / "bad", "--sweep-factors", "colour")
+    assert code == 2 and "--sweep-factors 'colour'" in err and "visual" in err and not (tmp_path / "bad").exists()
+    code, _, err = wm(capsys, *base, "--out", tmp_path / "off", "--sweep-factors", "visual", "--no-factor-sweeps")
+    assert code == 2 and "--no-factor-sweeps" in err and not (tmp_path / "off").exists()
 
 
 def test_wm_ood_writes_results_report_and_heatmap_and_reuses_finished_conditions(

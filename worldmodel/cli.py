@@ -234,7 +234,11 @@ def _parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("suite (benchmarks/ood.py)")
     add_dataclass_arguments(g, OODConfig)
     g.add_argument("--severities", type=int, nargs="+", default=list(SEVERITIES), help="OOD severities (default: 1 2 3)")
-    g.add_argument("--splits", nargs="+", default=list(OOD_SPLITS), help=f"OOD splits (default: {' '.join(OOD_SPLITS)})")
+    g.add_argument("--splits", nargs="*", default=list(OOD_SPLITS),
+                   help=f"OOD splits (default: {' '.join(OOD_SPLITS)}; none given: no split conditions)")
+    g.add_argument("--sweep-factors", dest="sweep_factors", nargs="+", default=[], metavar="NAME",
+                   help="factors the one-factor-at-a-time sweep covers, by name or kind (visual, geometric, physical; "
+                        "default: every factor)")
     add_dataclass_arguments(p.add_argument_group("protocol"), PlanningProtocol, exclude=("episodes",))
     g = p.add_argument_group("planner")
     add_dataclass_arguments(g, PlannerConfig, exclude=("seed",))
@@ -753,7 +757,7 @@ def _eval_condition(args: argparse.Namespace) -> Any:
 
 
 def _cmd_ood(args: argparse.Namespace) -> int:
-    from benchmarks.ood import OODConfig, run_ood
+    from benchmarks.ood import OODConfig, run_ood, swept_factors
     from benchmarks.planning import PlannerConfig
     from benchmarks.protocol import PlanningProtocol
     from planners.registry import parse_options
@@ -763,7 +767,11 @@ def _cmd_ood(args: argparse.Namespace) -> int:
 
     options = parse_options(args.planner, args.planner_opt)
     envs.env_class(args.env)  # an unknown id: the closest named, before any work
-    cfg = dataclass_from_args(OODConfig, args, severities=tuple(args.severities), splits=tuple(args.splits))
+    cfg = dataclass_from_args(OODConfig, args, severities=tuple(args.severities), splits=tuple(args.splits),
+                              sweep_factors=tuple(args.sweep_factors))
+    if cfg.sweep_factors and not cfg.factor_sweeps:
+        raise ValueError("--sweep-factors names the factors of the one-factor sweep, which --no-factor-sweeps turns off")
+    swept_factors(args.env, cfg.sweep_factors)  # an unknown factor or kind: refused before any work
     protocol = dataclass_from_args(PlanningProtocol, args, episodes=cfg.episodes)
     planner_cfg = dataclass_from_args(PlannerConfig, args, seed=protocol.seed, planner_options=options)
     check_output_dir(args.out)

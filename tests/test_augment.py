@@ -130,3 +130,36 @@ def test_training_feeds_the_model_augmented_frames_of_its_draw() -> None:
     accumulate_gradients(runner, model, iter([{"pixels": x, "actions": torch.zeros(3, 3, 10), "episode_id": ids}]), 1,
                          [], torch.device("cpu"), seed=4, first=10, augment="episode-color")
     assert torch.equal(seen[0], augment_frames(x, "episode-color", augment_generator(4, 10), ids))
+
+
+def test_episode_mix_is_one_colour_matrix_per_episode_that_mixes_channels() -> None:
+    """Windows 0 and 2 are of one episode: one 3 x 3 colour matrix for all their frames, found by least squares;
+    window 1 its own; some matrices mix channels (more than one non-zero entry per row), which episode-color's
+    permutations never do."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 255, (3, 4, 3, 8, 8), generator=g, dtype=torch.uint8)
+    ids = torch.tensor([5, 9, 5])
+    y = augment_frames(x, "episode-mix", augment_generator(0, 5), ids)
+    assert y.shape == x.shape and y.dtype == torch.uint8
+
+    def matrix(b: int) -> torch.Tensor:  # least-squares M with y = M x over the window's pixels (few are clipped)
+        xs = x[b].permute(1, 0, 2, 3).reshape(3, -1).double()
+        ys = y[b].permute(1, 0, 2, 3).reshape(3, -1).double()
+        return torch.linalg.lstsq(xs.T, ys.T).solution.T
+
+    m0, m1, m2 = matrix(0), matrix(1), matrix(2)
+    assert torch.allclose(m0, m2, atol=0.02) and not torch.allclose(m0, m1, atol=0.05)
+    for m in (m0, m1):  # rows: non-negative weights; row sums within episode-color's gains (convex mix of the two)
+        assert (m > -0.02).all() and ((m.sum(1) - 1).abs() <= FRAME_COLOR_GAIN + 0.02).all()
+    draws = [augment_frames(x, "episode-mix", augment_generator(0, k), ids) for k in range(6)]
+    mixing = 0
+    for d in draws:
+        xs = x[1].permute(1, 0, 2, 3).reshape(3, -1).double()
+        ds = d[1].permute(1, 0, 2, 3).reshape(3, -1).double()
+        m = torch.linalg.lstsq(xs.T, ds.T).solution.T
+        mixing += int(((m > 0.05).sum(1) > 1).any())
+    assert mixing >= 3
+    assert torch.equal(y, augment_frames(x, "episode-mix", augment_generator(0, 5), ids))
+    with pytest.raises(ValueError, match=r"episode-mix needs each window's episode id"):
+        augment_frames(x, "episode-mix", augment_generator(0, 5))
+    TrainConfig(augment="episode-mix")

@@ -23,6 +23,14 @@ counts what varies over an episode as spread, colour stays constant over the epi
 data) while the encoder still sees every scene under many colourings; ``window-color`` would make
 colour vary between an episode's windows.
 
+``episode-mix``: once per episode as ``episode-color``, a colour matrix that also mixes the channels:
+``M = (1 - a) * G P + a * R``, where ``G P`` is ``episode-color``'s draw (a permutation and gains), ``R`` a
+random row-stochastic matrix (each output channel a random convex combination of the input channels,
+rows drawn uniformly on the simplex) and ``a`` uniform in [0, 1]. Permutations and gains keep the relative hues
+of a scene's objects (a red agent stays the odd channel out); mixing changes them, so objects take colours
+relative to one another that the data never pairs (random colour mixing as in random-convolution
+augmentation, a 1 x 1 kernel). Greys stay greys under ``R``; the gains tint them.
+
 Validation and planning see the frames unchanged.
 
 Draws are deterministic in ``(seed, draw)`` (`augment_frames`'s ``generator``): a resumed run
@@ -36,7 +44,9 @@ import difflib
 import torch
 
 #: the augmentations `augment_frames` knows
-AUGMENTATIONS = ("none", "frame-color", "window-color", "episode-color")
+AUGMENTATIONS = ("none", "frame-color", "window-color", "episode-color", "episode-mix")
+#: the augmentations drawn once per episode (`augment_frames` needs each window's episode id)
+PER_EPISODE = ("episode-color", "episode-mix")
 #: half-width of the per-channel gain range of the colour augmentations
 FRAME_COLOR_GAIN = 0.3
 
@@ -65,7 +75,7 @@ def augment_frames(pixels: torch.Tensor, name: str, generator: torch.Generator,
         pixels: uint8 (B, n, C, H, W) windows of n frames.
         name: one of `AUGMENTATIONS` (``"none"`` returns `pixels` itself).
         generator: CPU generator of the draws (`augment_generator`).
-        episode_ids: int (B,), each window's episode; needed (only) by ``episode-color``.
+        episode_ids: int (B,), each window's episode; needed (only) by the `PER_EPISODE` ones.
 
     Returns:
         uint8 (B, n, C, H, W), on `pixels`' device.
@@ -79,14 +89,22 @@ def augment_frames(pixels: torch.Tensor, name: str, generator: torch.Generator,
     b, n, c = pixels.shape[:3]
     m = n if name == "frame-color" else 1  # window-color: one draw per window, broadcast over its n frames
     rows = b
-    if name == "episode-color":  # one draw per episode, shared by its windows
+    if name in PER_EPISODE:  # one draw per episode, shared by its windows
         if episode_ids is None or tuple(episode_ids.shape) != (b,):
-            raise ValueError(f"episode-color needs each window's episode id, int ({b},), got "
+            raise ValueError(f"{name} needs each window's episode id, int ({b},), got "
                              f"{None if episode_ids is None else tuple(episode_ids.shape)}")
         uniq, which = torch.unique(episode_ids.cpu(), return_inverse=True)  # (B,) episode of each window
         rows = len(uniq)
     perm = torch.argsort(torch.rand(rows, m, c, generator=generator), dim=-1)
     gain = 1.0 + FRAME_COLOR_GAIN * (2.0 * torch.rand(rows, m, c, 1, 1, generator=generator) - 1.0)
+    if name == "episode-mix":  # (E, 3, 3) per episode: (1 - a) G P + a R, applied to every frame
+        mix = torch.rand(rows, c, c, generator=generator).add_(1e-12).log_().neg_()  # Exp(1): rows on the simplex
+        mix = mix / mix.sum(-1, keepdim=True)
+        a = torch.rand(rows, 1, 1, generator=generator)
+        gp = torch.zeros(rows, c, c).scatter_(2, perm[:, 0, :, None], gain[:, 0, :, :, 0])  # row i picks perm[i]
+        matrix = ((1 - a) * gp + a * mix)[which].to(pixels.device)  # (B, C, C)
+        out = torch.einsum("bij,bnjhw->bnihw", matrix, pixels.float())
+        return out.round_().clamp_(0, 255).to(torch.uint8)
     if name == "episode-color":
         perm, gain = perm[which], gain[which]
     perm = perm.expand(b, n, c).to(pixels.device)

@@ -506,7 +506,8 @@ class TrainConfig:
                               "permutation and gains: colour becomes unpredictable) | window-color (one such "
                               "transform per window, all its frames: colour randomised, still predictable) | "
                               "episode-color (one per episode of the batch, all its windows: for "
-                              "sigreg_center=episode; worldmodel/augment.py)")
+                              "sigreg_center=episode) | episode-mix (per episode, a colour matrix that also mixes "
+                              "the channels, so objects' colours change relative to one another; worldmodel/augment.py)")
 
     def __post_init__(self) -> None:
         _require_finite(self)

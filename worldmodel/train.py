@@ -375,7 +375,7 @@ def accumulate_gradients(runner: Any, model: torch.nn.Module, batches: Iterator[
     big batch. Under DDP (``ddp``: the wrapper) gradients are all-reduced once, after the last.
     ``augment`` (`worldmodel.augment`) transforms micro-batch m's frames with draw ``(seed, first + m)``.
     """
-    from worldmodel.augment import augment_frames, augment_generator
+    from worldmodel.augment import PER_EPISODE, augment_frames, augment_generator
     from worldmodel.regularizers import set_regularizer_step
 
     pin = device.type == "cuda"
@@ -384,7 +384,7 @@ def accumulate_gradients(runner: Any, model: torch.nn.Module, batches: Iterator[
         batch = next(batches)
         pixels = batch["pixels"]
         if augment != "none":
-            ids = batch.get("episode_id") if augment == "episode-color" else None
+            ids = batch.get("episode_id") if augment in PER_EPISODE else None
             pixels = augment_frames(pixels, augment, augment_generator(seed, first + micro),
                                     None if ids is None else torch.as_tensor(ids))
         pixels = pixels.to(device, non_blocking=pin)

@@ -88,6 +88,9 @@ class OODConfig:
             raise ValueError(f"id_split={self.id_split!r}: expected 'default' or 'train'")
         check_pair_seed(self.pair_seed)
         self.sweep_factors = tuple(str(x) for x in self.sweep_factors)
+        if self.sweep_factors and not self.factor_sweeps:
+            raise ValueError("--sweep-factors names the factors of the one-factor sweep, which --no-factor-sweeps "
+                             "turns off")
 
 
 def swept_factors(env_id: str, names: Sequence[str] = ()) -> list[str]:

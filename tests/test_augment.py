@@ -142,9 +142,9 @@ def test_episode_mix_is_one_colour_matrix_per_episode_that_mixes_channels() -> N
     y = augment_frames(x, "episode-mix", augment_generator(0, 5), ids)
     assert y.shape == x.shape and y.dtype == torch.uint8
 
-    def matrix(b: int) -> torch.Tensor:  # least-squares M with y = M x over the window's pixels (few are clipped)
-        xs = x[b].permute(1, 0, 2, 3).reshape(3, -1).double()
-        ys = y[b].permute(1, 0, 2, 3).reshape(3, -1).double()
+    def matrix(b: int, out: torch.Tensor = y) -> torch.Tensor:  # least-squares M with out = M x over window b
+        xs = x[b].permute(1, 0, 2, 3).reshape(3, -1).double()  # (few pixels are clipped)
+        ys = out[b].permute(1, 0, 2, 3).reshape(3, -1).double()
         return torch.linalg.lstsq(xs.T, ys.T).solution.T
 
     m0, m1, m2 = matrix(0), matrix(1), matrix(2)
@@ -152,12 +152,7 @@ def test_episode_mix_is_one_colour_matrix_per_episode_that_mixes_channels() -> N
     for m in (m0, m1):  # rows: non-negative weights; row sums within episode-color's gains (convex mix of the two)
         assert (m > -0.02).all() and ((m.sum(1) - 1).abs() <= FRAME_COLOR_GAIN + 0.02).all()
     draws = [augment_frames(x, "episode-mix", augment_generator(0, k), ids) for k in range(6)]
-    mixing = 0
-    for d in draws:
-        xs = x[1].permute(1, 0, 2, 3).reshape(3, -1).double()
-        ds = d[1].permute(1, 0, 2, 3).reshape(3, -1).double()
-        m = torch.linalg.lstsq(xs.T, ds.T).solution.T
-        mixing += int(((m > 0.05).sum(1) > 1).any())
+    mixing = sum(int(((matrix(1, d) > 0.05).sum(1) > 1).any()) for d in draws)
     assert mixing >= 3
     assert torch.equal(y, augment_frames(x, "episode-mix", augment_generator(0, 5), ids))
     with pytest.raises(ValueError, match=r"episode-mix needs each window's episode id"):

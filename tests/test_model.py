@@ -18,7 +18,7 @@ def pixels(B: int, T: int, size: int = 32) -> torch.Tensor:
     return torch.randint(0, 256, (B, T, 3, size, size), dtype=torch.uint8)
 
 
-@pytest.mark.parametrize("encoder", ["cnn", "cnn-spatial", "vit"])
+@pytest.mark.parametrize("encoder", ["cnn", "cnn-spatial", "cnn-keypoints", "vit"])
 @pytest.mark.parametrize("size", [32, 64, 96])
 def test_encode_shape_any_image_size(encoder, size):
     model = tiny(encoder=encoder, image_size=size, patch_size=8, vit_width=32, vit_depth=1, vit_heads=2).eval()
@@ -41,6 +41,49 @@ def test_the_spatial_encoder_keeps_each_cell_apart():
     assert moved == {6, 16 + 6}  # both channels of cell 6, nothing else
     with pytest.raises(ValueError, match="embed_dim=24: the cnn-spatial encoder needs a multiple of 16"):
         ModelConfig(**{**TINY, "encoder": "cnn-spatial", "embed_dim": 24})
+
+
+def test_spatial_softmax_reads_each_maps_peak_position():
+    """spatial_softmax: a sharp peak at column c, row r reads (x, y) = (-1 + 2c / (W - 1), -1 + 2r / (H - 1))."""
+    from worldmodel.encoder import spatial_softmax
+
+    maps = torch.zeros(2, 3, 5, 9)
+    peaks = [[(0, 0), (4, 8), (2, 3)], [(1, 6), (3, 2), (0, 8)]]  # (row, column) per channel
+    for n, row in enumerate(peaks):
+        for k, (r, c) in enumerate(row):
+            maps[n, k, r, c] = 50.0
+    out = spatial_softmax(maps)
+    assert out.shape == (2, 6)
+    want = torch.tensor([[-1 + 2 * c / 8 for _, c in row] + [-1 + 2 * r / 4 for r, _ in row] for row in peaks])
+    torch.testing.assert_close(out, want, atol=1e-4, rtol=0)
+    # a flat map reads the centre; a high temperature pulls a peak toward it
+    assert spatial_softmax(torch.zeros(1, 1, 4, 4)).abs().max() < 1e-6
+    assert spatial_softmax(maps, 1e3)[0, 1].abs() < 0.1
+
+
+def test_the_keypoint_encoder_follows_an_object_that_moves():
+    """cnn-keypoints: its backbone's features are positions, so shifting an object by 8 pixels (2 cells of
+    the 16 x 16 map of a 64-pixel frame, 4 / 15 in [-1, 1]) moves the keypoints that sit on it by that much
+    to the right and not up or down (the conv stack is translation-equivariant inside the frame)."""
+    torch.manual_seed(0)
+    model = tiny(encoder="cnn-keypoints", image_size=64).eval()
+    backbone = model.encoder.backbone
+    with torch.no_grad():
+        backbone.log_temperature.fill_(-4.0)  # sharp maps: each keypoint sits on its channel's peak
+    frame = torch.full((1, 3, 64, 64), -1.0)
+    frame[:, :, 24:36, 20:28] = 1.0  # a bright block on a dark floor, away from the border
+    moved = torch.roll(frame, shifts=8, dims=3)
+    with torch.no_grad():
+        a, b = backbone(frame)[0], backbone(moved)[0]
+    assert a.shape == (8 * 8,)  # 8 * encoder_width: 32 x's, 32 y's
+    k = len(a) // 2
+    ax, ay, bx, by = a[:k], a[k:], b[:k], b[k:]
+    # keypoints within the block's region (pixels 20-28 x, 24-36 y, one cell of margin) in the first frame
+    on = (ax > -1 + 2 * (20 / 4 - 1) / 15) & (ax < -1 + 2 * (28 / 4 + 1) / 15) \
+        & (ay > -1 + 2 * (24 / 4 - 1) / 15) & (ay < -1 + 2 * (36 / 4 + 1) / 15)
+    assert on.sum() >= 3
+    torch.testing.assert_close(bx[on] - ax[on], torch.full((int(on.sum()),), 4 / 15), atol=0.03, rtol=0)
+    assert (by[on] - ay[on]).abs().max() < 0.03
 
 
 def test_encode_accepts_non_contiguous_input():
@@ -182,8 +225,10 @@ def test_config_round_trip_and_errors():
         ModelConfig.from_dict({"embed_dim": "64"})
     with pytest.raises(ValueError, match="missing keys"):
         ModelConfig.from_dict({"embed_dim": 64}, strict=True)
-    with pytest.raises(ValueError, match="'cnn', 'cnn-spatial' or 'vit'"):
+    with pytest.raises(ValueError, match="one of 'cnn', 'cnn-spatial', 'cnn-keypoints', 'vit', got 'resnet'"):
         ModelConfig(encoder="resnet")
+    with pytest.raises(ValueError, match="got 'cnn-keypoint'; did you mean 'cnn-keypoints'"):
+        ModelConfig(encoder="cnn-keypoint")
     with pytest.raises(ValueError, match="divisible by patch_size"):
         ModelConfig(encoder="vit", image_size=60, patch_size=8)
     assert ModelConfig.from_dict({"dropout": 0}).dropout == 0.0  # ints are fine for floats

@@ -112,8 +112,14 @@ def parse_regularizers(spec: str) -> dict[str, float]:
     return out
 
 
+def _did_you_mean(name: str, known: typing.Sequence[str]) -> str:
+    """'; did you mean 'X'?' for the closest of `known` to `name`, or '' when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 #: the frame encoders a `WorldModelConfig` may name (``worldmodel/encoder.py``)
-ENCODERS = ("cnn", "cnn-spatial", "vit")
+ENCODERS = ("cnn", "cnn-spatial", "cnn-keypoints", "vit")
 
 
 @dataclass
@@ -143,7 +149,8 @@ class WorldModelConfig:
     pred_steps: int = _f(1, "frames a training window predicts beyond the context (window = context + pred_steps; formerly horizon)")
     embed_dim: int = _f(64, "size D of the latent embedding")
     encoder: str = _f("cnn", "encoder backbone: 'cnn', 'cnn-spatial' (the CNN's 4x4 map kept as D/16 channels per "
-                             "cell, the projector per cell: the embedding keeps where things are) or 'vit'")
+                             "cell, the projector per cell: the embedding keeps where things are), 'cnn-keypoints' "
+                             "(spatial-softmax keypoint positions on an S/4 map, then the projector) or 'vit'")
     encoder_width: int = _f(32, "CNN base channels (doubled at each of the 4 stride-2 blocks)")
     patch_size: int = _f(8, "ViT patch side in pixels (must divide image_size)")
     vit_width: int = _f(192, "ViT token width")
@@ -186,7 +193,8 @@ class WorldModelConfig:
         _require(self.pred_steps >= 0, f"{name_}.pred_steps must be >= 0, got {self.pred_steps}")
         _require(self.context + self.pred_steps >= 2,
                  f"a training window needs >= 2 frames, got context={self.context} + pred_steps={self.pred_steps}")
-        _require(self.encoder in ENCODERS, f"{name_}.encoder must be 'cnn', 'cnn-spatial' or 'vit', got {self.encoder!r}")
+        _require(self.encoder in ENCODERS, f"{name_}.encoder must be one of {', '.join(map(repr, ENCODERS))}, got "
+                                           f"{self.encoder!r}{_did_you_mean(self.encoder, ENCODERS)}")
         _require(0.0 <= self.dropout < 1.0, f"{name_}.dropout must be in [0, 1), got {self.dropout}")
         _require(self.mlp_ratio > 0, f"{name_}.mlp_ratio must be > 0, got {self.mlp_ratio}")
         _require(self.rollout_weight >= 0, f"{name_}.rollout_weight must be >= 0, got {self.rollout_weight}")
@@ -196,7 +204,7 @@ class WorldModelConfig:
         _require(self.predictor_head_dim is not None or self.predictor_width % self.predictor_heads == 0,
                  f"predictor_width={self.predictor_width} must be divisible by predictor_heads={self.predictor_heads} "
                  f"(or set predictor_head_dim)")
-        if self.encoder in ("cnn", "cnn-spatial"):
+        if self.encoder in ("cnn", "cnn-spatial", "cnn-keypoints"):
             _require(self.image_size >= 16, f"the CNN encoder needs image_size >= 16, got {self.image_size}")
             _require(self.encoder == "cnn" or self.embed_dim % 16 == 0,
                      f"{name_}.embed_dim={self.embed_dim}: the cnn-spatial encoder needs a multiple of 16 "

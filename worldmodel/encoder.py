@@ -164,6 +164,44 @@ class SpatialProjector(nn.Module):
         return self.net(x).flatten(1)
 
 
+def spatial_softmax(maps: torch.Tensor, temperature: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Each channel's softmax over its map, then the expected (x, y) under it (Levine et al. 2016):
+    maps (N, K, H, W) -> (N, 2K), all K x-coordinates then all K y-coordinates, in [-1, 1]
+    (-1: the left / top pixel's centre, +1: the right / bottom one's). Computed in float32."""
+    n, k, h, w = maps.shape
+    attn = (maps.float().flatten(2) / temperature).softmax(-1).view(n, k, h, w)
+    xs = torch.linspace(-1.0, 1.0, w, device=maps.device)
+    ys = torch.linspace(-1.0, 1.0, h, device=maps.device)
+    return torch.cat([(attn.sum(2) * xs).sum(-1), (attn.sum(3) * ys).sum(-1)], dim=1)
+
+
+class KeypointBackbone(nn.Module):
+    """Spatial-softmax keypoints (the deep spatial autoencoder's encoder, Finn et al. 2016): two stride-2
+    conv blocks and one stride-1 block to an (S/4)-square map of 4 * width channels, a 1x1 conv to
+    K = 4 * width keypoint maps, and each map's expected (x, y) position (``spatial_softmax``, a learned
+    temperature): (N, C, S, S) float -> (N, 2K) = (N, 8 * width).
+
+    Every feature is a position in the frame, so a rigid shape's pose is linear in them: the vector
+    between two keypoints held by the same body turns as the body turns (the ``cnn-keypoints`` encoder).
+    """
+
+    def __init__(self, in_channels: int, width: int):
+        super().__init__()
+        chans, strides = [in_channels, width, 2 * width, 4 * width], [2, 2, 1]
+        layers: list[nn.Module] = []
+        for c_in, c_out, stride in zip(chans[:-1], chans[1:], strides):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.GroupNorm(min(8, c_out), c_out),
+                       nn.GELU()]
+        self.convs = nn.Sequential(*layers)
+        self.keypoints = nn.Conv2d(4 * width, 4 * width, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.out_dim = 8 * width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, C, S, S) float -> keypoint coordinates (N, 8 * width): 4 * width x's, then as many y's."""
+        return spatial_softmax(self.keypoints(self.convs(x)), self.log_temperature.exp()).to(x.dtype)
+
+
 class ViTBlock(nn.Module):
     """Pre-norm transformer block: x + attn(ln(x)); x + mlp(ln(x)). (B, L, W) -> (B, L, W)."""
 
@@ -220,6 +258,8 @@ class Encoder(nn.Module):
             self.backbone: nn.Module = CNNBackbone(c.in_channels, c.encoder_width)
         elif c.encoder == "cnn-spatial":
             self.backbone = CNNMap(c.in_channels, c.encoder_width)
+        elif c.encoder == "cnn-keypoints":
+            self.backbone = KeypointBackbone(c.in_channels, c.encoder_width)
         else:
             self.backbone = ViTBackbone(c.in_channels, c.image_size, c.patch_size, c.vit_width, c.vit_depth,
                                         c.vit_heads, c.mlp_ratio, c.dropout)

@@ -86,6 +86,30 @@ def test_the_keypoint_encoder_follows_an_object_that_moves():
     assert (by[on] - ay[on]).abs().max() < 0.03
 
 
+@pytest.mark.parametrize("encoder", ["cnn", "cnn-spatial", "cnn-keypoints"])
+def test_the_linear_projector_keeps_the_embedding_linear_in_the_features(encoder):
+    """projector 'linear': the embedding is one affine map of the backbone's features (doubling a
+    feature change doubles the embedding change), where the default MLP is not; configs written before
+    the field existed load with 'mlp'; a typo is named with the closest choice."""
+    model = tiny(encoder=encoder, projector="linear", embed_dim=32).eval()
+    backbone_out = model.encoder.backbone(torch.zeros(1, 3, 32, 32))
+    f0 = torch.randn(3, *backbone_out.shape[1:])
+    df = torch.randn_like(f0)
+    proj = model.encoder.projector
+    with torch.no_grad():
+        d1, d2 = proj(f0 + df) - proj(f0), proj(f0 + 2 * df) - proj(f0)
+    assert d1.shape == (3, 32)
+    torch.testing.assert_close(d2, 2 * d1, atol=1e-4, rtol=1e-4)
+    mlp = tiny(encoder=encoder, embed_dim=32).eval().encoder.projector
+    with torch.no_grad():
+        m1, m2 = mlp(f0 + df) - mlp(f0), mlp(f0 + 2 * df) - mlp(f0)
+    assert not torch.allclose(m2, 2 * m1, atol=1e-3, rtol=1e-3)
+    assert ModelConfig.from_dict({k: v for k, v in ModelConfig(**TINY).to_dict().items() if k != "projector"},
+                                 strict=True).projector == "mlp"
+    with pytest.raises(ValueError, match="projector must be one of 'mlp', 'linear', got 'linaer'; did you mean 'linear'"):
+        ModelConfig(**{**TINY, "projector": "linaer"})
+
+
 def test_encode_accepts_non_contiguous_input():
     model = tiny().eval()
     x = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)

@@ -118,6 +118,9 @@ def _did_you_mean(name: str, known: typing.Sequence[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+#: the encoder projectors a `WorldModelConfig` may name (``worldmodel/encoder.py``)
+PROJECTORS = ("mlp", "linear")
+
 #: the frame encoders a `WorldModelConfig` may name (``worldmodel/encoder.py``)
 ENCODERS = ("cnn", "cnn-spatial", "cnn-keypoints", "vit")
 
@@ -138,7 +141,7 @@ class WorldModelConfig:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
     #: fields added after checkpoints of this family were first written, with the value that
     #: reproduces the older model (a config.json without them loads with these)
-    ADDED_FIELDS: ClassVar[dict[str, Any]] = {"regularizers": ""}
+    ADDED_FIELDS: ClassVar[dict[str, Any]] = {"regularizers": "", "projector": "mlp"}
 
     family: str = _f("", "world-model family (registry name; wm train --model NAME)")
     image_size: int = _f(64, "side of the square input frames in pixels")
@@ -156,6 +159,8 @@ class WorldModelConfig:
     vit_width: int = _f(192, "ViT token width")
     vit_depth: int = _f(4, "ViT transformer blocks")
     vit_heads: int = _f(3, "ViT attention heads")
+    projector: str = _f("mlp", "the encoder's projector: 'mlp' (Linear -> BatchNorm -> GELU -> Linear, as LeWM) or "
+                               "'linear' (one linear map: the embedding stays linear in the backbone's features)")
     projector_hidden: int = _f(256, "hidden width of the BatchNorm projector MLPs")
     predictor_width: int = _f(128, "predictor transformer width")
     predictor_depth: int = _f(3, "predictor transformer blocks")
@@ -195,6 +200,8 @@ class WorldModelConfig:
                  f"a training window needs >= 2 frames, got context={self.context} + pred_steps={self.pred_steps}")
         _require(self.encoder in ENCODERS, f"{name_}.encoder must be one of {', '.join(map(repr, ENCODERS))}, got "
                                            f"{self.encoder!r}{_did_you_mean(self.encoder, ENCODERS)}")
+        _require(self.projector in PROJECTORS, f"{name_}.projector must be one of {', '.join(map(repr, PROJECTORS))}, "
+                                               f"got {self.projector!r}{_did_you_mean(self.projector, PROJECTORS)}")
         _require(0.0 <= self.dropout < 1.0, f"{name_}.dropout must be in [0, 1), got {self.dropout}")
         _require(self.mlp_ratio > 0, f"{name_}.mlp_ratio must be > 0, got {self.mlp_ratio}")
         _require(self.rollout_weight >= 0, f"{name_}.rollout_weight must be >= 0, got {self.rollout_weight}")
@@ -323,7 +330,7 @@ class UnknownPresetError(ValueError):
 #: config.json without ``family`` was written before families existed: it is ``lewm``.
 ADDED_MODEL_FIELDS: dict[str, Any] = {"predictor_head_dim": None, "predictor_mlp_dim": None, "family": "lewm",
                                       "regularizers": "", "sigreg_center": "none", "idm_weight": 0.0,
-                                      "idm_hidden": 256, "sigreg_group": 4}
+                                      "idm_hidden": 256, "sigreg_group": 4, "projector": "mlp"}
 ModelConfig.ADDED_FIELDS = ADDED_MODEL_FIELDS
 
 #: Named architectures (``ModelConfig.preset(name)``, ``wm train --preset NAME``); fields

@@ -248,7 +248,8 @@ class Encoder(nn.Module):
 
     ``encoder`` ``cnn``: CNN features mixed by a linear layer, then the BatchNorm projector;
     ``cnn-spatial``: the CNN's 4x4 map, the projector applied per cell (D / 16 channels each), flattened;
-    ``vit``: the ViT's CLS token, then the projector.
+    ``vit``: the ViT's CLS token, then the projector. The projector is the BatchNorm MLP
+    (``projector`` 'mlp') or one linear map ('linear'; per cell for ``cnn-spatial``).
     """
 
     def __init__(self, config: WorldModelConfig):
@@ -263,11 +264,15 @@ class Encoder(nn.Module):
         else:
             self.backbone = ViTBackbone(c.in_channels, c.image_size, c.patch_size, c.vit_width, c.vit_depth,
                                         c.vit_heads, c.mlp_ratio, c.dropout)
+        self.projector: nn.Module
         if c.encoder == "cnn-spatial":
-            self.projector: nn.Module = SpatialProjector(self.backbone.out_dim, c.projector_hidden,
-                                                         c.embed_dim // SPATIAL_GRID**2)
-        else:
+            d_cell = c.embed_dim // SPATIAL_GRID**2
+            self.projector = (SpatialProjector(self.backbone.out_dim, c.projector_hidden, d_cell) if c.projector == "mlp"
+                              else nn.Sequential(nn.Conv2d(self.backbone.out_dim, d_cell, 1), nn.Flatten(1)))
+        elif c.projector == "mlp":
             self.projector = Projector(self.backbone.out_dim, c.projector_hidden, c.embed_dim)
+        else:
+            self.projector = nn.Linear(self.backbone.out_dim, c.embed_dim)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels uint8 (N, C, S, S) -> (N, D)."""

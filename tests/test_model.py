@@ -106,8 +106,23 @@ def test_the_linear_projector_keeps_the_embedding_linear_in_the_features(encoder
     assert not torch.allclose(m2, 2 * m1, atol=1e-3, rtol=1e-3)
     assert ModelConfig.from_dict({k: v for k, v in ModelConfig(**TINY).to_dict().items() if k != "projector"},
                                  strict=True).projector == "mlp"
-    with pytest.raises(ValueError, match="projector must be one of 'mlp', 'linear', got 'linaer'; did you mean 'linear'"):
+    with pytest.raises(ValueError, match="projector must be one of 'mlp', 'linear', 'none', got 'linaer'; did you mean 'linear'"):
         ModelConfig(**{**TINY, "projector": "linaer"})
+
+
+@pytest.mark.parametrize("encoder,features", [("cnn", 64), ("cnn-keypoints", 64), ("cnn-spatial", 1024)])
+def test_without_a_projector_the_backbone_features_are_the_embedding(encoder, features):
+    """projector 'none': encode returns the backbone's features themselves (embed_dim = their number,
+    8 * encoder_width, x 16 cells for cnn-spatial); another embed_dim is refused naming the number."""
+    model = tiny(encoder=encoder, projector="none", embed_dim=features).eval()
+    px = pixels(2, 1)
+    with torch.no_grad():
+        emb = model.encode(px)[:, 0]
+        want = model.encoder.backbone(px[:, 0].float() / 127.5 - 1.0).flatten(1)
+    torch.testing.assert_close(emb, want)
+    assert not any(True for _ in model.encoder.projector.parameters())
+    with pytest.raises(ValueError, match=f"embed_dim=16: with projector 'none' .* so embed_dim must be {features}"):
+        ModelConfig(**{**TINY, "encoder": encoder, "projector": "none"})
 
 
 def test_encode_accepts_non_contiguous_input():

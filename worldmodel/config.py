@@ -119,7 +119,7 @@ def _did_you_mean(name: str, known: typing.Sequence[str]) -> str:
 
 
 #: the encoder projectors a `WorldModelConfig` may name (``worldmodel/encoder.py``)
-PROJECTORS = ("mlp", "linear")
+PROJECTORS = ("mlp", "linear", "none")
 
 #: the frame encoders a `WorldModelConfig` may name (``worldmodel/encoder.py``)
 ENCODERS = ("cnn", "cnn-spatial", "cnn-keypoints", "vit")
@@ -160,7 +160,8 @@ class WorldModelConfig:
     vit_depth: int = _f(4, "ViT transformer blocks")
     vit_heads: int = _f(3, "ViT attention heads")
     projector: str = _f("mlp", "the encoder's projector: 'mlp' (Linear -> BatchNorm -> GELU -> Linear, as LeWM) or "
-                               "'linear' (one linear map: the embedding stays linear in the backbone's features)")
+                               "'linear' (one linear map: the embedding stays linear in the backbone's features) or 'none' (the "
+                               "backbone's features are the embedding; embed_dim must be their number)")
     projector_hidden: int = _f(256, "hidden width of the BatchNorm projector MLPs")
     predictor_width: int = _f(128, "predictor transformer width")
     predictor_depth: int = _f(3, "predictor transformer blocks")
@@ -205,6 +206,12 @@ class WorldModelConfig:
         _require(0.0 <= self.dropout < 1.0, f"{name_}.dropout must be in [0, 1), got {self.dropout}")
         _require(self.mlp_ratio > 0, f"{name_}.mlp_ratio must be > 0, got {self.mlp_ratio}")
         _require(self.rollout_weight >= 0, f"{name_}.rollout_weight must be >= 0, got {self.rollout_weight}")
+        if self.projector == "none":
+            features = {"cnn": 8 * self.encoder_width, "cnn-keypoints": 8 * self.encoder_width,
+                        "cnn-spatial": 8 * self.encoder_width * 16, "vit": self.vit_width}[self.encoder]
+            _require(self.embed_dim == features,
+                     f"{name_}.embed_dim={self.embed_dim}: with projector 'none' the embedding is the {self.encoder} "
+                     f"backbone's {features} features, so embed_dim must be {features}")
         for name in ("predictor_head_dim", "predictor_mlp_dim"):
             value = getattr(self, name)
             _require(value is None or value >= 1, f"{name_}.{name} must be >= 1 or None, got {value}")

@@ -249,7 +249,8 @@ class Encoder(nn.Module):
     ``encoder`` ``cnn``: CNN features mixed by a linear layer, then the BatchNorm projector;
     ``cnn-spatial``: the CNN's 4x4 map, the projector applied per cell (D / 16 channels each), flattened;
     ``vit``: the ViT's CLS token, then the projector. The projector is the BatchNorm MLP
-    (``projector`` 'mlp') or one linear map ('linear'; per cell for ``cnn-spatial``).
+    (``projector`` 'mlp'), one linear map ('linear'; per cell for ``cnn-spatial``) or nothing
+    ('none': the backbone's features are the embedding, D their number).
     """
 
     def __init__(self, config: WorldModelConfig):
@@ -265,7 +266,9 @@ class Encoder(nn.Module):
             self.backbone = ViTBackbone(c.in_channels, c.image_size, c.patch_size, c.vit_width, c.vit_depth,
                                         c.vit_heads, c.mlp_ratio, c.dropout)
         self.projector: nn.Module
-        if c.encoder == "cnn-spatial":
+        if c.projector == "none":
+            self.projector = nn.Flatten(1)  # the backbone's features are the embedding (the config checks D)
+        elif c.encoder == "cnn-spatial":
             d_cell = c.embed_dim // SPATIAL_GRID**2
             self.projector = (SpatialProjector(self.backbone.out_dim, c.projector_hidden, d_cell) if c.projector == "mlp"
                               else nn.Sequential(nn.Conv2d(self.backbone.out_dim, d_cell, 1), nn.Flatten(1)))

@@ -212,6 +212,32 @@ def test_loss_keys_and_gradients():
     assert all(p.grad is not None for p in model.encoder.parameters())
 
 
+def test_the_sigreg_expander_is_what_sigreg_shapes():
+    """sigreg_expander > 0: sigreg_loss is SIGReg of the expander's outputs (here 12-d), not of the
+    16-d embedding, and its gradient reaches the encoder through the expander; without it, no expander
+    exists (older checkpoints' state dicts load unchanged)."""
+    model = tiny(sigreg_expander=12).eval()
+    assert tiny().expander is None
+    px, act = pixels(8, 2), torch.randn(8, 1, 4)
+    with torch.no_grad():
+        emb = model.encode(px)
+        z = model.expander(emb.flatten(0, 1)).view(8, 2, 12)
+        torch.manual_seed(1)
+        want = model.sigreg(z.transpose(0, 1))
+        torch.manual_seed(1)
+        got = model.loss(px, act)["sigreg_loss"]
+        torch.manual_seed(1)
+        on_emb = model.sigreg(emb.transpose(0, 1))
+    torch.testing.assert_close(got, want)
+    assert not torch.allclose(got, on_emb)
+    model.train()
+    model.loss(px, act)["sigreg_loss"].backward()
+    assert model.expander.net[0].weight.grad is not None
+    assert model.encoder.backbone.convs[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="sigreg_expander must be >= 0, got -1"):
+        ModelConfig(**{**TINY, "sigreg_expander": -1})
+
+
 def test_rollout_loss_scores_the_open_loop_rollout():
     model = tiny(pred_steps=2).eval()  # eval: BatchNorm uses running statistics in both paths
     px, act = pixels(4, 3), torch.randn(4, 2, 4)

@@ -305,6 +305,10 @@ class ModelConfig(WorldModelConfig):
     sigreg_group: int = _f(
         4, "with sigreg_center='episode': windows of one episode in each training batch (batch_size must be a "
            "multiple); unused otherwise")
+    sigreg_expander: int = _f(
+        0, "when > 0: SIGReg shapes an expander's output (a BatchNorm MLP, projector_hidden wide, to this many "
+           "dimensions, as VICReg's expander) instead of the embedding itself; the predictor and the planner "
+           "keep the embedding (0: SIGReg on the embedding, as LeWorldModel)")
 
     idm_weight: float = _f(
         0.0, "weight of an inverse-dynamics term: MSE of an MLP's prediction of the action block a_t from "
@@ -319,6 +323,7 @@ class ModelConfig(WorldModelConfig):
         _require(self.sigreg_center in SIGREG_CENTERS,
                  f"ModelConfig.sigreg_center must be one of {', '.join(SIGREG_CENTERS)}, got {self.sigreg_center!r}")
         _require(self.sigreg_group >= 1, f"ModelConfig.sigreg_group must be >= 1, got {self.sigreg_group}")
+        _require(self.sigreg_expander >= 0, f"ModelConfig.sigreg_expander must be >= 0, got {self.sigreg_expander}")
         _require(self.sigreg_projections >= 1, f"ModelConfig.sigreg_projections must be >= 1, got {self.sigreg_projections}")
         _require(self.sigreg_knots >= 2, f"ModelConfig.sigreg_knots must be >= 2, got {self.sigreg_knots}")
         _require(self.sigreg_weight >= 0, f"ModelConfig.sigreg_weight must be >= 0, got {self.sigreg_weight}")
@@ -337,7 +342,8 @@ class UnknownPresetError(ValueError):
 #: config.json without ``family`` was written before families existed: it is ``lewm``.
 ADDED_MODEL_FIELDS: dict[str, Any] = {"predictor_head_dim": None, "predictor_mlp_dim": None, "family": "lewm",
                                       "regularizers": "", "sigreg_center": "none", "idm_weight": 0.0,
-                                      "idm_hidden": 256, "sigreg_group": 4, "projector": "mlp"}
+                                      "idm_hidden": 256, "sigreg_group": 4, "projector": "mlp",
+                                      "sigreg_expander": 0}
 ModelConfig.ADDED_FIELDS = ADDED_MODEL_FIELDS
 
 #: Named architectures (``ModelConfig.preset(name)``, ``wm train --preset NAME``); fields

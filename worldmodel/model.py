@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from worldmodel.config import ModelConfig, WorldModelConfig, parse_regularizers
-from worldmodel.encoder import Encoder
+from worldmodel.encoder import Encoder, Projector
 from worldmodel.families import WorldModel, check_config
 from worldmodel.predictor import Predictor
 from worldmodel.regularizers import get_regularizer
@@ -265,6 +265,9 @@ class JEPA(LatentPredictorModel):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.sigreg = SIGReg(config.sigreg_knots, config.sigreg_projections)
+        # SIGReg's expander exists only when asked for: older checkpoints keep their state dict
+        self.expander = (Projector(config.embed_dim, config.projector_hidden, config.sigreg_expander)
+                         if config.sigreg_expander > 0 else None)
         # the inverse-dynamics head exists only when its term is on: older checkpoints keep their state dict
         self.idm = InverseDynamics(config.embed_dim, config.idm_hidden, config.block_dim) if config.idm_weight > 0 else None
 
@@ -288,7 +291,8 @@ class JEPA(LatentPredictorModel):
             dict of scalars: ``loss`` = ``pred_loss + sigreg_weight * sigreg_loss
             + rollout_weight * rollout_loss``, ``pred_loss`` (MSE of teacher-forced
             next-embedding predictions, each from the history planning gives it: ``predict``),
-            ``sigreg_loss`` (SIGReg over the batch, per time step, of the embeddings or, with
+            ``sigreg_loss`` (SIGReg over the batch, per time step, of the embeddings (with
+            ``sigreg_expander > 0``: of the expander's outputs of them, here and below) or, with
             ``sigreg_center="window"``, of their deviations from the window's mean; ``"both"``: the mean
             of the two; ``"episode"``: of their deviations from the mean over all frames of the
             batch's windows of the same episode) and ``rollout_loss``
@@ -302,15 +306,16 @@ class JEPA(LatentPredictorModel):
         pred = self.predict(emb[:, :-1], actions)  # (B, n - 1, D)
         pred_loss = F.mse_loss(pred.float(), emb[:, 1:].float())
         center = self.config.sigreg_center
+        z = emb if self.expander is None else self.expander(emb.flatten(0, 1)).view(*emb.shape[:2], -1)
         sigreg_loss = emb.new_zeros((), dtype=torch.float32)
         if center in ("none", "both"):
-            sigreg_loss = sigreg_loss + self.sigreg(emb.transpose(0, 1))  # (n, B, D) -> scalar
+            sigreg_loss = sigreg_loss + self.sigreg(z.transpose(0, 1))  # (n, B, D) -> scalar
         if center in ("window", "both"):
-            sigreg_loss = sigreg_loss + self.sigreg((emb - emb.mean(1, keepdim=True)).transpose(0, 1))
+            sigreg_loss = sigreg_loss + self.sigreg((z - z.mean(1, keepdim=True)).transpose(0, 1))
         if center == "both":
             sigreg_loss = sigreg_loss / 2
         if center == "episode":
-            sigreg_loss = self.sigreg((emb - episode_means(emb, episode_ids)).transpose(0, 1))
+            sigreg_loss = self.sigreg((z - episode_means(z, episode_ids)).transpose(0, 1))
         rollout_loss = self.rollout_loss(emb, actions)
         loss = pred_loss + self.config.sigreg_weight * sigreg_loss + self.config.rollout_weight * rollout_loss
         losses = {"loss": loss, "pred_loss": pred_loss, "sigreg_loss": sigreg_loss, "rollout_loss": rollout_loss}

@@ -41,6 +41,7 @@ def test_the_spatial_encoder_keeps_each_cell_apart():
     assert moved == {6, 16 + 6}  # both channels of cell 6, nothing else
     with pytest.raises(ValueError, match="embed_dim=24: the cnn-spatial encoder needs a multiple of 16"):
         ModelConfig(**{**TINY, "encoder": "cnn-spatial", "embed_dim": 24})
+    assert ModelConfig(**{**TINY, "encoder": "cnn-keypoints", "embed_dim": 24}).embed_dim == 24  # no cells there
 
 
 def test_spatial_softmax_reads_each_maps_peak_position():

@@ -220,7 +220,7 @@ class WorldModelConfig:
                  f"(or set predictor_head_dim)")
         if self.encoder in ("cnn", "cnn-spatial", "cnn-keypoints"):
             _require(self.image_size >= 16, f"the CNN encoder needs image_size >= 16, got {self.image_size}")
-            _require(self.encoder == "cnn" or self.embed_dim % 16 == 0,
+            _require(self.encoder != "cnn-spatial" or self.projector == "none" or self.embed_dim % 16 == 0,
                      f"{name_}.embed_dim={self.embed_dim}: the cnn-spatial encoder needs a multiple of 16 "
                      f"(4 x 4 cells of embed_dim / 16 channels)")
         else:

@@ -23,7 +23,7 @@ def trained_model(steps: int = 2, **kw):
     return model, opt
 
 
-@pytest.mark.parametrize("encoder", ["cnn", "cnn-spatial"])
+@pytest.mark.parametrize("encoder", ["cnn", "cnn-spatial", "cnn-keypoints"])
 def test_round_trip_gives_identical_outputs(tmp_path, encoder):
     model, _ = trained_model(encoder=encoder)
     save_checkpoint(tmp_path / "ckpt", model, extra={"note": "hi"})
@@ -39,6 +39,21 @@ def test_round_trip_gives_identical_outputs(tmp_path, encoder):
         torch.testing.assert_close(loaded.rollout(emb, actions), model.rollout(emb, actions), rtol=0, atol=0)
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
     assert config["format_version"] == 1 and config["extra"] == {"note": "hi"}
+
+
+def test_keypoints_without_projector_and_an_expander_round_trip(tmp_path):
+    """KP4's layout (cnn-keypoints, projector 'none', sigreg_expander): the expander's weights are saved
+    and loaded with the rest, and the loaded model encodes and scores a window as the trained one."""
+    model, _ = trained_model(encoder="cnn-keypoints", projector="none", embed_dim=64, sigreg_expander=12)
+    save_checkpoint(tmp_path / "ckpt", model)
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    assert loaded.config.sigreg_expander == 12 and loaded.expander is not None
+    model.eval()
+    px = torch.randint(0, 256, (4, 2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(px), model.encode(px), rtol=0, atol=0)
+        torch.testing.assert_close(loaded.expander(model.encode(px)[:, 0]), model.expander(model.encode(px)[:, 0]),
+                                   rtol=0, atol=0)
 
 
 def test_train_state_round_trip(tmp_path):

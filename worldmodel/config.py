@@ -81,6 +81,12 @@ def _require_finite(config: Any) -> None:
 REGULARIZER_NAMES = ("sigreg", "vicreg", "visreg", "straightening")
 
 
+def _did_you_mean(name: str, known: typing.Sequence[str]) -> str:
+    """'; did you mean 'X'?' for the closest of `known` to `name`, or '' when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def parse_regularizers(spec: str) -> dict[str, float]:
     """``"NAME=WEIGHT[,NAME=WEIGHT...]"`` -> ``{NAME: WEIGHT}`` (empty string: ``{}``).
 
@@ -97,9 +103,8 @@ def parse_regularizers(spec: str) -> dict[str, float]:
         if not sep:
             raise ValueError(f"regularizers item {item!r}: expected NAME=WEIGHT (e.g. 'straightening=0.1')")
         if name not in REGULARIZER_NAMES:
-            close = difflib.get_close_matches(name, REGULARIZER_NAMES, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"regularizers: unknown regulariser {name!r}{hint} (known: {', '.join(REGULARIZER_NAMES)})")
+            raise ValueError(f"regularizers: unknown regulariser {name!r}{_did_you_mean(name, REGULARIZER_NAMES)} "
+                             f"(known: {', '.join(REGULARIZER_NAMES)})")
         try:
             value = float(weight)
         except ValueError:
@@ -110,12 +115,6 @@ def parse_regularizers(spec: str) -> dict[str, float]:
             raise ValueError(f"regularizers: {name!r} is named twice in {spec!r}")
         out[name] = value
     return out
-
-
-def _did_you_mean(name: str, known: typing.Sequence[str]) -> str:
-    """'; did you mean 'X'?' for the closest of `known` to `name`, or '' when none is close."""
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 #: the encoder projectors a `WorldModelConfig` may name (``worldmodel/encoder.py``)
@@ -276,9 +275,8 @@ class WorldModelConfig:
             if other is not None:
                 raise UnknownPresetError(f"preset {name!r} belongs to family {other!r}, not {cls.FAMILY!r} "
                                          f"(presets of {cls.FAMILY!r}: {', '.join(cls.PRESETS) or 'none'})")
-            close = difflib.get_close_matches(str(name), list(cls.PRESETS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UnknownPresetError(f"unknown model preset {name!r}{hint} (presets: {', '.join(cls.PRESETS)})")
+            raise UnknownPresetError(f"unknown model preset {name!r}{_did_you_mean(str(name), cls.PRESETS)} "
+                                     f"(presets: {', '.join(cls.PRESETS)})")
         return cls.from_dict({**cls.PRESETS[name], **overrides})
 
 

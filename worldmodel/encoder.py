@@ -99,13 +99,13 @@ class FeedForward(nn.Module):
         return self.net(x)
 
 
-def cnn_blocks(in_channels: int, width: int) -> nn.Sequential:
-    """4 stride-2 conv blocks (Conv 3x3 -> GroupNorm -> GELU), channels width, 2w, 4w, 8w:
-    (N, C, S, S) -> (N, 8 * width, S/16, S/16)."""
-    chans = [in_channels, width, 2 * width, 4 * width, 8 * width]
+def cnn_blocks(in_channels: int, width: int, strides: tuple[int, ...] = (2, 2, 2, 2)) -> nn.Sequential:
+    """Conv blocks (Conv 3x3 -> GroupNorm -> GELU), one per stride, channels width, 2w, 4w, ...: by default
+    4 stride-2 blocks, (N, C, S, S) -> (N, 8 * width, S/16, S/16)."""
+    chans = [in_channels] + [width * 2**i for i in range(len(strides))]
     layers: list[nn.Module] = []
-    for c_in, c_out in zip(chans[:-1], chans[1:]):
-        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(min(8, c_out), c_out), nn.GELU()]
+    for c_in, c_out, stride in zip(chans[:-1], chans[1:], strides):
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.GroupNorm(min(8, c_out), c_out), nn.GELU()]
     return nn.Sequential(*layers)
 
 
@@ -187,12 +187,7 @@ class KeypointBackbone(nn.Module):
 
     def __init__(self, in_channels: int, width: int):
         super().__init__()
-        chans, strides = [in_channels, width, 2 * width, 4 * width], [2, 2, 1]
-        layers: list[nn.Module] = []
-        for c_in, c_out, stride in zip(chans[:-1], chans[1:], strides):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.GroupNorm(min(8, c_out), c_out),
-                       nn.GELU()]
-        self.convs = nn.Sequential(*layers)
+        self.convs = cnn_blocks(in_channels, width, strides=(2, 2, 1))
         self.keypoints = nn.Conv2d(4 * width, 4 * width, 1)
         self.log_temperature = nn.Parameter(torch.zeros(()))
         self.out_dim = 8 * width

@@ -313,11 +313,23 @@ class ModelConfig(WorldModelConfig):
              "(emb[t], emb[t+1]), as PLDM's; it asks the embedding to keep what the actions move (0: none, "
              "LeWorldModel's loss)")
     idm_hidden: int = _f(256, "hidden width of the inverse-dynamics MLP (used when idm_weight > 0)")
+    recon_weight: float = _f(
+        0.0, "weight of a reconstruction term: a small MLP decoder reads each frame's embedding and reconstructs "
+             "the frame as recon_size x recon_size grayscale; the term is the batch's normalised error "
+             "sum(err^2) / sum(per-pixel variance) (1 - R^2: static pixels carry no weight, moving objects all "
+             "of it). It asks the embedding to keep what the frames show, pose included (0: none, LeWorldModel's "
+             "loss); the planner does not use the decoder")
+    recon_size: int = _f(32, "side of the grayscale frame the reconstruction term targets (used when recon_weight > 0)")
+    recon_hidden: int = _f(512, "hidden width of the reconstruction decoder MLP (used when recon_weight > 0)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _require(self.idm_weight >= 0, f"ModelConfig.idm_weight must be >= 0, got {self.idm_weight}")  # NaN/inf: base
         _require(self.idm_hidden >= 1, f"ModelConfig.idm_hidden must be >= 1, got {self.idm_hidden}")
+        _require(self.recon_weight >= 0, f"ModelConfig.recon_weight must be >= 0, got {self.recon_weight}")
+        _require(1 <= self.recon_size <= self.image_size,
+                 f"ModelConfig.recon_size must be in 1..image_size ({self.image_size}), got {self.recon_size}")
+        _require(self.recon_hidden >= 1, f"ModelConfig.recon_hidden must be >= 1, got {self.recon_hidden}")
         _require(self.sigreg_center in SIGREG_CENTERS,
                  f"ModelConfig.sigreg_center must be one of {', '.join(SIGREG_CENTERS)}, got {self.sigreg_center!r}")
         _require(self.sigreg_group >= 1, f"ModelConfig.sigreg_group must be >= 1, got {self.sigreg_group}")
@@ -341,7 +353,8 @@ class UnknownPresetError(ValueError):
 ADDED_MODEL_FIELDS: dict[str, Any] = {"predictor_head_dim": None, "predictor_mlp_dim": None, "family": "lewm",
                                       "regularizers": "", "sigreg_center": "none", "idm_weight": 0.0,
                                       "idm_hidden": 256, "sigreg_group": 4, "projector": "mlp",
-                                      "sigreg_expander": 0}
+                                      "sigreg_expander": 0, "recon_weight": 0.0, "recon_size": 32,
+                                      "recon_hidden": 512}
 ModelConfig.ADDED_FIELDS = ADDED_MODEL_FIELDS
 
 #: Named architectures (``ModelConfig.preset(name)``, ``wm train --preset NAME``); fields

@@ -270,6 +270,8 @@ class JEPA(LatentPredictorModel):
                          if config.sigreg_expander > 0 else None)
         # the inverse-dynamics head exists only when its term is on: older checkpoints keep their state dict
         self.idm = InverseDynamics(config.embed_dim, config.idm_hidden, config.block_dim) if config.idm_weight > 0 else None
+        # the reconstruction decoder exists only when its term is on: older checkpoints keep their state dict
+        self.recon = FrameDecoder(config.embed_dim, config.recon_hidden, config.recon_size) if config.recon_weight > 0 else None
 
     @property
     def uses_episode_ids(self) -> bool:
@@ -299,7 +301,8 @@ class JEPA(LatentPredictorModel):
             (``rollout_loss``; 0 when the window has fewer than two frames after the context);
             with ``idm_weight > 0`` also ``idm_loss`` (MSE of the inverse-dynamics head's action
             blocks from consecutive embeddings, (B, n-1, A_block) against ``actions``), added to
-            ``loss`` times ``idm_weight``.
+            ``loss`` times ``idm_weight``; with ``recon_weight > 0`` also ``recon_loss``
+            (``FrameDecoder.loss`` of every frame from its embedding), added times ``recon_weight``.
         """
         self._check_window(pixels, actions)
         emb = self.encode(pixels)  # (B, n, D)
@@ -322,8 +325,45 @@ class JEPA(LatentPredictorModel):
         if self.idm is not None:
             idm_loss = F.mse_loss(self.idm(emb[:, :-1], emb[:, 1:]).float(), actions.float())
             losses["idm_loss"] = idm_loss
-            losses["loss"] = loss + self.config.idm_weight * idm_loss
+            losses["loss"] = losses["loss"] + self.config.idm_weight * idm_loss
+        if self.recon is not None:
+            recon_loss = self.recon.loss(emb.flatten(0, 1), pixels.flatten(0, 1))
+            losses["recon_loss"] = recon_loss
+            losses["loss"] = losses["loss"] + self.config.recon_weight * recon_loss
         return self.add_regularizers(losses, emb)
+
+
+class FrameDecoder(nn.Module):
+    """A small MLP from an embedding to its frame's deviation from the batch's mean frame, the frame
+    downsampled to ``size`` x ``size`` grayscale: Linear(D, hidden) -> GELU -> Linear(hidden, size**2),
+    the last layer zero-initialised (so the term starts at 1, the mean frame's score). The
+    reconstruction term's decoder (``ModelConfig.recon_weight``); planning never uses it."""
+
+    def __init__(self, embed_dim: int, hidden: int, size: int):
+        super().__init__()
+        self.size = size
+        self.net = nn.Sequential(nn.Linear(embed_dim, hidden), nn.GELU(), nn.Linear(hidden, size * size))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        """emb (N, D) -> each frame's reconstructed deviation from the mean frame (N, size * size), [0, 1] units."""
+        return self.net(emb)
+
+    def target(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels (N, C, H, W) -> grayscale (mean over C) area-downsampled to (N, size * size) in [0, 1]."""
+        gray = pixels.float().mean(1, keepdim=True) / 255.0
+        return F.adaptive_avg_pool2d(gray, self.size).flatten(1)
+
+    def loss(self, emb: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """emb (N, D), uint8 pixels (N, C, H, W) -> normalised error sum(err^2) / sum(var), a float32 scalar.
+
+        The target is each frame minus the N frames' mean frame, so ``var`` sums each pixel's
+        variance over the N frames: the mean frame (an all-zero output) scores 1, a perfect
+        reconstruction 0, and pixels that never change carry no weight."""
+        target = self.target(pixels)
+        target = target - target.mean(0, keepdim=True)
+        return (self(emb).float() - target).square().sum() / target.square().sum().clamp_min(1e-8)
 
 
 def episode_means(emb: torch.Tensor, episode_ids: torch.Tensor | None) -> torch.Tensor:

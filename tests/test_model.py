@@ -239,6 +239,51 @@ def test_the_sigreg_expander_is_what_sigreg_shapes():
         ModelConfig(**{**TINY, "sigreg_expander": -1})
 
 
+def test_the_reconstruction_term_scores_each_frame_against_the_mean_frame():
+    """recon_weight > 0: the decoder's target is each frame in grayscale, area-downsampled to recon_size,
+    minus the batch's mean frame; the term is sum(err^2) / sum(var): 1 for the mean frame (the
+    zero-initialised decoder's output), 0 for a perfect reconstruction; it enters ``loss`` times its
+    weight and its gradient reaches the encoder. Without it, no decoder exists."""
+    assert tiny().recon is None
+    model = tiny(recon_weight=0.5, recon_size=8, recon_hidden=16)
+    frame = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+    frame[..., :, :16] = 255  # left half white
+    frame[:, 0, :4, 16:20] = 255  # one colour channel of the top-left 4 x 4 of the right half: grey 1/3 there
+    target = model.recon.target(frame).view(8, 8)
+    assert target[:, :4].eq(1).all() and target[1:, 4:].eq(0).all()
+    torch.testing.assert_close(target[0, 4:], torch.tensor([1 / 3, 0.0, 0.0, 0.0]))
+    px, act = pixels(8, 2), torch.randn(8, 1, 4)
+    out = model.loss(px, act)
+    torch.testing.assert_close(out["recon_loss"], torch.tensor(1.0))  # the zero-initialised decoder: the mean frame
+    torch.testing.assert_close(out["loss"], out["pred_loss"] + model.config.sigreg_weight * out["sigreg_loss"]
+                               + out["rollout_loss"] + 0.5 * out["recon_loss"])
+    emb = torch.randn(16, 16)
+    flat = px.flatten(0, 1)
+    want = model.recon.target(flat) - model.recon.target(flat).mean(0, keepdim=True)
+    with torch.no_grad():  # a decoder that outputs the centred target exactly scores 0; half of it scores 1/4
+        model.recon.net[-1].bias.copy_(torch.zeros(64))
+    torch.testing.assert_close(model.recon.loss(emb, flat), torch.tensor(1.0))
+    decoder = model.recon
+    decoder.forward = lambda e: want
+    torch.testing.assert_close(decoder.loss(emb, flat), torch.tensor(0.0))
+    decoder.forward = lambda e: want / 2
+    torch.testing.assert_close(decoder.loss(emb, flat), torch.tensor(0.25))
+    del decoder.forward
+    model.zero_grad()
+    for _ in range(2):  # the first step moves the zero-initialised last layer; then the gradient flows back
+        out = model.loss(px, act)
+        out["recon_loss"].backward()
+        with torch.no_grad():
+            for p in model.recon.parameters():
+                p -= 0.1 * p.grad
+        assert model.recon.net[-1].weight.grad.abs().sum() > 0
+    assert model.encoder.backbone.convs[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="recon_size must be in 1..image_size \\(32\\), got 33"):
+        ModelConfig(**{**TINY, "recon_size": 33})
+    with pytest.raises(ValueError, match="recon_weight must be >= 0, got -1"):
+        ModelConfig(**{**TINY, "recon_weight": -1.0})
+
+
 def test_rollout_loss_scores_the_open_loop_rollout():
     model = tiny(pred_steps=2).eval()  # eval: BatchNorm uses running statistics in both paths
     px, act = pixels(4, 3), torch.randn(4, 2, 4)

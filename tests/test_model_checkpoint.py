@@ -56,6 +56,30 @@ def test_keypoints_without_projector_and_an_expander_round_trip(tmp_path):
                                    rtol=0, atol=0)
 
 
+def test_a_reconstruction_decoder_round_trips(tmp_path):
+    """recon_weight > 0: the decoder's weights are saved and loaded with the rest (the loaded model
+    scores the same reconstruction term); a config.json written before the fields existed loads
+    without a decoder."""
+    model, _ = trained_model(recon_weight=1.0, recon_size=8, recon_hidden=16)
+    save_checkpoint(tmp_path / "ckpt", model)
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    assert loaded.config.recon_size == 8 and loaded.recon is not None
+    assert loaded.recon.net[-1].weight.abs().sum() > 0  # trained: no longer the zero-initialised layer
+    model.eval()
+    px = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        emb = model.encode(px[:, None])[:, 0]
+        torch.testing.assert_close(loaded.recon.loss(emb, px), model.recon.loss(emb, px), rtol=0, atol=0)
+    plain, _ = trained_model()
+    save_checkpoint(tmp_path / "old", plain)
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    for key in ("recon_weight", "recon_size", "recon_hidden"):
+        config["model"].pop(key)
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    old = load_checkpoint(tmp_path / "old")
+    assert old.recon is None and old.config.recon_weight == 0.0
+
+
 def test_train_state_round_trip(tmp_path):
     model, opt = trained_model()
     save_checkpoint(tmp_path, model, train_state={"last": {"loss": 1.5}}, optimizer=opt, step=7)

@@ -315,7 +315,7 @@ class ModelConfig(WorldModelConfig):
     idm_hidden: int = _f(256, "hidden width of the inverse-dynamics MLP (used when idm_weight > 0)")
     recon_weight: float = _f(
         0.0, "weight of a reconstruction term: a small MLP decoder reads each frame's embedding and reconstructs "
-             "the frame as recon_size x recon_size grayscale; the term is the batch's normalised error "
+             "the frame's deviation from the batch's mean frame, in recon_size x recon_size grayscale; the term is "
              "sum(err^2) / sum(per-pixel variance) (1 - R^2: static pixels carry no weight, moving objects all "
              "of it). It asks the embedding to keep what the frames show, pose included (0: none, LeWorldModel's "
              "loss); the planner does not use the decoder")

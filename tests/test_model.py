@@ -278,8 +278,9 @@ def test_the_reconstruction_term_scores_each_frame_against_the_mean_frame():
                 p -= 0.1 * p.grad
         assert model.recon.net[-1].weight.grad.abs().sum() > 0
     assert model.encoder.backbone.convs[0].weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="recon_size must be in 1..image_size \\(32\\), got 33"):
-        ModelConfig(**{**TINY, "recon_size": 33})
+    with pytest.raises(ValueError, match="recon_size must be in 1..image_size \\(32\\) with recon_weight > 0, got 33"):
+        ModelConfig(**{**TINY, "recon_size": 33, "recon_weight": 1.0})
+    assert ModelConfig(**{**TINY, "image_size": 16}).recon_size == 32  # the default is unused without the term
     with pytest.raises(ValueError, match="recon_weight must be >= 0, got -1"):
         ModelConfig(**{**TINY, "recon_weight": -1.0})
 

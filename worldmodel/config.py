@@ -327,8 +327,10 @@ class ModelConfig(WorldModelConfig):
         _require(self.idm_weight >= 0, f"ModelConfig.idm_weight must be >= 0, got {self.idm_weight}")  # NaN/inf: base
         _require(self.idm_hidden >= 1, f"ModelConfig.idm_hidden must be >= 1, got {self.idm_hidden}")
         _require(self.recon_weight >= 0, f"ModelConfig.recon_weight must be >= 0, got {self.recon_weight}")
-        _require(1 <= self.recon_size <= self.image_size,
-                 f"ModelConfig.recon_size must be in 1..image_size ({self.image_size}), got {self.recon_size}")
+        _require(self.recon_size >= 1, f"ModelConfig.recon_size must be >= 1, got {self.recon_size}")
+        _require(self.recon_weight == 0 or self.recon_size <= self.image_size,  # unused without the term
+                 f"ModelConfig.recon_size must be in 1..image_size ({self.image_size}) with recon_weight > 0, "
+                 f"got {self.recon_size}")
         _require(self.recon_hidden >= 1, f"ModelConfig.recon_hidden must be >= 1, got {self.recon_hidden}")
         _require(self.sigreg_center in SIGREG_CENTERS,
                  f"ModelConfig.sigreg_center must be one of {', '.join(SIGREG_CENTERS)}, got {self.sigreg_center!r}")

@@ -285,6 +285,22 @@ def test_the_reconstruction_term_scores_each_frame_against_the_mean_frame():
         ModelConfig(**{**TINY, "recon_weight": -1.0})
 
 
+def test_a_standardised_reconstruction_target_ignores_brightness_and_contrast():
+    """recon_standardise: each target frame is standardised over its pixels, so a frame and the same frame
+    with another brightness and contrast (an affine map of its intensities) give the same target;
+    without it they differ."""
+    frame = pixels(1, 1)[:, 0]
+    dimmer = (frame.float() * 0.5 + 40).round().to(torch.uint8)
+    on = tiny(recon_weight=1.0, recon_size=8, recon_standardise=True).recon
+    off = tiny(recon_weight=1.0, recon_size=8).recon
+    torch.testing.assert_close(on.target(dimmer), on.target(frame), atol=0.03, rtol=0)
+    assert (off.target(dimmer) - off.target(frame)).abs().max() > 0.1
+    t = on.target(frame)
+    torch.testing.assert_close(t.mean(1), torch.zeros(1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(t.square().mean(1), torch.ones(1), atol=1e-4, rtol=0)
+    assert on.target(torch.full((1, 3, 32, 32), 7, dtype=torch.uint8)).abs().max() == 0  # uniform: zeros, no NaN
+
+
 def test_rollout_loss_scores_the_open_loop_rollout():
     model = tiny(pred_steps=2).eval()  # eval: BatchNorm uses running statistics in both paths
     px, act = pixels(4, 3), torch.randn(4, 2, 4)

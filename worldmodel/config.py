@@ -321,6 +321,10 @@ class ModelConfig(WorldModelConfig):
              "loss); the planner does not use the decoder")
     recon_size: int = _f(32, "side of the grayscale frame the reconstruction term targets (used when recon_weight > 0)")
     recon_hidden: int = _f(512, "hidden width of the reconstruction decoder MLP (used when recon_weight > 0)")
+    recon_standardise: bool = _f(
+        False, "standardise each target frame over its pixels (zero mean, unit variance) before the batch's mean "
+               "frame is subtracted, so brightness and contrast that differ between episodes (randomised colours) "
+               "carry no weight in the reconstruction term (used when recon_weight > 0)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -356,7 +360,7 @@ ADDED_MODEL_FIELDS: dict[str, Any] = {"predictor_head_dim": None, "predictor_mlp
                                       "regularizers": "", "sigreg_center": "none", "idm_weight": 0.0,
                                       "idm_hidden": 256, "sigreg_group": 4, "projector": "mlp",
                                       "sigreg_expander": 0, "recon_weight": 0.0, "recon_size": 32,
-                                      "recon_hidden": 512}
+                                      "recon_hidden": 512, "recon_standardise": False}
 ModelConfig.ADDED_FIELDS = ADDED_MODEL_FIELDS
 
 #: Named architectures (``ModelConfig.preset(name)``, ``wm train --preset NAME``); fields

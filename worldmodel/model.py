@@ -271,7 +271,8 @@ class JEPA(LatentPredictorModel):
         # the inverse-dynamics head exists only when its term is on: older checkpoints keep their state dict
         self.idm = InverseDynamics(config.embed_dim, config.idm_hidden, config.block_dim) if config.idm_weight > 0 else None
         # the reconstruction decoder exists only when its term is on: older checkpoints keep their state dict
-        self.recon = FrameDecoder(config.embed_dim, config.recon_hidden, config.recon_size) if config.recon_weight > 0 else None
+        self.recon = (FrameDecoder(config.embed_dim, config.recon_hidden, config.recon_size, config.recon_standardise)
+                      if config.recon_weight > 0 else None)
 
     @property
     def uses_episode_ids(self) -> bool:
@@ -337,11 +338,12 @@ class FrameDecoder(nn.Module):
     """A small MLP from an embedding to its frame's deviation from the batch's mean frame, the frame
     downsampled to ``size`` x ``size`` grayscale: Linear(D, hidden) -> GELU -> Linear(hidden, size**2),
     the last layer zero-initialised (so the term starts at 1, the mean frame's score). The
-    reconstruction term's decoder (``ModelConfig.recon_weight``); planning never uses it."""
+    reconstruction term's decoder (``ModelConfig.recon_weight``); planning never uses it. With
+    ``standardise`` each target frame is first standardised over its pixels (``recon_standardise``)."""
 
-    def __init__(self, embed_dim: int, hidden: int, size: int):
+    def __init__(self, embed_dim: int, hidden: int, size: int, standardise: bool = False):
         super().__init__()
-        self.size = size
+        self.size, self.standardise = size, standardise
         self.net = nn.Sequential(nn.Linear(embed_dim, hidden), nn.GELU(), nn.Linear(hidden, size * size))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
@@ -351,9 +353,14 @@ class FrameDecoder(nn.Module):
         return self.net(emb)
 
     def target(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 pixels (N, C, H, W) -> grayscale (mean over C) area-downsampled to (N, size * size) in [0, 1]."""
+        """uint8 pixels (N, C, H, W) -> grayscale (mean over C) area-downsampled to (N, size * size) in [0, 1]
+        (with ``standardise``: each frame's zero-mean, unit-variance version; a uniform frame gives zeros)."""
         gray = pixels.float().mean(1, keepdim=True) / 255.0
-        return F.adaptive_avg_pool2d(gray, self.size).flatten(1)
+        small = F.adaptive_avg_pool2d(gray, self.size).flatten(1)
+        if self.standardise:
+            centred = small - small.mean(1, keepdim=True)
+            return centred / centred.square().mean(1, keepdim=True).sqrt().clamp_min(1e-3)
+        return small
 
     def loss(self, emb: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
         """emb (N, D), uint8 pixels (N, C, H, W) -> normalised error sum(err^2) / sum(var), a float32 scalar.

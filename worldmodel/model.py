@@ -349,7 +349,7 @@ class FrameDecoder(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        """emb (N, D) -> each frame's reconstructed deviation from the mean frame (N, size * size), [0, 1] units."""
+        """emb (N, D) -> each frame's reconstructed deviation from the mean frame (N, size * size), in `target`'s units."""
         return self.net(emb)
 
     def target(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -360,15 +360,15 @@ def _recipe(name: str, env_id: str, notes: str = _COMMON_NOTE, **sections: Any) 
 
 
 def _idm_twice_recipe(name: str, env_id: str, **sections: Any) -> Recipe:
-    """The demo's model with the inverse-dynamics term on twice its data for twice its steps (Cube's and
-    PushT's recipes; `sections` may replace ``notes`` and ``train``; fresh sections per call, so no two
-    recipes share a mutable object)."""
-    values: dict[str, Any] = {
-        "notes": "The demo's model recipe (CNN encoder, 3 predicted steps, batch 32) with the inverse-dynamics term, "
-                 "on 600 noisy-expert + 400 random episodes at 64x64 (default factors) for 6,000 steps, planned "
-                 "with iCEM (300 x 30, its published defaults).",
-        "train": TrainRecipe(steps=6000, model={"pred_steps": 3, "idm_weight": 1.0}), **sections}
-    return _recipe(name, env_id, data=DataRecipe(expert_episodes=600, random_episodes=400), **values)
+    """The demo's model with the inverse-dynamics term on twice its data for twice its steps (Cube's
+    recipe, and PushT's before 2026-12-03; fresh sections per call, so no two recipes share a mutable object)."""
+    return _recipe(
+        name, env_id,
+        notes="The demo's model recipe (CNN encoder, 3 predicted steps, batch 32) with the inverse-dynamics term, "
+              "on 600 noisy-expert + 400 random episodes at 64x64 (default factors) for 6,000 steps, planned with "
+              "iCEM (300 x 30, its published defaults).",
+        data=DataRecipe(expert_episodes=600, random_episodes=400),
+        train=TrainRecipe(steps=6000, model={"pred_steps": 3, "idm_weight": 1.0}), **sections)
 
 
 #: the registered recipes, by env id
@@ -395,13 +395,14 @@ RECIPES: dict[str, Recipe] = {
     # reads the T's orientation (cos / sin R^2 0.661 against the recipe's -0.105); at 6,000 steps 30/50 on 50
     # validation pairs (expert episodes of seeds 3,000,000..; random 9/50; the rule written first: adopt at
     # >= 20/50), a second training seed 16/50 (RESULTS.md "Round 14: a cheap reconstruction term")
-    "wm/PushT-v0": _idm_twice_recipe(
+    "wm/PushT-v0": _recipe(
         "pusht-cpu", "wm/PushT-v0",
         notes="The demo's model recipe (3 predicted steps, batch 32) with the inverse-dynamics term, the cnn-keypoints "
               "encoder (spatial-softmax keypoints) and a reconstruction term (a small MLP decoder reconstructs each "
               "frame's 32x32 grayscale deviation from the batch mean), bf16 training, on 600 noisy-expert + 400 "
               "random episodes at 64x64 (default factors) for 6,000 steps, planned with iCEM (300 x 30, its "
               "published defaults).",
+        data=DataRecipe(expert_episodes=600, random_episodes=400),
         train=TrainRecipe(steps=6000, amp=True, model={
             "pred_steps": 3, "idm_weight": 1.0, "encoder": "cnn-keypoints", "recon_weight": 1.0, "recon_size": 32,
             "recon_hidden": 512})),

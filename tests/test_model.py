@@ -111,7 +111,7 @@ def test_the_linear_projector_keeps_the_embedding_linear_in_the_features(encoder
         ModelConfig(**{**TINY, "projector": "linaer"})
 
 
-@pytest.mark.parametrize("encoder,features", [("cnn", 64), ("cnn-keypoints", 64), ("cnn-spatial", 1024)])
+@pytest.mark.parametrize("encoder,features", [("cnn", 64), ("cnn-keypoints", 64), ("cnn-spatial", 1024), ("vit", 192)])
 def test_without_a_projector_the_backbone_features_are_the_embedding(encoder, features):
     """projector 'none': encode returns the backbone's features themselves (embed_dim = their number,
     8 * encoder_width, x 16 cells for cnn-spatial); another embed_dim is refused naming the number."""
@@ -124,6 +124,14 @@ def test_without_a_projector_the_backbone_features_are_the_embedding(encoder, fe
     assert not any(True for _ in model.encoder.projector.parameters())
     with pytest.raises(ValueError, match=f"embed_dim=16: with projector 'none' .* so embed_dim must be {features}"):
         ModelConfig(**{**TINY, "encoder": encoder, "projector": "none"})
+
+
+def test_an_encoder_that_disagrees_with_the_config_on_its_feature_count_is_refused(monkeypatch):
+    """The config states each backbone's feature count without torch (``backbone_features``); building an
+    encoder whose backbone gives another number fails naming both, so the two cannot drift apart silently."""
+    monkeypatch.setattr(ModelConfig, "backbone_features", lambda self: 63)
+    with pytest.raises(RuntimeError, match="the cnn backbone gives 64 features but .*backbone_features\\(\\) says 63"):
+        tiny(encoder="cnn")
 
 
 def test_encode_accepts_non_contiguous_input():
@@ -283,6 +291,10 @@ def test_the_reconstruction_term_scores_each_frame_against_the_mean_frame():
     assert ModelConfig(**{**TINY, "image_size": 16}).recon_size == 32  # the default is unused without the term
     with pytest.raises(ValueError, match="recon_weight must be >= 0, got -1"):
         ModelConfig(**{**TINY, "recon_weight": -1.0})
+    with pytest.raises(ValueError, match="recon_size must be >= 1, got 0"):
+        ModelConfig(**{**TINY, "recon_size": 0})
+    with pytest.raises(ValueError, match="recon_hidden must be >= 1, got 0"):
+        ModelConfig(**{**TINY, "recon_hidden": 0})
 
 
 def test_a_standardised_reconstruction_target_ignores_brightness_and_contrast():

@@ -181,6 +181,14 @@ class WorldModelConfig:
             "logged as NAME_reg (empty: none)"
     )
 
+    def backbone_features(self) -> int:
+        """How many features the encoder's backbone hands its projector, flattened: 8 * encoder_width for
+        ``cnn`` and ``cnn-keypoints``, x 16 cells (4 x 4) for ``cnn-spatial``, vit_width for ``vit``. With
+        projector 'none' they are the embedding, so embed_dim must equal this. The one statement of it that
+        imports no torch: ``worldmodel.encoder.Encoder`` checks its backbone against it when it is built."""
+        return {"cnn": 8 * self.encoder_width, "cnn-keypoints": 8 * self.encoder_width,
+                "cnn-spatial": 8 * self.encoder_width * 16, "vit": self.vit_width}[self.encoder]
+
     def __post_init__(self) -> None:
         name_ = type(self).__name__
         parse_regularizers(self.regularizers)
@@ -206,8 +214,7 @@ class WorldModelConfig:
         _require(self.mlp_ratio > 0, f"{name_}.mlp_ratio must be > 0, got {self.mlp_ratio}")
         _require(self.rollout_weight >= 0, f"{name_}.rollout_weight must be >= 0, got {self.rollout_weight}")
         if self.projector == "none":
-            features = {"cnn": 8 * self.encoder_width, "cnn-keypoints": 8 * self.encoder_width,
-                        "cnn-spatial": 8 * self.encoder_width * 16, "vit": self.vit_width}[self.encoder]
+            features = self.backbone_features()
             _require(self.embed_dim == features,
                      f"{name_}.embed_dim={self.embed_dim}: with projector 'none' the embedding is the {self.encoder} "
                      f"backbone's {features} features, so embed_dim must be {features}")

@@ -260,6 +260,10 @@ class Encoder(nn.Module):
         else:
             self.backbone = ViTBackbone(c.in_channels, c.image_size, c.patch_size, c.vit_width, c.vit_depth,
                                         c.vit_heads, c.mlp_ratio, c.dropout)
+        grid = SPATIAL_GRID**2 if c.encoder == "cnn-spatial" else 1
+        if self.backbone.out_dim * grid != c.backbone_features():
+            raise RuntimeError(f"the {c.encoder} backbone gives {self.backbone.out_dim * grid} features but "
+                               f"WorldModelConfig.backbone_features() says {c.backbone_features()}: update one to the other")
         self.projector: nn.Module
         if c.projector == "none":
             self.projector = nn.Flatten(1)  # the backbone's features are the embedding (the config checks D)

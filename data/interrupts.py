@@ -68,9 +68,11 @@ def deferred_signals(signums: tuple[int, ...] = DEFERRED) -> Iterator[None]:
 class StopOnSignal:
     """Within the block (main thread only), the first SIGINT raises KeyboardInterrupt and
     the first SIGTERM raises `Terminated`, so ``finally``/``with`` cleanup runs and saved
-    work is kept; later SIGINT/SIGTERM are ignored while that cleanup runs (``timeout``
-    and process managers often signal a process twice). `fired` names the signal once
-    one arrived (None before).
+    work is kept; later SIGINT/SIGTERM are ignored while that cleanup runs and, once one
+    fired, after the block too (the process is stopping; ``timeout`` and process managers
+    often signal a process twice, and a second signal delivered after the cleanup must not
+    kill it before it exits with its status). Without a signal the block restores the
+    handlers it found. `fired` names the signal once one arrived (None before).
 
     >>> with StopOnSignal() as stop:
     ...     long_job()
@@ -96,5 +98,9 @@ class StopOnSignal:
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
+            if self.fired is not None:
+                # stopping: a late second signal (sent twice, the second delivered after the cleanup) must not turn
+                # the clean exit into a kill by the default handler, so SIGINT/SIGTERM stay ignored from here on
+                handler = signal.SIG_IGN
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         self._previous.clear()

@@ -150,6 +150,30 @@ def _wait_for_episodes(path: Path, at_least: int, proc: subprocess.Popen, timeou
     raise AssertionError(f"no {at_least} episodes in {path} after {timeout}s")
 
 
+def test_a_second_signal_after_the_cleanup_does_not_kill_a_stopping_command() -> None:
+    """`StopOnSignal`: the first SIGTERM stops the block; one delivered after the block (a process signalled twice,
+    the second late) is ignored, so the command still exits with its own status (143), not killed (-15). Without a
+    signal the block leaves the handlers as it found them."""
+    script = (
+        "import signal, sys\n"
+        "from data.interrupts import StopOnSignal, Terminated\n"
+        "before = signal.getsignal(signal.SIGTERM)\n"
+        "with StopOnSignal():\n"
+        "    pass\n"
+        "assert signal.getsignal(signal.SIGTERM) is before, signal.getsignal(signal.SIGTERM)\n"
+        "try:\n"
+        "    with StopOnSignal() as stop:\n"
+        "        signal.raise_signal(signal.SIGTERM)\n"
+        "except Terminated:\n"
+        "    pass\n"
+        "signal.raise_signal(signal.SIGTERM)\n"
+        "signal.raise_signal(signal.SIGINT)\n"
+        "sys.exit(143 if stop.fired == 'SIGTERM' else 1)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 143, (proc.returncode, proc.stderr)
+
+
 CASES = [  # (append, workers, signal, delay after the first commits, signals sent)
     (False, 1, signal.SIGINT, 0.0, 1),
     (True, 2, signal.SIGINT, 0.13, 2),  # twice, as `timeout -s INT` does (child and group)

@@ -120,6 +120,9 @@ def parse_regularizers(spec: str) -> dict[str, float]:
 #: the encoder projectors a `WorldModelConfig` may name (``worldmodel/encoder.py``)
 PROJECTORS = ("mlp", "linear", "none")
 
+#: side of the spatial map of the ``cnn-spatial`` encoder (its embedding is SPATIAL_GRID^2 cells of D / 16 channels)
+SPATIAL_GRID = 4
+
 #: the frame encoders a `WorldModelConfig` may name (``worldmodel/encoder.py``)
 ENCODERS = ("cnn", "cnn-spatial", "cnn-keypoints", "vit")
 
@@ -183,11 +186,11 @@ class WorldModelConfig:
 
     def backbone_features(self) -> int:
         """How many features the encoder's backbone hands its projector, flattened: 8 * encoder_width for
-        ``cnn`` and ``cnn-keypoints``, x 16 cells (4 x 4) for ``cnn-spatial``, vit_width for ``vit``. With
+        ``cnn`` and ``cnn-keypoints``, x SPATIAL_GRID^2 = 16 cells for ``cnn-spatial``, vit_width for ``vit``. With
         projector 'none' they are the embedding, so embed_dim must equal this. The one statement of it that
         imports no torch: ``worldmodel.encoder.Encoder`` checks its backbone against it when it is built."""
         return {"cnn": 8 * self.encoder_width, "cnn-keypoints": 8 * self.encoder_width,
-                "cnn-spatial": 8 * self.encoder_width * 16, "vit": self.vit_width}[self.encoder]
+                "cnn-spatial": 8 * self.encoder_width * SPATIAL_GRID**2, "vit": self.vit_width}[self.encoder]
 
     def __post_init__(self) -> None:
         name_ = type(self).__name__
@@ -226,7 +229,7 @@ class WorldModelConfig:
                  f"(or set predictor_head_dim)")
         if self.encoder in ("cnn", "cnn-spatial", "cnn-keypoints"):
             _require(self.image_size >= 16, f"the CNN encoder needs image_size >= 16, got {self.image_size}")
-            _require(self.encoder != "cnn-spatial" or self.projector == "none" or self.embed_dim % 16 == 0,
+            _require(self.encoder != "cnn-spatial" or self.projector == "none" or self.embed_dim % SPATIAL_GRID**2 == 0,
                      f"{name_}.embed_dim={self.embed_dim}: the cnn-spatial encoder needs a multiple of 16 "
                      f"(4 x 4 cells of embed_dim / 16 channels)")
         else:

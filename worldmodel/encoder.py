@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from worldmodel.config import WorldModelConfig
+from worldmodel.config import SPATIAL_GRID, WorldModelConfig
 
 
 class Projector(nn.Module):
@@ -128,8 +128,6 @@ class CNNBackbone(nn.Module):
         return self.fc(self.pool(self.convs(x)).flatten(1))
 
 
-#: side of the spatial map of the ``cnn-spatial`` encoder (its embedding is SPATIAL_GRID^2 cells of D / 16 channels)
-SPATIAL_GRID = 4
 
 
 class CNNMap(nn.Module):

@@ -182,6 +182,7 @@ class MPCPolicy:
         self._goal_state: torch.Tensor | None = None  # (B, G), the env's goal layout when act() is given it
         self._active: torch.Tensor | None = None  # (B,) bool from act(): envs still running (None: all)
         self.last_result: PlanResult | None = None
+        self._last_inputs: tuple | None = None  # (context_emb, goal_emb, past, known) of the last plan, for score()
         self.last_plan_seconds = 0.0
         self.plan_seconds = 0.0
         self.num_plans = 0
@@ -229,6 +230,7 @@ class MPCPolicy:
         if self._block_history and self._pass_past_actions:
             past = torch.stack(list(self._block_history), dim=1)  # (B, T0 - 1, block_dim)
         known = {"goal_state": self._goal_state} if self._goal_state is not None and self._pass_goal_state else {}
+        self._last_inputs = (context_emb, goal_emb, past, known)
         active = self._active
         if active is None or active.all():
             cost_fn = self.objective(self.model, context_emb, goal_emb, past, **known)
@@ -250,6 +252,36 @@ class MPCPolicy:
         self._queue_pos = 0
         self.last_result = result
         self.num_plans += 1
+
+    @torch.no_grad()
+    def score(self, blocks: torch.Tensor) -> torch.Tensor:
+        """The objective's cost of given action sequences, as the last plan's solver scored its candidates.
+
+        Rolls the model out from the context embeddings, executed blocks and goal of the last
+        `act` call that replanned (``last_result``), for every env of the batch.
+
+        Args:
+            blocks: float (B, N, H, frameskip * action_dim): N sequences of H full action
+                blocks per env (raw actions; with ``hold_actions`` a planned action is its
+                block's action repeated ``frameskip`` times, as ``last_result.actions`` are
+                expanded). H need not be the planner's horizon.
+
+        Returns:
+            float (B, N) costs (lower is better).
+
+        Raises:
+            RuntimeError: no plan has been made since the last ``reset``.
+            ValueError: ``blocks`` has another shape.
+        """
+        if self._last_inputs is None:
+            raise RuntimeError("MPCPolicy.score: no plan yet since reset(); call act() first")
+        context_emb, goal_emb, past, known = self._last_inputs
+        B = context_emb.shape[0]
+        if blocks.ndim != 4 or blocks.shape[0] != B or blocks.shape[3] != self.block_dim:
+            raise ValueError(f"blocks must be (B, N, H, frameskip * action_dim) = ({B}, N, H, {self.block_dim}), "
+                             f"got {tuple(blocks.shape)}")
+        cost_fn = self.objective(self.model, context_emb, goal_emb, past, **known)
+        return cost_fn(blocks.to(device=self.device, dtype=torch.float32))
 
     # no_grad, not inference_mode: a gradient solver's plan turns autograd back on in _replan,
     # which inference mode (and its inference tensors) would forbid.

@@ -282,3 +282,29 @@ def test_hold_actions_drives_point_to_goal():
     for _ in range(16):
         pos = step_env(pos, policy.act(render(pos), render(goal_pos)))
     assert np.linalg.norm(pos - goal_pos, axis=1).max() < 0.4
+
+
+@pytest.mark.parametrize("hold", [False, True])
+def test_score_gives_the_cost_the_solver_saw_for_its_plan(hold):
+    """score() rolls out from the last plan's context and goal: the plan itself scores what the solver reported,
+    and a sequence ending nearer the goal scores lower."""
+    f, a, H = 2, 2, 3
+    model = PointModel(frameskip=f, action_dim=a)
+    planner = CEM(H, a if hold else f * a, low=-1.0, high=1.0, num_samples=40, iterations=3, num_elites=5, seed=0)
+    policy = MPCPolicy(model, planner, hold_actions=hold)
+    with pytest.raises(RuntimeError, match="no plan yet"):
+        policy.score(torch.zeros(2, 1, H, f * a))
+    pos, goal = np.array([[0.0, 0.0], [0.5, 0.5]]), np.array([[1.0, 0.0], [0.5, -0.5]])
+    policy.reset(2)
+    policy.act(render(pos), render(goal))
+    res = policy.last_result
+    blocks = res.actions.repeat(1, 1, f) if hold else res.actions  # (B, H, f*a)
+    torch.testing.assert_close(policy.score(blocks[:, None])[:, 0], res.cost)
+    # an exact path to the goal (each block moves (goal - pos) / H) scores 0; standing still scores ||goal - pos||^2
+    step = torch.from_numpy((goal - pos) / H / DT / f).float()  # (B, a) raw action held over the whole plan
+    exact = step[:, None, None].repeat(1, H, f, 1).reshape(2, H, f * a)
+    costs = policy.score(torch.stack([exact, torch.zeros_like(exact)], 1))
+    torch.testing.assert_close(costs[:, 0], torch.zeros(2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(costs[:, 1], torch.from_numpy(((goal - pos) ** 2).sum(1)).float())
+    with pytest.raises(ValueError, match=r"\(2, N, H, 4\)"):
+        policy.score(torch.zeros(2, 1, H, a))

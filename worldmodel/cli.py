@@ -402,6 +402,30 @@ def _parser() -> argparse.ArgumentParser:
                         "then records allow_train_episodes and the overlap)")
     p.add_argument("--json", action="store_true", help="print diagnostics.json (default: a one-line summary per metric)")
 
+    p = add("model-or-solver", "is planning failing because of the model or the solver? the first plan on each "
+                               "pair beside the expert's path, under the model and in the simulator "
+                               "(benchmarks/model_or_solver.py)")
+    p.description = ("On wm eval's start/goal pairs of --data, makes the MPC's first plan and scores it, the expert's "
+                     "recorded path to the goal and that path held per action block, under the model's objective and "
+                     "in the true simulator. solver_short counts pairs whose plan the model scores worse than the held "
+                     "expert path (the solver falls short); model_misranks those whose plan scores at least as well "
+                     "but truly does not reach the goal (the model misleads the solver); open_loop_error_ratio is "
+                     "the predictor's error on the expert's path over the nothing-moves error. Writes "
+                     "OUT/model_or_solver.json and OUT/pairs.jsonl. Needs --offset = --horizon x the model's frameskip.")
+    p.add_argument("ckpt", metavar="CKPT", help="checkpoint folder")
+    p.add_argument("--data", required=True, metavar="PATH",
+                   help="held-out expert episodes of the env the checkpoint trained on (wm collect; as wm eval --data)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for model_or_solver.json and pairs.jsonl")
+    add_dataclass_arguments(p.add_argument_group("protocol"), PlanningProtocol)
+    g = p.add_argument_group("planner")
+    add_dataclass_arguments(g, PlannerConfig, exclude=("seed",))
+    g.add_argument("--planner-opt", dest="planner_opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a solver option (repeatable), as in wm eval")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--allow-train-episodes", action="store_true",
+                   help="use pairs from episodes the checkpoint trained or validated on (refused by default)")
+    p.add_argument("--json", action="store_true", help="print model_or_solver.json (default: a few summary lines)")
+
     p = add("gallery", "render every env under train and OOD factors into PNGs")
     p.add_argument("--out", default="docs/gallery", help="output folder (one PNG per env)")
     p.add_argument("--resolution", type=int, default=128, help="tile size in pixels")
@@ -936,6 +960,26 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_model_or_solver(args: argparse.Namespace) -> int:
+    from benchmarks.model_or_solver import run_model_or_solver, summary_lines
+    from benchmarks.planning import PlannerConfig
+    from benchmarks.protocol import PlanningProtocol
+    from planners.objectives import parse_objective, parse_step_weights
+    from planners.registry import parse_options
+    from worldmodel.device import resolve_device
+
+    options = parse_options(args.planner, args.planner_opt)  # an unknown solver or option: one line, before loading
+    parse_objective(args.objective)
+    parse_step_weights(args.step_weights)
+    protocol = dataclass_from_args(PlanningProtocol, args)
+    planner_cfg = dataclass_from_args(PlannerConfig, args, seed=protocol.seed, planner_options=options)
+    device = resolve_device(args.device)
+    result = run_model_or_solver(args.ckpt, args.data, args.out, protocol=protocol, planner_cfg=planner_cfg,
+                                 device=str(device), allow_train_episodes=args.allow_train_episodes, log=_log)
+    print(_json(result, indent=2) if args.json else "\n".join(summary_lines(result)))
+    return 0
+
+
 def _cmd_gallery(args: argparse.Namespace) -> int:
     from envs.gallery import write_gallery
 
@@ -957,6 +1001,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bench": _cmd_bench,
     "gallery": _cmd_gallery,
     "diagnose": _cmd_diagnose,
+    "model-or-solver": _cmd_model_or_solver,
     "envs": _cmd_envs,
     "factors": _cmd_factors,
     "collect": _cmd_collect,

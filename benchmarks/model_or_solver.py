@@ -46,6 +46,13 @@ Summary (``model_or_solver.json``):
     ``"solver"`` when more than half the pairs are ``solver_short``, ``"model"`` when more
     than half are ``model_misranks``, else ``"mixed"``.
 
+Reading it: the test judges the first plan only, open loop, while ``wm eval`` executes one
+block of it and replans, so a model that plans well closed loop can still have many
+``model_misranks`` (its first plans head the right way without arriving). ``solver_short``
+near 0 says the search finds what the model asks for: more samples or iterations will not
+raise success, a better model will. Compare checkpoints by ``model_misranks``,
+``reached_plan`` and ``open_loop_error_ratio`` on the same pairs rather than reading one alone.
+
 The test needs the plan and the expert path to span the same steps: the planner's
 horizon times the model's frameskip must equal the protocol's offset (25 = 5 x 5 with
 the defaults).

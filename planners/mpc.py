@@ -264,7 +264,8 @@ class MPCPolicy:
             blocks: float (B, N, H, frameskip * action_dim): N sequences of H full action
                 blocks per env (raw actions; with ``hold_actions`` a planned action is its
                 block's action repeated ``frameskip`` times, as ``last_result.actions`` are
-                expanded). H need not be the planner's horizon.
+                expanded). H is the planner's horizon, or any length for objectives
+                without per-step weights.
 
         Returns:
             float (B, N) costs (lower is better).

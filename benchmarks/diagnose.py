@@ -526,6 +526,33 @@ def _check_model_fits(model: Any, dataset: Any) -> None:
                          f"action_dim={cfg.action_dim}: it was trained on another environment's data")
 
 
+def open_checked(ckpt: str | os.PathLike, data: str | os.PathLike, out_dir: str | os.PathLike, device: str,
+                 model: Any = None) -> tuple[Path, Any, Any, dict, list[str]]:
+    """Check the output folder, load the checkpoint (unless ``model`` is given; eval mode) and open the dataset,
+    refusing another env's data or a frame or action size the model was not trained on, by name.
+
+    Returns:
+        (output folder, model, opened dataset, what the checkpoint records of its training data
+        (`benchmarks.planning.checkpoint_data`), notes of what could not be checked).
+    """
+    from benchmarks.planning import check_trained_on, checkpoint_data
+    from data import open_dataset
+    from worldmodel.checkpoint import load_checkpoint
+    from worldmodel.paths import check_output_dir
+
+    out = check_output_dir(out_dir)
+    if not Path(data).exists():
+        raise FileNotFoundError(f"dataset {data} does not exist (expected a folder written by wm collect)")
+    if model is None:
+        model = load_checkpoint(ckpt, device=device)
+    model.eval()
+    dataset = open_dataset(data)
+    trained_on = checkpoint_data(ckpt)
+    notes = check_trained_on(trained_on, dataset)  # another env's data: refused by name
+    _check_model_fits(model, dataset)
+    return out, model, dataset, trained_on, notes
+
+
 def run_diagnose(
     ckpt: str | os.PathLike,
     data: str | os.PathLike,
@@ -563,10 +590,6 @@ def run_diagnose(
     """
     import envs
     from benchmarks.leaks import check_train_episodes, checkpoint_record
-    from benchmarks.planning import check_trained_on, checkpoint_data
-    from data import open_dataset
-    from worldmodel.checkpoint import load_checkpoint
-    from worldmodel.paths import check_output_dir
 
     t0 = time.perf_counter()
     if episodes is not None and (isinstance(episodes, bool) or int(episodes) != episodes or episodes < 2):
@@ -574,16 +597,7 @@ def run_diagnose(
                          "scored on others)")
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
         raise ValueError(f"steps={steps!r}: expected a positive integer (open-loop rollout length in action blocks)")
-    out = check_output_dir(out_dir)
-    if not Path(data).exists():
-        raise FileNotFoundError(f"dataset {data} does not exist (expected a folder written by wm collect)")
-    if model is None:
-        model = load_checkpoint(ckpt, device=device)
-    model.eval()
-    dataset = open_dataset(data)
-    trained_on = checkpoint_data(ckpt)
-    notes = check_trained_on(trained_on, dataset)  # another env's data: refused by name
-    _check_model_fits(model, dataset)
+    out, model, dataset, trained_on, notes = open_checked(ckpt, data, out_dir, device, model)
     env_id = dataset.meta["env_id"]
     all_ids = [int(e["episode_id"]) for e in dataset.episodes()]
     if len(all_ids) < 2:

@@ -63,7 +63,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -292,28 +291,15 @@ def run_model_or_solver(
         ValueError (or subclasses): offset != horizon x frameskip, a dataset of another env, frame or
         action size, too few pairs, pairs from training episodes (without ``allow_train_episodes``).
     """
-    from benchmarks.diagnose import _check_model_fits, _write_json
+    from benchmarks.diagnose import _write_json, open_checked
     from benchmarks.leaks import check_train_episodes, checkpoint_record
-    from benchmarks.planning import check_trained_on, checkpoint_data
     from benchmarks.protocol import sample_pairs
-    from data import open_dataset
-    from worldmodel.checkpoint import load_checkpoint
-    from worldmodel.paths import check_output_dir
 
     t0 = time.perf_counter()
     protocol = protocol or PlanningProtocol()
     planner_cfg = planner_cfg or PlannerConfig()
-    out = check_output_dir(out_dir)
-    if not Path(data).exists():
-        raise FileNotFoundError(f"dataset {data} does not exist (expected a folder written by wm collect)")
-    if model is None:
-        model = load_checkpoint(ckpt, device=device)
-    model.eval()
+    out, model, dataset, trained_on, notes = open_checked(ckpt, data, out_dir, device, model)
     check_spans(protocol, planner_cfg, int(model.config.frameskip))
-    dataset = open_dataset(data)
-    trained_on = checkpoint_data(ckpt)
-    notes = check_trained_on(trained_on, dataset)
-    _check_model_fits(model, dataset)
     state_probe = None
     from planners.objectives import parse_objective
 

@@ -29,3 +29,19 @@ def tiny_recipe(env_id: str = "wm/TwoRoom-v0", expert: int = 4, random: int = 2,
     r.eval.protocol = {"offset": 5, "budget": 5, "episodes": 2}
     r.eval.long_protocol = None if long is None else {**(r.eval.long_protocol or {}), **long}
     return r.check()
+
+
+def train_tiny(data, out, steps: int) -> None:
+    """Train the smallest LeWorldModel the diagnostics tests use (32x32 frames, frameskip 2, embed 8) on ``data`` for
+    ``steps`` steps of 8 windows, on 1 CPU thread, into the checkpoint folder ``out``."""
+    import torch
+
+    from worldmodel import ModelConfig, TrainConfig
+    from worldmodel.train import train
+
+    torch.set_num_threads(1)
+    mc = ModelConfig(image_size=32, action_dim=2, frameskip=2, context=1, pred_steps=1, embed_dim=8, encoder_width=4,
+                     projector_hidden=16, predictor_width=16, predictor_depth=1, predictor_heads=2, sigreg_projections=16)
+    tc = TrainConfig(data=str(data), out=str(out), steps=steps, batch_size=8, warmup_steps=1, val_every=1000,
+                     ckpt_every=steps, device="cpu", progress=False, cache=True)
+    train(mc, tc)

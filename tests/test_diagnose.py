@@ -313,21 +313,15 @@ def _dot_frames(states: np.ndarray, size: int) -> np.ndarray:
 def tiny(tmp_path_factory) -> SimpleNamespace:
     """TwoRoom data at 32x32 (train + held-out), a 2-step checkpoint trained on it, a PushT dataset."""
     from data.collect import collect
-    from worldmodel import ModelConfig, TrainConfig
-    from worldmodel.train import train
+    from tests.cli_helpers import train_tiny
 
     root = tmp_path_factory.mktemp("diagnose")
-    torch.set_num_threads(1)
     collect("wm/TwoRoom-v0", 4, root / "train.lance", seed=0, resolution=32, max_steps=20)
     collect("wm/TwoRoom-v0", 4, root / "heldout.lance", seed=5000, resolution=32, max_steps=20)
     collect("wm/TwoRoom-v0", 1, root / "one.lance", seed=6000, resolution=32, max_steps=20)
     collect("wm/TwoRoom-v0", 2, root / "large.lance", seed=7000, resolution=64, max_steps=10)
     collect("wm/PushT-v0", 2, root / "pusht.lance", seed=0, resolution=32, max_steps=20, policy="random")
-    mc = ModelConfig(image_size=32, action_dim=2, frameskip=2, context=1, pred_steps=1, embed_dim=8, encoder_width=4,
-                     projector_hidden=16, predictor_width=16, predictor_depth=1, predictor_heads=2, sigreg_projections=16)
-    tc = TrainConfig(data=str(root / "train.lance"), out=str(root / "ckpt"), steps=2, batch_size=8, warmup_steps=1,
-                     val_every=1000, ckpt_every=2, device="cpu", progress=False, cache=True)
-    train(mc, tc)
+    train_tiny(root / "train.lance", root / "ckpt", steps=2)
     return SimpleNamespace(root=root, ckpt=root / "ckpt", heldout=root / "heldout.lance")
 
 

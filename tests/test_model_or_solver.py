@@ -6,13 +6,12 @@ import json
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from benchmarks.leaks import TrainEpisodesError
 from benchmarks.model_or_solver import PAIRS_FILE, SUMMARY_FILE, check_spans, run_model_or_solver, summarize
 from benchmarks.planning import PlannerConfig
 from benchmarks.protocol import PlanningProtocol
-from tests.cli_helpers import wm
+from tests.cli_helpers import train_tiny, wm
 
 # frameskip 2, horizon 3: the plan spans 6 steps, the protocol's offset
 PROTOCOL = PlanningProtocol(offset=6, budget=6, episodes=6, seed=0)
@@ -56,18 +55,11 @@ def test_the_plan_and_the_expert_path_must_span_the_same_steps() -> None:
 def tiny(tmp_path_factory) -> SimpleNamespace:
     """TwoRoom expert data at 32x32 (training and held-out) and a 20-step checkpoint trained on it."""
     from data.collect import collect
-    from worldmodel import ModelConfig, TrainConfig
-    from worldmodel.train import train
 
     root = tmp_path_factory.mktemp("model_or_solver")
-    torch.set_num_threads(1)
     collect("wm/TwoRoom-v0", 4, root / "train.lance", seed=0, resolution=32, max_steps=24)
     collect("wm/TwoRoom-v0", 4, root / "heldout.lance", seed=5000, resolution=32, max_steps=24)
-    mc = ModelConfig(image_size=32, action_dim=2, frameskip=2, context=1, pred_steps=1, embed_dim=8, encoder_width=4,
-                     projector_hidden=16, predictor_width=16, predictor_depth=1, predictor_heads=2, sigreg_projections=16)
-    tc = TrainConfig(data=str(root / "train.lance"), out=str(root / "ckpt"), steps=20, batch_size=8, warmup_steps=1,
-                     val_every=1000, ckpt_every=20, device="cpu", progress=False, cache=True)
-    train(mc, tc)
+    train_tiny(root / "train.lance", root / "ckpt", steps=20)
     return SimpleNamespace(root=root, ckpt=root / "ckpt", heldout=root / "heldout.lance", train=root / "train.lance")
 
 

@@ -680,20 +680,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_planner_args(args: argparse.Namespace) -> tuple[dict, dict[str, float]]:
+    """The planner flags of ``wm eval`` and ``wm model-or-solver`` checked before any loading: an unknown solver or
+    option, objective term or bad weight, or bad step weights is one line. Returns (solver options, objective terms)."""
+    from planners.objectives import parse_objective, parse_step_weights
+    from planners.registry import parse_options
+
+    options = parse_options(args.planner, args.planner_opt)
+    terms = parse_objective(args.objective)
+    parse_step_weights(args.step_weights)
+    return options, terms
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from benchmarks.planning import DEFAULT_BATCH_ENVS, PlannerConfig, checkpoint_data, evaluate_planning
     from benchmarks.protocol import PlanningProtocol
     from data import open_dataset
-    from planners.registry import parse_options
     from worldmodel.checkpoint import load_checkpoint
     from worldmodel.device import resolve_device
     from worldmodel.paths import check_output_dir
 
-    options = parse_options(args.planner, args.planner_opt)  # an unknown solver or option: one line, before loading
-    from planners.objectives import parse_objective, parse_step_weights
-
-    terms = parse_objective(args.objective)  # so is an unknown objective term or a bad weight
-    parse_step_weights(args.step_weights)
+    options, terms = _check_planner_args(args)
     if args.oracle_only and args.ckpt:
         raise ValueError("--oracle-only evaluates the oracle without a model: drop --ckpt, or pass --oracle to run both")
     if not args.oracle_only and not args.ckpt:
@@ -964,13 +971,9 @@ def _cmd_model_or_solver(args: argparse.Namespace) -> int:
     from benchmarks.model_or_solver import run_model_or_solver, summary_lines
     from benchmarks.planning import PlannerConfig
     from benchmarks.protocol import PlanningProtocol
-    from planners.objectives import parse_objective, parse_step_weights
-    from planners.registry import parse_options
     from worldmodel.device import resolve_device
 
-    options = parse_options(args.planner, args.planner_opt)  # an unknown solver or option: one line, before loading
-    parse_objective(args.objective)
-    parse_step_weights(args.step_weights)
+    options, _ = _check_planner_args(args)
     protocol = dataclass_from_args(PlanningProtocol, args)
     planner_cfg = dataclass_from_args(PlannerConfig, args, seed=protocol.seed, planner_options=options)
     device = resolve_device(args.device)

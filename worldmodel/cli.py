@@ -78,11 +78,21 @@ EPILOGS = {
     ),
 }
 
-
-def _parser() -> argparse.ArgumentParser:
+def _add_planning_args(p: argparse.ArgumentParser, protocol_exclude: tuple[str, ...] = ()) -> None:
+    """The ``protocol`` (`PlanningProtocol` less ``protocol_exclude``) and ``planner`` (`PlannerConfig`,
+    its seed being the protocol's, and ``--planner-opt``) argument groups of wm eval, ood and model-or-solver."""
     from benchmarks.planning import PlannerConfig
     from benchmarks.protocol import PlanningProtocol
 
+    add_dataclass_arguments(p.add_argument_group("protocol"), PlanningProtocol, exclude=protocol_exclude)
+    g = p.add_argument_group("planner")
+    add_dataclass_arguments(g, PlannerConfig, exclude=("seed",))
+    g.add_argument("--planner-opt", dest="planner_opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a solver option (repeatable), e.g. --planner icem --planner-opt beta=2.5; "
+                        "each solver's options and defaults are in its docstring (planners/NAME.py)")
+
+
+def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="wm",
@@ -204,12 +214,7 @@ def _parser() -> argparse.ArgumentParser:
                         "apart from ones a recipe was chosen on)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--no-video", dest="video", action="store_false", help="skip the MP4 of a planned episode")
-    add_dataclass_arguments(p.add_argument_group("protocol"), PlanningProtocol)
-    g = p.add_argument_group("planner")
-    add_dataclass_arguments(g, PlannerConfig, exclude=("seed",))
-    g.add_argument("--planner-opt", dest="planner_opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="a solver option (repeatable), e.g. --planner icem --planner-opt beta=2.5; "
-                        "each solver's options and defaults are in its docstring (planners/NAME.py)")
+    _add_planning_args(p)
     p.add_argument("--batch-envs", type=int, default=None, metavar="N",
                    help="environments run at once; more pairs run in chunks of N in the same N environments "
                         "(default 50; every pair plans from its own random stream, so N does not change the draws)")
@@ -239,11 +244,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--sweep-factors", dest="sweep_factors", nargs="+", default=[], metavar="NAME",
                    help="factors the one-factor-at-a-time sweep covers, by name or kind (visual, geometric, physical; "
                         "default: every factor)")
-    add_dataclass_arguments(p.add_argument_group("protocol"), PlanningProtocol, exclude=("episodes",))
-    g = p.add_argument_group("planner")
-    add_dataclass_arguments(g, PlannerConfig, exclude=("seed",))
-    g.add_argument("--planner-opt", dest="planner_opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="a solver option (repeatable), as in wm eval")
+    _add_planning_args(p, protocol_exclude=("episodes",))  # --episodes is the suite's (per condition)
 
     p = add("ood-pool", "pool wm ood runs of one recipe trained with several seeds into one suite, with a report")
     p.description = ("Sums each condition's successes, episodes and random-baseline successes over the runs (one env, "
@@ -416,11 +417,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, metavar="PATH",
                    help="held-out expert episodes of the env the checkpoint trained on (wm collect; as wm eval --data)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for model_or_solver.json and pairs.jsonl")
-    add_dataclass_arguments(p.add_argument_group("protocol"), PlanningProtocol)
-    g = p.add_argument_group("planner")
-    add_dataclass_arguments(g, PlannerConfig, exclude=("seed",))
-    g.add_argument("--planner-opt", dest="planner_opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="a solver option (repeatable), as in wm eval")
+    _add_planning_args(p)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--allow-train-episodes", action="store_true",
                    help="use pairs from episodes the checkpoint trained or validated on (refused by default)")

@@ -78,6 +78,7 @@ EPILOGS = {
     ),
 }
 
+
 def _add_planning_args(p: argparse.ArgumentParser, protocol_exclude: tuple[str, ...] = ()) -> None:
     """The ``protocol`` (`PlanningProtocol` less ``protocol_exclude``) and ``planner`` (`PlannerConfig`,
     its seed being the protocol's, and ``--planner-opt``) argument groups of wm eval, ood and model-or-solver."""

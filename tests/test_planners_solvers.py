@@ -474,6 +474,16 @@ def test_wm_eval_unknown_planner_suggests_the_closest(tmp_path, capsys):
     assert code == 2 and "no option 'temprature'; did you mean 'temperature'" in err and "Traceback" not in err
 
 
+
+@pytest.mark.parametrize("command", ["eval", "ood", "model-or-solver"])
+def test_every_planning_command_refuses_a_bad_objective_before_loading(command: str, tmp_path, capsys) -> None:
+    """A misspelt objective term is one line naming it, before the (missing) checkpoint is looked at."""
+    where = {"eval": ["--ckpt", tmp_path / "ckpt", "--data", tmp_path / "d"], "ood": ["--ckpt", tmp_path / "ckpt",
+             "--env", "wm/TwoRoom-v0"], "model-or-solver": [tmp_path / "ckpt", "--data", tmp_path / "d"]}[command]
+    code, _, err = wm(capsys, command, *where, "--out", tmp_path / "o", "--objective", "terminal_l3")
+    assert code == 2 and "terminal_l3" in err and "ckpt" not in err and "Traceback" not in err
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A TwoRoom checkpoint trained for 3 steps on 4 episodes at 32x32, and 2 held-out episodes."""

@@ -679,7 +679,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _check_planner_args(args: argparse.Namespace) -> tuple[dict, dict[str, float]]:
-    """The planner flags of ``wm eval`` and ``wm model-or-solver`` checked before any loading: an unknown solver or
+    """The planner flags of ``wm eval``, ``wm ood`` and ``wm model-or-solver`` checked before any loading: an unknown solver or
     option, objective term or bad weight, or bad step weights is one line. Returns (solver options, objective terms)."""
     from planners.objectives import parse_objective, parse_step_weights
     from planners.registry import parse_options
@@ -789,12 +789,11 @@ def _cmd_ood(args: argparse.Namespace) -> int:
     from benchmarks.ood import OODConfig, run_ood, swept_factors
     from benchmarks.planning import PlannerConfig
     from benchmarks.protocol import PlanningProtocol
-    from planners.registry import parse_options
     from worldmodel.device import resolve_device
     from worldmodel.paths import check_output_dir
     import envs
 
-    options = parse_options(args.planner, args.planner_opt)
+    options, _ = _check_planner_args(args)
     envs.env_class(args.env)  # an unknown id: the closest named, before any work
     cfg = dataclass_from_args(OODConfig, args, severities=tuple(args.severities), splits=tuple(args.splits),
                               sweep_factors=tuple(args.sweep_factors))
